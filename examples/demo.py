@@ -1,0 +1,3 @@
+"""`make demo`: filled in as the pieces land."""
+
+print("hexdbt demo: nothing to show yet")

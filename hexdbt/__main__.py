@@ -1,0 +1,3 @@
+from hexdbt.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""The ``hexdbt`` command. Only this package imports click.
+
+Commands are thin: parse options, call the core, render. Heavy modules (dbt, the emulator,
+requests) are imported inside the commands that need them so ``hexdbt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hexdbt._version import __version__
+from hexdbt.cli._common import fail
+from hexdbt.errors import HexdbtError
+
+
+class _Group(click.Group):
+    """Turns expected errors into ``Error: ...`` on stderr and the error's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HexdbtError as exc:
+            fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hexdbt")
+def main() -> None:
+    """Keep Hex apps in step with dbt.
+
+    \b
+    Examples:
+      dbt build && hexdbt run          trigger the Hex projects whose models dbt refreshed
+      hexdbt dbt build --select marts  run dbt and trigger each project as its models finish
+      hexdbt emulator                  a local Hex API to try it all without touching Hex
+    """

@@ -1,0 +1,57 @@
+"""One place that resolves options: flag > environment > mapping-file defaults > built-in default.
+
+Only the environment variables below are read, and only here:
+
+    HEX_API_TOKEN       the Hex API token (never printed, logged or stored)
+    HEX_BASE_URL        Hex's address, default https://app.hex.tech
+    HEXDBT_STATE_DIR    where the ledger and the shared rate budget live
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hexdbt.errors import ConfigError, StateError
+
+DEFAULT_BASE_URL = "https://app.hex.tech"
+TOKEN_ENV = "HEX_API_TOKEN"
+BASE_URL_ENV = "HEX_BASE_URL"
+STATE_DIR_ENV = "HEXDBT_STATE_DIR"
+
+
+def resolve_token(flag_value: str | None = None) -> str:
+    """The Hex token from a flag or ``HEX_API_TOKEN``; a missing one is a usage error."""
+    token = flag_value or os.environ.get(TOKEN_ENV, "")
+    token = token.strip()
+    if not token:
+        raise ConfigError(
+            f"no Hex API token: set {TOKEN_ENV}",
+            hint="create a token in Hex under Settings > API keys, then export HEX_API_TOKEN=...",
+        )
+    return token
+
+
+def resolve_base_url(flag_value: str | None = None) -> str:
+    return (flag_value or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip()
+
+
+def resolve_state_dir(flag_value: str | Path | None = None) -> Path:
+    """The folder for the ledger and the budget store, created if missing."""
+    if flag_value:
+        path = Path(flag_value)
+    elif os.environ.get(STATE_DIR_ENV):
+        path = Path(os.environ[STATE_DIR_ENV])
+    else:
+        # platformdirs is only needed here, and is cheap to import.
+        from platformdirs import user_state_dir
+
+        path = Path(user_state_dir("hexdbt", appauthor=False))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(
+            f"cannot create the state folder {path}: {exc.strerror}",
+            hint=f"point {STATE_DIR_ENV} at a writable folder",
+        ) from exc
+    return path
