@@ -2,6 +2,7 @@
 
 Commands are thin: parse options, call the core, render. Heavy modules (dbt, the emulator,
 requests) are imported inside the commands that need them so ``hexdbt --help`` stays fast.
+Each module below owns a group of commands and lists them in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -36,3 +37,14 @@ def main() -> None:
       hexdbt dbt build --select marts  run dbt and trigger each project as its models finish
       hexdbt emulator                  a local Hex API to try it all without touching Hex
     """
+
+
+def _register() -> None:
+    from hexdbt.cli import dbt_commands, emulator_command, hex_commands
+
+    for module in (hex_commands, dbt_commands, emulator_command):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()
