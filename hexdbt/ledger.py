@@ -1,0 +1,421 @@
+"""The ledger: what hexdbt has done, in SQLite, safe for several processes at once.
+
+It is what makes triggering exactly-once. For each trigger key (dbt invocation, Hex project,
+rendered params) it keeps one row whose state only moves forward:
+
+    planned ──> sending ──> started ──> ended
+       │  ▲        │  └───> ambiguous     (answer lost and GetProjectRuns could not decide)
+       v  │        └──────> failed        (Hex refused it: nothing was started)
+     queued ──> expired                   (did not fit the budget before its deadline)
+
+``sending`` is committed *before* the POST and ``started`` (with the run id) right after it, so a
+crash between the two leaves a row that says "a run may exist": the dispatcher reconciles it
+through GetProjectRuns instead of posting again. Claiming a row for sending is atomic
+(``BEGIN IMMEDIATE``), so two processes handling the same invocation never both post.
+
+The schema is versioned with ``PRAGMA user_version``; ``_MIGRATIONS[n]`` takes version n to n+1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from hexdbt.clock import Clock, SystemClock
+from hexdbt.errors import StateError
+
+LEDGER_FILENAME = "ledger.sqlite3"
+
+
+class TriggerState(StrEnum):
+    PLANNED = "planned"
+    QUEUED = "queued"
+    SENDING = "sending"
+    STARTED = "started"
+    ENDED = "ended"
+    FAILED = "failed"
+    AMBIGUOUS = "ambiguous"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STATES
+
+
+_FINAL_STATES = frozenset(
+    {TriggerState.ENDED, TriggerState.FAILED, TriggerState.AMBIGUOUS, TriggerState.EXPIRED}
+)
+_SENDABLE_STATES = (TriggerState.PLANNED.value, TriggerState.QUEUED.value)
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1
+    """
+    CREATE TABLE invocations (
+        invocation_id TEXT PRIMARY KEY,
+        command       TEXT NOT NULL,
+        source        TEXT NOT NULL,
+        first_seen_at REAL NOT NULL
+    );
+    CREATE TABLE triggers (
+        trigger_key   TEXT PRIMARY KEY,
+        invocation_id TEXT NOT NULL REFERENCES invocations(invocation_id),
+        name          TEXT NOT NULL,
+        project_id    TEXT NOT NULL,
+        base_url      TEXT NOT NULL,
+        request_json  TEXT NOT NULL,
+        options_json  TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        owner_pid     INTEGER,
+        deadline_at   REAL,
+        intent_at     REAL,
+        run_id        TEXT,
+        run_url       TEXT,
+        hex_status    TEXT,
+        trace_id      TEXT,
+        reason        TEXT,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        ended_at      REAL
+    );
+    CREATE INDEX triggers_by_invocation ON triggers(invocation_id);
+    CREATE INDEX triggers_by_state ON triggers(state);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRecord:
+    """One row of the ledger: a trigger and what has happened to it so far."""
+
+    trigger_key: str
+    invocation_id: str
+    name: str
+    project_id: str
+    base_url: str
+    request: dict[str, Any]
+    options: dict[str, Any]
+    state: TriggerState
+    owner_pid: int | None
+    deadline_at: float | None
+    intent_at: float | None
+    run_id: str | None
+    run_url: str | None
+    hex_status: str | None
+    trace_id: str | None
+    reason: str | None
+    created_at: float
+    updated_at: float
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationRecord:
+    invocation_id: str
+    command: str
+    source: str
+    first_seen_at: float
+
+
+def _trigger_from_row(row: sqlite3.Row) -> TriggerRecord:
+    return TriggerRecord(
+        trigger_key=row["trigger_key"],
+        invocation_id=row["invocation_id"],
+        name=row["name"],
+        project_id=row["project_id"],
+        base_url=row["base_url"],
+        request=json.loads(row["request_json"]),
+        options=json.loads(row["options_json"]),
+        state=TriggerState(row["state"]),
+        owner_pid=row["owner_pid"],
+        deadline_at=row["deadline_at"],
+        intent_at=row["intent_at"],
+        run_id=row["run_id"],
+        run_url=row["run_url"],
+        hex_status=row["hex_status"],
+        trace_id=row["trace_id"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+def pid_is_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (the owner of a ``sending`` row)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+class Ledger:
+    """The SQLite ledger. One instance per process; each call is its own short transaction."""
+
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+        self.path = path
+        self._clock = clock or SystemClock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so a
+            # writer takes the lock before reading the row it is about to change.
+            self._db = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(
+                f"cannot open the ledger {path}: {exc}",
+                hint="check that HEXDBT_STATE_DIR is writable, or move it elsewhere",
+            ) from exc
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path, *, clock: Clock | None = None) -> Ledger:
+        return cls(state_dir / LEDGER_FILENAME, clock=clock)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the ledger {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the ledger {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"the ledger {self.path} has schema version {version}, newer than this "
+                    f"hexdbt knows ({SCHEMA_VERSION})",
+                    hint="upgrade hexdbt, or point HEXDBT_STATE_DIR at another folder",
+                )
+            for step in range(version, SCHEMA_VERSION):
+                # executescript() would commit on its own; one statement at a time keeps the
+                # whole migration inside this transaction.
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # -- invocations ----------------------------------------------------------------------
+
+    def record_invocation(self, invocation_id: str, command: str, source: str) -> bool:
+        """Remember a dbt invocation; True when it was new to the ledger."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
+                (invocation_id, command, source, self._clock.now()),
+            )
+            return cursor.rowcount == 1
+
+    def has_invocation(self, invocation_id: str) -> bool:
+        rows = self._read("SELECT 1 FROM invocations WHERE invocation_id = ?", (invocation_id,))
+        return bool(rows)
+
+    def recent_invocations(self, limit: int = 10) -> list[InvocationRecord]:
+        rows = self._read(
+            "SELECT * FROM invocations ORDER BY first_seen_at DESC, rowid DESC LIMIT ?", (limit,)
+        )
+        return [InvocationRecord(**dict(row)) for row in rows]
+
+    # -- triggers -------------------------------------------------------------------------
+
+    def plan_trigger(
+        self,
+        *,
+        trigger_key: str,
+        invocation_id: str,
+        name: str,
+        project_id: str,
+        base_url: str,
+        request: dict[str, Any],
+        options: dict[str, Any],
+    ) -> TriggerRecord:
+        """Record a trigger as planned, or return the row already there for this key."""
+        now = self._clock.now()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO triggers (trigger_key, invocation_id, name, project_id,"
+                " base_url, request_json, options_json, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    trigger_key,
+                    invocation_id,
+                    name,
+                    project_id,
+                    base_url,
+                    json.dumps(request, sort_keys=True),
+                    json.dumps(options, sort_keys=True),
+                    TriggerState.PLANNED.value,
+                    now,
+                    now,
+                ),
+            )
+        return self.get(trigger_key)
+
+    def get(self, trigger_key: str) -> TriggerRecord:
+        rows = self._read("SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,))
+        if not rows:
+            raise StateError(f"the ledger {self.path} has no trigger {trigger_key}")
+        return _trigger_from_row(rows[0])
+
+    def claim_for_sending(self, trigger_key: str) -> bool:
+        """Commit the intent to POST. False when the row is not sendable (someone else has it)."""
+        now = self._clock.now()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE triggers SET state = ?, owner_pid = ?, intent_at = ?, updated_at = ?"
+                f" WHERE trigger_key = ? AND state IN ({', '.join('?' * len(_SENDABLE_STATES))})",
+                (TriggerState.SENDING.value, os.getpid(), now, now, trigger_key, *_SENDABLE_STATES),
+            )
+            return cursor.rowcount == 1
+
+    def take_over_orphan(self, trigger_key: str) -> bool:
+        """Adopt a ``sending`` row whose owner process is gone, so this process reconciles it."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT state, owner_pid FROM triggers WHERE trigger_key = ?", (trigger_key,)
+            ).fetchone()
+            if row is None or row["state"] != TriggerState.SENDING.value:
+                return False
+            owner = row["owner_pid"]
+            if owner is not None and owner != os.getpid() and pid_is_alive(owner):
+                return False
+            db.execute(
+                "UPDATE triggers SET owner_pid = ?, updated_at = ? WHERE trigger_key = ?",
+                (os.getpid(), self._clock.now(), trigger_key),
+            )
+            return True
+
+    def mark_started(
+        self, trigger_key: str, *, run_id: str, run_url: str | None, trace_id: str | None
+    ) -> TriggerRecord:
+        return self._update(
+            trigger_key,
+            state=TriggerState.STARTED,
+            run_id=run_id,
+            run_url=run_url,
+            trace_id=trace_id,
+            reason=None,
+        )
+
+    def mark_status(self, trigger_key: str, hex_status: str) -> TriggerRecord:
+        """A live run's latest Hex status (PENDING, RUNNING)."""
+        return self._update(trigger_key, hex_status=hex_status)
+
+    def mark_ended(
+        self, trigger_key: str, *, hex_status: str, reason: str | None = None
+    ) -> TriggerRecord:
+        return self._update(
+            trigger_key,
+            state=TriggerState.ENDED,
+            hex_status=hex_status,
+            reason=reason,
+            ended_at=self._clock.now(),
+        )
+
+    def mark_failed(
+        self, trigger_key: str, *, reason: str, trace_id: str | None = None
+    ) -> TriggerRecord:
+        return self._update(
+            trigger_key,
+            state=TriggerState.FAILED,
+            reason=reason,
+            trace_id=trace_id,
+            ended_at=self._clock.now(),
+        )
+
+    def mark_ambiguous(self, trigger_key: str, *, reason: str) -> TriggerRecord:
+        return self._update(
+            trigger_key, state=TriggerState.AMBIGUOUS, reason=reason, ended_at=self._clock.now()
+        )
+
+    def mark_queued(self, trigger_key: str, *, deadline_at: float, reason: str) -> TriggerRecord:
+        return self._update(
+            trigger_key,
+            state=TriggerState.QUEUED,
+            deadline_at=deadline_at,
+            reason=reason,
+            owner_pid=None,
+        )
+
+    def mark_expired(self, trigger_key: str, *, reason: str) -> TriggerRecord:
+        return self._update(
+            trigger_key, state=TriggerState.EXPIRED, reason=reason, ended_at=self._clock.now()
+        )
+
+    def release(self, trigger_key: str, *, reason: str) -> TriggerRecord:
+        """Give a claimed trigger back (nothing was sent: e.g. interrupted before the POST)."""
+        return self._update(
+            trigger_key, state=TriggerState.QUEUED, reason=reason, owner_pid=None, intent_at=None
+        )
+
+    def reopen_ambiguous(self, trigger_key: str) -> TriggerRecord:
+        """The user asked to send an ambiguous trigger again (``--resend-ambiguous``)."""
+        return self._update(
+            trigger_key, state=TriggerState.PLANNED, reason=None, ended_at=None, owner_pid=None
+        )
+
+    def _update(self, trigger_key: str, **fields: Any) -> TriggerRecord:
+        fields["updated_at"] = self._clock.now()
+        values = [v.value if isinstance(v, TriggerState) else v for v in fields.values()]
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE triggers SET {assignments} WHERE trigger_key = ?", (*values, trigger_key)
+            )
+            if cursor.rowcount != 1:
+                raise StateError(f"the ledger {self.path} has no trigger {trigger_key}")
+        return self.get(trigger_key)
+
+    def triggers_of(self, invocation_id: str) -> list[TriggerRecord]:
+        rows = self._read(
+            "SELECT * FROM triggers WHERE invocation_id = ? ORDER BY created_at, rowid",
+            (invocation_id,),
+        )
+        return [_trigger_from_row(row) for row in rows]
+
+    def in_state(self, *states: TriggerState) -> list[TriggerRecord]:
+        rows = self._read(
+            f"SELECT * FROM triggers WHERE state IN ({', '.join('?' * len(states))})"
+            " ORDER BY created_at, rowid",
+            tuple(state.value for state in states),
+        )
+        return [_trigger_from_row(row) for row in rows]

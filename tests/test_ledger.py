@@ -1,0 +1,182 @@
+"""The ledger: real SQLite files, real processes racing for the same trigger."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hexdbt.clock import ManualClock
+from hexdbt.errors import StateError
+from hexdbt.ledger import SCHEMA_VERSION, Ledger, TriggerState
+
+
+def _plan(ledger: Ledger, key: str = "k1", invocation_id: str = "inv-1") -> None:
+    ledger.record_invocation(invocation_id, "build", "run")
+    ledger.plan_trigger(
+        trigger_key=key,
+        invocation_id=invocation_id,
+        name="customer_health",
+        project_id="p-1",
+        base_url="http://127.0.0.1:1",
+        request={"inputParams": {"as_of": "2026-01-01"}},
+        options={"wait": True, "timeout_minutes": 60},
+    )
+
+
+def test_a_trigger_moves_from_planned_to_ended_with_timestamps(tmp_path: Path) -> None:
+    clock = ManualClock(start=1000.0)
+    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+        _plan(ledger)
+        assert ledger.get("k1").state is TriggerState.PLANNED
+        assert ledger.claim_for_sending("k1")
+        clock.advance(1)
+        record = ledger.mark_started("k1", run_id="r-1", run_url="http://x/r-1", trace_id="t")
+        assert (record.state, record.run_id, record.intent_at) == (
+            TriggerState.STARTED,
+            "r-1",
+            1000.0,
+        )
+        clock.advance(30)
+        ended = ledger.mark_ended("k1", hex_status="COMPLETED")
+        assert ended.state is TriggerState.ENDED
+        assert ended.state.is_final
+        assert ended.ended_at == 1031.0
+        assert ended.request == {"inputParams": {"as_of": "2026-01-01"}}
+
+
+def test_planning_the_same_key_twice_keeps_the_first_row(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        _plan(ledger)
+        ledger.claim_for_sending("k1")
+        ledger.mark_started("k1", run_id="r-1", run_url=None, trace_id=None)
+        _plan(ledger)
+        assert ledger.get("k1").run_id == "r-1"
+        assert len(ledger.triggers_of("inv-1")) == 1
+
+
+def test_a_claimed_trigger_cannot_be_claimed_again(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        _plan(ledger)
+        assert ledger.claim_for_sending("k1")
+        assert not ledger.claim_for_sending("k1")
+
+
+def _claim_in_child(path: str, results: multiprocessing.Queue[bool]) -> None:
+    with Ledger(Path(path)) as ledger:
+        results.put(ledger.claim_for_sending("k1"))
+
+
+def test_processes_racing_for_one_trigger_let_exactly_one_win(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        _plan(ledger)
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[bool] = context.Queue()
+    children = [
+        context.Process(target=_claim_in_child, args=(str(path), results)) for _ in range(6)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    outcomes = [results.get(timeout=5) for _ in children]
+    assert outcomes.count(True) == 1
+
+
+def test_an_orphaned_sending_row_is_taken_over_only_when_its_owner_is_dead(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        _plan(ledger)
+    # A real process claims the row and dies before recording a run id.
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from hexdbt.ledger import Ledger;"
+            "assert Ledger(Path(sys.argv[1])).claim_for_sending('k1')",
+            str(path),
+        ],
+        check=True,
+    )
+    with Ledger(path) as ledger:
+        assert ledger.get("k1").state is TriggerState.SENDING
+        assert not ledger.claim_for_sending("k1")
+        assert ledger.take_over_orphan("k1")
+
+
+def test_a_live_owner_keeps_its_sending_row(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        _plan(ledger)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from hexdbt.ledger import Ledger;"
+            "assert Ledger(Path(sys.argv[1])).claim_for_sending('k1'); print('claimed', flush=True);"
+            "sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "claimed"
+        with Ledger(path) as ledger:
+            assert not ledger.take_over_orphan("k1")
+    finally:
+        holder.communicate("")
+
+
+def test_queued_triggers_are_listed_with_their_deadline(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        _plan(ledger, key="k1")
+        _plan(ledger, key="k2")
+        ledger.mark_queued("k2", deadline_at=5000.0, reason="hourly RunProject budget spent")
+        queued = ledger.in_state(TriggerState.QUEUED)
+        assert [(r.trigger_key, r.deadline_at) for r in queued] == [("k2", 5000.0)]
+        assert ledger.claim_for_sending("k2")
+        ledger.release("k2", reason="interrupted before sending")
+        assert ledger.get("k2").state is TriggerState.QUEUED
+
+
+def test_record_invocation_says_whether_it_was_new(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        assert ledger.record_invocation("inv-1", "build", "run")
+        assert not ledger.record_invocation("inv-1", "build", "watch")
+        assert ledger.has_invocation("inv-1")
+        assert [i.invocation_id for i in ledger.recent_invocations()] == ["inv-1"]
+
+
+def test_a_ledger_from_a_newer_hexdbt_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StateError, match="newer than this hexdbt knows") as caught:
+        Ledger(path)
+    assert caught.value.exit_code == 7
+
+
+def test_an_unusable_ledger_path_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state folder should be")
+    with pytest.raises(StateError, match="cannot open the ledger") as caught:
+        Ledger(blocker / "ledger.sqlite3")
+    assert caught.value.exit_code == 7
+
+
+def test_unknown_trigger_is_a_state_error(tmp_path: Path) -> None:
+    with (
+        Ledger(tmp_path / "ledger.sqlite3") as ledger,
+        pytest.raises(StateError, match="no trigger"),
+    ):
+        ledger.mark_failed("nope", reason="x")
