@@ -78,6 +78,7 @@ _MIGRATIONS: tuple[str, ...] = (
         run_id        TEXT,
         run_url       TEXT,
         hex_status    TEXT,
+        timed_out     INTEGER NOT NULL DEFAULT 0,
         trace_id      TEXT,
         reason        TEXT,
         created_at    REAL NOT NULL,
@@ -109,6 +110,7 @@ class TriggerRecord:
     run_id: str | None
     run_url: str | None
     hex_status: str | None
+    timed_out: bool
     trace_id: str | None
     reason: str | None
     created_at: float
@@ -140,6 +142,7 @@ def _trigger_from_row(row: sqlite3.Row) -> TriggerRecord:
         run_id=row["run_id"],
         run_url=row["run_url"],
         hex_status=row["hex_status"],
+        timed_out=bool(row["timed_out"]),
         trace_id=row["trace_id"],
         reason=row["reason"],
         created_at=row["created_at"],
@@ -341,12 +344,18 @@ class Ledger:
         return self._update(trigger_key, hex_status=hex_status)
 
     def mark_ended(
-        self, trigger_key: str, *, hex_status: str, reason: str | None = None
+        self,
+        trigger_key: str,
+        *,
+        hex_status: str,
+        timed_out: bool = False,
+        reason: str | None = None,
     ) -> TriggerRecord:
         return self._update(
             trigger_key,
             state=TriggerState.ENDED,
             hex_status=hex_status,
+            timed_out=int(timed_out),
             reason=reason,
             ended_at=self._clock.now(),
         )
