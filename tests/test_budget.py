@@ -1,0 +1,169 @@
+"""The shared rate budget: real SQLite files, a ManualClock, several budgets on one file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hexdbt.clock import ManualClock
+from hexdbt.errors import ConfigError, HexRateLimitedError
+from hexdbt.hex.budget import (
+    BUDGET_FILE,
+    BudgetLimits,
+    CallKind,
+    Limit,
+    LocalBudget,
+    SharedBudget,
+    budget_scope,
+    plan_slots,
+)
+
+TOKEN = "hxtp_budget_secret_token"
+URL = "http://127.0.0.1:9"
+
+
+def _budget(tmp_path: Path, clock: ManualClock, **kwargs: object) -> SharedBudget:
+    return SharedBudget.in_state_dir(tmp_path, TOKEN, URL, clock=clock, **kwargs)  # type: ignore[arg-type]
+
+
+def test_thirty_other_calls_fit_a_minute_and_the_thirty_first_waits_for_the_window(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=1000.0)
+    budget = _budget(tmp_path, clock)
+    for _ in range(30):
+        budget.acquire(CallKind.OTHER)
+    assert clock.now() == 1000.0
+    budget.acquire(CallKind.OTHER)
+    # The first call ages out after its 60 s window plus the 1 s network margin.
+    assert clock.now() == 1061.0
+
+
+def test_run_project_obeys_both_the_minute_and_the_hour(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    started = []
+    for _ in range(61):
+        budget.acquire(CallKind.RUN_PROJECT)
+        started.append(clock.now())
+    # 20 per minute: three bursts of 20, then the hour is full until the first call ages out.
+    assert started[19] == 0.0
+    assert started[20] == 61.0
+    assert started[40] == 122.0
+    assert started[60] == 3601.0
+    for index in range(len(started)):
+        in_minute = [at for at in started if started[index] - 61.0 < at <= started[index]]
+        assert len(in_minute) <= 20
+
+
+def test_two_budgets_on_one_file_share_the_slots(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    first, second = _budget(tmp_path, clock), _budget(tmp_path, clock)
+    for _ in range(15):
+        first.acquire(CallKind.OTHER)
+        second.acquire(CallKind.OTHER)
+    assert first.next_slot_at(CallKind.OTHER) == 61.0
+    assert second.next_slot_at(CallKind.OTHER) == 61.0
+
+
+def test_another_token_or_host_has_its_own_budget(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    mine = _budget(tmp_path, clock)
+    for _ in range(30):
+        mine.acquire(CallKind.OTHER)
+    other_token = SharedBudget.in_state_dir(tmp_path, "hxtp_another", URL, clock=clock)
+    other_host = SharedBudget.in_state_dir(tmp_path, TOKEN, "https://eu.hex.tech", clock=clock)
+    assert other_token.next_slot_at(CallKind.OTHER) == 0.0
+    assert other_host.next_slot_at(CallKind.OTHER) == 0.0
+
+
+def test_the_store_holds_a_hash_of_the_token_never_the_token(tmp_path: Path) -> None:
+    budget = _budget(tmp_path, ManualClock())
+    budget.acquire(CallKind.RUN_PROJECT)
+    budget.note_rate_limited(CallKind.OTHER, 5)
+    raw = (tmp_path / BUDGET_FILE).read_bytes()
+    assert TOKEN.encode() not in raw
+    assert budget_scope(TOKEN, URL).encode() in raw
+    assert TOKEN not in repr(budget)
+
+
+def test_a_429_blocks_the_kind_until_retry_after(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    budget.note_rate_limited(CallKind.OTHER, 42.0)
+    assert budget.next_slot_at(CallKind.OTHER) == 42.0
+    assert budget.next_slot_at(CallKind.RUN_PROJECT) == 0.0
+    budget.acquire(CallKind.OTHER)
+    assert clock.now() == 42.0
+
+
+def test_a_429_without_retry_after_blocks_a_whole_window(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    budget.note_rate_limited(CallKind.RUN_PROJECT, None)
+    assert budget.next_slot_at(CallKind.RUN_PROJECT) == 60.0
+
+
+def test_acquire_past_the_deadline_raises_rate_limited(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    for _ in range(30):
+        budget.acquire(CallKind.OTHER)
+    with pytest.raises(HexRateLimitedError, match="no slot before the deadline") as caught:
+        budget.acquire(CallKind.OTHER, deadline=30.0)
+    assert caught.value.retry_after_s == 61.0
+    assert clock.now() == 0.0
+
+
+def test_non_blocking_queries_plan_without_taking(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    slots = budget.slots_for(CallKind.RUN_PROJECT, 61)
+    assert slots[:20] == (0.0,) * 20
+    assert slots[60] == 3601.0
+    assert budget.fits_within(CallKind.RUN_PROJECT, 60, 3600)
+    assert not budget.fits_within(CallKind.RUN_PROJECT, 61, 3600)
+    # Asking took nothing.
+    assert budget.next_slot_at(CallKind.RUN_PROJECT) == 0.0
+
+
+def test_plan_slots_is_pure_and_respects_a_block() -> None:
+    limits = (Limit(2, 10.0),)
+    assert plan_slots([0.0, 1.0], limits, 0.0, 5.0, 0.0, 3) == (10.0, 11.0, 20.0)
+    assert plan_slots([], limits, 0.0, 5.0, 7.5, 1) == (7.5,)
+
+
+def test_old_calls_are_forgotten(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    for _ in range(5):
+        budget.acquire(CallKind.OTHER)
+    clock.advance(7200)
+    budget.acquire(CallKind.OTHER)
+    with sqlite3.connect(tmp_path / BUDGET_FILE) as db:
+        (count,) = db.execute("SELECT count(*) FROM calls").fetchone()
+    assert count == 1
+
+
+def test_limits_parse_from_text_and_name_the_bad_part() -> None:
+    limits = BudgetLimits.parse("run_project=10/60,30/3600; other=60/60")
+    assert limits.run_project == (Limit(10, 60.0), Limit(30, 3600.0))
+    assert limits.other == (Limit(60, 60.0),)
+    assert BudgetLimits.parse("other=5/1").run_project == BudgetLimits().run_project
+    with pytest.raises(ConfigError, match="HEXDBT_BUDGET: 'ten/60' is not calls/seconds"):
+        BudgetLimits.parse("other=ten/60")
+    with pytest.raises(ConfigError, match="cannot read 'runs=1/1'"):
+        BudgetLimits.parse("runs=1/1")
+    assert BudgetLimits.from_env({"HEXDBT_BUDGET": "other=5/10"}).other == (Limit(5, 10.0),)
+
+
+def test_local_budget_follows_the_same_rules() -> None:
+    clock = ManualClock(start=0.0)
+    budget = LocalBudget(clock=clock, limits=BudgetLimits(other=(Limit(2, 10.0),), margin_s=0.0))
+    for _ in range(3):
+        budget.acquire(CallKind.OTHER)
+    assert clock.now() == 10.0
+    budget.note_rate_limited(CallKind.OTHER, 100.0)
+    assert budget.next_slot_at(CallKind.OTHER) == 110.0
