@@ -2,6 +2,83 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from hexdbt.cli._common import print_json
+from hexdbt.errors import ConfigError
+
+
+@click.command()
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The dbt project folder (default: DBT_PROJECT_DIR, else the nearest parent holding dbt_project.yml).",
+)
+@click.option(
+    "--target-path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="dbt's target folder (default: DBT_TARGET_PATH, else target-path in dbt_project.yml, else target).",
+)
+@click.option(
+    "--mappings",
+    "mappings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml in the current folder).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document.")
+def plan(
+    project_dir: Path | None, target_path: Path | None, mappings_file: Path | None, as_json: bool
+) -> None:
+    """Show which Hex projects the last dbt command makes stale, and why.
+
+    Reads run_results.json and manifest.json where dbt wrote them, and triggers nothing.
+    """
+    from hexdbt.dbt.artifacts import load_manifest, load_run_results
+    from hexdbt.dbt.locate import locate_artifacts
+    from hexdbt.mapping import load_mappings, resolve_mappings_path
+    from hexdbt.plan import make_plan
+
+    paths = locate_artifacts(project_dir, target_path)
+    invocation = load_run_results(paths.run_results)
+    manifest = load_manifest(paths.manifest)
+    mappings_path, explicit = resolve_mappings_path(mappings_file)
+    # Without a mapping file, the dbt exposures that declare Hex apps can still be the mapping.
+    use_file = explicit or mappings_path.exists()
+    mappings = load_mappings(mappings_path if use_file else None, manifest)
+    if not mappings.projects:
+        raise ConfigError(
+            f"no mappings: {mappings_path} does not exist and no dbt exposure declares a Hex project",
+            hint="create hex_mappings.yml (see docs/mapping.md) or pass --mappings",
+        )
+    result = make_plan(invocation, mappings, manifest)
+    errors = [skipped for skipped in result.skipped if skipped.is_error]
+
+    if as_json:
+        print_json(result.to_json())
+    else:
+        click.echo(
+            f"dbt {invocation.command} {invocation.invocation_id} "
+            f"(started {invocation.started_at}, {len(invocation.results)} nodes)"
+        )
+        if not use_file:
+            click.echo(f"({mappings_path} not found: using dbt exposures only)")
+        click.echo(f"Trigger ({len(result.triggers)}):")
+        for trigger in result.triggers:
+            params = ", ".join(f"{k}={v!r}" for k, v in trigger.input_params.items())
+            click.echo(f"  {trigger.name:<24} {trigger.project_id}  {trigger.reason}")
+            if params:
+                click.echo(f"  {'':<24} params: {params}")
+        click.echo(f"Skip ({len(result.skipped)}):")
+        for skipped in result.skipped:
+            marker = "ERROR " if skipped.is_error else ""
+            click.echo(f"  {skipped.name:<24} {skipped.project_id}  {marker}{skipped.reason}")
+    if errors:
+        raise ConfigError(
+            f"{len(errors)} mapped project(s) could not be planned: "
+            + "; ".join(f"{skipped.name}: {skipped.reason}" for skipped in errors)
+        )
+
+
+COMMANDS: list[click.Command] = [plan]

@@ -1,0 +1,459 @@
+"""run_results.json and manifest.json as small typed values.
+
+Only what hexdbt needs is read; every other field (and every field a later dbt adds) is ignored.
+A file that is missing, empty, truncated, not JSON or of an unknown schema stops with an
+``ArtifactError`` (exit 3) naming the file.
+
+Schemas read: run-results v4 (dbt 1.0-1.6), v5 (1.7), v6 (1.8 onwards); manifest v4 to v12.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hexdbt.clock import from_iso, to_iso
+from hexdbt.errors import ArtifactError
+
+RUN_RESULTS_VERSIONS = range(4, 7)
+MANIFEST_VERSIONS = range(4, 13)
+
+# Commands whose run_results.json says data was written. `retry` keeps the original command in
+# args.which, so it is covered by these. compile, show, run-operation, docs generate ("generate"),
+# test, list, clone and anything unknown refresh nothing: a Hex app must not refresh on them.
+REFRESHING_COMMANDS = frozenset({"build", "run", "seed", "snapshot", "retry"})
+
+# Statuses of models, seeds and snapshots.
+REFRESHED_STATUSES = frozenset({"success"})
+# partial success (microbatch) left some batches unwritten: the data is incomplete, so it counts
+# as a failure. "skipped" for a model means an upstream node failed (or --fail-fast stopped dbt).
+FAILED_STATUSES = frozenset({"error", "partial success", "skipped", "runtime error"})
+# Test statuses that let a project with require_tests through: a warning is a pass by design.
+PASSING_TEST_STATUSES = frozenset({"pass", "warn"})
+
+# Resource types whose refresh changes data a Hex app can read.
+DATA_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
+
+_SCHEMA_VERSION = re.compile(r"/(?P<kind>[a-z-]+)/v(?P<version>\d+)\.json$")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    """What dbt did to one node in one invocation."""
+
+    unique_id: str
+    status: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    execution_time_s: float | None = None
+    rows_affected: int | None = None
+    message: str | None = None
+
+    @property
+    def resource_type(self) -> str:
+        return self.unique_id.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """The node's name as dbt prints it (``orders``; a test's name without its hash)."""
+        return node_name(self.unique_id)
+
+    @property
+    def refreshed(self) -> bool:
+        return self.status in REFRESHED_STATUSES
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+
+def node_name(unique_id: str) -> str:
+    """``model.pkg.orders`` -> ``orders``; ``model.pkg.orders.v2`` -> ``orders``;
+    ``test.pkg.unique_orders_id.9c1d3e`` -> ``unique_orders_id``."""
+    parts = unique_id.split(".")
+    return parts[2] if len(parts) > 2 else parts[-1]
+
+
+def node_result(
+    unique_id: str,
+    status: str,
+    *,
+    started_at: str | None = None,
+    completed_at: str | None = None,
+    execution_time_s: float | None = None,
+    rows_affected: int | None = None,
+    message: str | None = None,
+) -> NodeResult:
+    """Build a NodeResult from its parts: the one place run_results.json and dbt's streamed
+    ``NodeFinished`` events both go through, so both agree on what a status means."""
+    return NodeResult(
+        unique_id=unique_id,
+        status=status.strip().lower(),
+        started_at=started_at,
+        completed_at=completed_at,
+        execution_time_s=execution_time_s,
+        rows_affected=rows_affected,
+        message=message,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One dbt command, as its run_results.json (or its event stream) tells it."""
+
+    invocation_id: str
+    command: str
+    started_at: str
+    generated_at: str
+    dbt_version: str
+    vars: Mapping[str, Any]
+    results: tuple[NodeResult, ...]
+    _by_id: Mapping[str, NodeResult] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Completion order is kept in `results`; lookups by id go through this index.
+        object.__setattr__(self, "_by_id", {result.unique_id: result for result in self.results})
+
+    @property
+    def refreshes_data(self) -> bool:
+        return self.command in REFRESHING_COMMANDS
+
+    def result(self, unique_id: str) -> NodeResult | None:
+        return self._by_id.get(unique_id)
+
+    @property
+    def results_by_id(self) -> Mapping[str, NodeResult]:
+        return self._by_id
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestNode:
+    """A model, seed or snapshot: what selectors look at."""
+
+    unique_id: str
+    name: str
+    resource_type: str
+    package_name: str
+    path: str
+    original_file_path: str
+    fqn: tuple[str, ...]
+    tags: tuple[str, ...]
+    meta: Mapping[str, Any]
+    config: Mapping[str, Any]
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    unique_id: str
+    name: str
+    label: str | None
+    type: str | None
+    url: str | None
+    package_name: str
+    original_file_path: str
+    meta: Mapping[str, Any]
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    path: str
+    schema_version: int
+    dbt_version: str
+    project_name: str | None
+    nodes: Mapping[str, ManifestNode]
+    exposures: Mapping[str, Exposure]
+    tests_by_node: Mapping[str, tuple[str, ...]]
+
+    def tests_of(self, unique_id: str) -> tuple[str, ...]:
+        return self.tests_by_node.get(unique_id, ())
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{path}: {what} not found",
+            hint="run dbt first (e.g. dbt build), or point --project-dir / --target-path at its target folder",
+        ) from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a folder, not {what}") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    if not raw.strip():
+        raise ArtifactError(
+            f"{path}: {what} is empty", hint="dbt may still be writing it; read it once dbt ends"
+        )
+    try:
+        document = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: {what} is not JSON (not UTF-8 text)") from exc
+    except json.JSONDecodeError as exc:
+        # A decode error at the very end of the text is a cut-off file, the common case while
+        # dbt is still streaming it; anything earlier is a file that never was JSON.
+        if exc.pos >= len(raw.rstrip()) - 1:
+            raise ArtifactError(
+                f"{path}: {what} is truncated (JSON ends early at line {exc.lineno})",
+                hint="dbt may still be writing it; read it once dbt ends",
+            ) from exc
+        raise ArtifactError(
+            f"{path}: {what} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from exc
+    if not isinstance(document, dict):
+        raise ArtifactError(f"{path}: {what} is not a JSON object")
+    return document
+
+
+def _schema_version(document: Mapping[str, Any], path: Path, kind: str, supported: range) -> int:
+    metadata = document.get("metadata")
+    declared = metadata.get("dbt_schema_version") if isinstance(metadata, dict) else None
+    match = _SCHEMA_VERSION.search(declared) if isinstance(declared, str) else None
+    if match is None:
+        raise ArtifactError(
+            f"{path}: unknown schema: no metadata.dbt_schema_version (expected a dbt {kind} file)"
+        )
+    version = int(match["version"])
+    if match["kind"] != kind:
+        raise ArtifactError(
+            f"{path}: unknown schema {match['kind']}/v{version}: expected dbt {kind} "
+            f"v{supported.start} to v{supported.stop - 1}"
+        )
+    if version not in supported:
+        raise ArtifactError(
+            f"{path}: unknown schema {kind}/v{version}: hexdbt reads {kind} "
+            f"v{supported.start} to v{supported.stop - 1}",
+            hint="a newer dbt may need a newer hexdbt",
+        )
+    return version
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _execute_timing(timing: Any) -> tuple[str | None, str | None]:
+    """Start and end of the node's work: the execute phase, else the span of all phases."""
+    if not isinstance(timing, list):
+        return None, None
+    started: str | None = None
+    completed: str | None = None
+    for phase in timing:
+        if not isinstance(phase, dict):
+            continue
+        if phase.get("name") == "execute":
+            return _str_or_none(phase.get("started_at")), _str_or_none(phase.get("completed_at"))
+        started = started or _str_or_none(phase.get("started_at"))
+        completed = _str_or_none(phase.get("completed_at")) or completed
+    return started, completed
+
+
+def _result_from_json(raw: Any, path: Path, index: int) -> NodeResult:
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path}: results[{index}] is not an object")
+    unique_id = raw.get("unique_id")
+    status = raw.get("status")
+    if not isinstance(unique_id, str) or not isinstance(status, str):
+        raise ArtifactError(f"{path}: results[{index}] has no unique_id or status")
+    started_at, completed_at = _execute_timing(raw.get("timing"))
+    adapter_response = raw.get("adapter_response")
+    rows = adapter_response.get("rows_affected") if isinstance(adapter_response, dict) else None
+    execution_time = raw.get("execution_time")
+    message = raw.get("message")
+    return node_result(
+        unique_id,
+        status,
+        started_at=started_at,
+        completed_at=completed_at,
+        execution_time_s=float(execution_time) if isinstance(execution_time, int | float) else None,
+        rows_affected=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
+        message=message if isinstance(message, str) else None,
+    )
+
+
+def _invocation_started_at(
+    metadata: Mapping[str, Any], results: Iterable[NodeResult], generated_at: str, elapsed: Any
+) -> str:
+    """dbt 1.10+ writes invocation_started_at; older files get the earliest node start, else
+    generated_at minus elapsed_time, else generated_at."""
+    declared = metadata.get("invocation_started_at")
+    if isinstance(declared, str) and declared:
+        return declared
+    starts = [result.started_at for result in results if result.started_at]
+    if starts:
+        return min(starts, key=_sortable_time)
+    if isinstance(elapsed, int | float) and generated_at:
+        try:
+            return to_iso(from_iso(generated_at) - float(elapsed))
+        except ValueError:
+            pass
+    return generated_at
+
+
+def _sortable_time(text: str) -> float:
+    try:
+        return from_iso(text)
+    except ValueError:
+        return float("inf")
+
+
+def load_run_results(path: str | Path) -> Invocation:
+    """Read a run_results.json (schema v4 to v6) into an Invocation."""
+    path = Path(path)
+    document = _read_json(path, "run_results.json")
+    _schema_version(document, path, "run-results", RUN_RESULTS_VERSIONS)
+    metadata: Mapping[str, Any] = document["metadata"]
+    invocation_id = metadata.get("invocation_id")
+    if not isinstance(invocation_id, str) or not invocation_id:
+        raise ArtifactError(f"{path}: metadata.invocation_id is missing")
+    raw_results = document.get("results")
+    if not isinstance(raw_results, list):
+        raise ArtifactError(f"{path}: results is missing or not a list")
+    results = tuple(_result_from_json(raw, path, index) for index, raw in enumerate(raw_results))
+    args = document.get("args")
+    args = args if isinstance(args, dict) else {}
+    command = args.get("which")
+    dbt_vars = args.get("vars")
+    generated_at = _str_or_none(metadata.get("generated_at")) or ""
+    return Invocation(
+        invocation_id=invocation_id,
+        command=command if isinstance(command, str) and command else "unknown",
+        started_at=_invocation_started_at(
+            metadata, results, generated_at, document.get("elapsed_time")
+        ),
+        generated_at=generated_at,
+        dbt_version=_str_or_none(metadata.get("dbt_version")) or "unknown",
+        vars=dbt_vars if isinstance(dbt_vars, dict) else {},
+        results=results,
+    )
+
+
+def _string_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(item for item in value if isinstance(item, str))
+    if isinstance(value, str):
+        return (value,)
+    return ()
+
+
+def _depends_on(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    depends_on = raw.get("depends_on")
+    return _string_tuple(depends_on.get("nodes")) if isinstance(depends_on, dict) else ()
+
+
+def _meta(raw: Mapping[str, Any], config: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = raw.get("meta")
+    if isinstance(meta, dict) and meta:
+        return meta
+    config_meta = config.get("meta")
+    return config_meta if isinstance(config_meta, dict) else {}
+
+
+_REF_IN_KWARGS = re.compile(r"ref\(\s*['\"]([^'\"]+)['\"]\s*\)")
+
+
+def _test_target(raw: Mapping[str, Any], names_to_ids: Mapping[str, str]) -> str | None:
+    """The node a test checks: ``attached_node`` (dbt 1.5+), else the model in the test's
+    ``model`` argument, else its only parent."""
+    attached = raw.get("attached_node")
+    if isinstance(attached, str) and attached:
+        return attached
+    test_metadata = raw.get("test_metadata")
+    kwargs = test_metadata.get("kwargs") if isinstance(test_metadata, dict) else None
+    model_arg = kwargs.get("model") if isinstance(kwargs, dict) else None
+    if isinstance(model_arg, str):
+        match = _REF_IN_KWARGS.search(model_arg)
+        if match and match[1] in names_to_ids:
+            return names_to_ids[match[1]]
+    parents = [parent for parent in _depends_on(raw) if not parent.startswith("source.")]
+    return parents[0] if len(parents) == 1 else None
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read a manifest.json (schema v4 to v12): data nodes, exposures, and tests per node."""
+    path = Path(path)
+    document = _read_json(path, "manifest.json")
+    version = _schema_version(document, path, "manifest", MANIFEST_VERSIONS)
+    metadata: Mapping[str, Any] = document["metadata"]
+    raw_nodes = document.get("nodes")
+    if not isinstance(raw_nodes, dict):
+        raise ArtifactError(f"{path}: nodes is missing or not an object")
+
+    nodes: dict[str, ManifestNode] = {}
+    raw_tests: list[Mapping[str, Any]] = []
+    for unique_id, raw in raw_nodes.items():
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"{path}: nodes[{unique_id!r}] is not an object")
+        resource_type = raw.get("resource_type")
+        if resource_type == "test":
+            raw_tests.append(raw)
+            continue
+        if resource_type not in DATA_RESOURCE_TYPES:
+            continue
+        config = raw.get("config")
+        config = config if isinstance(config, dict) else {}
+        nodes[unique_id] = ManifestNode(
+            unique_id=unique_id,
+            name=_str_or_none(raw.get("name")) or node_name(unique_id),
+            resource_type=resource_type,
+            package_name=_str_or_none(raw.get("package_name")) or "",
+            path=_str_or_none(raw.get("path")) or "",
+            original_file_path=_str_or_none(raw.get("original_file_path")) or "",
+            fqn=_string_tuple(raw.get("fqn")),
+            tags=_string_tuple(raw.get("tags")),
+            meta=_meta(raw, config),
+            config=config,
+            depends_on=_depends_on(raw),
+        )
+
+    tests_by_node: dict[str, list[str]] = {}
+    if raw_tests:
+        names_to_ids = {node.name: node.unique_id for node in nodes.values()}
+        for raw in raw_tests:
+            target = _test_target(raw, names_to_ids)
+            test_id = raw.get("unique_id")
+            if target is not None and isinstance(test_id, str):
+                tests_by_node.setdefault(target, []).append(test_id)
+
+    exposures: dict[str, Exposure] = {}
+    raw_exposures = document.get("exposures")
+    for unique_id, raw in (raw_exposures if isinstance(raw_exposures, dict) else {}).items():
+        if not isinstance(raw, dict):
+            continue
+        config = raw.get("config")
+        exposures[unique_id] = Exposure(
+            unique_id=unique_id,
+            name=_str_or_none(raw.get("name")) or node_name(unique_id),
+            label=_str_or_none(raw.get("label")),
+            type=_str_or_none(raw.get("type")),
+            url=_str_or_none(raw.get("url")),
+            package_name=_str_or_none(raw.get("package_name")) or "",
+            original_file_path=_str_or_none(raw.get("original_file_path")) or "",
+            meta=_meta(raw, config if isinstance(config, dict) else {}),
+            depends_on=_depends_on(raw),
+        )
+
+    project_name = metadata.get("project_name")
+    if not isinstance(project_name, str):
+        # Manifests before v10 do not name the root project; the package of most nodes is it.
+        packages = Counter(node.package_name for node in nodes.values())
+        project_name = packages.most_common(1)[0][0] if packages else None
+    return Manifest(
+        path=str(path),
+        schema_version=version,
+        dbt_version=_str_or_none(metadata.get("dbt_version")) or "unknown",
+        project_name=project_name,
+        nodes=nodes,
+        exposures=exposures,
+        tests_by_node={node: tuple(tests) for node, tests in tests_by_node.items()},
+    )

@@ -1,0 +1,61 @@
+"""What a mapping is once loaded: one ProjectMapping per Hex project, in a MappingSet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from hexdbt.mapping.selectors import Selector
+
+
+class TriggerRule(StrEnum):
+    ANY = "any"  # at least one mapped model refreshed
+    ALL = "all"  # every mapped model refreshed in this invocation
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectMapping:
+    """One Hex project and the dbt models it reads, with how and when to run it."""
+
+    name: str
+    project_id: str
+    models: tuple[Selector, ...]
+    trigger: TriggerRule = TriggerRule.ANY
+    require_tests: bool = False
+    input_params: Mapping[str, Any] | None = None
+    update_published_results: bool = True
+    use_cached_sql_results: bool = False
+    view_id: str | None = None
+    notifications: tuple[Mapping[str, Any], ...] = ()
+    wait: bool = True
+    timeout_minutes: float = 60
+    cancel_on_timeout: bool = True
+    enabled: bool = True
+    # Where it was declared, for messages: "hex_mappings.yml:12" or "exposure executive_kpis".
+    source: str = ""
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self.input_params or {}
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSet:
+    projects: tuple[ProjectMapping, ...]
+    path: str | None = None
+    # Exposures that named a project the YAML file also maps: the file won.
+    overridden_exposures: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[ProjectMapping]:
+        return iter(self.projects)
+
+    def __len__(self) -> int:
+        return len(self.projects)
+
+    def by_name(self, name: str) -> ProjectMapping:
+        for project in self.projects:
+            if project.name == name:
+                return project
+        raise KeyError(name)

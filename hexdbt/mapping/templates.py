@@ -1,0 +1,159 @@
+"""Input params as sandboxed Jinja templates.
+
+Plain YAML values pass through with their type; strings containing ``{{`` or ``{%`` are rendered
+in jinja2's immutable sandbox with StrictUndefined (an unknown name is an error, not ""). The
+sandbox refuses attribute access to Python internals (``''.__class__``), and there is no import.
+
+The context (documented in docs/mapping.md):
+
+    invocation   id, invocation_id, command, started_at, generated_at, dbt_version, vars
+    models       the mapping's matched models that ran: a list of {unique_id, name, status,
+                 started_at, completed_at, execution_time_s, rows_affected, message}
+    project      name, project_id of the mapping
+    env_var(name, default)   like dbt's: a missing variable without a default is an error
+    today_utc()  the invocation's start date, YYYY-MM-DD (the template's "today" is the build's)
+    date_add(date_or_datetime, days=0, hours=0)   ISO date arithmetic in UTC
+    to_date(text) -> YYYY-MM-DD of an ISO timestamp
+
+There is deliberately no wall-clock "now": a plan is a pure function of its inputs, so the same
+invocation always renders the same params (and the same trigger key).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+class TemplateError(ValueError):
+    """A template that does not render; carries a one-line reason."""
+
+
+_MISSING = object()
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def make_env_var(environ: Mapping[str, str]) -> Callable[..., Any]:
+    """dbt's ``env_var(name, default)`` over the given environment."""
+
+    def env_var(name: str, default: Any = _MISSING) -> Any:
+        value = environ.get(name)
+        if value is not None:
+            return value
+        if default is _MISSING:
+            raise TemplateError(f"env var {name!r} is not set and no default was given")
+        return default
+
+    return env_var
+
+
+def _parse_moment(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise TemplateError(f"{value!r} is not an ISO date or timestamp") from None
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    raise TemplateError(f"{value!r} is not a date")
+
+
+def to_date(value: Any) -> str:
+    return _parse_moment(value).date().isoformat()
+
+
+def date_add(value: Any, days: float = 0, hours: float = 0) -> str:
+    """Shift an ISO date (-> a date) or timestamp (-> a UTC timestamp with Z)."""
+    moment = _parse_moment(value) + timedelta(days=days, hours=hours)
+    if isinstance(value, str) and len(value) == 10:
+        return moment.date().isoformat()
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=1)
+def _environment() -> ImmutableSandboxedEnvironment:
+    # Imported here: jinja2 is only needed once a template is seen.
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    environment.globals.update(to_date=to_date, date_add=date_add)
+    return environment
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> Template:
+    return _environment().from_string(source)
+
+
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render one param: a template string renders to a string; lists and dicts recursively;
+    everything else passes through unchanged."""
+    if is_template(value):
+        return _render_string(value, context)
+    if isinstance(value, list):
+        return [render_value(item, context) for item in value]
+    if isinstance(value, dict):
+        return {key: render_value(item, context) for key, item in value.items()}
+    return value
+
+
+def _render_string(source: str, context: Mapping[str, Any]) -> str:
+    from jinja2 import TemplateError as JinjaTemplateError
+    from jinja2.exceptions import SecurityError
+
+    try:
+        return _compile(source).render(context)
+    except TemplateError:
+        raise
+    except SecurityError as exc:
+        raise TemplateError(f"not allowed in a template: {exc}") from exc
+    except JinjaTemplateError as exc:
+        raise TemplateError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def check_syntax(source: str) -> str | None:
+    """The syntax error of a template, or None: so a bad template fails at load time."""
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        _compile(source)
+    except TemplateSyntaxError as exc:
+        return f"{exc.message} (template line {exc.lineno})"
+    return None
+
+
+def build_context(
+    *,
+    invocation: Mapping[str, Any],
+    models: Sequence[Mapping[str, Any]],
+    project: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    started_at = str(invocation.get("started_at") or invocation.get("generated_at") or "")
+
+    def today_utc() -> str:
+        return to_date(started_at)
+
+    return {
+        "invocation": invocation,
+        "models": models,
+        "project": project,
+        "today_utc": today_utc,
+        "env_var": make_env_var(os.environ if environ is None else environ),
+    }

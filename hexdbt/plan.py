@@ -1,0 +1,347 @@
+"""From what dbt did to which Hex projects to run: a pure function, no I/O and no clock.
+
+    make_plan(invocation, mappings, manifest) -> Plan(triggers, skipped)
+
+The rules, per mapped project (docs/mapping.md has the user's version):
+
+1. a disabled mapping, or a command that refreshes nothing (compile, show, test, ...) -> skipped;
+2. one of its models failed (error, partial success) or was skipped because something upstream
+   failed -> skipped, whatever the trigger rule: a Hex app on broken data is worse than a stale one;
+3. ``any``: at least one of its models refreshed (status success); ``all``: every one of them did;
+4. ``require_tests``: every test attached to a refreshed model ran in this invocation and passed
+   (``warn`` counts as a pass);
+5. its input params render; a template error skips this project only, marked as an error.
+
+One Hex project with the same rendered params is triggered once per invocation (by trigger key).
+``decide`` is the rule evaluation on its own; given the nodes still to run (``pending``) it says
+whether a project is decidable yet, which is what a streaming wrapper needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hexdbt.dbt.artifacts import (
+    PASSING_TEST_STATUSES,
+    Invocation,
+    Manifest,
+    NodeResult,
+    node_name,
+)
+from hexdbt.mapping.model import MappingSet, ProjectMapping, TriggerRule
+from hexdbt.mapping.selectors import SelectorIndex, resolve_without_manifest
+from hexdbt.mapping.templates import TemplateError, build_context, render_value
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Hex's RunProject options, as the mapping set them."""
+
+    update_published_results: bool
+    use_cached_sql_results: bool
+    view_id: str | None
+    notifications: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    name: str
+    project_id: str
+    input_params: Mapping[str, Any]
+    options: RunOptions
+    wait: bool
+    timeout_minutes: float
+    cancel_on_timeout: bool
+    trigger_key: str
+    reason: str
+    # The mapped models whose refresh made this project stale.
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    name: str
+    project_id: str
+    reason: str
+    # True when the project was not triggered because something is wrong (a template error, a
+    # selector matching nothing), as opposed to simply not being stale.
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    invocation_id: str
+    command: str
+    triggers: tuple[Trigger, ...]
+    skipped: tuple[Skipped, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "invocation_id": self.invocation_id,
+            "command": self.command,
+            "triggers": [
+                {
+                    "name": trigger.name,
+                    "project_id": trigger.project_id,
+                    "input_params": dict(trigger.input_params),
+                    "reason": trigger.reason,
+                    "trigger_key": trigger.trigger_key,
+                    "models": list(trigger.models),
+                    "update_published_results": trigger.options.update_published_results,
+                    "use_cached_sql_results": trigger.options.use_cached_sql_results,
+                    "view_id": trigger.options.view_id,
+                    "notifications": [dict(item) for item in trigger.options.notifications],
+                    "wait": trigger.wait,
+                    "timeout_minutes": trigger.timeout_minutes,
+                    "cancel_on_timeout": trigger.cancel_on_timeout,
+                }
+                for trigger in self.triggers
+            ],
+            "skipped": [
+                {
+                    "name": skipped.name,
+                    "project_id": skipped.project_id,
+                    "reason": skipped.reason,
+                    "is_error": skipped.is_error,
+                }
+                for skipped in self.skipped
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    trigger: bool
+    reason: str
+    refreshed: tuple[str, ...] = ()
+
+
+def trigger_key(invocation_id: str, project_id: str, input_params: Mapping[str, Any]) -> str:
+    """A stable hash of (invocation, project, params): the ledger's once-only key."""
+    canonical = json.dumps(
+        [invocation_id, project_id, input_params],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _names(unique_ids: Iterable[str], limit: int = 3) -> str:
+    names = [node_name(unique_id) for unique_id in unique_ids]
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+
+
+def _failure_reason(failures: list[NodeResult]) -> str:
+    """``orders failed; revenue_daily was skipped (an upstream node failed)``."""
+    parts = []
+    errored = [
+        result.unique_id
+        for result in failures
+        if result.status not in ("skipped", "partial success")
+    ]
+    partial = [result.unique_id for result in failures if result.status == "partial success"]
+    skipped = [result.unique_id for result in failures if result.status == "skipped"]
+    if errored:
+        parts.append(f"{_names(errored)} failed")
+    if partial:
+        parts.append(f"{_names(partial)} only partly succeeded")
+    if skipped:
+        verb = "was" if len(skipped) == 1 else "were"
+        parts.append(f"{_names(skipped)} {verb} skipped (an upstream node failed)")
+    return "; ".join(parts)
+
+
+def decide(
+    mapping: ProjectMapping,
+    matched: Iterable[str],
+    results: Mapping[str, NodeResult],
+    tests_of: Callable[[str], tuple[str, ...]] | None,
+    pending: frozenset[str] = frozenset(),
+) -> Decision | None:
+    """Apply the trigger rules to one project's matched models.
+
+    ``results`` holds the nodes finished so far, ``pending`` the nodes the invocation will still
+    run (empty once it has ended). None means "not decidable yet": a pending model could still
+    fail, or a pending test decide require_tests.
+    """
+    ordered = sorted(matched)
+    failures = [results[uid] for uid in ordered if uid in results and results[uid].failed]
+    if failures:
+        return Decision(False, _failure_reason(failures))
+    if any(uid in pending for uid in ordered):
+        return None
+    refreshed = tuple(uid for uid in ordered if uid in results and results[uid].refreshed)
+    if not refreshed:
+        ran = [results[uid] for uid in ordered if uid in results]
+        if ran:
+            statuses = ", ".join(f"{result.name}: {result.status}" for result in ran[:3])
+            return Decision(False, f"no mapped model refreshed ({statuses})")
+        return Decision(False, "no mapped model ran")
+    if mapping.trigger is TriggerRule.ALL and len(refreshed) < len(ordered):
+        missing = [uid for uid in ordered if uid not in refreshed]
+        return Decision(False, f"trigger is all, and {_names(missing)} did not refresh")
+    if mapping.require_tests:
+        if tests_of is None:
+            return Decision(False, "require_tests needs manifest.json to know each model's tests")
+        for model_id in refreshed:
+            for test_id in tests_of(model_id):
+                test = results.get(test_id)
+                if test is None:
+                    if test_id in pending:
+                        return None
+                    return Decision(
+                        False,
+                        f"require_tests: tests of {node_name(model_id)} did not run in this invocation",
+                    )
+                if test.status not in PASSING_TEST_STATUSES:
+                    verb = "was skipped" if test.status == "skipped" else f"ended {test.status}"
+                    return Decision(
+                        False, f"require_tests: test {test.name} on {node_name(model_id)} {verb}"
+                    )
+    suffix = " and their tests passed" if mapping.require_tests else ""
+    return Decision(True, f"{_names(refreshed)} refreshed{suffix}", refreshed)
+
+
+def invocation_context(invocation: Invocation) -> dict[str, Any]:
+    return {
+        "id": invocation.invocation_id,
+        "invocation_id": invocation.invocation_id,
+        "command": invocation.command,
+        "started_at": invocation.started_at,
+        "generated_at": invocation.generated_at,
+        "dbt_version": invocation.dbt_version,
+        "vars": dict(invocation.vars),
+    }
+
+
+def _model_context(result: NodeResult) -> dict[str, Any]:
+    return {
+        "unique_id": result.unique_id,
+        "name": result.name,
+        "status": result.status,
+        "started_at": result.started_at,
+        "completed_at": result.completed_at,
+        "execution_time_s": result.execution_time_s,
+        "rows_affected": result.rows_affected,
+        "message": result.message,
+    }
+
+
+def render_params(
+    mapping: ProjectMapping,
+    invocation_ctx: Mapping[str, Any],
+    models: Sequence[Mapping[str, Any]],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The mapping's input params with templates rendered; raises TemplateError naming the param."""
+    context = build_context(
+        invocation=invocation_ctx,
+        models=models,
+        project={"name": mapping.name, "project_id": mapping.project_id},
+        environ=environ,
+    )
+    rendered: dict[str, Any] = {}
+    for name, value in mapping.params.items():
+        try:
+            rendered[name] = render_value(value, context)
+        except TemplateError as exc:
+            raise TemplateError(f"input param {name!r}: {exc}") from None
+    return rendered
+
+
+def make_plan(
+    invocation: Invocation,
+    mappings: MappingSet,
+    manifest: Manifest | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Plan:
+    """Decide, for every mapped Hex project, whether this invocation makes it stale.
+
+    ``environ`` feeds templates' env_var (default: the process environment).
+    """
+    environ = dict(os.environ) if environ is None else environ
+    results = invocation.results_by_id
+    index = SelectorIndex(manifest) if manifest is not None else None
+    tests_of = manifest.tests_of if manifest is not None else None
+    invocation_ctx = invocation_context(invocation)
+    triggers: list[Trigger] = []
+    skipped: list[Skipped] = []
+    first_with_key: dict[str, str] = {}
+
+    for mapping in mappings.projects:
+
+        def skip(reason: str, *, is_error: bool = False, mapping: ProjectMapping = mapping) -> None:
+            skipped.append(Skipped(mapping.name, mapping.project_id, reason, is_error))
+
+        if not mapping.enabled:
+            skip(f"disabled ({mapping.source})" if mapping.source else "disabled")
+            continue
+        if not invocation.refreshes_data:
+            skip(f"command was {invocation.command}: it refreshes no data")
+            continue
+        if index is not None:
+            matched = index.resolve_all(mapping.models)
+            if not matched:
+                selectors = ", ".join(selector.text for selector in mapping.models)
+                skip(f"no model in manifest.json matches {selectors}", is_error=True)
+                continue
+        else:
+            matched, unresolved = resolve_without_manifest(mapping.models, results)
+            if unresolved:
+                skip(
+                    f"needs manifest.json to resolve {unresolved[0].text}",
+                    is_error=True,
+                )
+                continue
+        decision = decide(mapping, matched, results, tests_of)
+        if decision is None:  # cannot happen once the invocation has ended (nothing pending)
+            raise AssertionError(f"undecidable mapping {mapping.name} with nothing pending")
+        if not decision.trigger:
+            skip(decision.reason)
+            continue
+        ran_models = [_model_context(results[uid]) for uid in sorted(matched) if uid in results]
+        try:
+            params = render_params(mapping, invocation_ctx, ran_models, environ)
+        except TemplateError as exc:
+            skip(f"{mapping.name}: {exc}", is_error=True)
+            continue
+        key = trigger_key(invocation.invocation_id, mapping.project_id, params)
+        if key in first_with_key:
+            skip(f"same Hex project and params as {first_with_key[key]}: triggered once")
+            continue
+        first_with_key[key] = mapping.name
+        triggers.append(
+            Trigger(
+                name=mapping.name,
+                project_id=mapping.project_id,
+                input_params=params,
+                options=RunOptions(
+                    update_published_results=mapping.update_published_results,
+                    use_cached_sql_results=mapping.use_cached_sql_results,
+                    view_id=mapping.view_id,
+                    notifications=mapping.notifications,
+                ),
+                wait=mapping.wait,
+                timeout_minutes=mapping.timeout_minutes,
+                cancel_on_timeout=mapping.cancel_on_timeout,
+                trigger_key=key,
+                reason=decision.reason,
+                models=decision.refreshed,
+            )
+        )
+    return Plan(
+        invocation_id=invocation.invocation_id,
+        command=invocation.command,
+        triggers=tuple(triggers),
+        skipped=tuple(skipped),
+    )
