@@ -172,7 +172,7 @@ class HexEmulator:
         self._stopping.clear()
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.5},
             name="hexdbt-emulator",
             daemon=True,
         )
@@ -182,12 +182,25 @@ class HexEmulator:
     def stop(self) -> None:
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            server = self._server
+            # serve_forever only notices a shutdown when its select() wakes: a connection
+            # attempt wakes it at once instead of after a poll interval.
+            waiter = threading.Thread(target=server.shutdown, daemon=True)
+            waiter.start()
+            while waiter.is_alive():
+                self._wake(server)
+                waiter.join(0.01)
+            server.server_close()
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    @staticmethod
+    def _wake(server: ThreadingHTTPServer) -> None:
+        host, port = server.server_address[:2]
+        with contextlib.suppress(OSError), socket.create_connection((str(host), port), timeout=0.1):
+            pass
 
     def __enter__(self) -> HexEmulator:
         return self.start()
