@@ -1,7 +1,604 @@
-"""The direct Hex commands: trigger, list-projects, runs."""
+"""The direct Hex commands: trigger, list-projects, runs status|list|cancel.
+
+Machine output (``--json``) is exactly one JSON document on stdout, on success and on failure
+alike (click's own usage errors included); everything else a person reads goes to stderr, except
+the human result of a command, which goes to stdout untruncated.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from hexdbt.cli._common import error_payload, fail, print_error, print_json
+from hexdbt.errors import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    ConfigError,
+    HexdbtError,
+)
+
+if TYPE_CHECKING:
+    from hexdbt.hex.client import HexClient
+    from hexdbt.hex.models import Run
+    from hexdbt.hex.waiter import RunResult
+
+
+class JsonAwareCommand(click.Command):
+    """With ``--json`` among the arguments, click's usage errors also print a JSON document."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        wants_json = "--json" in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if wants_json:
+                print_json(
+                    {
+                        "error": {
+                            "type": "UsageError",
+                            "message": exc.format_message(),
+                            "exitCode": 2,
+                        }
+                    }
+                )
+            raise
+
+
+def _err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _client(allow_insecure_http: bool) -> HexClient:
+    from hexdbt.hex.client import connect
+
+    # The clock is a seam: ``CliRunner.invoke(main, ..., obj={"clock": clock})`` shares a test's
+    # ManualClock with the command; the real command runs on the system clock.
+    context = click.get_current_context(silent=True)
+    options = context.obj if context is not None and isinstance(context.obj, dict) else {}
+    return connect(allow_insecure_http=allow_insecure_http, clock=options.get("clock"))
+
+
+def parse_input_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that parses as JSON keeps its type, anything else is a string."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"--input-param {pair!r}: expected KEY=VALUE", hint="e.g. --input-param region=EU"
+            )
+        if key in params:
+            raise ConfigError(f"--input-param {key!r} is given twice")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def parse_project_ids(values: Sequence[str]) -> list[str]:
+    ids: list[str] = []
+    for value in values:
+        for piece in value.split(","):
+            piece = piece.strip()
+            if piece and piece not in ids:
+                ids.append(piece)
+    if not ids:
+        raise ConfigError("no project id given", hint="hexdbt trigger PROJECT_ID [PROJECT_ID...]")
+    return ids
+
+
+def resolve_update_published(flag: bool | None, params: dict[str, Any]) -> tuple[bool, str | None]:
+    """The value to send, and a note for stderr when hexdbt chose it for the user."""
+    if params and flag is True:
+        raise ConfigError(
+            "--update-published cannot be used with --input-param: Hex ignores input params"
+            " when updatePublishedResults is true",
+            hint="drop --update-published (hexdbt then sends false) or drop the input params",
+        )
+    if flag is None and params:
+        return False, (
+            "Note: sending updatePublishedResults=false because input params were given"
+            " (Hex ignores them otherwise); the published app keeps its results"
+        )
+    return (True if flag is None else flag), None
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a stop event (the waiter acts on it) instead of killing the process."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self.stop.set()
+        # A second Ctrl-C gets Python's default behaviour: the person really wants out.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
+
+
+@dataclass
+class _Item:
+    """One project of a trigger command and what became of it."""
+
+    project_id: str
+    run: Run | None = None
+    error: HexdbtError | None = None
+    result: RunResult | None = None
+    cancel_note: str | None = None
+
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code
+        if self.result is not None and self.result.error is not None:
+            return self.result.error.exit_code
+        return 0
+
+    def to_json(self, *, dry_run: bool, waited: bool) -> dict[str, Any]:
+        run = self.run
+        document: dict[str, Any] = {
+            "projectId": self.project_id,
+            "runId": run.run_id if run else None,
+            "runUrl": run.run_url if run else None,
+            "status": "ERROR",
+            "outcome": "ERROR",
+            "elapsedTime": None,
+            "traceId": run.trace_id if run else None,
+        }
+        if self.error is not None:
+            document["error"] = error_payload(self.error)
+            if hasattr(self.error, "trace_id"):
+                document["traceId"] = self.error.trace_id or document["traceId"]
+            return document
+        if dry_run:
+            document["status"] = document["outcome"] = "DRY_RUN"
+        elif self.result is None:
+            document["status"] = document["outcome"] = "TRIGGERED"
+        else:
+            last = self.result.last
+            document["status"] = self.result.status or "TRIGGERED"
+            document["outcome"] = self.result.outcome.value
+            if last is not None:
+                document["elapsedTime"] = last.elapsed_time_ms
+                document["runUrl"] = last.run_url or document["runUrl"]
+                document["traceId"] = last.trace_id or document["traceId"]
+            if self.result.error is not None:
+                document["error"] = error_payload(self.result.error)
+            if self.cancel_note:
+                document["cancel"] = self.cancel_note
+        document["waited"] = waited
+        return document
+
+    def human(self, *, dry_run: bool) -> str:
+        from hexdbt.hex.progress import format_elapsed
+
+        if self.error is not None:
+            return f"{self.project_id}: not triggered: {self.error}"
+        assert self.run is not None
+        url = f"  {self.run.run_url}" if self.run.run_url else ""
+        if dry_run:
+            return f"{self.project_id}: dry run accepted (run {self.run.run_id}){url}"
+        if self.result is None:
+            return f"{self.project_id}: triggered run {self.run.run_id}{url}"
+        outcome = self.result.outcome.value
+        status = self.result.status or "no status"
+        elapsed = ""
+        if self.result.last is not None and self.result.last.elapsed_time_ms is not None:
+            elapsed = f" in {format_elapsed(self.result.last.elapsed_time_ms / 1000)}"
+        shown = status if outcome in ("COMPLETED", "FAILED") else f"{outcome} ({status})"
+        note = f"; {self.cancel_note}" if self.cancel_note else ""
+        return f"{self.project_id}: run {self.run.run_id} {shown}{elapsed}{note}{url}"
+
+
+def _progress(heartbeat_s: float) -> Any:
+    from hexdbt.hex.progress import LineProgress, TableProgress
+
+    if sys.stderr.isatty():
+        return TableProgress(_err)
+    return LineProgress(_err, heartbeat_s=heartbeat_s)
+
+
+@click.command(cls=JsonAwareCommand)
+@click.argument("project_ids", nargs=-1, required=True, metavar="PROJECT_ID...")
+@click.option(
+    "--input-param",
+    "input_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An input of the app; a VALUE that parses as JSON keeps its type.",
+)
+@click.option(
+    "--update-published/--no-update-published",
+    default=None,
+    help="Write the run's results into the published app (default: yes, but no when"
+    " input params are given, since Hex then ignores them).",
+)
+@click.option(
+    "--use-cached-sql/--no-use-cached-sql",
+    default=True,
+    show_default=True,
+    help="Let SQL cells use their cache.",
+)
+@click.option("--view-id", default=None, help="Run with a saved view's inputs.")
+@click.option(
+    "--notify-slack",
+    "slack_channels",
+    multiple=True,
+    metavar="CHANNEL",
+    help="Slack channel id to notify when the run ends (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Let Hex validate the request; nothing runs.")
+@click.option("--wait", is_flag=True, help="Wait for the runs to end.")
+@click.option(
+    "--timeout-minutes",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --wait: give up on a run after this long.",
+)
+@click.option(
+    "--cancel-on-timeout/--no-cancel-on-timeout",
+    default=True,
+    show_default=True,
+    help="Cancel a run in Hex when it times out.",
+)
+@click.option(
+    "--cancel-on-interrupt/--no-cancel-on-interrupt",
+    default=True,
+    show_default=True,
+    help="On Ctrl-C or SIGTERM, cancel the runs this command started.",
+)
+@click.option(
+    "--poll-interval",
+    default=None,
+    type=click.FloatRange(min=1),
+    help="Poll every N seconds (the seed's fixed schedule, e.g. 10) instead of adaptively.",
+)
+@click.option(
+    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def trigger(
+    project_ids: tuple[str, ...],
+    input_params: tuple[str, ...],
+    update_published: bool | None,
+    use_cached_sql: bool,
+    view_id: str | None,
+    slack_channels: tuple[str, ...],
+    dry_run: bool,
+    wait: bool,
+    timeout_minutes: float,
+    cancel_on_timeout: bool,
+    cancel_on_interrupt: bool,
+    poll_interval: float | None,
+    allow_insecure_http: bool,
+    as_json: bool,
+) -> None:
+    """Run published Hex projects, each judged on its own.
+
+    \b
+    Examples:
+      hexdbt trigger 5a8591dd-4039-49df-9202-96385ba3eff8 --wait
+      hexdbt trigger ID1,ID2 --input-param region=EU --input-param days=7 --json
+    """
+    from hexdbt.hex.models import Notification, RunRequest
+
+    try:
+        ids = parse_project_ids(project_ids)
+        params = parse_input_params(input_params)
+        publish, note = resolve_update_published(update_published, params)
+        request = RunRequest(
+            input_params=params,
+            update_published_results=publish,
+            use_cached_sql_results=use_cached_sql,
+            dry_run=dry_run,
+            view_id=view_id,
+            notifications=(Notification(slack_channel_ids=slack_channels),)
+            if slack_channels
+            else (),
+        )
+        client = _client(allow_insecure_http)
+    except HexdbtError as exc:
+        fail(exc, as_json=as_json)
+    if note:
+        _err(note)
+
+    signals = _Signals()
+    items = [_Item(project_id) for project_id in ids]
+    with client, signals.installed():
+        started: dict[str, float] = {}
+        for item in items:
+            if signals.stop.is_set():
+                item.error = HexdbtError("not triggered: interrupted")
+                continue
+            started[item.project_id] = client.clock.now()
+            try:
+                item.run = client.run_project_once(item.project_id, request)
+            except HexdbtError as exc:
+                item.error = exc
+                print_error(exc)
+        waited = wait and not dry_run
+        if waited:
+            _wait(
+                client,
+                items,
+                started,
+                signals,
+                timeout_minutes,
+                cancel_on_timeout,
+                cancel_on_interrupt,
+                poll_interval,
+            )
+
+    code = max((item.exit_code() for item in items), default=0)
+    if signals.signum is not None:
+        code = signals.exit_code
+    if as_json:
+        print_json(
+            {
+                "runs": [item.to_json(dry_run=dry_run, waited=waited) for item in items],
+                "dryRun": dry_run,
+                "updatePublishedResults": publish,
+                "exitCode": code,
+            }
+        )
+    else:
+        for item in items:
+            click.echo(item.human(dry_run=dry_run))
+    for item in items:
+        if item.result is not None and item.result.error is not None:
+            print_error(item.result.error)
+    sys.exit(code)
+
+
+def _wait(
+    client: HexClient,
+    items: list[_Item],
+    started: dict[str, float],
+    signals: _Signals,
+    timeout_minutes: float,
+    cancel_on_timeout: bool,
+    cancel_on_interrupt: bool,
+    poll_interval: float | None,
+) -> None:
+    from hexdbt.hex.waiter import (
+        AdaptiveSchedule,
+        FixedSchedule,
+        Outcome,
+        PollSchedule,
+        Waiter,
+        WatchedRun,
+        cancel_runs,
+        expected_duration_s,
+    )
+
+    schedule: PollSchedule = (
+        FixedSchedule(poll_interval) if poll_interval is not None else AdaptiveSchedule()
+    )
+    waiter = Waiter(
+        client,
+        schedule=schedule,
+        cancel_on_timeout=cancel_on_timeout,
+        progress=_progress(60.0),
+    )
+    by_run: dict[str, _Item] = {}
+    watched = []
+    for item in items:
+        if item.run is None:
+            continue
+        by_run[item.run.run_id] = item
+        expected = (
+            None if poll_interval is not None else expected_duration_s(client, item.project_id)
+        )
+        watched.append(
+            WatchedRun(
+                project_id=item.project_id,
+                run_id=item.run.run_id,
+                started_at=started[item.project_id],
+                run_url=item.run.run_url,
+                timeout_s=timeout_minutes * 60,
+                expected_duration_s=expected,
+            )
+        )
+    results = waiter.wait(watched, stop=signals.stop)
+    for result in results:
+        by_run[result.run.run_id].result = result
+    if signals.stop.is_set():
+        if cancel_on_interrupt:
+            for result, note in cancel_runs(client, results):
+                by_run[result.run.run_id].cancel_note = note
+        else:
+            for result in results:
+                if result.outcome is Outcome.INTERRUPTED:
+                    by_run[
+                        result.run.run_id
+                    ].cancel_note = "left running (--no-cancel-on-interrupt)"
+
+
+def _api_command(as_json: bool, allow_insecure_http: bool, body: Callable[[HexClient], Any]) -> Any:
+    try:
+        with _client(allow_insecure_http) as client:
+            return body(client)
+    except HexdbtError as exc:
+        fail(exc, as_json=as_json)
+
+
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
+)
+_insecure_option = click.option(
+    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
+)
+
+
+@click.command("list-projects", cls=JsonAwareCommand)
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many projects to list (hexdbt follows Hex's pages).",
+)
+@click.option("--include-archived", is_flag=True)
+@click.option("--include-trashed", is_flag=True)
+@_insecure_option
+@_json_option
+def list_projects(
+    limit: int,
+    include_archived: bool,
+    include_trashed: bool,
+    allow_insecure_http: bool,
+    as_json: bool,
+) -> None:
+    """List Hex projects: id, status and title (``--json``: an array with ``projectId``)."""
+    projects = _api_command(
+        as_json,
+        allow_insecure_http,
+        lambda client: list(
+            client.iter_projects(
+                limit=limit, include_archived=include_archived, include_trashed=include_trashed
+            )
+        ),
+    )
+    if as_json:
+        print_json([project.to_json() for project in projects])
+        return
+    for project in projects:
+        flags = [
+            "published" if project.published else "unpublished",
+            *(["archived"] if project.archived else []),
+            *(["trashed"] if project.trashed else []),
+        ]
+        click.echo(f"{project.id}  {','.join(flags)}  {project.title}")
+    _err(f"{len(projects)} project(s)")
+
+
+@click.group("runs")
+def runs() -> None:
+    """A project's runs: status, list, cancel."""
+
+
+@runs.command("status", cls=JsonAwareCommand)
+@click.argument("project_id")
+@click.argument("run_id")
+@_insecure_option
+@_json_option
+def runs_status(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
+    """Show one run's status (exit 0 whatever the status; it is in the output)."""
+    status = _api_command(
+        as_json, allow_insecure_http, lambda client: client.get_run_status(project_id, run_id)
+    )
+    if as_json:
+        print_json(status.to_json())
+        return
+    click.echo(_run_line(status))
+
+
+def _run_line(status: Any) -> str:
+    from hexdbt.clock import to_iso
+    from hexdbt.hex.progress import format_elapsed
+
+    elapsed = (
+        format_elapsed(status.elapsed_time_ms / 1000) if status.elapsed_time_ms is not None else "-"
+    )
+    start = to_iso(status.start_time) if status.start_time is not None else "-"
+    return (
+        f"{status.run_id}  {status.status}  {status.run_trigger or '-'}  started {start}"
+        f"  elapsed {elapsed}  {status.run_url or ''}".rstrip()
+    )
+
+
+@runs.command("list", cls=JsonAwareCommand)
+@click.argument("project_id")
+@click.option("--limit", default=25, show_default=True, type=click.IntRange(1, 100))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--status",
+    "status_filter",
+    default=None,
+    type=click.Choice(
+        ["PENDING", "RUNNING", "COMPLETED", "ERRORED", "KILLED", "UNABLE_TO_ALLOCATE_KERNEL"]
+    ),
+)
+@click.option(
+    "--trigger",
+    "run_trigger",
+    default=None,
+    type=click.Choice(["API", "SCHEDULED", "APP_REFRESH", "ALL"]),
+)
+@_insecure_option
+@_json_option
+def runs_list(
+    project_id: str,
+    limit: int,
+    offset: int,
+    status_filter: str | None,
+    run_trigger: str | None,
+    allow_insecure_http: bool,
+    as_json: bool,
+) -> None:
+    """List a project's runs, newest first."""
+    page = _api_command(
+        as_json,
+        allow_insecure_http,
+        lambda client: client.get_project_runs(
+            project_id,
+            limit=limit,
+            offset=offset,
+            status_filter=status_filter,
+            run_trigger_filter=run_trigger,
+        ),
+    )
+    if as_json:
+        print_json({"runs": [run.to_json() for run in page.runs], "nextPage": page.next_page})
+        return
+    for run in page.runs:
+        click.echo(_run_line(run))
+    _err(f"{len(page.runs)} run(s)")
+
+
+@runs.command("cancel", cls=JsonAwareCommand)
+@click.argument("project_id")
+@click.argument("run_id")
+@_insecure_option
+@_json_option
+def runs_cancel(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
+    """Cancel a live run (Hex marks it KILLED)."""
+    _api_command(as_json, allow_insecure_http, lambda client: client.cancel_run(project_id, run_id))
+    if as_json:
+        print_json({"projectId": project_id, "runId": run_id, "cancelled": True})
+        return
+    click.echo(f"cancelled run {run_id} of project {project_id}")
+
+
+COMMANDS: list[click.Command] = [trigger, list_projects, runs]

@@ -280,6 +280,35 @@ class HexClient:
         )
         return Run.from_api(payload)
 
+    def run_project_once(self, project_id: str, request: RunRequest | None = None) -> Run:
+        """RunProject that neither starts a run twice nor loses one when an answer is lost.
+
+        When the POST may have reached Hex without an answer, the project's API runs since just
+        before the POST are looked up: one found is adopted, none means nothing started and the
+        POST is sent once more. (The dispatcher does the same against its ledger.)
+        """
+        request = request or RunRequest()
+        since = self.clock.now() - 1.0
+        try:
+            return self.run_project(project_id, request)
+        except HexApiError as exc:
+            if not run_may_have_started(exc):
+                raise
+            if request.dry_run:
+                return self.run_project(project_id, request)
+            candidates = self.find_api_runs_since(project_id, since)
+            if not candidates:
+                return self.run_project(project_id, request)
+            adopted = candidates[-1]  # the oldest since the POST: ours, unless someone raced us
+            return Run(
+                project_id=adopted.project_id,
+                run_id=adopted.run_id,
+                run_url=adopted.run_url,
+                run_status_url=None,
+                trace_id=adopted.trace_id,
+                project_version=adopted.project_version,
+            )
+
     def get_run_status(self, project_id: str, run_id: str) -> RunStatus:
         path = f"/projects/{_segment(project_id, 'project id')}/runs/{_segment(run_id, 'run id')}"
         return RunStatus.from_api(self._call("GET", path))
@@ -337,12 +366,14 @@ class HexClient:
         include_archived: bool = False,
         include_trashed: bool = False,
         include_components: bool = False,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> Iterator[Project]:
         """Follow ListProjects' pages until ``limit`` projects (None: all) or the last page."""
         after: str | None = None
         given = 0
+        page_size = _page_size(page_size)
         while limit is None or given < limit:
-            want = MAX_PAGE_SIZE if limit is None else min(MAX_PAGE_SIZE, limit - given)
+            want = page_size if limit is None else min(page_size, limit - given)
             page = self.list_projects(
                 limit=want,
                 after=after,
@@ -527,3 +558,36 @@ def _page_size(limit: int) -> int:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+def connect(
+    token: str | None = None,
+    base_url: str | None = None,
+    *,
+    clock: Clock | None = None,
+    session: requests.Session | None = None,
+    state_dir: str | None = None,
+    allow_insecure_http: bool = False,
+    shared_budget: bool = True,
+) -> HexClient:
+    """A client from flags or the environment, drawing on the budget shared by all processes."""
+    from hexdbt.hex.budget import BudgetLimits, SharedBudget
+    from hexdbt.settings import resolve_base_url, resolve_state_dir, resolve_token
+
+    resolved_token = resolve_token(token)
+    client = HexClient(
+        resolve_base_url(base_url),
+        resolved_token,
+        session=session,
+        clock=clock,
+        allow_insecure_http=allow_insecure_http,
+    )
+    if shared_budget:
+        client.budget = SharedBudget.in_state_dir(
+            resolve_state_dir(state_dir),
+            resolved_token,
+            client.base_url,
+            clock=client.clock,
+            limits=BudgetLimits.from_env(),
+        )
+    return client
