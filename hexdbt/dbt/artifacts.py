@@ -202,7 +202,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         # A decode error at the very end of the text is a cut-off file, the common case while
         # dbt is still streaming it; anything earlier is a file that never was JSON.
-        if exc.pos >= len(raw.rstrip()) - 1:
+        text_end = len(raw.rstrip()) - 1
+        cut_off = exc.pos >= text_end or exc.msg.startswith("Unterminated string")
+        if cut_off and raw.lstrip()[:1] in (b"{", b"["):
             raise ArtifactError(
                 f"{path}: {what} is truncated (JSON ends early at line {exc.lineno})",
                 hint="dbt may still be writing it; read it once dbt ends",
