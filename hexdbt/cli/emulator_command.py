@@ -35,7 +35,7 @@ from hexdbt.errors import ConfigError
     is_flag=True,
     help='Time stands still until POST /_emulator/advance {"seconds": N}.',
 )
-@click.option("--quiet", is_flag=True, help="Do not log requests on stderr.")
+@click.option("--quiet", is_flag=True, help="Write nothing to stderr (no banner, no request log).")
 @click.option(
     "--print-default-scenario",
     is_flag=True,
@@ -96,11 +96,12 @@ def emulator(
     try:
         click.echo(server.url)
         sys.stdout.flush()
-        click.echo(
-            f"Hex emulator: {len(server.scenario.projects)} projects from {server.scenario.source}; "
-            f"API at {server.url}/api/v1, journal at {server.url}/_emulator/requests",
-            err=True,
-        )
+        if not quiet:
+            click.echo(
+                f"Hex emulator: {len(server.scenario.projects)} projects from {server.scenario.source}; "
+                f"API at {server.url}/api/v1, journal at {server.url}/_emulator/requests",
+                err=True,
+            )
         while not stop.wait(0.5):
             pass
     finally:
