@@ -37,7 +37,7 @@ def model(
     }
 
 
-def test_node(name: str, on: str) -> dict[str, Any]:
+def data_test(name: str, on: str) -> dict[str, Any]:
     return {
         "unique_id": f"test.{PACKAGE}.{name}.abc123",
         "name": name,
