@@ -89,6 +89,9 @@ def test_created_but_answer_lost_by_timeout(hex_emulator: HexEmulator) -> None:
     with pytest.raises(requests.Timeout):
         HexApi(hex_emulator).post(f"/projects/{CUSTOMER_HEALTH}/runs", json={}, timeout=0.2)
     assert len(hex_emulator.runs(CUSTOMER_HEALTH)) == 1
+    entry = hex_emulator.journal()[-1]
+    assert entry["status"] == 201
+    assert entry["fault"] == {"kind": "lost_timeout", "delay_s": 30}
     # Stopping the emulator must not wait out the 30 s the answer is held.
 
 

@@ -64,8 +64,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 <= length <= _MAX_BODY_BYTES:
-            self._write(Response(400, b'{"error":"bad Content-Length"}'))
             self.close_connection = True
+            bad = Request(self.command, self.path, None, b"")
+            self._write(
+                self.emulator.service.begin(bad), Response(400, b'{"error":"bad Content-Length"}')
+            )
             return
         body = self.rfile.read(length) if length else b""
         request = Request(
@@ -77,14 +80,13 @@ class _Handler(BaseHTTPRequestHandler):
         service = self.emulator.service
         exchange = service.begin(request)
         status = self._carry_out(exchange)
-        service.finish(exchange, status)
         self.emulator.log(f"{request.method} {request.target} -> {status or 'no answer'}")
 
     def _carry_out(self, exchange: Exchange) -> int | None:
         service = self.emulator.service
         fault = exchange.fault
         if fault is not None and fault.kind == "error":
-            return self._write(service.fault_response(exchange, fault))
+            return self._write(exchange, service.fault_response(exchange, fault))
         if fault is not None and fault.kind == "drop":
             self._reset_connection()
             return None
@@ -95,16 +97,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "lost_reset":
             self._reset_connection()
             return None
-        if (
-            fault is not None
-            and fault.kind == "lost_timeout"
-            and self.emulator.wait_real(fault.delay_s)
-        ):
-            self._reset_connection()
-            return None
-        return self._write(response)
+        if fault is not None and fault.kind == "lost_timeout":
+            # Journaled as answered: the server does answer, only too late for the client.
+            service.finish(exchange, response.status)
+            if self.emulator.wait_real(fault.delay_s):
+                self._reset_connection()
+                return None
+        return self._write(exchange, response)
 
-    def _write(self, response: Response) -> int:
+    def _write(self, exchange: Exchange, response: Response) -> int:
         lines = [f"HTTP/1.1 {response.status} {reason_phrase(response.status)}"]
         if response.status != 204:
             lines.append(f"Content-Type: {response.content_type}")
@@ -113,6 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        # Journal first: a client that reads the journal right after its answer must see it.
+        self.emulator.service.finish(exchange, response.status)
         self.wfile.write(head + (response.body if response.status != 204 else b""))
         return response.status
 
