@@ -160,34 +160,60 @@ def _failure_reason(failures: list[NodeResult]) -> str:
     return "; ".join(parts)
 
 
+class FinishedNodes:
+    """The nodes an invocation has finished so far, with the sets the rules ask about.
+
+    Built once per plan (or grown with ``add`` as a streaming wrapper hears of each node), so
+    each project's rules are set intersections rather than scans of every result.
+    """
+
+    def __init__(self, results: Iterable[NodeResult] = ()) -> None:
+        self.results: dict[str, NodeResult] = {}
+        self.refreshed: set[str] = set()
+        self.failed: set[str] = set()
+        for result in results:
+            self.add(result)
+
+    def add(self, result: NodeResult) -> None:
+        previous = self.results.get(result.unique_id)
+        if previous is not None:  # dbt retry can report a node again: the last word counts
+            self.refreshed.discard(previous.unique_id)
+            self.failed.discard(previous.unique_id)
+        self.results[result.unique_id] = result
+        if result.refreshed:
+            self.refreshed.add(result.unique_id)
+        elif result.failed:
+            self.failed.add(result.unique_id)
+
+
 def decide(
     mapping: ProjectMapping,
-    matched: Iterable[str],
-    results: Mapping[str, NodeResult],
+    matched: frozenset[str] | set[str],
+    finished: FinishedNodes,
     tests_of: Callable[[str], tuple[str, ...]] | None,
     pending: frozenset[str] = frozenset(),
 ) -> Decision | None:
     """Apply the trigger rules to one project's matched models.
 
-    ``results`` holds the nodes finished so far, ``pending`` the nodes the invocation will still
+    ``finished`` holds the nodes finished so far, ``pending`` the nodes the invocation will still
     run (empty once it has ended). None means "not decidable yet": a pending model could still
     fail, or a pending test decide require_tests.
     """
-    ordered = sorted(matched)
-    failures = [results[uid] for uid in ordered if uid in results and results[uid].failed]
-    if failures:
-        return Decision(False, _failure_reason(failures))
-    if any(uid in pending for uid in ordered):
+    results = finished.results
+    failed_ids = matched & finished.failed
+    if failed_ids:
+        return Decision(False, _failure_reason([results[uid] for uid in sorted(failed_ids)]))
+    if pending and not pending.isdisjoint(matched):
         return None
-    refreshed = tuple(uid for uid in ordered if uid in results and results[uid].refreshed)
+    refreshed = tuple(sorted(matched & finished.refreshed))
     if not refreshed:
-        ran = [results[uid] for uid in ordered if uid in results]
+        ran = [results[uid] for uid in sorted(matched) if uid in results]
         if ran:
             statuses = ", ".join(f"{result.name}: {result.status}" for result in ran[:3])
             return Decision(False, f"no mapped model refreshed ({statuses})")
         return Decision(False, "no mapped model ran")
-    if mapping.trigger is TriggerRule.ALL and len(refreshed) < len(ordered):
-        missing = [uid for uid in ordered if uid not in refreshed]
+    if mapping.trigger is TriggerRule.ALL and len(refreshed) < len(matched):
+        missing = sorted(matched.difference(refreshed))
         return Decision(False, f"trigger is all, and {_names(missing)} did not refresh")
     if mapping.require_tests:
         if tests_of is None:
@@ -271,6 +297,7 @@ def make_plan(
     """
     environ = dict(os.environ) if environ is None else environ
     results = invocation.results_by_id
+    finished = FinishedNodes(invocation.results)
     index = SelectorIndex(manifest) if manifest is not None else None
     tests_of = manifest.tests_of if manifest is not None else None
     invocation_ctx = invocation_context(invocation)
@@ -303,7 +330,7 @@ def make_plan(
                     is_error=True,
                 )
                 continue
-        decision = decide(mapping, matched, results, tests_of)
+        decision = decide(mapping, matched, finished, tests_of)
         if decision is None:  # cannot happen once the invocation has ended (nothing pending)
             raise AssertionError(f"undecidable mapping {mapping.name} with nothing pending")
         if not decision.trigger:

@@ -10,7 +10,7 @@ from dbt_shapes import data_test, manifest_document, model, run_results_document
 
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results, node_result
 from hexdbt.mapping import MappingSet, parse_mappings
-from hexdbt.plan import Plan, decide, make_plan, trigger_key
+from hexdbt.plan import FinishedNodes, Plan, decide, make_plan, trigger_key
 
 ORDERS = "model.shop.orders"
 REVENUE = "model.shop.revenue_daily"
@@ -219,21 +219,26 @@ def test_the_plan_is_a_pure_function(tmp_path: Path, manifest: Manifest) -> None
 def test_decide_waits_while_a_mapped_model_or_its_test_is_pending(manifest: Manifest) -> None:
     (finance,) = mappings(FINANCE % ("any", "true")).projects
     matched = {ORDERS, REVENUE}
-    ok = {ORDERS: node_result(ORDERS, "success")}
+    ok = FinishedNodes([node_result(ORDERS, "success")])
     # revenue_daily still to run: it might fail, so nothing is decided yet
     assert decide(finance, matched, ok, manifest.tests_of, pending=frozenset({REVENUE})) is None
     # a failure decides at once, whatever is still pending
-    failed = {ORDERS: node_result(ORDERS, "error")}
+    failed = FinishedNodes([node_result(ORDERS, "error")])
     decision = decide(finance, matched, failed, manifest.tests_of, pending=frozenset({REVENUE}))
     assert decision is not None
     assert (decision.trigger, decision.reason) == (False, "orders failed")
     # models done, their test pending: still waiting; once passed: trigger
     assert decide(finance, {ORDERS}, ok, manifest.tests_of, pending=frozenset({T_ORDERS})) is None
-    passed = ok | {T_ORDERS: node_result(T_ORDERS, "pass")}
+    passed = FinishedNodes([node_result(ORDERS, "success"), node_result(T_ORDERS, "pass")])
     decision = decide(finance, {ORDERS}, passed, manifest.tests_of, pending=frozenset({CUSTOMERS}))
     assert decision is not None
     assert decision.trigger
     assert decision.refreshed == (ORDERS,)
+    # a node reported again (dbt retry) counts by its last status
+    passed.add(node_result(ORDERS, "error"))
+    decision = decide(finance, {ORDERS}, passed, manifest.tests_of)
+    assert decision is not None
+    assert not decision.trigger
 
 
 def test_the_real_v4_build_with_a_failed_model_skips_its_projects(tmp_path: Path) -> None:

@@ -261,6 +261,8 @@ def _execute_timing(timing: Any) -> tuple[str | None, str | None]:
 
 
 def _result_from_json(raw: Any, path: Path, index: int) -> NodeResult:
+    # The hot loop of a large run_results.json: NodeResult is built directly rather than through
+    # node_result(), with the same normalisation.
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path}: results[{index}] is not an object")
     unique_id = raw.get("unique_id")
@@ -269,17 +271,17 @@ def _result_from_json(raw: Any, path: Path, index: int) -> NodeResult:
         raise ArtifactError(f"{path}: results[{index}] has no unique_id or status")
     started_at, completed_at = _execute_timing(raw.get("timing"))
     adapter_response = raw.get("adapter_response")
-    rows = adapter_response.get("rows_affected") if isinstance(adapter_response, dict) else None
+    rows = adapter_response.get("rows_affected") if adapter_response else None
     execution_time = raw.get("execution_time")
     message = raw.get("message")
-    return node_result(
+    return NodeResult(
         unique_id,
-        status,
-        started_at=started_at,
-        completed_at=completed_at,
-        execution_time_s=float(execution_time) if isinstance(execution_time, int | float) else None,
-        rows_affected=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
-        message=message if isinstance(message, str) else None,
+        status.strip().lower(),
+        started_at,
+        completed_at,
+        float(execution_time) if isinstance(execution_time, int | float) else None,
+        rows if type(rows) is int else None,
+        message if isinstance(message, str) else None,
     )
 
 

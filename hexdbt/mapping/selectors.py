@@ -139,7 +139,8 @@ class SelectorIndex:
     _cache: dict[str, frozenset[str]] = field(default_factory=dict)
     _by_name: dict[str, set[str]] | None = None
     _by_tag: dict[str, set[str]] | None = None
-    _by_folder: dict[str, set[str]] | None = None
+    _by_folder: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    _by_fqn_prefix: dict[int, dict[tuple[str, ...], list[str]]] = field(default_factory=dict)
 
     def resolve(self, selector: Selector) -> frozenset[str]:
         cached = self._cache.get(selector.text)
@@ -182,7 +183,7 @@ class SelectorIndex:
                     if fnmatch.fnmatchcase(n.original_file_path, value)
                     or fnmatch.fnmatchcase(n.original_file_path, value + "/*")
                 }
-            return set(self._folders().get(value, ()))
+            return set(self._folders(value.count("/") + 1).get(value, ()))
         if method == "config":
             return {
                 n.unique_id
@@ -195,8 +196,22 @@ class SelectorIndex:
         if selector_is_plain_name(value):
             return set(self._names().get(value, ()))
         parts = value.split(".")
+        literal: list[str] = []
+        for part in parts:
+            if _WILDCARD.search(part):
+                break
+            literal.append(part)
+        candidates: Iterable[ManifestNode]
+        if len(parts) > 1 and literal:
+            # Only nodes whose fqn starts with the literal head (or package + head) can match;
+            # the prefix index turns a scan of every node into a lookup.
+            heads = [tuple(literal)] + [(package, *literal) for package in self._packages()]
+            ids = {uid for head in heads for uid in self._fqn_prefixes(len(head)).get(head, ())}
+            candidates = [self.manifest.nodes[uid] for uid in ids]
+        else:
+            candidates = self._nodes()
         matched: set[str] = set()
-        for node in self._nodes():
+        for node in candidates:
             flat = _flat_fqn(node)
             if (
                 (len(parts) == 1 and fnmatch.fnmatchcase(node.name, value))
@@ -205,6 +220,20 @@ class SelectorIndex:
             ):
                 matched.add(node.unique_id)
         return matched
+
+    def _packages(self) -> set[str]:
+        return {node.package_name for node in self._nodes()}
+
+    def _fqn_prefixes(self, depth: int) -> dict[tuple[str, ...], list[str]]:
+        """Nodes by the first ``depth`` parts of their fqn, built per depth when first asked."""
+        index = self._by_fqn_prefix.get(depth)
+        if index is None:
+            index = self._by_fqn_prefix[depth] = {}
+            for node in self._nodes():
+                flat = _flat_fqn(node)
+                if len(flat) >= depth:
+                    index.setdefault(flat[:depth], []).append(node.unique_id)
+        return index
 
     def _names(self) -> dict[str, set[str]]:
         if self._by_name is None:
@@ -226,15 +255,17 @@ class SelectorIndex:
                     self._by_tag.setdefault(tag, set()).add(node.unique_id)
         return self._by_tag
 
-    def _folders(self) -> dict[str, set[str]]:
-        """Every node under each of its ancestor folders, and under its own file path."""
-        if self._by_folder is None:
-            self._by_folder = {}
+    def _folders(self, depth: int) -> dict[str, list[str]]:
+        """Nodes by the first ``depth`` parts of their file path (a folder, or the file itself),
+        built per depth when first asked."""
+        index = self._by_folder.get(depth)
+        if index is None:
+            index = self._by_folder[depth] = {}
             for node in self._nodes():
-                parts = node.original_file_path.split("/")
-                for depth in range(1, len(parts) + 1):
-                    self._by_folder.setdefault("/".join(parts[:depth]), set()).add(node.unique_id)
-        return self._by_folder
+                parts = node.original_file_path.split("/", depth)
+                if len(parts) >= depth:
+                    index.setdefault("/".join(parts[:depth]), []).append(node.unique_id)
+        return index
 
 
 def selector_is_plain_name(value: str) -> bool:
@@ -243,7 +274,9 @@ def selector_is_plain_name(value: str) -> bool:
 
 def _flat_fqn(node: ManifestNode) -> tuple[str, ...]:
     # A versioned model's name may contain dots; dbt splits them as namespace parts.
-    return tuple(item for segment in node.fqn for item in segment.split("."))
+    if node.fqn and "." in node.fqn[-1]:
+        return tuple(item for segment in node.fqn for item in segment.split("."))
+    return node.fqn
 
 
 def resolve_without_manifest(

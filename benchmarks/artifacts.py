@@ -1,0 +1,264 @@
+"""How fast hexdbt reads dbt's artifacts and plans, against a bare json.load of the same files.
+
+Generates a synthetic project in dbt's shape: 20,000 models in nested folders with tags, config,
+columns and SQL (about the size per node of a real manifest), one test per model, a
+run_results.json of a full `dbt build` with a few failures, and a hex_mappings.yml of 500
+projects with mixed selectors (names, tags, paths, fqn wildcards, config). Then it times, best of
+a few rounds:
+
+    baseline   json.load(manifest.json) + json.load(run_results.json)
+    load       load_manifest + load_run_results
+    plan       make_plan over the 500 projects
+    mappings   load_mappings of the 500-project file (reported, not part of the target)
+
+Targets (issue 4): load + plan at most 1.5x the baseline; plan at most 10 % of the baseline.
+Peak memory is measured with tracemalloc in a separate pass (tracing slows the code down).
+
+    .venv/bin/python benchmarks/artifacts.py [--models 20000] [--projects 500] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hexdbt.dbt.artifacts import load_manifest, load_run_results
+from hexdbt.mapping import load_mappings
+from hexdbt.plan import make_plan
+
+PACKAGE = "bench"
+DOMAINS = ["core", "finance", "marketing", "product", "ops", "sales", "hr", "risk"]
+LAYERS = ["staging", "intermediate", "marts"]
+TAGS = ["daily", "hourly", "pii", "finance", "kpi", "experimental", "certified", "heavy"]
+
+
+def generate(folder: Path, models: int, projects: int, seed: int = 4) -> dict[str, Path]:
+    rng = random.Random(seed)
+    nodes: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
+    names: list[str] = []
+    for index in range(models):
+        layer = LAYERS[index % 3]
+        domain = DOMAINS[(index // 3) % len(DOMAINS)]
+        group = f"group_{index % 40:02d}"
+        name = f"{layer[:3]}_{domain}_{index:05d}"
+        names.append(name)
+        unique_id = f"model.{PACKAGE}.{name}"
+        tags = sorted(rng.sample(TAGS, 2))
+        parents = (
+            [f"model.{PACKAGE}.{names[rng.randrange(index)]}" for _ in range(2)] if index else []
+        )
+        sql = f"select id, {', '.join(f'col_{c}' for c in range(12))} from {{{{ ref('x') }}}} where true"
+        nodes[unique_id] = {
+            "database": "warehouse", "schema": f"analytics_{domain}", "name": name,
+            "resource_type": "model", "package_name": PACKAGE,
+            "path": f"{layer}/{domain}/{group}/{name}.sql",
+            "original_file_path": f"models/{layer}/{domain}/{group}/{name}.sql",
+            "unique_id": unique_id, "fqn": [PACKAGE, layer, domain, group, name],
+            "alias": name, "checksum": {"name": "sha256", "checksum": f"{index:064x}"},
+            "config": {
+                "enabled": True, "alias": None, "schema": None, "database": None, "tags": tags,
+                "meta": {"owner": f"team-{domain}", "hex": index % 50 == 0},
+                "materialized": "table" if layer == "marts" else "view",
+                "persist_docs": {}, "post-hook": [], "pre-hook": [], "quoting": {},
+                "column_types": {}, "full_refresh": None, "unique_key": None,
+                "on_schema_change": "ignore", "grants": {}, "packages": [],
+                "docs": {"show": True, "node_color": None},
+                "contract": {"enforced": False, "alias_types": True}, "access": "protected",
+            },
+            "tags": tags, "description": f"Model {name} of the {domain} domain.",
+            "columns": {
+                f"col_{c}": {"name": f"col_{c}", "description": "", "meta": {}, "data_type": None,
+                             "constraints": [], "quote": None, "tags": []}
+                for c in range(4)
+            },
+            "meta": {"owner": f"team-{domain}", "hex": index % 50 == 0},
+            "group": None, "docs": {"show": True, "node_color": None}, "patch_path": None,
+            "build_path": None, "unrendered_config": {"materialized": "table"},
+            "created_at": 1700000000.0 + index, "relation_name": f'"warehouse"."{domain}"."{name}"',
+            "raw_code": sql, "language": "sql",
+            "refs": [{"name": "x", "package": None, "version": None}], "sources": [], "metrics": [],
+            "depends_on": {"macros": ["macro.dbt.run_query"], "nodes": parents},
+            "compiled_path": f"target/compiled/{PACKAGE}/models/{layer}/{name}.sql",
+            "compiled": True, "compiled_code": sql, "extra_ctes_injected": True,
+            "extra_ctes": [], "contract": {"enforced": False, "alias_types": True, "checksum": None},
+            "access": "protected", "constraints": [], "version": None, "latest_version": None,
+            "deprecation_date": None,
+        }  # fmt: skip
+        test_id = f"test.{PACKAGE}.not_null_{name}_id.{index:010x}"
+        nodes[test_id] = {
+            "name": f"not_null_{name}_id", "resource_type": "test", "package_name": PACKAGE,
+            "unique_id": test_id, "attached_node": unique_id, "column_name": "id",
+            "fqn": [PACKAGE, layer, f"not_null_{name}_id"], "tags": [],
+            "depends_on": {"macros": ["macro.dbt.test_not_null"], "nodes": [unique_id]},
+            "test_metadata": {"name": "not_null", "kwargs": {"column_name": "id"}},
+            "config": {"enabled": True, "severity": "ERROR", "tags": [], "meta": {}},
+            "raw_code": "{{ test_not_null(**_dbt_generic_test_kwargs) }}",
+        }  # fmt: skip
+        model_status = "error" if index % 997 == 0 else "success"
+        for node_id, status in ((unique_id, model_status), (test_id, "pass")):
+            results.append({
+                "status": status,
+                "timing": [
+                    {"name": "compile", "started_at": "2026-01-31T08:00:00.000000Z",
+                     "completed_at": "2026-01-31T08:00:00.100000Z"},
+                    {"name": "execute", "started_at": "2026-01-31T08:00:00.100000Z",
+                     "completed_at": "2026-01-31T08:00:01.000000Z"},
+                ],
+                "thread_id": "Thread-1 (worker)", "execution_time": 1.0,
+                "adapter_response": {"_message": "OK", "code": "SELECT", "rows_affected": index},
+                "message": "OK", "failures": None if status == "success" else 0,
+                "unique_id": node_id, "compiled": True, "compiled_code": sql,
+                "relation_name": None, "batch_results": None,
+            })  # fmt: skip
+    manifest = {
+        "metadata": {
+            "dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json",
+            "dbt_version": "1.11.0", "generated_at": "2026-01-31T08:00:00Z",
+            "invocation_id": "bench-invocation", "project_name": PACKAGE, "env": {},
+        },
+        "nodes": nodes, "sources": {}, "macros": {}, "docs": {}, "exposures": {},
+        "metrics": {}, "groups": {}, "selectors": {}, "disabled": {},
+        "parent_map": {uid: node["depends_on"]["nodes"] for uid, node in nodes.items()},
+        "child_map": {}, "group_map": {}, "saved_queries": {}, "semantic_models": {},
+        "unit_tests": {},
+    }  # fmt: skip
+    run_results = {
+        "metadata": {
+            "dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json",
+            "dbt_version": "1.11.0", "generated_at": "2026-01-31T09:00:00Z",
+            "invocation_id": "bench-invocation", "invocation_started_at": "2026-01-31T08:00:00Z",
+            "env": {},
+        },
+        "results": results, "elapsed_time": 3600.0, "args": {"which": "build", "vars": {}},
+    }  # fmt: skip
+    lines = ["version: 1", "defaults: {timeout_minutes: 30}", "projects:"]
+    for index in range(projects):
+        domain = DOMAINS[index % len(DOMAINS)]
+        group = f"group_{index % 40:02d}"
+        kind = index % 5
+        selectors = [names[rng.randrange(models)] for _ in range(3)]
+        if kind == 1:
+            selectors.append(f"tag:{TAGS[index % len(TAGS)]}")
+        elif kind == 2:
+            selectors.append(f"path:models/marts/{domain}/{group}")
+        elif kind == 3:
+            selectors.append(f"marts.{domain}.{group}.*")
+        elif kind == 4:
+            selectors.append("config.meta.hex:true" if index % 2 else f"intermediate.{domain}.*")
+        lines += [
+            f"  - name: project_{index:03d}",
+            f"    project_id: {index:08x}-0000-4000-8000-000000000000",
+            f"    models: {json.dumps(selectors)}",
+            f"    trigger: {'all' if index % 7 == 0 else 'any'}",
+            f"    require_tests: {'true' if index % 3 == 0 else 'false'}",
+            '    input_params: {as_of: "{{ invocation.started_at[:10] }}", n: %d}' % index,
+        ]
+    paths = {
+        "manifest": folder / "manifest.json",
+        "run_results": folder / "run_results.json",
+        "mappings": folder / "hex_mappings.yml",
+    }
+    paths["manifest"].write_text(json.dumps(manifest))
+    paths["run_results"].write_text(json.dumps(run_results))
+    paths["mappings"].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def best_of(rounds: int, work: Callable[[], Any]) -> tuple[float, Any]:
+    best = float("inf")
+    value: Any = None
+    for _ in range(rounds):
+        started = time.perf_counter()
+        value = work()
+        best = min(best, time.perf_counter() - started)
+    return best, value
+
+
+def peak_mib(work: Callable[[], Any]) -> float:
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=20_000)
+    parser.add_argument("--projects", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="hexdbt-bench-") as tmp:
+        paths = generate(Path(tmp), args.models, args.projects)
+        sizes = {name: path.stat().st_size / 2**20 for name, path in paths.items()}
+
+        def bare() -> None:
+            with paths["manifest"].open("rb") as handle:
+                json.load(handle)
+            with paths["run_results"].open("rb") as handle:
+                json.load(handle)
+
+        def load() -> Any:
+            return load_manifest(paths["manifest"]), load_run_results(paths["run_results"])
+
+        baseline_s, _ = best_of(args.rounds, bare)
+        load_s, (manifest, invocation) = best_of(args.rounds, load)
+        mappings_s, mappings = best_of(
+            args.rounds, lambda: load_mappings(paths["mappings"], manifest)
+        )
+        plan_s, plan = best_of(
+            args.rounds, lambda: make_plan(invocation, mappings, manifest, environ={})
+        )
+        peak_bare = peak_mib(bare)
+
+        def load_and_plan() -> None:
+            loaded_manifest, loaded_invocation = load()
+            make_plan(loaded_invocation, mappings, loaded_manifest, environ={})
+
+        peak_ours = peak_mib(load_and_plan)
+
+    total_s = load_s + plan_s
+    print(
+        f"synthetic project: {args.models:,} models + {args.models:,} tests, "
+        f"{args.projects} projects; manifest {sizes['manifest']:.1f} MiB, "
+        f"run_results {sizes['run_results']:.1f} MiB; best of {args.rounds}"
+    )
+    print(f"plan: {len(plan.triggers)} triggers, {len(plan.skipped)} skipped")
+    print()
+    print(f"| {'step':<34} | {'time':>9} | {'x bare json.load':>16} | {'target':>8} |")
+    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 18}|{'-' * 10}|")
+    rows = [
+        ("bare json.load of both (baseline)", baseline_s, ""),
+        ("load_manifest + load_run_results", load_s, ""),
+        ("make_plan (500 projects)", plan_s, "<= 0.10"),
+        ("load + plan", total_s, "<= 1.50"),
+        ("load_mappings (not in the target)", mappings_s, ""),
+    ]
+    for label, seconds, target in rows:
+        print(
+            f"| {label:<34} | {seconds * 1000:>6.0f} ms | {seconds / baseline_s:>15.2f}x | {target:>8} |"
+        )
+    print()
+    print(
+        f"peak memory (tracemalloc): bare json.load {peak_bare:.0f} MiB, load + plan {peak_ours:.0f} MiB"
+    )
+    ok = total_s <= 1.5 * baseline_s and plan_s <= 0.10 * baseline_s
+    print("targets met" if ok else "TARGETS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
