@@ -162,7 +162,7 @@ def generate(folder: Path, models: int, projects: int, seed: int = 4) -> dict[st
             f"    models: {json.dumps(selectors)}",
             f"    trigger: {'all' if index % 7 == 0 else 'any'}",
             f"    require_tests: {'true' if index % 3 == 0 else 'false'}",
-            '    input_params: {as_of: "{{ invocation.started_at[:10] }}", n: %d}' % index,
+            '    input_params: {as_of: "{{ invocation.started_at[:10] }}", n: ' + f"{index}}}",
         ]
     paths = {
         "manifest": folder / "manifest.json",
