@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,17 @@ def _client(emu: HexEmulator, tmp_path: Path, token: str = TOKEN, **options: Any
 
 
 def _ops(emu: HexEmulator, operation: str) -> list[dict[str, Any]]:
-    return [entry for entry in emu.journal() if entry["operation"] == operation]
+    # The emulator fills an entry's status just after the answer leaves, so the client can be
+    # a moment ahead of the journal: wait (real time, briefly) until every entry is settled.
+    deadline = time.monotonic() + 5
+    journal = emu.journal()
+    while (
+        any(entry["status"] is None and not entry["fault"] for entry in journal)
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+        journal = emu.journal()
+    return [entry for entry in journal if entry["operation"] == operation]
 
 
 def _scenario_with_tokens(tokens: list[dict[str, Any]]) -> dict[str, Any]:

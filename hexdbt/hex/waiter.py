@@ -182,6 +182,7 @@ class Waiter:
         budget_share: float = 0.8,
         max_poll_failures: int = 3,
         stop_check_s: float = 1.0,
+        min_spacing_s: float | None = None,
     ) -> None:
         self.client = client
         self.clock: Clock = clock or client.clock
@@ -192,7 +193,9 @@ class Waiter:
         self.stop_check_s = stop_check_s
         # Leave the rest of the budget to triggers, listings and other processes.
         rate = client.budget.limits.sustained_rate_per_s(CallKind.OTHER) if client.budget else 0.5
-        self.min_spacing_s = 1.0 / (rate * budget_share)
+        self.min_spacing_s = (
+            1.0 / (rate * budget_share) if min_spacing_s is None else max(0.0, min_spacing_s)
+        )
         self._incoming: list[WatchedRun] = []
         self._lock = threading.Lock()
         self.polls = 0
