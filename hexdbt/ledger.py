@@ -421,6 +421,13 @@ class Ledger:
         )
         return [_trigger_from_row(row) for row in rows]
 
+    def run_ids_of_project(self, project_id: str) -> set[str]:
+        """Every Hex run id the ledger has recorded for a project (to tell ours from others')."""
+        rows = self._read(
+            "SELECT run_id FROM triggers WHERE project_id = ? AND run_id IS NOT NULL", (project_id,)
+        )
+        return {row["run_id"] for row in rows}
+
     def in_state(self, *states: TriggerState) -> list[TriggerRecord]:
         rows = self._read(
             f"SELECT * FROM triggers WHERE state IN ({', '.join('?' * len(states))})"

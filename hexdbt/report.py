@@ -32,6 +32,8 @@ class OutcomeKind(StrEnum):
     FAILED_TO_START = "failed_to_start"  # Hex refused the run; nothing was started
     AMBIGUOUS = "ambiguous"  # the POST's answer was lost and Hex's run list could not tell
     EXPIRED = "expired"  # queued past its deadline without fitting the budget
+    POLL_FAILED = "poll_failed"  # started, but its status could not be read (token, outage)
+    PLAN_ERROR = "plan_error"  # the mapping could not be planned (template error, bad selector)
 
 
 EXIT_CODES: dict[OutcomeKind, int] = {
@@ -41,7 +43,9 @@ EXIT_CODES: dict[OutcomeKind, int] = {
     OutcomeKind.SKIPPED: 0,
     OutcomeKind.QUEUED: 0,
     OutcomeKind.IN_PROGRESS_ELSEWHERE: 0,
+    OutcomeKind.PLAN_ERROR: 2,
     OutcomeKind.FAILED_TO_START: 4,
+    OutcomeKind.POLL_FAILED: 4,
     OutcomeKind.AMBIGUOUS: 4,
     OutcomeKind.EXPIRED: 4,
     OutcomeKind.ERRORED: 5,

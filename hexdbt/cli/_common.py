@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from typing import Any, NoReturn
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from hexdbt.errors import HexApiError, HexdbtError
+from hexdbt.errors import EXIT_SIGINT, EXIT_SIGTERM, HexApiError, HexdbtError
+
+if TYPE_CHECKING:
+    from hexdbt.hex.client import HexClient
+    from hexdbt.hex.waiter import Progress
 
 
 def error_payload(exc: HexdbtError) -> dict[str, Any]:
@@ -39,3 +48,78 @@ def fail(exc: HexdbtError, *, as_json: bool = False) -> NoReturn:
         print_json({"error": error_payload(exc)})
     print_error(exc)
     sys.exit(exc.exit_code)
+
+
+class JsonAwareCommand(click.Command):
+    """With ``--json`` among the arguments, click's usage errors also print a JSON document."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        wants_json = "--json" in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if wants_json:
+                print_json(
+                    {
+                        "error": {
+                            "type": "UsageError",
+                            "message": exc.format_message(),
+                            "exitCode": 2,
+                        }
+                    }
+                )
+            raise
+
+
+def err_line(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def hex_client(allow_insecure_http: bool) -> HexClient:
+    from hexdbt.hex.client import connect
+
+    # The clock is a seam: ``CliRunner.invoke(main, ..., obj={"clock": clock})`` shares a test's
+    # ManualClock with the command; the real command runs on the system clock.
+    context = click.get_current_context(silent=True)
+    options = context.obj if context is not None and isinstance(context.obj, dict) else {}
+    return connect(allow_insecure_http=allow_insecure_http, clock=options.get("clock"))
+
+
+class Signals:
+    """SIGINT/SIGTERM set a stop event (the waiter acts on it) instead of killing the process."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self.stop.set()
+        # A second Ctrl-C gets Python's default behaviour: the person really wants out.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextmanager
+    def installed(self) -> Iterator[Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
+
+
+def make_progress(heartbeat_s: float = 60.0) -> Progress:
+    from hexdbt.hex.progress import LineProgress, TableProgress
+
+    if sys.stderr.isatty():
+        return TableProgress(err_line)
+    return LineProgress(err_line, heartbeat_s=heartbeat_s)

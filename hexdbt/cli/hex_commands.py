@@ -8,21 +8,25 @@ the human result of a command, which goes to stdout untruncated.
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from hexdbt.cli._common import error_payload, fail, print_error, print_json
+from hexdbt.cli._common import (
+    JsonAwareCommand,
+    Signals,
+    err_line,
+    error_payload,
+    fail,
+    hex_client,
+    make_progress,
+    print_error,
+    print_json,
+)
 from hexdbt.errors import (
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
     ConfigError,
     HexdbtError,
 )
@@ -31,41 +35,6 @@ if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.models import Run
     from hexdbt.hex.waiter import RunResult
-
-
-class JsonAwareCommand(click.Command):
-    """With ``--json`` among the arguments, click's usage errors also print a JSON document."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        wants_json = "--json" in args
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            if wants_json:
-                print_json(
-                    {
-                        "error": {
-                            "type": "UsageError",
-                            "message": exc.format_message(),
-                            "exitCode": 2,
-                        }
-                    }
-                )
-            raise
-
-
-def _err(line: str) -> None:
-    click.echo(line, err=True)
-
-
-def _client(allow_insecure_http: bool) -> HexClient:
-    from hexdbt.hex.client import connect
-
-    # The clock is a seam: ``CliRunner.invoke(main, ..., obj={"clock": clock})`` shares a test's
-    # ManualClock with the command; the real command runs on the system clock.
-    context = click.get_current_context(silent=True)
-    options = context.obj if context is not None and isinstance(context.obj, dict) else {}
-    return connect(allow_insecure_http=allow_insecure_http, clock=options.get("clock"))
 
 
 def parse_input_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -113,38 +82,6 @@ def resolve_update_published(flag: bool | None, params: dict[str, Any]) -> tuple
             " (Hex ignores them otherwise); the published app keeps its results"
         )
     return (True if flag is None else flag), None
-
-
-class _Signals:
-    """SIGINT/SIGTERM set a stop event (the waiter acts on it) instead of killing the process."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.signum: int | None = None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signum = signum
-        self.stop.set()
-        # A second Ctrl-C gets Python's default behaviour: the person really wants out.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    @contextmanager
-    def installed(self) -> Iterator[_Signals]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._handle)
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
 
 
 @dataclass
@@ -218,14 +155,6 @@ class _Item:
         shown = status if outcome in ("COMPLETED", "FAILED") else f"{outcome} ({status})"
         note = f"; {self.cancel_note}" if self.cancel_note else ""
         return f"{self.project_id}: run {self.run.run_id} {shown}{elapsed}{note}{url}"
-
-
-def _progress(heartbeat_s: float) -> Any:
-    from hexdbt.hex.progress import LineProgress, TableProgress
-
-    if sys.stderr.isatty():
-        return TableProgress(_err)
-    return LineProgress(_err, heartbeat_s=heartbeat_s)
 
 
 @click.command(cls=JsonAwareCommand)
@@ -327,13 +256,13 @@ def trigger(
             if slack_channels
             else (),
         )
-        client = _client(allow_insecure_http)
+        client = hex_client(allow_insecure_http)
     except HexdbtError as exc:
         fail(exc, as_json=as_json)
     if note:
-        _err(note)
+        err_line(note)
 
-    signals = _Signals()
+    signals = Signals()
     items = [_Item(project_id) for project_id in ids]
     with client, signals.installed():
         started: dict[str, float] = {}
@@ -385,7 +314,7 @@ def _wait(
     client: HexClient,
     items: list[_Item],
     started: dict[str, float],
-    signals: _Signals,
+    signals: Signals,
     timeout_minutes: float,
     cancel_on_timeout: bool,
     cancel_on_interrupt: bool,
@@ -409,7 +338,7 @@ def _wait(
         client,
         schedule=schedule,
         cancel_on_timeout=cancel_on_timeout,
-        progress=_progress(60.0),
+        progress=make_progress(60.0),
     )
     by_run: dict[str, _Item] = {}
     watched = []
@@ -447,7 +376,7 @@ def _wait(
 
 def _api_command(as_json: bool, allow_insecure_http: bool, body: Callable[[HexClient], Any]) -> Any:
     try:
-        with _client(allow_insecure_http) as client:
+        with hex_client(allow_insecure_http) as client:
             return body(client)
     except HexdbtError as exc:
         fail(exc, as_json=as_json)
@@ -500,7 +429,7 @@ def list_projects(
             *(["trashed"] if project.trashed else []),
         ]
         click.echo(f"{project.id}  {','.join(flags)}  {project.title}")
-    _err(f"{len(projects)} project(s)")
+    err_line(f"{len(projects)} project(s)")
 
 
 @click.group("runs")
@@ -584,7 +513,7 @@ def runs_list(
         return
     for run in page.runs:
         click.echo(_run_line(run))
-    _err(f"{len(page.runs)} run(s)")
+    err_line(f"{len(page.runs)} run(s)")
 
 
 @runs.command("cancel", cls=JsonAwareCommand)

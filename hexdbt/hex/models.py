@@ -110,6 +110,20 @@ class Notification:
     subject: str | None = None
     body: str | None = None
 
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any]) -> Notification:
+        """From Hex's camelCase shape (the mapping file and stored requests use it too)."""
+        return cls(
+            type=str(item.get("type", "ALL")),
+            include_success_screenshot=bool(item.get("includeSuccessScreenshot", False)),
+            slack_channel_ids=tuple(item.get("slackChannelIds") or ()),
+            user_ids=tuple(item.get("userIds") or ()),
+            group_ids=tuple(item.get("groupIds") or ()),
+            screenshot_format=item.get("screenshotFormat"),
+            subject=item.get("subject"),
+            body=item.get("body"),
+        )
+
     def to_api(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "type": self.type,

@@ -43,6 +43,8 @@ class WatchedRun:
     label: str | None = None
     expected_duration_s: float | None = None
     started_by_us: bool = True
+    # None: the waiter's own setting; a mapping can decide per project.
+    cancel_on_timeout: bool | None = None
 
 
 class Outcome(StrEnum):
@@ -210,8 +212,15 @@ class Waiter:
         *,
         stop: threading.Event | None = None,
         on_result: Callable[[RunResult], None] | None = None,
+        tick: Callable[[float], float | None] | None = None,
     ) -> list[RunResult]:
-        """Poll until every run (given or added) has an outcome, or ``stop`` is set."""
+        """Poll until every run (given or added) has an outcome, or ``stop`` is set.
+
+        ``tick(now)``, when given, is called on every turn of the loop, before polling: it may
+        ``add`` runs (the dispatcher sends triggers from it) and returns when it next needs a turn,
+        or None once it will add nothing more. The loop ends only when ``tick`` says None and no
+        run is open.
+        """
         for run in runs:
             self.add(run)
         open_runs: list[_Open] = []
@@ -227,6 +236,7 @@ class Waiter:
                 on_result(result)
 
         while True:
+            next_tick = tick(self.clock.now()) if tick is not None else None
             with self._lock:
                 incoming, self._incoming = self._incoming, []
             for run in incoming:
@@ -235,7 +245,7 @@ class Waiter:
                 open_runs.append(item)
                 self.progress.changed(item.view(), self.clock.now())
             now = self.clock.now()
-            if not open_runs:
+            if not open_runs and next_tick is None:
                 self.progress.close([], now)
                 return results
             if stop is not None and stop.is_set():
@@ -247,11 +257,16 @@ class Waiter:
                 self.progress.refresh([item.view() for item in open_runs], now)
                 last_refresh = now
 
+            wake = last_refresh + self.progress.refresh_s
+            if next_tick is not None:
+                wake = min(wake, next_tick)
+            if not open_runs:
+                self._sleep(max(0.0, wake - now), stop)
+                continue
             item = min(open_runs, key=lambda candidate: candidate.next_due)
             poll_at = max(item.next_due, last_poll_at + self.min_spacing_s)
             if poll_at > now:
-                wake = min(poll_at, last_refresh + self.progress.refresh_s)
-                self._sleep(max(0.0, wake - now), stop)
+                self._sleep(max(0.0, min(poll_at, wake) - now), stop)
                 continue
 
             last_poll_at = now
@@ -324,7 +339,8 @@ class Waiter:
         run = item.run
         cancel_sent = False
         note = "left running (--no-cancel-on-timeout)"
-        if self.cancel_on_timeout:
+        cancel = self.cancel_on_timeout if run.cancel_on_timeout is None else run.cancel_on_timeout
+        if cancel:
             try:
                 self.client.cancel_run(run.project_id, run.run_id)
                 cancel_sent = True
