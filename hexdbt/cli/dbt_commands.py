@@ -35,24 +35,10 @@ def plan(
 
     Reads run_results.json and manifest.json where dbt wrote them, and triggers nothing.
     """
-    from hexdbt.dbt.artifacts import load_manifest, load_run_results
-    from hexdbt.dbt.locate import locate_artifacts
-    from hexdbt.mapping import load_mappings, resolve_mappings_path
-    from hexdbt.plan import make_plan
+    from hexdbt.planning import plan_from_artifacts
 
-    paths = locate_artifacts(project_dir, target_path)
-    invocation = load_run_results(paths.run_results)
-    manifest = load_manifest(paths.manifest)
-    mappings_path, explicit = resolve_mappings_path(mappings_file)
-    # Without a mapping file, the dbt exposures that declare Hex apps can still be the mapping.
-    use_file = explicit or mappings_path.exists()
-    mappings = load_mappings(mappings_path if use_file else None, manifest)
-    if not mappings.projects:
-        raise ConfigError(
-            f"no mappings: {mappings_path} does not exist and no dbt exposure declares a Hex project",
-            hint="create hex_mappings.yml (see docs/mapping.md) or pass --mappings",
-        )
-    result = make_plan(invocation, mappings, manifest)
+    planned = plan_from_artifacts(project_dir, target_path, mappings_file)
+    invocation, result = planned.invocation, planned.plan
     errors = [skipped for skipped in result.skipped if skipped.is_error]
 
     if as_json:
@@ -62,8 +48,8 @@ def plan(
             f"dbt {invocation.command} {invocation.invocation_id} "
             f"(started {invocation.started_at}, {len(invocation.results)} nodes)"
         )
-        if not use_file:
-            click.echo(f"({mappings_path} not found: using dbt exposures only)")
+        if not planned.used_mapping_file:
+            click.echo(f"({planned.mappings_path} not found: using dbt exposures only)")
         click.echo(f"Trigger ({len(result.triggers)}):")
         for trigger in result.triggers:
             params = ", ".join(f"{k}={v!r}" for k, v in trigger.input_params.items())

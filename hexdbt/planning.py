@@ -1,0 +1,62 @@
+"""Read what dbt wrote and the mapping, and make the plan: the input side of run, watch and dbt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results
+from hexdbt.dbt.locate import locate_artifacts
+from hexdbt.errors import ConfigError
+from hexdbt.mapping import MappingSet, load_mappings, resolve_mappings_path
+from hexdbt.plan import Plan, make_plan
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInvocation:
+    invocation: Invocation
+    manifest: Manifest
+    mappings: MappingSet
+    plan: Plan
+    mappings_path: Path
+    # False when no mapping file exists and the dbt exposures alone are the mapping.
+    used_mapping_file: bool
+
+
+def load_mapping_set(
+    mappings_file: Path | None, manifest: Manifest | None
+) -> tuple[MappingSet, Path, bool]:
+    """The mapping file (or, without one, the dbt exposures that declare Hex apps)."""
+    mappings_path, explicit = resolve_mappings_path(mappings_file)
+    use_file = explicit or mappings_path.exists()
+    mappings = load_mappings(mappings_path if use_file else None, manifest)
+    if not mappings.projects:
+        raise ConfigError(
+            f"no mappings: {mappings_path} does not exist and no dbt exposure declares a Hex project",
+            hint="create hex_mappings.yml (see docs/mapping.md) or pass --mappings",
+        )
+    return mappings, mappings_path, use_file
+
+
+def plan_from_artifacts(
+    project_dir: Path | None, target_path: Path | None, mappings_file: Path | None
+) -> PlannedInvocation:
+    """Plan from run_results.json and manifest.json where dbt put them (resolved as dbt does)."""
+    paths = locate_artifacts(project_dir, target_path)
+    return plan_from_files(paths.run_results, paths.manifest, mappings_file)
+
+
+def plan_from_files(
+    run_results: Path, manifest_path: Path, mappings_file: Path | None
+) -> PlannedInvocation:
+    invocation = load_run_results(run_results)
+    manifest = load_manifest(manifest_path)
+    mappings, mappings_path, used_file = load_mapping_set(mappings_file, manifest)
+    return PlannedInvocation(
+        invocation=invocation,
+        manifest=manifest,
+        mappings=mappings,
+        plan=make_plan(invocation, mappings, manifest),
+        mappings_path=mappings_path,
+        used_mapping_file=used_file,
+    )
