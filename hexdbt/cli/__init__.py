@@ -40,9 +40,23 @@ def main() -> None:
 
 
 def _register() -> None:
-    from hexdbt.cli import dbt_commands, emulator_command, hex_commands, run_commands
+    from hexdbt.cli import (
+        dbt_commands,
+        emulator_command,
+        hex_commands,
+        run_commands,
+        watch_command,
+        wrapper_command,
+    )
 
-    for module in (hex_commands, dbt_commands, run_commands, emulator_command):
+    for module in (
+        hex_commands,
+        dbt_commands,
+        run_commands,
+        wrapper_command,
+        watch_command,
+        emulator_command,
+    ):
         for command in module.COMMANDS:
             main.add_command(command)
 
