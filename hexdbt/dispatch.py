@@ -189,9 +189,10 @@ class Dispatcher:
                     f"left queued after interruption: {self.ledger.get(item.trigger_key).name}"
                 )
 
-    def _tick(self, now: float) -> float | None:
+    def _tick(self, _now: float) -> float | None:
         """Send what may be sent now; say when to come back, or None when nothing is left."""
         while True:
+            now = self.clock.now()  # sending takes time: each turn looks at the clock again
             with self._lock:
                 pending = list(self._pending)
                 closed = self._closed
@@ -214,6 +215,7 @@ class Dispatcher:
                 continue
             budget = self.client.budget
             slot = budget.next_slot_at(CallKind.RUN_PROJECT) if budget else now
+            now = self.clock.now()  # "fits now" means at the budget's now, a moment ago
             if slot <= now:
                 self._send(item, record)
                 continue
@@ -373,7 +375,7 @@ def skipped_outcomes(plan: Plan) -> list[Outcome]:
     ]
 
 
-def dry_run(plan: Plan, client: HexClient) -> list[Outcome]:
+def dry_run_outcomes(plan: Plan, client: HexClient) -> list[Outcome]:
     """Ask Hex to validate each trigger (``dryRun``): nothing runs, nothing is recorded."""
     outcomes = []
     for trigger in plan.triggers:

@@ -5,6 +5,8 @@ Only the environment variables below are read, and only here:
     HEX_API_TOKEN       the Hex API token (never printed, logged or stored)
     HEX_BASE_URL        Hex's address, default https://app.hex.tech
     HEXDBT_STATE_DIR    where the ledger and the shared rate budget live
+    HEXDBT_TIME_SCALE   run hexdbt's clock this many times faster than real time; only for use
+                        with `hexdbt emulator --time-scale` at the same factor (demos, benchmarks)
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hexdbt.clock import Clock, ScaledClock, SystemClock
 from hexdbt.errors import ConfigError, StateError
 
 DEFAULT_BASE_URL = "https://app.hex.tech"
 TOKEN_ENV = "HEX_API_TOKEN"
 BASE_URL_ENV = "HEX_BASE_URL"
 STATE_DIR_ENV = "HEXDBT_STATE_DIR"
+TIME_SCALE_ENV = "HEXDBT_TIME_SCALE"
 
 
 def resolve_token(flag_value: str | None = None) -> str:
@@ -55,3 +59,17 @@ def resolve_state_dir(flag_value: str | Path | None = None) -> Path:
             hint=f"point {STATE_DIR_ENV} at a writable folder",
         ) from exc
     return path
+
+
+def resolve_clock() -> Clock:
+    """The system clock, or a scaled one when ``HEXDBT_TIME_SCALE`` is set (emulator demos)."""
+    text = os.environ.get(TIME_SCALE_ENV, "").strip()
+    if not text:
+        return SystemClock()
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor > 0:
+        raise ConfigError(f"{TIME_SCALE_ENV} must be a positive number, got {text!r}")
+    return ScaledClock(factor)

@@ -1,12 +1,193 @@
-"""What the ledger drives: `hexdbt status` (and `hexdbt run`)."""
+"""What the ledger drives: `hexdbt run` and `hexdbt status`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from hexdbt.cli._common import print_json
+from hexdbt.cli._common import (
+    JsonAwareCommand,
+    Signals,
+    err_line,
+    error_payload,
+    hex_client,
+    make_progress,
+    print_json,
+)
+from hexdbt.errors import HexdbtError
+
+if TYPE_CHECKING:
+    from hexdbt.report import Outcome
 
 COMMANDS: list[click.Command] = []
+
+_PROJECT_DIR_HELP = (
+    "The dbt project folder (default: DBT_PROJECT_DIR, else the nearest parent holding"
+    " dbt_project.yml)."
+)
+_TARGET_PATH_HELP = (
+    "dbt's target folder (default: DBT_TARGET_PATH, else target-path in dbt_project.yml,"
+    " else target)."
+)
+_MAPPINGS_HELP = "The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here)."
+
+
+def _report(
+    *,
+    as_json: bool,
+    header: dict[str, Any],
+    outcomes: list[Outcome],
+    earlier: list[Outcome],
+    exit_code: int,
+) -> None:
+    from hexdbt.report import render_table, summary_line
+
+    if as_json:
+        print_json(
+            {
+                **header,
+                "exitCode": exit_code,
+                "projects": [outcome.to_json() for outcome in outcomes],
+                "earlierQueue": [outcome.to_json() for outcome in earlier],
+            }
+        )
+        return
+    click.echo(render_table(outcomes))
+    if earlier:
+        click.echo("\nFrom the queue of earlier invocations:")
+        click.echo(render_table(earlier))
+    click.echo(summary_line(outcomes))
+
+
+@click.command(cls=JsonAwareCommand)
+@click.option(
+    "--project-dir", type=click.Path(file_okay=False, path_type=Path), help=_PROJECT_DIR_HELP
+)
+@click.option(
+    "--target-path", type=click.Path(file_okay=False, path_type=Path), help=_TARGET_PATH_HELP
+)
+@click.option(
+    "--mappings",
+    "mappings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=_MAPPINGS_HELP,
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the Hex runs to end (a mapping's own `wait: false` also skips waiting).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Plan, and let Hex validate each trigger (dryRun); nothing runs, nothing is recorded.",
+)
+@click.option(
+    "--max-live-runs",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1, max=25),
+    help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
+)
+@click.option(
+    "--resend-ambiguous",
+    is_flag=True,
+    help="Send again a trigger whose earlier POST may or may not have started a run.",
+)
+@click.option(
+    "--cancel-on-interrupt/--no-cancel-on-interrupt",
+    default=True,
+    show_default=True,
+    help="On Ctrl-C or SIGTERM, cancel the Hex runs this command started.",
+)
+@click.option(
+    "--report-junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report here.",
+)
+@click.option(
+    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def run(
+    project_dir: Path | None,
+    target_path: Path | None,
+    mappings_file: Path | None,
+    wait: bool,
+    dry_run: bool,
+    max_live_runs: int,
+    resend_ambiguous: bool,
+    cancel_on_interrupt: bool,
+    report_junit: Path | None,
+    allow_insecure_http: bool,
+    as_json: bool,
+) -> None:
+    """Trigger the Hex projects whose models the last dbt command refreshed, wait, report.
+
+    Reads run_results.json and manifest.json where dbt wrote them. Each Hex project is started
+    at most once per dbt invocation: running this twice re-attaches to the first one's runs.
+
+    \b
+    Example:
+      dbt build && hexdbt run --report-junit reports/hex.xml
+    """
+    from hexdbt.dispatch import Dispatcher, DispatchSettings, dry_run_outcomes, plan_outcomes
+    from hexdbt.ledger import Ledger
+    from hexdbt.planning import plan_from_artifacts
+    from hexdbt.report import exit_code_of, write_junit
+    from hexdbt.settings import resolve_state_dir
+
+    try:
+        planned = plan_from_artifacts(project_dir, target_path, mappings_file)
+        plan = planned.plan
+        header = {"invocation_id": plan.invocation_id, "command": plan.command, "dryRun": dry_run}
+        signals = Signals()
+        earlier: list[Outcome] = []
+        with hex_client(allow_insecure_http) as client:
+            if dry_run:
+                outcomes = dry_run_outcomes(plan, client)
+            else:
+                with Ledger.in_state_dir(resolve_state_dir(), clock=client.clock) as ledger:
+                    if ledger.has_invocation(plan.invocation_id):
+                        err_line(
+                            f"dbt invocation {plan.invocation_id} was handled before: nothing"
+                            " new is started; reporting its runs (and waiting on live ones)"
+                        )
+                    dispatcher = Dispatcher(
+                        client,
+                        ledger,
+                        settings=DispatchSettings(
+                            wait=wait,
+                            max_live_runs=max_live_runs,
+                            resend_ambiguous=resend_ambiguous,
+                            cancel_on_interrupt=cancel_on_interrupt,
+                        ),
+                        progress=make_progress(),
+                        log=err_line,
+                    )
+                    dispatcher.submit(plan, source="run")
+                    mine = {r.trigger_key for r in ledger.triggers_of(plan.invocation_id)}
+                    resumed = [r for r in dispatcher.resume() if r.trigger_key not in mine]
+                    dispatcher.close()
+                    with signals.installed():
+                        dispatcher.run(stop=signals.stop)
+                    outcomes = plan_outcomes(plan, dispatcher)
+                    earlier = [dispatcher.outcome(ledger.get(r.trigger_key)) for r in resumed]
+    except HexdbtError as exc:
+        if as_json:
+            print_json({"error": error_payload(exc), "exitCode": exc.exit_code})
+        raise
+    exit_code = signals.exit_code if signals.stop.is_set() else exit_code_of([*outcomes, *earlier])
+    if report_junit is not None:
+        write_junit(outcomes, report_junit, suite_name="hexdbt run")
+    _report(as_json=as_json, header=header, outcomes=outcomes, earlier=earlier, exit_code=exit_code)
+    raise SystemExit(exit_code)
+
+
+COMMANDS.append(run)
 
 
 @click.command()

@@ -572,14 +572,14 @@ def connect(
 ) -> HexClient:
     """A client from flags or the environment, drawing on the budget shared by all processes."""
     from hexdbt.hex.budget import BudgetLimits, SharedBudget
-    from hexdbt.settings import resolve_base_url, resolve_state_dir, resolve_token
+    from hexdbt.settings import resolve_base_url, resolve_clock, resolve_state_dir, resolve_token
 
     resolved_token = resolve_token(token)
     client = HexClient(
         resolve_base_url(base_url),
         resolved_token,
         session=session,
-        clock=clock,
+        clock=clock or resolve_clock(),
         allow_insecure_http=allow_insecure_http,
     )
     if shared_budget:
