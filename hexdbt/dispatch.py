@@ -104,7 +104,8 @@ class Dispatcher:
         self._log: Log = log or (lambda _message: None)
         self._lock = threading.Lock()
         self._pending: list[_Pending] = []
-        self._live: dict[str, str] = {}  # run id -> trigger key, for runs the waiter polls
+        self._run_keys: dict[str, str] = {}  # run id -> trigger key, for every run attached
+        self._live: set[str] = set()  # run ids the waiter is polling now
         self._closed = False
         self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
         self._started_here: set[str] = set()
@@ -176,10 +177,11 @@ class Dispatcher:
         if interrupted and self.settings.cancel_on_interrupt:
             mine = [r for r in interrupted if r.run.run_id in self._started_here]
             for result, what in cancel_runs(self.client, mine):
-                key = self._live.pop(result.run.run_id, None)
-                if key is not None and what in ("cancelled", "already ended"):
+                if what == "cancelled":
                     self.ledger.mark_ended(
-                        key, hex_status="KILLED", reason=f"hexdbt was interrupted; run {what}"
+                        self._run_keys[result.run.run_id],
+                        hex_status="KILLED",
+                        reason="hexdbt was interrupted and cancelled the run",
                     )
         if stop is not None and stop.is_set():
             with self._lock:
@@ -304,7 +306,8 @@ class Dispatcher:
         assert record.run_id is not None
         if not self._should_wait(record) or record.run_id in self._live:
             return
-        self._live[record.run_id] = record.trigger_key
+        self._live.add(record.run_id)
+        self._run_keys[record.run_id] = record.trigger_key
         self.waiter.add(
             WatchedRun(
                 project_id=record.project_id,
@@ -321,9 +324,8 @@ class Dispatcher:
         return self.settings.wait and bool(record.options.get("wait", True))
 
     def _on_result(self, result: RunResult) -> None:
-        key = self._live.pop(result.run.run_id, None)
-        if key is None:
-            return
+        self._live.discard(result.run.run_id)
+        key = self._run_keys[result.run.run_id]
         status = result.status or "UNKNOWN"
         if result.outcome is WaitOutcome.COMPLETED or result.outcome is WaitOutcome.FAILED:
             self.ledger.mark_ended(key, hex_status=status)

@@ -1,0 +1,392 @@
+"""The dispatcher against the emulator over HTTP, on a shared ManualClock, with a real ledger."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dispatch_helpers import project_id, scenario, started_runs, write_project
+
+from hexdbt.clock import ManualClock
+from hexdbt.dispatch import Dispatcher, DispatchSettings, dry_run_outcomes, plan_outcomes
+from hexdbt.emulator import HexEmulator
+from hexdbt.hex.client import HexClient, connect
+from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.planning import plan_from_files
+from hexdbt.plan import Plan
+from hexdbt.report import Outcome, OutcomeKind, exit_code_of
+from hexdbt.settings import resolve_state_dir
+
+TOKEN = "hxtp_dispatch_test_token"
+EmulatorFactory = Callable[..., HexEmulator]
+
+
+class World:
+    """An emulator, a client and a ledger sharing one ManualClock, and a dbt target folder."""
+
+    def __init__(self, factory: EmulatorFactory, folder: Path, count: int, **scenario_options: Any):
+        self.clock = ManualClock()
+        self.emulator = factory(scenario=scenario(count, **scenario_options), clock=self.clock)
+        self.folder = folder
+        self.count = count
+        self.ledger = Ledger.in_state_dir(resolve_state_dir(), clock=self.clock)
+
+    def client(self) -> HexClient:
+        return connect(token=TOKEN, base_url=self.emulator.url, clock=self.clock)
+
+    def plan(self, *, invocation_id: str = "inv-1", **options: Any) -> Plan:
+        target, mappings = write_project(
+            self.folder, self.count, invocation_id=invocation_id, **options
+        )
+        return plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
+
+    def dispatch(self, plan: Plan, **settings: Any) -> list[Outcome]:
+        with self.client() as client:
+            dispatcher = Dispatcher(client, self.ledger, settings=DispatchSettings(**settings))
+            dispatcher.submit(plan, source="test")
+            dispatcher.close()
+            dispatcher.run()
+            return plan_outcomes(plan, dispatcher)
+
+    def started(self) -> dict[str, int]:
+        return started_runs(self.emulator.journal())
+
+
+@pytest.fixture
+def world_factory(
+    hex_emulator_factory: EmulatorFactory, tmp_path: Path
+) -> Iterator[Callable[..., World]]:
+    worlds: list[World] = []
+
+    def make(count: int, **scenario_options: Any) -> World:
+        world = World(hex_emulator_factory, tmp_path / f"w{len(worlds)}", count, **scenario_options)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        world.ledger.close()
+
+
+def kinds(outcomes: list[Outcome]) -> dict[str, OutcomeKind]:
+    return {outcome.name: outcome.kind for outcome in outcomes}
+
+
+def test_each_project_is_started_once_and_waited_on_to_its_end(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(4)
+    outcomes = world.dispatch(world.plan())
+    assert set(kinds(outcomes).values()) == {OutcomeKind.COMPLETED}
+    assert world.started() == {project_id(i): 1 for i in range(4)}
+    assert all(outcome.run_url and outcome.run_id in outcome.run_url for outcome in outcomes)
+    assert exit_code_of(outcomes) == 0
+
+
+def test_dispatching_the_same_invocation_again_starts_nothing(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(3)
+    first = world.dispatch(world.plan())
+    second = world.dispatch(world.plan())
+    assert world.started() == {project_id(i): 1 for i in range(3)}
+    assert [o.run_id for o in second] == [o.run_id for o in first]
+    assert set(kinds(second).values()) == {OutcomeKind.COMPLETED}
+
+
+def test_a_new_invocation_triggers_again(world_factory: Callable[..., World]) -> None:
+    world = world_factory(2)
+    world.dispatch(world.plan(invocation_id="inv-1"))
+    world.dispatch(world.plan(invocation_id="inv-2"))
+    assert world.started() == {project_id(0): 2, project_id(1): 2}
+
+
+def test_one_failure_never_discards_the_others(world_factory: Callable[..., World]) -> None:
+    world = world_factory(3)
+    world.emulator.load_scenario(
+        {
+            "projects": [
+                {"id": project_id(0), "title": "ok", "runs": "COMPLETED"},
+                {"id": project_id(1), "title": "errors", "runs": "ERRORED"},
+                {"id": project_id(2), "title": "unpublished", "published": False},
+            ]
+        }
+    )
+    outcomes = world.dispatch(world.plan())
+    assert kinds(outcomes) == {
+        "app_0": OutcomeKind.COMPLETED,
+        "app_1": OutcomeKind.ERRORED,
+        "app_2": OutcomeKind.FAILED_TO_START,
+    }
+    refused = next(o for o in outcomes if o.name == "app_2")
+    assert refused.reason and "422" in refused.reason
+    assert exit_code_of(outcomes) == 5
+
+
+def test_a_failed_model_skips_its_project_and_says_why(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(2)
+    outcomes = world.dispatch(world.plan(statuses={"model.shop.m1": "error"}))
+    assert kinds(outcomes) == {"app_0": OutcomeKind.COMPLETED, "app_1": OutcomeKind.SKIPPED}
+    assert "m1 failed" in (outcomes[1].reason or "")
+    assert world.started() == {project_id(0): 1}
+
+
+def test_a_lost_answer_is_reconciled_not_resent(world_factory: Callable[..., World]) -> None:
+    world = world_factory(1)
+    world.emulator.inject_faults("RunProject", sequence=["lost_reset"])
+    (outcome,) = world.dispatch(world.plan())
+    (created,) = world.emulator.runs(project_id(0))
+    assert outcome.kind is OutcomeKind.COMPLETED
+    assert outcome.run_id == created.run_id
+    assert world.started() == {project_id(0): 1}
+
+
+def test_a_post_that_never_arrived_is_sent_after_reconciling(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(1)
+    # A 502 may or may not have started a run; here it did not, so the trigger is sent again.
+    world.emulator.inject_faults("RunProject", sequence=[{"kind": "error", "status": 502}])
+    (outcome,) = world.dispatch(world.plan())
+    assert outcome.kind is OutcomeKind.COMPLETED
+    assert world.started() == {project_id(0): 1}
+
+
+def _claim_and_die(ledger_path: Path, trigger_key: str) -> None:
+    """A real process commits the intent to send, then dies before posting."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from hexdbt.ledger import Ledger;"
+            "assert Ledger(Path(sys.argv[1])).claim_for_sending(sys.argv[2])",
+            str(ledger_path),
+            trigger_key,
+        ],
+        check=True,
+    )
+
+
+def _crashed_after_intent(world: World, plan: Plan, *, posts_that_arrived: int) -> None:
+    """Leave the plan's first trigger as a dead process's ``sending`` row; optionally the POSTs
+    it sent did reach Hex (runs exist that the ledger never heard of)."""
+    trigger = plan.triggers[0]
+    world.ledger.record_invocation(plan.invocation_id, plan.command, "test")
+    with world.client() as client:
+        dispatcher = Dispatcher(client, world.ledger)
+        dispatcher.submit_triggers(plan.invocation_id, plan.command, [trigger], source="test")
+        # Nobody runs this dispatcher: the row stays planned until the "dead" process claims it.
+        _claim_and_die(world.ledger.path, trigger.trigger_key)
+        for _ in range(posts_that_arrived):
+            client.run_project(trigger.project_id)
+
+
+def test_a_crash_after_the_post_arrived_adopts_that_run(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(1)
+    plan = world.plan()
+    _crashed_after_intent(world, plan, posts_that_arrived=1)
+    (outcome,) = world.dispatch(plan)
+    assert outcome.kind is OutcomeKind.COMPLETED
+    assert world.started() == {project_id(0): 1}
+
+
+def test_a_crash_before_the_post_arrived_sends_it(world_factory: Callable[..., World]) -> None:
+    world = world_factory(1)
+    plan = world.plan()
+    _crashed_after_intent(world, plan, posts_that_arrived=0)
+    (outcome,) = world.dispatch(plan)
+    assert outcome.kind is OutcomeKind.COMPLETED
+    assert world.started() == {project_id(0): 1}
+
+
+def test_two_candidate_runs_are_ambiguous_and_not_resent_unless_asked(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(1)
+    plan = world.plan()
+    _crashed_after_intent(world, plan, posts_that_arrived=2)
+    (outcome,) = world.dispatch(plan)
+    assert outcome.kind is OutcomeKind.AMBIGUOUS
+    assert "--resend-ambiguous" in (outcome.reason or "")
+    assert exit_code_of([outcome]) == 4
+    assert world.started() == {project_id(0): 2}
+
+    (again,) = world.dispatch(plan, resend_ambiguous=True)
+    assert again.kind is OutcomeKind.COMPLETED
+    assert world.started() == {project_id(0): 3}
+
+
+def test_at_most_max_live_runs_are_live_at_once(world_factory: Callable[..., World]) -> None:
+    world = world_factory(7, running_s=100)
+    outcomes = world.dispatch(world.plan(), max_live_runs=3)
+    assert set(kinds(outcomes).values()) == {OutcomeKind.COMPLETED}
+    runs = world.emulator.runs()
+    assert len(runs) == 7
+    # A run is live from its creation to its end; never more than 3 overlapped.
+    events = sorted(
+        [(run.created_at, 1) for run in runs] + [(run.end_time or "", -1) for run in runs],
+        key=lambda event: (event[0], event[1]),
+    )
+    live = peak = 0
+    for _, change in events:
+        live += change
+        peak = max(peak, live)
+    assert peak == 3
+
+
+def test_a_run_past_its_timeout_is_cancelled_and_reported(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(1, running_s=7200)
+    (outcome,) = world.dispatch(world.plan(mapping_options={"timeout_minutes": 60}))
+    assert outcome.kind is OutcomeKind.TIMEOUT
+    assert outcome.hex_status == "KILLED"
+    assert exit_code_of([outcome]) == 6
+    (run,) = world.emulator.runs(project_id(0))
+    assert run.status == "KILLED"
+
+
+def test_a_timeout_without_cancel_leaves_the_run_going(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(1, running_s=7200)
+    options = {"timeout_minutes": 10, "cancel_on_timeout": False}
+    (outcome,) = world.dispatch(world.plan(mapping_options=options))
+    assert outcome.kind is OutcomeKind.TIMEOUT
+    (run,) = world.emulator.runs(project_id(0))
+    assert run.status == "RUNNING"
+
+
+def test_no_wait_reports_started_runs(world_factory: Callable[..., World]) -> None:
+    world = world_factory(2)
+    outcomes = world.dispatch(world.plan(), wait=False)
+    assert set(kinds(outcomes).values()) == {OutcomeKind.STARTED}
+    assert world.started() == {project_id(0): 1, project_id(1): 1}
+
+
+def test_triggers_past_the_hourly_budget_are_queued_then_sent_by_a_later_process(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(65)
+    plan = world.plan()
+    outcomes = world.dispatch(plan, wait=False, no_wait_send_window_s=180)
+    counts = {kind: list(kinds(outcomes).values()).count(kind) for kind in OutcomeKind}
+    assert counts[OutcomeKind.STARTED] == 60
+    assert counts[OutcomeKind.QUEUED] == 5
+    queued = world.ledger.in_state(TriggerState.QUEUED)
+    assert all(record.deadline_at for record in queued)
+
+    world.clock.advance(3600)
+    with world.client() as client:
+        later = Dispatcher(client, world.ledger, settings=DispatchSettings(wait=False))
+        resumed = later.resume()
+        later.close()
+        later.run()
+    assert [r.state for r in resumed].count(TriggerState.QUEUED) == 5
+    assert not world.ledger.in_state(TriggerState.QUEUED)
+    assert sum(world.started().values()) == 65
+    assert all(count == 1 for count in world.started().values())
+    assert not [e for e in world.emulator.journal() if e["status"] == 429]
+
+
+def test_a_queued_trigger_past_its_deadline_is_reported_expired(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(62)
+    outcomes = world.dispatch(world.plan(), wait=False, no_wait_send_window_s=180)
+    assert list(kinds(outcomes).values()).count(OutcomeKind.QUEUED) == 2
+
+    world.clock.advance(7 * 3600)
+    with world.client() as client:
+        later = Dispatcher(client, world.ledger)
+        later.resume()
+        later.close()
+        later.run()
+    expired = world.ledger.in_state(TriggerState.EXPIRED)
+    assert len(expired) == 2
+    assert all("deadline" in (record.reason or "") for record in expired)
+    assert sum(world.started().values()) == 60
+
+
+def test_an_interrupt_cancels_the_runs_this_process_started(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(2, running_s=600)
+    plan = world.plan()
+    stop = threading.Event()
+    with world.client() as client:
+        dispatcher = Dispatcher(client, world.ledger)
+        dispatcher.submit(plan, source="test")
+        dispatcher.close()
+        # The stop arrives once both runs are live (as a signal handler would set it).
+        dispatcher.waiter.progress = _StopWhenLive(stop, live=2)
+        dispatcher.run(stop=stop)
+        outcomes = plan_outcomes(plan, dispatcher)
+    assert set(kinds(outcomes).values()) == {OutcomeKind.KILLED}
+    assert {run.status for run in world.emulator.runs()} == {"KILLED"}
+
+
+class _StopWhenLive:
+    refresh_s = 3600.0
+
+    def __init__(self, stop: threading.Event, live: int) -> None:
+        self.stop, self.live, self.seen = stop, live, 0
+
+    def changed(self, view: Any, now: float) -> None:
+        if view.status is None:
+            self.seen += 1
+            if self.seen == self.live:
+                self.stop.set()
+
+    def refresh(self, views: Any, now: float) -> None:
+        pass
+
+    def close(self, views: Any, now: float) -> None:
+        pass
+
+
+def test_dry_run_validates_with_hex_and_records_nothing(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(2)
+    world.emulator.load_scenario(
+        {
+            "projects": [
+                {"id": project_id(0), "title": "ok"},
+                {"id": project_id(1), "title": "draft", "published": False},
+            ]
+        }
+    )
+    with world.client() as client:
+        outcomes = dry_run_outcomes(world.plan(), client)
+    assert kinds(outcomes) == {"app_0": OutcomeKind.DRY_RUN, "app_1": OutcomeKind.FAILED_TO_START}
+    assert world.emulator.runs() == []
+    assert world.ledger.recent_invocations() == []
+
+
+def test_a_hundred_projects_start_on_the_fastest_schedule_hex_allows(
+    world_factory: Callable[..., World],
+) -> None:
+    """Hex's real limits (20/min, 60/h): no 429, none lost, makespan within 10 % of the bound."""
+    world = world_factory(100)
+    begin = world.clock.now()
+    outcomes = world.dispatch(world.plan(mapping_options={"wait": False}))
+    assert set(kinds(outcomes).values()) == {OutcomeKind.STARTED}
+    runs = world.emulator.runs()
+    assert len(runs) == 100 and len({run.project_id for run in runs}) == 100
+    assert not [e for e in world.emulator.journal() if e["status"] == 429]
+    # 60 in the first hour (20 a minute), the last 40 as soon as the hour has passed.
+    lower_bound_s = 3600 + 60
+    from hexdbt.clock import from_iso
+
+    makespan = max(from_iso(run.created_at) for run in runs) - begin
+    assert lower_bound_s <= makespan <= lower_bound_s * 1.1
