@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from dbt_shapes import manifest_document, model, run_results_document
 
 

@@ -17,8 +17,8 @@ from hexdbt.dispatch import Dispatcher, DispatchSettings, dry_run_outcomes, plan
 from hexdbt.emulator import HexEmulator
 from hexdbt.hex.client import HexClient, connect
 from hexdbt.ledger import Ledger, TriggerState
-from hexdbt.planning import plan_from_files
 from hexdbt.plan import Plan
+from hexdbt.planning import plan_from_files
 from hexdbt.report import Outcome, OutcomeKind, exit_code_of
 from hexdbt.settings import resolve_state_dir
 
@@ -124,7 +124,8 @@ def test_one_failure_never_discards_the_others(world_factory: Callable[..., Worl
         "app_2": OutcomeKind.FAILED_TO_START,
     }
     refused = next(o for o in outcomes if o.name == "app_2")
-    assert refused.reason and "422" in refused.reason
+    assert refused.reason
+    assert "422" in refused.reason
     assert exit_code_of(outcomes) == 5
 
 
@@ -382,7 +383,8 @@ def test_a_hundred_projects_start_on_the_fastest_schedule_hex_allows(
     outcomes = world.dispatch(world.plan(mapping_options={"wait": False}))
     assert set(kinds(outcomes).values()) == {OutcomeKind.STARTED}
     runs = world.emulator.runs()
-    assert len(runs) == 100 and len({run.project_id for run in runs}) == 100
+    assert len(runs) == 100
+    assert len({run.project_id for run in runs}) == 100
     assert not [e for e in world.emulator.journal() if e["status"] == 429]
     # 60 in the first hour (20 a minute), the last 40 as soon as the hour has passed.
     lower_bound_s = 3600 + 60
