@@ -2,6 +2,140 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from hexdbt.cli._common import Signals, hex_client
+
 COMMANDS: list[click.Command] = []
+
+
+@click.command()
+@click.option(
+    "--project-dir",
+    "project_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A dbt project whose target folder to watch (repeatable; default: DBT_PROJECT_DIR, else"
+    " the nearest parent holding dbt_project.yml).",
+)
+@click.option(
+    "--target-path",
+    "target_paths",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A target folder to watch (repeatable; relative to the project; paired in order with"
+    " --project-dir when as many are given).",
+)
+@click.option(
+    "--mappings",
+    "mappings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here); re-read for"
+    " every invocation, so edits apply without a restart.",
+)
+@click.option(
+    "--polling",
+    is_flag=True,
+    help="Poll the folders instead of using the OS's file events (network file systems).",
+)
+@click.option(
+    "--replay-latest",
+    is_flag=True,
+    help="Also act on the run_results.json already there at start (unless the ledger has it).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One line per event on stderr: text, or one JSON object per line for log shippers.",
+)
+@click.option(
+    "--debounce-ms",
+    type=click.IntRange(min=0, max=60_000),
+    default=200,
+    show_default=True,
+    help="Quiet time before a file written without a close event is read, and between re-reads.",
+)
+@click.option(
+    "--max-live-runs",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1, max=25),
+    help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
+)
+@click.option(
+    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
+)
+def watch(
+    project_dirs: tuple[Path, ...],
+    target_paths: tuple[Path, ...],
+    mappings_file: Path | None,
+    polling: bool,
+    replay_latest: bool,
+    log_format: str,
+    debounce_ms: int,
+    max_live_runs: int,
+    allow_insecure_http: bool,
+) -> None:
+    """Watch dbt target folders and trigger Hex for every new dbt invocation, until stopped.
+
+    Each new run_results.json goes through the same plan and exactly-once dispatch as
+    `hexdbt run`; several invocations may be in flight at once. On start it re-attaches to Hex
+    runs a previous process left live and sends what is queued. SIGTERM or Ctrl-C stops it
+    within seconds (exit 0), leaving live Hex runs running for the next start to re-attach.
+
+    \b
+    Examples:
+      hexdbt watch --project-dir ~/analytics
+      hexdbt watch --project-dir a --project-dir b --log-format json
+    """
+    from hexdbt._version import __version__
+    from hexdbt.dispatch import DispatchSettings
+    from hexdbt.ledger import Ledger
+    from hexdbt.mapping import load_mappings, resolve_mappings_path
+    from hexdbt.settings import resolve_state_dir
+    from hexdbt.watch import LogFormat, StreamEventLog, WatchDaemon, WatchOptions, resolve_targets
+
+    targets = resolve_targets(list(project_dirs), list(target_paths))
+    mappings_path, explicit = resolve_mappings_path(mappings_file)
+    resolved_mappings: Path | None = None
+    if explicit or mappings_path.exists():
+        # A broken mapping file is a usage error at start, not a log line per invocation.
+        load_mappings(mappings_path, None)
+        resolved_mappings = mappings_path.absolute()
+    options = WatchOptions(
+        targets=tuple(targets),
+        mappings_file=resolved_mappings,
+        polling=polling,
+        replay_latest=replay_latest,
+        debounce_s=debounce_ms / 1000,
+    )
+    log = StreamEventLog(log_format=LogFormat(log_format))
+    signals = Signals()
+    state_dir = resolve_state_dir()
+    with hex_client(allow_insecure_http) as client:
+        log.emit(
+            "started",
+            version=__version__,
+            hex=client.base_url,
+            state_dir=str(state_dir),
+            mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
+        )
+        with Ledger.in_state_dir(state_dir, clock=client.clock) as ledger:
+            daemon = WatchDaemon(
+                client,
+                ledger,
+                options,
+                log,
+                settings=DispatchSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False),
+            )
+            with signals.installed():
+                daemon.run(signals.stop)
+    # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.
+    raise SystemExit(0)
+
+
+COMMANDS.append(watch)

@@ -1,0 +1,926 @@
+"""The watcher daemon: new run_results.json files -> plans -> the dispatcher, for as long as it lives.
+
+Three threads, each with one job (the shape of watchfiles):
+
+- watchdog's observer thread only puts raw events on a queue (``_EventQueue.dispatch``);
+- the watch loop (``ArtifactWatcher.run``, a worker thread) turns them into debounced looks at
+  each target's run_results.json, reads it once it is complete, and plans the new invocation (pure
+  work: files in, ``ReadyInvocation`` out);
+- the main thread runs the dispatcher's one loop (``Dispatcher.run``), which sends and polls. Ready
+  invocations are handed to it through a queue and submitted from inside that loop, so every
+  ledger write happens on one thread; a wakeable clock lets a new invocation cut the loop's idle
+  sleep short, so reaction time is not the loop's turn time.
+
+When is run_results.json complete? dbt truncates it and streams JSON into it in place. With
+inotify, the close-after-write event says so; with ``--polling`` (or no close events) the file
+is re-read after ``debounce_s`` of quiet until it parses *and* its size/mtime did not change
+since the previous look. A file that stays unreadable once complete is reported once and the
+watcher goes on.
+
+Which invocations count: not the one already in a target when the watcher started (unless
+``replay_latest``), not one this process already took, not one already in the ledger (another
+process or an earlier daemon handled it), and not a command that refreshes nothing (``compile``,
+``show``, ``docs generate``, ``run-operation``): those are logged as skipped and deliberately not
+recorded in the ledger, because they can start nothing and an IDE running ``dbt compile`` all day
+would bury the invocations that matter in ``hexdbt status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from hexdbt.clock import Clock, ScaledClock, SystemClock, to_iso
+from hexdbt.dbt.artifacts import Invocation, load_manifest, load_run_results
+from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
+
+if TYPE_CHECKING:
+    from hexdbt.dispatch import Dispatcher, DispatchSettings
+    from hexdbt.hex.client import HexClient
+    from hexdbt.hex.waiter import RunResult, WatchedRun
+    from hexdbt.ledger import Ledger
+    from hexdbt.plan import Plan
+
+RUN_RESULTS = "run_results.json"
+MANIFEST = "manifest.json"
+
+
+# -- logging: one event per line, text or JSON ----------------------------------------------------
+
+
+class EventLog(Protocol):
+    def emit(self, event: str, level: str = "info", /, **fields: Any) -> None: ...
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class StreamEventLog:
+    """Writes each event as one line: ``key=value`` text, or one JSON object for log shippers."""
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        log_format: LogFormat = LogFormat.TEXT,
+        clock: Clock | None = None,
+    ) -> None:
+        self.stream = stream
+        self.log_format = log_format
+        # Log times are wall-clock times whatever clock the Hex side runs on.
+        self.clock: Clock = clock or SystemClock()
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, level: str = "info", /, **fields: Any) -> None:
+        stamp = to_iso(self.clock.now())
+        if self.log_format is LogFormat.JSON:
+            line = json.dumps(
+                {"time": stamp, "level": level, "event": event, **fields}, default=str
+            )
+        else:
+            parts = [stamp, level.upper(), event]
+            for key, value in fields.items():
+                if value is None or value == [] or value == {}:
+                    continue
+                text = value if isinstance(value, str) else json.dumps(value, default=str)
+                parts.append(f"{key}={text}" if " " not in text else f"{key}={json.dumps(text)}")
+            line = " ".join(parts)
+        stream = self.stream or sys.stderr
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+
+class MemoryEventLog:
+    """Keeps events in a list; what tests read."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+
+    def emit(self, event: str, level: str = "info", /, **fields: Any) -> None:
+        with self._lock:
+            self.events.append({"event": event, "level": level, **fields})
+            self.changed.notify_all()
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [item for item in self.events if item["event"] == event]
+
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """An error as log fields: its cause in one line, and a hint when ours has one."""
+    fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+    if isinstance(exc, HexdbtError) and exc.hint:
+        fields["hint"] = exc.hint
+    elif not isinstance(exc, HexdbtError):
+        # Not an expected failure: keep where it happened, a bug report needs it.
+        fields["where"] = "".join(traceback.format_tb(exc.__traceback__, limit=-3)).strip()
+    return fields
+
+
+# -- what to watch --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTarget:
+    """One dbt target folder (absolute)."""
+
+    target_dir: Path
+    project_dir: Path | None = None
+
+    @property
+    def run_results(self) -> Path:
+        return self.target_dir / RUN_RESULTS
+
+    @property
+    def manifest(self) -> Path:
+        return self.target_dir / MANIFEST
+
+
+def resolve_targets(
+    project_dirs: Sequence[Path], target_paths: Sequence[Path], *, cwd: Path | None = None
+) -> list[WatchTarget]:
+    """The target folders to watch, resolved as dbt resolves them.
+
+    No option: the project found from the current folder. Projects only: each one's target
+    folder. Target paths only: relative ones are taken from the project found from the current
+    folder (absolute ones need no project). One project and several target paths: each target
+    under that project. As many target paths as projects: paired in order.
+    """
+    from hexdbt.dbt.locate import locate_artifacts
+
+    base = cwd or Path.cwd()
+    pairs: list[tuple[Path | None, Path | None]]
+    if not target_paths:
+        pairs = [(project, None) for project in project_dirs] or [(None, None)]
+    elif len(project_dirs) <= 1:
+        project = project_dirs[0] if project_dirs else None
+        pairs = [(project, target) for target in target_paths]
+    elif len(project_dirs) == len(target_paths):
+        pairs = list(zip(project_dirs, target_paths, strict=True))
+    else:
+        raise ConfigError(
+            f"{len(project_dirs)} --project-dir and {len(target_paths)} --target-path:"
+            " cannot tell which target folder belongs to which project",
+            hint="give one --target-path per --project-dir (paired in order), or one"
+            " --project-dir with several --target-path",
+        )
+    targets: list[WatchTarget] = []
+    for project, target in pairs:
+        if project is None and target is not None and target.expanduser().is_absolute():
+            targets.append(WatchTarget(target.expanduser()))
+            continue
+        paths = locate_artifacts(project, target, cwd=base)
+        target_dir = paths.target_dir if paths.target_dir.is_absolute() else base / paths.target_dir
+        project_dir = (
+            paths.project_dir if paths.project_dir.is_absolute() else base / paths.project_dir
+        )
+        targets.append(WatchTarget(Path(os.path.abspath(target_dir)), project_dir))
+    unique = list({watched.target_dir: watched for watched in targets}.values())
+    for watched in unique:
+        if not watched.target_dir.parent.is_dir():
+            raise ConfigError(
+                f"cannot watch {watched.target_dir}: its parent folder"
+                f" {watched.target_dir.parent} does not exist",
+                hint="check --project-dir / --target-path",
+            )
+    return unique
+
+
+# -- events: pure classification ------------------------------------------------------------------
+
+
+class Signal(StrEnum):
+    CLOSED = "closed"  # run_results.json closed after writing: complete
+    REPLACED = "replaced"  # renamed onto run_results.json: atomic, complete
+    CHANGED = "changed"  # created or written: maybe half-written
+    FOLDER = "folder"  # the target folder itself appeared, vanished or moved
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """What the observer thread queues: watchdog's event reduced to strings."""
+
+    event_type: str
+    src_path: str
+    dest_path: str = ""
+    is_directory: bool = False
+
+
+def is_run_results(path: Path, target_dirs: Mapping[Path, WatchTarget]) -> WatchTarget | None:
+    if path.name != RUN_RESULTS:
+        return None
+    return target_dirs.get(path.parent)
+
+
+def classify(
+    event: RawEvent, target_dirs: Mapping[Path, WatchTarget]
+) -> list[tuple[WatchTarget, Signal]]:
+    """Which targets an event concerns, and how. Events about anything else: an empty list."""
+    src = Path(event.src_path)
+    dest = Path(event.dest_path) if event.dest_path else None
+    found: list[tuple[WatchTarget, Signal]] = []
+    if event.is_directory:
+        if event.event_type in ("created", "deleted", "moved"):
+            for path in (src, dest):
+                if path is not None and path in target_dirs:
+                    found.append((target_dirs[path], Signal.FOLDER))
+        return found
+    if event.event_type == "closed":
+        target = is_run_results(src, target_dirs)
+        if target is not None:
+            found.append((target, Signal.CLOSED))
+    elif event.event_type in ("created", "modified"):
+        target = is_run_results(src, target_dirs)
+        if target is not None:
+            found.append((target, Signal.CHANGED))
+    elif event.event_type == "moved" and dest is not None:
+        target = is_run_results(dest, target_dirs)
+        if target is not None:
+            found.append((target, Signal.REPLACED))
+    # Opened, closed-without-writing (our own reads), attribute changes and deletions of the file
+    # say nothing new: the next write will.
+    return found
+
+
+# -- the watch loop -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileSignature:
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def signature_of(path: Path) -> FileSignature | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return FileSignature(stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class RecentIds:
+    """The invocation ids this process took, the most recent ``keep`` of them.
+
+    Bounded so a daemon that lives for months does not grow; an id that falls out is still
+    caught by the ledger (refreshing commands) or harmless (the others trigger nothing).
+    """
+
+    def __init__(self, keep: int = 4096) -> None:
+        self.keep = keep
+        self.ids: dict[str, None] = {}
+
+    def add(self, invocation_id: str) -> None:
+        self.ids.pop(invocation_id, None)
+        self.ids[invocation_id] = None
+        while len(self.ids) > self.keep:
+            del self.ids[next(iter(self.ids))]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyInvocation:
+    """A new invocation, planned, waiting for the dispatcher's thread to submit it."""
+
+    target: WatchTarget
+    plan: Plan
+    attempts: int = 0
+
+
+@dataclass
+class _TargetState:
+    target: WatchTarget
+    due_at: float | None = None
+    complete_hint: bool = False  # a close (or rename) was seen since the last read
+    last_signature: FileSignature | None = None
+    bad_signature: FileSignature | None = None
+    manifest_failures: int = 0
+    armed_inode: int | None = None
+    armed_before: bool = False
+    # The folder came or went: re-arm even if a recreated folder got the old inode number back.
+    rearm: bool = False
+    watch: Any = None  # watchdog's ObservedWatch on the folder
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOptions:
+    targets: tuple[WatchTarget, ...]
+    mappings_file: Path | None = None
+    polling: bool = False
+    replay_latest: bool = False
+    # Quiet time before a file without a close event is read, and between re-reads.
+    debounce_s: float = 0.2
+    # With close events, a write not followed by a close is still looked at after this.
+    close_fallback_s: float = 2.0
+    # How often target folders are checked for having been deleted and recreated.
+    rearm_check_s: float = 1.0
+    polling_interval_s: float = 0.5
+    manifest_attempts: int = 5
+    # How often the ledger is looked at for triggers queued by other processes, and runs whose
+    # polling gave up are re-attached (on the dispatcher's clock).
+    resume_every_s: float = 60.0
+    submit_attempts: int = 5
+    submit_retry_s: float = 5.0
+    environ: Mapping[str, str] | None = None
+
+
+class _EventQueue:
+    """The handler watchdog calls: it queues and returns, nothing else happens on that thread."""
+
+    def __init__(self, events: queue.SimpleQueue[RawEvent | None]) -> None:
+        self._events = events
+
+    def dispatch(self, event: Any) -> None:
+        dest = getattr(event, "dest_path", "") or ""
+        self._events.put(
+            RawEvent(
+                event.event_type,
+                os.fsdecode(event.src_path),
+                os.fsdecode(dest),
+                bool(event.is_directory),
+            )
+        )
+
+
+class ArtifactWatcher:
+    """The watch loop: events -> debounced looks at run_results.json -> planned invocations.
+
+    ``deliver`` receives each new invocation (from this loop's thread). Without an observer
+    (``start_observer=False``) the loop is driven by ``feed``: the scripted tests do that.
+    """
+
+    def __init__(
+        self,
+        options: WatchOptions,
+        deliver: Callable[[ReadyInvocation], None],
+        log: EventLog,
+        *,
+        clock: Clock | None = None,
+        close_events: bool | None = None,
+    ) -> None:
+        self.options = options
+        self.deliver = deliver
+        self.log = log
+        # File events happen in real time; this clock only spaces looks and debounces.
+        self.clock: Clock = clock or SystemClock()
+        self.events: queue.SimpleQueue[RawEvent | None] = queue.SimpleQueue()
+        self.stop_event = threading.Event()
+        self._states = {t.target_dir: _TargetState(t) for t in options.targets}
+        self._target_dirs = {t.target_dir: t for t in options.targets}
+        self._baseline: set[str] = set()
+        self.taken = RecentIds()
+        self._observer: Any = None
+        self._parent_watches: dict[Path, Any] = {}
+        self._handler = _EventQueue(self.events)
+        self._close_events = close_events
+        self._next_rearm_check = 0.0
+
+    @property
+    def close_events(self) -> bool:
+        if self._close_events is not None:
+            return self._close_events
+        if self._observer is None:
+            return False
+        from watchdog.observers.inotify import InotifyObserver
+
+        return isinstance(self._observer, InotifyObserver)
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    def start(self, *, start_observer: bool = True) -> None:
+        """Take the baseline, arm the watches. Call before ``run``."""
+        if start_observer:
+            self._observer = self._make_observer()
+            self._observer.start()
+        now = self.clock.now()
+        for state in self._states.values():
+            self._take_baseline(state, now)
+            if start_observer:
+                self._arm(state, now)
+        self._next_rearm_check = now + self.options.rearm_check_s
+        mode = (
+            "polling"
+            if self.options.polling
+            else ("close events" if self.close_events else "debounce")
+        )
+        for target in self.options.targets:
+            self.log.emit("watching", target=str(target.target_dir), mode=mode)
+
+    def _make_observer(self) -> Any:
+        if self.options.polling:
+            from watchdog.observers.polling import PollingObserver
+
+            return PollingObserver(timeout=self.options.polling_interval_s)
+        from watchdog.observers import Observer
+
+        return Observer()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.events.put(None)
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def _take_baseline(self, state: _TargetState, now: float) -> None:
+        path = state.target.run_results
+        if not path.exists():
+            return
+        if self.options.replay_latest:
+            state.due_at = now
+            state.complete_hint = True
+            return
+        try:
+            invocation = load_run_results(path)
+        except ArtifactError:
+            # Half-written right now (it ends after our start: it counts) or broken: either way
+            # the next write is looked at.
+            return
+        self._baseline.add(invocation.invocation_id)
+        state.last_signature = signature_of(path)
+
+    # -- arming the folder watches ----------------------------------------------------------------
+
+    def _arm(self, state: _TargetState, now: float) -> None:
+        """(Re-)watch a target folder, and its parent to see the folder come and go."""
+        from watchdog.events import (
+            DirCreatedEvent,
+            DirDeletedEvent,
+            DirMovedEvent,
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+        )
+
+        folder = state.target.target_dir
+        parent = folder.parent
+        try:
+            if parent not in self._parent_watches and parent.is_dir():
+                self._parent_watches[parent] = self._observer.schedule(
+                    self._handler,
+                    str(parent),
+                    recursive=False,
+                    event_filter=[DirCreatedEvent, DirDeletedEvent, DirMovedEvent],
+                )
+        except OSError as exc:
+            self.log.emit("watch_failed", "error", target=str(parent), **error_fields(exc))
+        inode = None
+        with contextlib.suppress(OSError):
+            inode = folder.stat().st_ino if folder.is_dir() else None
+        forced, state.rearm = state.rearm, False
+        if not forced and inode == state.armed_inode and (inode is None or state.watch is not None):
+            return
+        if state.watch is not None:
+            # A deleted folder's emitter has stopped; drop it so scheduling again starts a new one.
+            with contextlib.suppress(KeyError, OSError):
+                self._observer.unschedule(state.watch)
+            state.watch = None
+        state.armed_inode = None
+        if inode is None:
+            self.log.emit("target_missing", target=str(folder))
+            return
+        try:
+            state.watch = self._observer.schedule(
+                self._handler,
+                str(folder),
+                recursive=False,
+                event_filter=[
+                    FileCreatedEvent,
+                    FileModifiedEvent,
+                    FileClosedEvent,
+                    FileMovedEvent,
+                    DirDeletedEvent,  # the folder itself, deleted
+                ],
+            )
+        except OSError as exc:
+            self.log.emit("watch_failed", "error", target=str(folder), **error_fields(exc))
+            return
+        state.armed_inode = inode
+        if state.armed_before:
+            self.log.emit("target_rearmed", target=str(folder))
+        state.armed_before = True
+        # The folder may have been recreated and written before this watch existed.
+        state.due_at = now
+        state.complete_hint = False
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until ``stop``: take events, look at files when due. Never raises."""
+        while not self.stop_event.is_set():
+            try:
+                self.turn()
+            except Exception as exc:  # the loop must outlive any one bad turn
+                self.log.emit("error", "error", during="watch loop", **error_fields(exc))
+                self.stop_event.wait(self.options.debounce_s)
+
+    def turn(self, *, block: bool = True) -> None:
+        now = self.clock.now()
+        timeout = max(0.0, self.next_wake(now) - now) if block else 0.0
+        try:
+            item = self.events.get(timeout=timeout) if block else self.events.get_nowait()
+        except queue.Empty:
+            item = None
+        while item is not None:
+            self.feed(item)
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                item = None
+        self.process_due(self.clock.now())
+
+    def next_wake(self, now: float) -> float:
+        due = [s.due_at for s in self._states.values() if s.due_at is not None]
+        due.append(self._next_rearm_check if self._observer is not None else now + 1.0)
+        return max(now, min(due))
+
+    def feed(self, event: RawEvent) -> None:
+        now = self.clock.now()
+        for target, signal in classify(event, self._target_dirs):
+            state = self._states[target.target_dir]
+            if signal is Signal.FOLDER:
+                state.rearm = True
+                self._next_rearm_check = now
+            elif signal in (Signal.CLOSED, Signal.REPLACED):
+                state.complete_hint = True
+                state.due_at = now
+            elif self.close_events:
+                # The close is coming; look anyway later, should it never come.
+                if state.due_at is None:
+                    state.due_at = now + self.options.close_fallback_s
+            else:
+                state.due_at = now + self.options.debounce_s
+
+    def process_due(self, now: float) -> None:
+        if self._observer is not None and now >= self._next_rearm_check:
+            self._next_rearm_check = now + self.options.rearm_check_s
+            for state in self._states.values():
+                self._arm(state, now)
+        for state in self._states.values():
+            if state.due_at is not None and state.due_at <= now:
+                state.due_at = None
+                try:
+                    self.look(state, now)
+                except Exception as exc:
+                    self.log.emit(
+                        "error",
+                        "error",
+                        during="reading the artifacts",
+                        target=str(state.target.target_dir),
+                        **error_fields(exc),
+                    )
+
+    # -- one look at a run_results.json -----------------------------------------------------------
+
+    def look(self, state: _TargetState, now: float) -> None:
+        """Read run_results.json if it is complete: closed (or renamed into place) since the
+        last look, or unchanged since then. A file that is unchanged and still unreadable is
+        reported once; anything else is looked at again after the debounce."""
+        path = state.target.run_results
+        signature = signature_of(path)
+        complete_hint, state.complete_hint = state.complete_hint, False
+        if signature is None:
+            state.last_signature = None
+            return
+        stable = signature == state.last_signature
+        state.last_signature = signature
+        try:
+            invocation = load_run_results(path)
+        except ArtifactError as exc:
+            # Even after a close: a writer may close between chunks. Only a file that stopped
+            # changing is a bad file.
+            if not stable:
+                state.due_at = now + self.options.debounce_s
+            elif signature != state.bad_signature:
+                state.bad_signature = signature
+                self.log.emit("file_error", "error", path=str(path), **error_fields(exc))
+            return
+        if invocation.invocation_id in self.taken.ids:
+            return
+        if not (complete_hint or stable):
+            state.due_at = now + self.options.debounce_s
+            return
+        self.consider(state, invocation, now)
+
+    def consider(self, state: _TargetState, invocation: Invocation, now: float) -> None:
+        invocation_id = invocation.invocation_id
+        if invocation_id in self.taken.ids:
+            return
+        fields = {
+            "target": str(state.target.target_dir),
+            "invocation_id": invocation_id,
+            "command": invocation.command,
+        }
+        if invocation_id in self._baseline:
+            self.taken.add(invocation_id)
+            self.log.emit(
+                "invocation_skipped",
+                **fields,
+                reason="it was there before the watcher started (use --replay-latest to act on it)",
+            )
+            return
+        if not invocation.refreshes_data:
+            self.taken.add(invocation_id)
+            self.log.emit(
+                "invocation_skipped",
+                **fields,
+                reason=f"dbt {invocation.command} refreshes no model",
+            )
+            return
+        self.log.emit("invocation_seen", **fields, results=len(invocation.results))
+        try:
+            plan = self.plan(state.target, invocation)
+        except ArtifactError as exc:
+            state.manifest_failures += 1
+            if state.manifest_failures < self.options.manifest_attempts:
+                # dbt writes manifest.json just before run_results.json: it may still be in
+                # flight, or (polling) not yet seen complete.
+                state.due_at = now + self.options.debounce_s * state.manifest_failures
+                state.complete_hint = True
+                return
+            state.manifest_failures = 0
+            self.taken.add(invocation_id)
+            self.log.emit("invocation_failed", "error", **fields, **error_fields(exc))
+            return
+        except HexdbtError as exc:
+            # A bad mapping or template: this invocation cannot be planned; the next may be.
+            state.manifest_failures = 0
+            self.taken.add(invocation_id)
+            self.log.emit("invocation_failed", "error", **fields, **error_fields(exc))
+            return
+        state.manifest_failures = 0
+        self.taken.add(invocation_id)
+        self.deliver(ReadyInvocation(state.target, plan))
+
+    def plan(self, target: WatchTarget, invocation: Invocation) -> Plan:
+        """As ``planning.plan_from_files``, but on the invocation already read (read once)."""
+        from hexdbt.plan import make_plan
+        from hexdbt.planning import load_mapping_set
+
+        manifest = load_manifest(target.manifest)
+        mappings, _path, _used = load_mapping_set(self.options.mappings_file, manifest)
+        return make_plan(invocation, mappings, manifest, environ=self.options.environ)
+
+
+# -- the dispatcher side --------------------------------------------------------------------------
+
+
+class WakeableClock:
+    """A clock whose ``sleep`` a ``wake()`` from another thread cuts short.
+
+    The dispatcher's loop sleeps between turns; a new invocation should not wait for the end of
+    that sleep. Real and scaled clocks sleep on an event; any other clock (a manual one) waits a
+    short real moment on the event and then lets its time pass, so it does not spin.
+    """
+
+    def __init__(self, base: Clock, *, manual_step_real_s: float = 0.01) -> None:
+        self.base = base
+        self._wake = threading.Event()
+        self.manual_step_real_s = manual_step_real_s
+
+    def now(self) -> float:
+        return self.base.now()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._wake.clear()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= 0 or self._wake.is_set():
+            return
+        if isinstance(self.base, SystemClock | ScaledClock):
+            factor = self.base.factor if isinstance(self.base, ScaledClock) else 1.0
+            self._wake.wait(seconds / factor)
+            return
+        if not self._wake.wait(self.manual_step_real_s):
+            self.base.sleep(seconds)
+
+
+def _make_waiter(
+    client: HexClient,
+    clock: WakeableClock,
+    intake: Callable[[float], None],
+    log: EventLog,
+) -> Any:
+    """A Waiter that takes in ready invocations on every turn and logs each run it follows."""
+    from hexdbt.hex.waiter import Outcome as WaitOutcome
+    from hexdbt.hex.waiter import Waiter
+
+    class DaemonWaiter(Waiter):
+        def add(self, run: WatchedRun) -> None:
+            log.emit(
+                "run_followed",
+                name=run.label,
+                project_id=run.project_id,
+                run_id=run.run_id,
+                run_url=run.run_url,
+            )
+            super().add(run)
+
+        def wait(
+            self,
+            runs: Iterable[WatchedRun] = (),
+            *,
+            stop: threading.Event | None = None,
+            on_result: Callable[[RunResult], None] | None = None,
+            tick: Callable[[float], float | None] | None = None,
+        ) -> list[RunResult]:
+            def tick_with_intake(now: float) -> float | None:
+                clock.clear()
+                intake(now)
+                return tick(self.clock.now()) if tick is not None else None
+
+            def logged(result: RunResult) -> None:
+                run = result.run
+                fields = {
+                    "name": run.label,
+                    "project_id": run.project_id,
+                    "run_id": run.run_id,
+                    "run_url": run.run_url,
+                    "status": result.status,
+                }
+                if result.outcome is WaitOutcome.INTERRUPTED:
+                    log.emit("run_left_running", **fields)
+                else:
+                    level = "info" if result.ok else "warning"
+                    extra = {"error": str(result.error)} if result.error is not None else {}
+                    log.emit("run_ended", level, outcome=result.outcome.value, **fields, **extra)
+                if on_result is not None:
+                    on_result(result)
+
+            return super().wait(runs, stop=stop, on_result=logged, tick=tick_with_intake)
+
+    return DaemonWaiter(client, clock=clock)
+
+
+class WatchDaemon:
+    """``hexdbt watch``: the watcher and the dispatcher, until ``stop`` is set.
+
+    ``run`` must be called on the thread that should send and poll (the CLI's main thread); the
+    watch loop gets a thread of its own. Live Hex runs are left running when it stops
+    (``cancel_on_interrupt`` False) and re-attached by the next daemon's ``resume``.
+    """
+
+    def __init__(
+        self,
+        client: HexClient,
+        ledger: Ledger,
+        options: WatchOptions,
+        log: EventLog,
+        *,
+        settings: DispatchSettings | None = None,
+        watch_clock: Clock | None = None,
+        start_observer: bool = True,
+    ) -> None:
+        from hexdbt.dispatch import DispatchSettings
+
+        self.client = client
+        self.ledger = ledger
+        self.options = options
+        self.log = log
+        self.settings = settings or DispatchSettings(cancel_on_interrupt=False)
+        self.clock = WakeableClock(client.clock)
+        self.ready: queue.SimpleQueue[ReadyInvocation] = queue.SimpleQueue()
+        self._retry: list[tuple[float, ReadyInvocation]] = []
+        self.watcher = ArtifactWatcher(options, self._deliver, log, clock=watch_clock)
+        self._start_observer = start_observer
+        self.dispatcher: Dispatcher | None = None
+        self._next_resume = 0.0
+
+    def _deliver(self, ready: ReadyInvocation) -> None:
+        self.ready.put(ready)
+        self.clock.wake()
+
+    def run(self, stop: threading.Event) -> None:
+        self.watcher.start(start_observer=self._start_observer)
+        thread = threading.Thread(target=self.watcher.run, name="hexdbt-watch", daemon=True)
+        thread.start()
+        try:
+            self._dispatch_until(stop)
+        finally:
+            self.log.emit("stopping")
+            self.watcher.stop()
+            thread.join(timeout=5)
+            self.watcher.close()
+            self.log.emit("stopped")
+
+    def _dispatch_until(self, stop: threading.Event) -> None:
+        from hexdbt.dispatch import Dispatcher
+
+        failures = 0
+        while not stop.is_set():
+            waiter = _make_waiter(self.client, self.clock, self._intake, self.log)
+            self.dispatcher = Dispatcher(
+                self.client,
+                self.ledger,
+                settings=self.settings,
+                waiter=waiter,
+                log=lambda message: self.log.emit("dispatch", message=message),
+            )
+            try:
+                self._resume(self.clock.now(), first=True)
+                self.dispatcher.run(stop=stop)
+                failures = 0
+            except Exception as exc:
+                # The ledger could not be written (a full disk), or a bug: say so, start afresh
+                # from the ledger, which re-attaches to whatever was live.
+                failures += 1
+                pause = min(60.0, 2.0**failures)
+                self.log.emit(
+                    "error",
+                    "error",
+                    during="dispatching",
+                    retry_in_s=pause,
+                    **error_fields(exc),
+                )
+                stop.wait(pause)
+
+    def _resume(self, now: float, *, first: bool = False) -> None:
+        assert self.dispatcher is not None
+        self._next_resume = now + self.options.resume_every_s
+        try:
+            records = self.dispatcher.resume()
+        except HexdbtError as exc:
+            self.log.emit("error", "error", during="resuming from the ledger", **error_fields(exc))
+            return
+        if records and first:
+            self.log.emit(
+                "resumed",
+                triggers=len(records),
+                names=sorted({record.name for record in records}),
+            )
+
+    def _intake(self, now: float) -> None:
+        """On the dispatcher's thread: submit the invocations the watcher made ready."""
+        while True:
+            try:
+                ready = self.ready.get_nowait()
+            except queue.Empty:
+                break
+            self._submit(ready, now)
+        due = [item for item in self._retry if item[0] <= now]
+        for item in due:
+            self._retry.remove(item)
+            self._submit(item[1], now)
+        if now >= self._next_resume:
+            self._resume(now)
+
+    def _submit(self, ready: ReadyInvocation, now: float) -> None:
+        assert self.dispatcher is not None
+        plan = ready.plan
+        fields = {
+            "target": str(ready.target.target_dir),
+            "invocation_id": plan.invocation_id,
+            "command": plan.command,
+        }
+        try:
+            if ready.attempts == 0 and self.ledger.has_invocation(plan.invocation_id):
+                self.log.emit(
+                    "invocation_skipped",
+                    **fields,
+                    reason="already in the ledger: another hexdbt process handled it",
+                )
+                return
+            self.dispatcher.submit(plan, source="watch")
+        except Exception as exc:
+            attempts = ready.attempts + 1
+            retry = attempts < self.options.submit_attempts
+            self.log.emit(
+                "invocation_failed",
+                "error",
+                **fields,
+                attempt=attempts,
+                retry_in_s=self.options.submit_retry_s if retry else None,
+                **error_fields(exc),
+            )
+            if retry:
+                again = ReadyInvocation(ready.target, plan, attempts)
+                self._retry.append((now + self.options.submit_retry_s, again))
+            return
+        self.log.emit(
+            "invocation_submitted",
+            **fields,
+            triggers=[trigger.name for trigger in plan.triggers],
+            skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
+        )
