@@ -94,8 +94,11 @@ class StreamEventLog:
             for key, value in fields.items():
                 if value is None or value == [] or value == {}:
                     continue
-                text = value if isinstance(value, str) else json.dumps(value, default=str)
-                parts.append(f"{key}={text}" if " " not in text else f"{key}={json.dumps(text)}")
+                if isinstance(value, str):
+                    text = value if value and " " not in value else json.dumps(value)
+                else:
+                    text = json.dumps(value, default=str, separators=(",", ":"))
+                parts.append(f"{key}={text}")
             line = " ".join(parts)
         stream = self.stream or sys.stderr
         with self._lock:
