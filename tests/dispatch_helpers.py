@@ -45,6 +45,7 @@ def write_project(
     """
     target = folder / "target"
     target.mkdir(parents=True, exist_ok=True)
+    (folder / "dbt_project.yml").write_text("name: shop\nversion: '1.0'\nprofile: shop\n")
     models = [model(f"m{index}", "marts") for index in range(count)]
     (target / "manifest.json").write_text(json.dumps(manifest_document(models)))
     results = {node["unique_id"]: "success" for node in models}
