@@ -2,6 +2,204 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
+from hexdbt.cli._common import (
+    JsonAwareCommand,
+    err_line,
+    error_payload,
+    hex_client,
+    print_json,
+)
+from hexdbt.errors import EXIT_SIGINT, EXIT_SIGTERM, HexdbtError
+
 COMMANDS: list[click.Command] = []
+
+
+def _stdout_line(line: str) -> None:
+    click.echo(line)
+
+
+@click.command(
+    "dbt",
+    cls=JsonAwareCommand,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option(
+    "--mappings",
+    "mappings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here).",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the Hex runs to end after dbt ends (a mapping's `wait: false` also skips it).",
+)
+@click.option(
+    "--max-live-runs",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1, max=25),
+    help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
+)
+@click.option(
+    "--cancel-on-interrupt/--no-cancel-on-interrupt",
+    default=True,
+    show_default=True,
+    help="On Ctrl-C or SIGTERM (passed to dbt first), cancel the Hex runs this command started.",
+)
+@click.option(
+    "--report-junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report of the Hex projects here.",
+)
+@click.option(
+    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON report on stdout; dbt's own output then goes to stderr.",
+)
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
+def dbt_wrapper(
+    mappings_file: Path | None,
+    wait: bool,
+    max_live_runs: int,
+    cancel_on_interrupt: bool,
+    report_junit: Path | None,
+    allow_insecure_http: bool,
+    as_json: bool,
+    dbt_args: tuple[str, ...],
+) -> None:
+    """Run dbt, and start each mapped Hex project as soon as its models are done.
+
+    hexdbt's own options come first; everything from the dbt command on is dbt's (put `--`
+    before it when in doubt). dbt's output is printed as usual. A Hex project starts the moment
+    the nodes finished so far satisfy its mapping (its models refreshed, with require_tests
+    their tests passed), while dbt keeps building; what is still undecided when dbt ends is
+    planned from run_results.json. The exit code is dbt's when dbt failed, else the worst Hex
+    outcome's.
+
+    \b
+    Examples:
+      hexdbt dbt build --select marts --target prod
+      hexdbt dbt --mappings hex_mappings.yml --no-wait -- build --select customers+
+    """
+    from hexdbt.dbt.locate import locate_artifacts
+    from hexdbt.dbt.stream import StreamPlanner
+    from hexdbt.dbt.wrapper import (
+        SignalForwarder,
+        StreamDispatch,
+        WakeableClock,
+        find_dbt_executable,
+        parse_dbt_args,
+        run_dbt_and_dispatch,
+    )
+    from hexdbt.dispatch import Dispatcher, DispatchSettings, plan_outcomes
+    from hexdbt.hex.progress import LineProgress
+    from hexdbt.hex.waiter import Waiter
+    from hexdbt.ledger import Ledger
+    from hexdbt.mapping import load_mappings, resolve_mappings_path
+    from hexdbt.planning import load_mapping_set
+    from hexdbt.report import exit_code_of, render_table, summary_line, write_junit
+    from hexdbt.settings import resolve_state_dir
+
+    def log(message: str) -> None:
+        err_line(f"hexdbt: {message}")
+
+    echo_line = err_line if as_json else _stdout_line
+    try:
+        args = parse_dbt_args(dbt_args)
+        executable = find_dbt_executable()
+        paths = locate_artifacts(args.project_dir, args.target_path)
+        # A broken mapping file stops before dbt runs, not after a 40-minute build.
+        mappings_path, explicit = resolve_mappings_path(mappings_file)
+        if explicit or mappings_path.exists():
+            load_mappings(mappings_path, None)
+        with hex_client(allow_insecure_http) as client:
+            clock = WakeableClock(client.clock)
+            with Ledger.in_state_dir(resolve_state_dir(), clock=client.clock) as ledger:
+                dispatcher = Dispatcher(
+                    client,
+                    ledger,
+                    settings=DispatchSettings(
+                        wait=wait,
+                        max_live_runs=max_live_runs,
+                        cancel_on_interrupt=cancel_on_interrupt,
+                    ),
+                    # Line progress, not the redrawn table: dbt's own lines interleave with it.
+                    waiter=Waiter(client, clock=clock, progress=LineProgress(log)),
+                    log=log,
+                )
+                planner = StreamPlanner(
+                    load_mappings=lambda manifest: load_mapping_set(mappings_file, manifest)[0],
+                    command=args.command,
+                    dbt_vars=args.vars,
+                    manifest_path=paths.manifest,
+                    log=log,
+                )
+                forwarder = SignalForwarder(on_first=clock.wake)
+                stream = StreamDispatch(
+                    planner,
+                    dispatcher,
+                    source="dbt-wrapper",
+                    wake=clock.wake,
+                    stop_submitting=forwarder.stop,
+                )
+                with forwarder.installed():
+                    result = run_dbt_and_dispatch(
+                        args,
+                        stream,
+                        executable=executable,
+                        paths=paths,
+                        write=echo_line,
+                        forwarder=forwarder,
+                    )
+                outcomes = plan_outcomes(result.settlement.plan, dispatcher)
+    except HexdbtError as exc:
+        if as_json:
+            print_json({"error": error_payload(exc), "exitCode": exc.exit_code})
+        raise
+    if result.interrupted_by is not None:
+        import signal
+
+        exit_code = EXIT_SIGTERM if result.interrupted_by == signal.SIGTERM else EXIT_SIGINT
+    elif result.dbt_exit_code != 0:
+        exit_code = result.dbt_exit_code
+    else:
+        exit_code = exit_code_of(outcomes)
+    if report_junit is not None:
+        write_junit(outcomes, report_junit, suite_name="hexdbt dbt")
+    plan = result.settlement.plan
+    if as_json:
+        print_json(
+            {
+                "invocation_id": plan.invocation_id,
+                "command": plan.command,
+                "dbtExitCode": result.dbt_exit_code,
+                "interrupted": result.interrupted_by is not None,
+                "exitCode": exit_code,
+                "projects": [
+                    {**outcome.to_json(), "decidedAt": planner.decided_at.get(outcome.name)}
+                    for outcome in outcomes
+                ],
+            }
+        )
+    else:
+        click.echo("")
+        click.echo(render_table(outcomes))
+        click.echo(summary_line(outcomes))
+    if result.dbt_exit_code != 0 and result.interrupted_by is None:
+        err_line(f"dbt exited with code {result.dbt_exit_code}")
+    sys.stdout.flush()
+    raise SystemExit(exit_code)
+
+
+COMMANDS.append(dbt_wrapper)
