@@ -71,7 +71,8 @@ def test_a_full_project_reads_every_key() -> None:
     assert first.source == "hex_mappings.yml:4"
     # documented defaults
     assert second.trigger is TriggerRule.ANY
-    assert second.update_published_results
+    # params given, so not written to the published app (Hex would ignore the params)
+    assert not second.update_published_results
     assert not second.use_cached_sql_results
     assert second.timeout_minutes == 15
     assert second.cancel_on_timeout
@@ -336,3 +337,23 @@ def test_the_schema_ships_inside_the_package() -> None:
     assert json.loads(files("hexdbt.mapping").joinpath("hex_mappings.schema.json").read_text())[
         "title"
     ]
+
+
+def test_update_published_results_with_input_params_is_refused(tmp_path: Path) -> None:
+    """Hex ignores input params when it writes published results: asking for both is a mistake."""
+    path = tmp_path / "hex_mappings.yml"
+    path.write_text(
+        "version: 1\nprojects:\n  - name: a\n    project_id: p-1\n    models: [m]\n"
+        "    input_params: {region: EMEA}\n    update_published_results: true\n"
+    )
+    with pytest.raises(ConfigError, match="Hex ignores input params") as caught:
+        load_mappings(path)
+    assert "hex_mappings.yml" in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_without_params_results_are_published_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "hex_mappings.yml"
+    path.write_text("version: 1\nprojects:\n  - name: a\n    project_id: p-1\n    models: [m]\n")
+    (project,) = load_mappings(path).projects
+    assert project.update_published_results

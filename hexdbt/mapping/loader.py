@@ -217,7 +217,9 @@ SETTINGS: dict[str, tuple[Checker, Any]] = {
     "trigger": (_trigger_rule, TriggerRule.ANY),
     "require_tests": (_boolean, False),
     "input_params": (_input_params, {}),
-    "update_published_results": (_boolean, True),
+    # None: true, unless input params are given (Hex ignores inputs when it writes published
+    # results, so a run with params must not ask for it).
+    "update_published_results": (_boolean, None),
     "use_cached_sql_results": (_boolean, False),
     "view_id": (_optional_text, None),
     "notifications": (_notifications, ()),
@@ -295,6 +297,15 @@ def _project(
         raise location.error(
             (*path, "view_id"),
             "Hex refuses a view_id together with input_params: give one or the other",
+        )
+    if merged["update_published_results"] is None:
+        merged["update_published_results"] = not merged["input_params"]
+    elif merged["update_published_results"] and merged["input_params"]:
+        raise location.error(
+            path,
+            "update_published_results is true and input_params are given, but Hex ignores input"
+            " params when it writes published results: set update_published_results: false,"
+            " or leave it out (hexdbt then sends false for runs with params)",
         )
     merged["input_params"] = dict(merged["input_params"])
     return ProjectMapping(name=name, project_id=project_id, models=models, source=source, **merged)
