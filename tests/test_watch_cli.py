@@ -1,0 +1,221 @@
+"""`hexdbt watch` as users run it: bad options, a real process stopped by SIGTERM, real dbt builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from dbt_shapes import manifest_document, model, run_results_document, write_json
+
+from hexdbt.cli import main
+from hexdbt.clock import SystemClock
+from hexdbt.emulator.scenario import (
+    CUSTOMER_HEALTH_ID,
+    EXECUTIVE_KPIS_ID,
+    FINANCE_OVERVIEW_ID,
+    MARKETING_ATTRIBUTION_ID,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL = SystemClock()
+TOKEN = "hxtp_secret_watch_token"
+
+
+def test_unpairable_targets_exit_2_with_one_line(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dbt_project.yml").write_text("name: x\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "watch",
+            *("--project-dir", str(tmp_path / "a"), "--project-dir", str(tmp_path / "b")),
+            *("--target-path", "t1", "--target-path", "t2", "--target-path", "t3"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "Error: 2 --project-dir and 3 --target-path: cannot tell which" in result.output
+
+
+def test_a_broken_mapping_file_exits_2_at_start(tmp_path: Path) -> None:
+    mappings = tmp_path / "hex_mappings.yml"
+    mappings.write_text("version: 1\nprojects: [{name: x}]\n")
+    (tmp_path / "target").mkdir()
+    result = CliRunner().invoke(
+        main, ["watch", "--target-path", str(tmp_path / "target"), "--mappings", str(mappings)]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ")
+    assert "hex_mappings.yml" in result.output
+
+
+def test_a_missing_token_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()
+    result = CliRunner().invoke(main, ["watch", "--target-path", str(tmp_path / "target")])
+    assert result.exit_code == 2
+    assert "Error: no Hex API token: set HEX_API_TOKEN" in result.output
+
+
+def test_a_missing_project_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["watch", "--project-dir", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "no dbt_project.yml there" in result.output
+
+
+class Daemon:
+    """`hexdbt watch` in a process of its own; its stderr lines collected as they come."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hexdbt", "watch", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.stdout = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        parsed = [json.loads(line) for line in list(self.lines)]
+        return [event for event in parsed if name is None or event["event"] == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout_s: float = 30.0) -> None:
+        deadline = REAL.now() + timeout_s
+        while len(self.events(name)) < count:
+            if self.process.poll() is not None or REAL.now() > deadline:
+                raise AssertionError(f"no {name} event; stderr:\n" + "\n".join(self.lines))
+            REAL.sleep(0.05)
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self.stdout = self.process.stdout.read()
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code
+
+
+@pytest.fixture
+def daemon_env(hex_emulator_factory: Any) -> tuple[Any, dict[str, str]]:
+    emulator = hex_emulator_factory(time_scale=20.0)
+    env = dict(os.environ)
+    env.update({"HEX_API_TOKEN": TOKEN, "HEX_BASE_URL": emulator.url})
+    return emulator, env
+
+
+def _posts(emulator: Any) -> Counter[str]:
+    return Counter(
+        entry["path"].split("/")[4]
+        for entry in emulator.journal()
+        if entry["operation"] == "RunProject"
+    )
+
+
+def test_the_daemon_process_triggers_logs_json_and_stops_on_sigterm(
+    tmp_path: Path, daemon_env: tuple[Any, dict[str, str]]
+) -> None:
+    emulator, env = daemon_env
+    target = tmp_path / "target"
+    target.mkdir()
+    write_json(target / "manifest.json", manifest_document([model("customers")]))
+    mappings = tmp_path / "hex_mappings.yml"
+    mappings.write_text(
+        f"version: 1\nprojects:\n  - {{name: health, project_id: {CUSTOMER_HEALTH_ID},"
+        " models: [customers]}\n"
+    )
+    daemon = Daemon(
+        ["--target-path", str(target), "--mappings", str(mappings), "--log-format", "json"],
+        env,
+        tmp_path,
+    )
+    try:
+        daemon.wait_for("watching")
+        document = run_results_document({"model.shop.customers": "success"}, invocation_id="i-1")
+        write_json(target / "run_results.json", document)
+        daemon.wait_for("run_followed")
+    finally:
+        code = daemon.terminate()
+    assert code == 0
+    assert _posts(emulator) == Counter({CUSTOMER_HEALTH_ID: 1})
+    # Stopping leaves the run to Hex: the next start re-attaches to it.
+    assert not [e for e in emulator.journal() if e["operation"] == "CancelRun"]
+    names = [event["event"] for event in daemon.events()]
+    assert names[:2] == ["started", "watching"]
+    assert {"invocation_seen", "invocation_submitted", "stopping", "stopped"} <= set(names)
+    assert all(TOKEN not in line for line in daemon.lines)
+    assert daemon.stdout == ""  # logs go to stderr only
+
+
+@pytest.mark.dbt
+def test_two_real_dbt_builds_next_to_the_daemon_start_each_project_once_per_build(
+    tmp_path: Path, daemon_env: tuple[Any, dict[str, str]]
+) -> None:
+    emulator, env = daemon_env
+    project = tmp_path / "sample_dbt_project"
+    shutil.copytree(
+        REPO_ROOT / "sample_dbt_project",
+        project,
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", ".user.yml"),
+    )
+    daemon = Daemon(
+        [
+            *("--project-dir", str(project), "--mappings", str(REPO_ROOT / "hex_mappings.yml")),
+            *("--log-format", "json", "--debounce-ms", "50"),
+        ],
+        env,
+        tmp_path,
+    )
+    dbt = Path(sys.executable).parent / "dbt"
+    dbt_env = {k: v for k, v in env.items() if not k.startswith(("HEX_", "HEXDBT_"))}
+    invocations = []
+    try:
+        daemon.wait_for("watching")
+        for build in (1, 2):
+            completed = subprocess.run(
+                [str(dbt), "build", "--profiles-dir", ".", "--vars", "{slow_model_seconds: 0}"],
+                cwd=project, env=dbt_env, capture_output=True, text=True, timeout=180, check=False,
+            )  # fmt: skip
+            assert completed.returncode == 0, completed.stdout[-2000:]
+            results = json.loads((project / "target" / "run_results.json").read_text())
+            invocations.append(results["metadata"]["invocation_id"])
+            daemon.wait_for("invocation_submitted", count=build)
+        deadline = REAL.now() + 15
+        while sum(_posts(emulator).values()) < 8 and REAL.now() < deadline:
+            REAL.sleep(0.05)
+        REAL.sleep(0.5)
+    finally:
+        code = daemon.terminate()
+    assert code == 0
+    every = (CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID, MARKETING_ATTRIBUTION_ID, EXECUTIVE_KPIS_ID)
+    assert _posts(emulator) == Counter({project_id: 2 for project_id in every})
+    submitted = [event["invocation_id"] for event in daemon.events("invocation_submitted")]
+    assert submitted == invocations
+    # Each build's runs were posted with its own invocation's parameters, once.
+    kpis = [
+        entry["body"]["inputParams"]
+        for entry in emulator.journal()
+        if entry["operation"] == "RunProject" and EXECUTIVE_KPIS_ID in entry["path"]
+    ]
+    assert [params.get("dbt_invocation_id") for params in kpis] == invocations
