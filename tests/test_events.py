@@ -63,7 +63,7 @@ def node_finished(unique_id: str, status: str, **run_result: Any) -> dict[str, A
                         "started_at": "2026-11-28T14:31:15.929846Z",
                         "completed_at": "2026-11-28T14:31:16.146484Z",
                     },
-                ],  # fmt: skip
+                ],
                 **run_result,
             },
         },
@@ -119,7 +119,9 @@ def test_accessors_answer_only_their_own_event() -> None:
         event("ArtifactWritten", {"artifact_path": "/p/target/manifest.json"})
     )
     version = event_from_dict(event("MainReportVersion", {"version": "=1.11.16"}))
-    assert start is not None and written is not None and version is not None
+    assert start is not None
+    assert written is not None
+    assert version is not None
     assert started_node(start) == "model.shop.a"
     assert written_artifact(written) == "/p/target/manifest.json"
     assert dbt_version(version) == "1.11.16"

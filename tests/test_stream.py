@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbt_shapes import data_test, manifest_document, model, run_results_document, write_json
 
 from hexdbt.dbt.artifacts import Manifest, load_manifest, load_run_results
 from hexdbt.dbt.events import DbtEvent, event_from_dict
 from hexdbt.dbt.stream import StreamPlanner, load_final_invocation
 from hexdbt.mapping.loader import parse_mappings
 from hexdbt.plan import Skipped, Trigger, make_plan
-from dbt_shapes import data_test, manifest_document, model, run_results_document, write_json
 
 INVOCATION = "inv-1"
 CUSTOMERS = "model.shop.customers"
@@ -65,7 +65,7 @@ def ev(name: str, data: dict[str, Any] | None = None, ts: str = "2026-01-31T08:0
                 "invocation_id": INVOCATION,
                 "thread": "MainThread",
             },
-        }  # fmt: skip
+        }
     )
     assert parsed is not None
     return parsed
@@ -241,4 +241,5 @@ def test_a_manifest_that_cannot_be_read_leaves_everything_to_the_end(tmp_path: P
         manifest_path=tmp_path / "missing" / "manifest.json",
     )  # fmt: skip
     assert run(planner, ev("ConcurrencyLine", {"node_count": 1}), finish(CUSTOMERS)) == []
-    assert messages and "planning when dbt ends" in messages[0]
+    assert messages
+    assert "planning when dbt ends" in messages[0]
