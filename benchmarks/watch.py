@@ -1,0 +1,281 @@
+"""The watcher's reaction time and memory, next to a minimal watchdog-plus-POST script.
+
+Both watchers run as processes of their own, watching one target folder; this script writes
+run_results.json there the way dbt does (truncate, stream, close) and reads, from the emulator's
+request log, when the RunProject call arrived. Reaction time = arrival - close. The baseline is the
+least a watcher can do: on the close event, read and parse the file and POST. `hexdbt watch` on
+top reads the manifest and the mapping, plans, records intent and run id in the ledger and takes
+a slot from the shared rate budget. Then the daemon's resident memory after 10 and after 500
+invocations.
+
+    .venv/bin/python benchmarks/watch.py [--writes 60] [--invocations 500]
+
+Targets (issue 6): median and p95 at most 2x the minimal script; memory growth under 10 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from hexdbt.emulator import HexEmulator
+
+TOKEN = "hxtp_benchmark_watch"
+PROJECT_ID = "00000000-0000-4000-8000-00000000be01"
+SCENARIO = {
+    "settings": {"limits_enabled": False},
+    "projects": [
+        {
+            "id": PROJECT_ID,
+            "title": "Benchmark app",
+            "runs": {"pending_s": 0, "running_s": 1, "outcome": "COMPLETED"},
+        }
+    ],
+}
+MAPPINGS = f"""\
+version: 1
+defaults:
+  wait: false
+projects:
+  - name: bench
+    project_id: {PROJECT_ID}
+    models: [customers]
+"""
+MANIFEST = {
+    "metadata": {
+        "dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json",
+        "dbt_version": "1.11.0",
+        "invocation_id": "manifest",
+    },
+    "nodes": {
+        "model.shop.customers": {
+            "unique_id": "model.shop.customers",
+            "name": "customers",
+            "resource_type": "model",
+            "package_name": "shop",
+            "path": "customers.sql",
+            "original_file_path": "models/customers.sql",
+            "fqn": ["shop", "customers"],
+            "tags": [],
+            "config": {"enabled": True, "materialized": "table"},
+            "depends_on": {"nodes": []},
+        }
+    },
+    "exposures": {},
+    "sources": {},
+}
+
+MINIMAL_WATCHER = textwrap.dedent(
+    """\
+    import json, sys, threading
+    import requests
+    from watchdog.events import FileClosedEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    folder, url, token = sys.argv[1:4]
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + token
+
+    class Handler(FileSystemEventHandler):
+        def on_closed(self, event):
+            if event.src_path.endswith("run_results.json"):
+                with open(event.src_path, "rb") as handle:
+                    json.loads(handle.read())
+                session.post(url, json={}, timeout=10)
+
+    observer = Observer()
+    observer.schedule(Handler(), folder, event_filter=[FileClosedEvent])
+    observer.start()
+    print("watching", file=sys.stderr, flush=True)
+    threading.Event().wait()
+    """
+)
+
+
+def run_results(invocation_id: str) -> str:
+    return json.dumps(
+        {
+            "metadata": {
+                "dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json",
+                "dbt_version": "1.11.0",
+                "generated_at": "2026-01-31T08:05:00Z",
+                "invocation_id": invocation_id,
+                "invocation_started_at": "2026-01-31T08:00:00Z",
+            },
+            "results": [
+                {
+                    "unique_id": "model.shop.customers",
+                    "status": "success",
+                    "timing": [],
+                    "thread_id": "Thread-1",
+                    "execution_time": 1.0,
+                    "adapter_response": {},
+                    "message": "OK",
+                    "failures": None,
+                }
+            ],
+            "elapsed_time": 2.0,
+            "args": {"which": "build"},
+        }
+    )
+
+
+class Watcher:
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(30):
+            raise SystemExit(f"{command[:4]} did not start")
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if "watching" in line:
+                self.ready.set()
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        return kb / 1024
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
+
+ARRIVALS: list[float] = []
+
+
+def note_arrival(line: str) -> None:
+    """The emulator's request log, called on its thread as it answers: a precise arrival time
+    (the journal's times are whole milliseconds, too coarse next to the minimal script)."""
+    if line.startswith("POST "):
+        ARRIVALS.append(time.time())
+
+
+def posts(emulator: HexEmulator) -> list[float]:
+    return list(ARRIVALS)
+
+
+def write_and_wait(emulator: HexEmulator, path: Path, expected_posts: int) -> float:
+    """Write one invocation dbt's way; the ms from the close to the POST's arrival."""
+    text = run_results(str(uuid.uuid4()))
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text[: len(text) // 2])
+        handle.flush()
+        handle.write(text[len(text) // 2 :])
+    closed_at = time.time()
+    deadline = time.monotonic() + 20
+    while True:
+        arrived = posts(emulator)
+        if len(arrived) >= expected_posts:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no RunProject after write {expected_posts}")
+        time.sleep(0.002)
+    if len(arrived) != expected_posts:
+        raise SystemExit(f"{len(arrived)} RunProject calls, expected {expected_posts}")
+    return (arrived[-1] - closed_at) * 1000
+
+
+def measure(emulator: HexEmulator, path: Path, writes: int, already: int) -> list[float]:
+    samples = []
+    for index in range(writes):
+        samples.append(write_and_wait(emulator, path, already + index + 1))
+        time.sleep(0.02)  # let the watcher settle, as between real builds
+    return samples
+
+
+def p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=20)[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--writes", type=int, default=60)
+    parser.add_argument("--invocations", type=int, default=500)
+    args = parser.parse_args()
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        HexEmulator(scenario=SCENARIO, log=note_arrival) as emulator,
+    ):
+        root = Path(tmp)
+        env = dict(os.environ)
+        env.update(
+            {
+                "HEX_API_TOKEN": TOKEN,
+                "HEX_BASE_URL": emulator.url,
+                "HEXDBT_STATE_DIR": str(root / "state"),
+                # The benchmark measures the watcher, not Hex's 20-a-minute budget.
+                "HEXDBT_BUDGET": "run_project=1000000/60;other=1000000/60",
+            }
+        )
+        url = f"{emulator.url}/api/v1/projects/{PROJECT_ID}/runs"
+
+        baseline_dir = root / "baseline" / "target"
+        baseline_dir.mkdir(parents=True)
+        script = root / "minimal_watcher.py"
+        script.write_text(MINIMAL_WATCHER)
+        baseline = Watcher([sys.executable, str(script), str(baseline_dir), url, TOKEN], env)
+        try:
+            measure(emulator, baseline_dir / "run_results.json", 5, 0)  # warm-up
+            minimal = measure(emulator, baseline_dir / "run_results.json", args.writes, 5)
+        finally:
+            baseline.stop()
+        done = len(posts(emulator))
+
+        target = root / "project" / "target"
+        target.mkdir(parents=True)
+        (target / "manifest.json").write_text(json.dumps(MANIFEST))
+        mappings = root / "hex_mappings.yml"
+        mappings.write_text(MAPPINGS)
+        command = [sys.executable, "-m", "hexdbt", "watch", "--target-path", str(target)]
+        daemon = Watcher([*command, "--mappings", str(mappings), "--log-format", "json"], env)
+        try:
+            results = target / "run_results.json"
+            measure(emulator, results, 5, done)  # warm-up
+            done += 5
+            ours = measure(emulator, results, args.writes, done)
+            done += args.writes
+            extra = max(0, 10 - 5 - args.writes)
+            measure(emulator, results, extra, done)
+            done += extra
+            rss_10 = daemon.rss_mb()
+            handled = 5 + args.writes + extra
+            measure(emulator, results, args.invocations - handled, done)
+            rss_500 = daemon.rss_mb()
+        finally:
+            daemon.stop()
+
+    rows = [
+        ("median", statistics.median(minimal), statistics.median(ours)),
+        ("p95", p95(minimal), p95(ours)),
+    ]
+    print(
+        f"Reaction time, run_results.json closed -> RunProject at the emulator ({args.writes} writes)"
+    )
+    print(f"{'':8} {'minimal script':>15} {'hexdbt watch':>13} {'ratio':>7}  target")
+    for name, base, mine in rows:
+        print(f"{name:8} {base:12.1f} ms {mine:10.1f} ms {mine / base:6.2f}x  <= 2x")
+    print()
+    print(f"Memory of hexdbt watch (RSS): after 10 invocations {rss_10:.1f} MB,"
+          f" after {args.invocations} {rss_500:.1f} MB, growth {rss_500 - rss_10:+.1f} MB"
+          " (target < 10 MB)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
