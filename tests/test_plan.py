@@ -153,7 +153,7 @@ def test_triggers_carry_rendered_params_and_run_options(tmp_path: Path, manifest
     (trigger,) = result.triggers
     assert trigger.input_params == {"as_of": "2026-01-31", "n": 3, "who": "orders"}
     assert trigger.options.use_cached_sql_results
-    assert trigger.options.update_published_results
+    assert not trigger.options.update_published_results  # params given: Hex would ignore them
     assert trigger.options.notifications == ({"type": "FAILURE"},)
     assert (trigger.wait, trigger.timeout_minutes, trigger.cancel_on_timeout) == (False, 5.0, True)
     assert trigger.models == (ORDERS,)
@@ -255,3 +255,23 @@ def test_the_real_v4_build_with_a_failed_model_skips_its_projects(tmp_path: Path
         "broken": f"skip: {failed.name} failed",
         "seeds": "trigger: raw_customers, raw_orders, raw_payments refreshed",
     }
+
+
+def test_finished_nodes_count_each_node_by_its_last_result() -> None:
+    """dbt retry can report a node twice; built at once or grown by add(), the last word counts."""
+    results = [
+        node_result(ORDERS, "error"),
+        node_result(ORDERS, "success"),
+        node_result(REVENUE, "success"),
+        node_result(REVENUE, "skipped"),
+        node_result(CUSTOMERS, "no-op"),  # neither refreshed nor failed
+    ]
+    at_once = FinishedNodes(results)
+    grown = FinishedNodes()
+    for result in results:
+        grown.add(result)
+    for finished in (at_once, grown):
+        assert finished.refreshed == {ORDERS}
+        assert finished.failed == {REVENUE}
+        assert finished.results[ORDERS].status == "success"
+        assert set(finished.results) == {ORDERS, REVENUE, CUSTOMERS}
