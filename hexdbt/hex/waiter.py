@@ -304,8 +304,10 @@ class Waiter:
         if status.run_url and not run.run_url:
             item.run = run = replace(run, run_url=status.run_url)
         if status.status != item.status:
-            item.status, item.last = status.status, status
-            self.progress.changed(item.view(), after)
+            item.status = status.status
+            # A final status is shown once, with the run's outcome, when the run is finished.
+            if not status.is_terminal:
+                self.progress.changed(item.view(), after)
         item.last = status
         if status.is_terminal:
             return self._ended(item, status, after)
