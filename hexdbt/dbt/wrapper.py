@@ -244,11 +244,13 @@ class WakeableClock:
             self.inner.sleep(seconds)
             return
         deadline = self.inner.now() + seconds
+        # slice_s is real time: a ScaledClock's seconds pass `factor` times faster.
+        piece = self.slice_s * float(getattr(self.inner, "factor", 1.0))
         while not self._woken.is_set():
             remaining = deadline - self.inner.now()
             if remaining <= 0:
                 return
-            self.inner.sleep(min(remaining, self.slice_s))
+            self.inner.sleep(min(remaining, piece))
         self._woken.clear()
 
 
@@ -426,7 +428,8 @@ def run_dbt_and_dispatch(
     def read() -> None:
         try:
             assert process.stdout is not None
-            pump_events(process.stdout, echo=args.echo, write=write, on_event=stream.on_event)
+            with process.stdout:
+                pump_events(process.stdout, echo=args.echo, write=write, on_event=stream.on_event)
             exit_code = process.wait()
             interrupted = forwarder.stop.is_set()
             outcome["exit_code"] = exit_code
