@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hexdbt.dbt.artifacts import (
+    FAILED_STATUSES,
     PASSING_TEST_STATUSES,
+    REFRESHED_STATUSES,
     Invocation,
     Manifest,
     NodeResult,
@@ -168,11 +170,17 @@ class FinishedNodes:
     """
 
     def __init__(self, results: Iterable[NodeResult] = ()) -> None:
-        self.results: dict[str, NodeResult] = {}
-        self.refreshed: set[str] = set()
-        self.failed: set[str] = set()
-        for result in results:
-            self.add(result)
+        # Comprehensions rather than add() per result: a build of 40,000 nodes is planned in
+        # a fraction of the time. The last result of a node counts, as in add().
+        self.results: dict[str, NodeResult] = {result.unique_id: result for result in results}
+        self.refreshed: set[str] = {
+            uid for uid, result in self.results.items() if result.status in REFRESHED_STATUSES
+        }
+        self.failed: set[str] = {
+            uid
+            for uid, result in self.results.items()
+            if result.status in FAILED_STATUSES and result.status not in REFRESHED_STATUSES
+        }
 
     def add(self, result: NodeResult) -> None:
         previous = self.results.get(result.unique_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbt_shapes import manifest_document, model, write_json
@@ -18,8 +20,10 @@ from hexdbt.mapping.selectors import (
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt_artifacts"
 
 
-@pytest.fixture
-def manifest(tmp_path: Path) -> Manifest:
+@pytest.fixture(params=["lookups read with the manifest", "lookups gathered by the index"])
+def manifest(tmp_path: Path, request: pytest.FixtureRequest) -> Manifest:
+    """The same manifest twice: as load_manifest returns it (with NodeLookups gathered while
+    reading), and as a Manifest built by hand without them; selectors must not tell them apart."""
     nodes = [
         model("stg_orders", "staging", tags=("staging",), config={"materialized": "view"}),
         model("customers", "marts/core", tags=("core", "pii"), config={"meta": {"hex": True}}),
@@ -29,7 +33,9 @@ def manifest(tmp_path: Path) -> Manifest:
         model("raw_orders", resource_type="seed"),
         model("util_dates", "utils", package="date_utils"),
     ]
-    return load_manifest(write_json(tmp_path / "manifest.json", manifest_document(nodes)))
+    loaded = load_manifest(write_json(tmp_path / "manifest.json", manifest_document(nodes)))
+    assert loaded.lookups is not None
+    return loaded if request.param.endswith("manifest") else replace(loaded, lookups=None)
 
 
 @pytest.mark.parametrize(
@@ -57,11 +63,23 @@ def manifest(tmp_path: Path) -> Manifest:
         ("package:this", {"stg_orders", "customers", "orders", "revenue_daily", "attribution", "raw_orders"}),
         ("config.materialized:view", {"stg_orders"}),
         ("config.meta.hex:true", {"customers"}),
+        ("config.meta.hex:True", {"customers"}),  # booleans compare case-insensitively
+        ("config.meta.hex:false", set()),
+        ("config.meta:true", set()),
         ("config.tags:daily", {"revenue_daily"}),
         ("model.shop.orders", {"orders"}),
         ("model.shop.nope", set()),
         ("tag:nope", set()),
         ("path:models/mart", set()),  # a folder prefix is not a folder
+        ("path:models/marts/core/customers", set()),  # nor a file name without its extension
+        ("marts.fin*", {"orders", "revenue_daily"}),
+        ("shop.marts.*", {"customers", "orders", "revenue_daily", "attribution"}),
+        ("shop", {"stg_orders", "customers", "orders", "revenue_daily", "attribution", "raw_orders"}),
+        ("utils", {"util_dates"}),  # a top folder of another package
+        ("date_utils.*", {"util_dates"}),
+        ("package:date*", {"util_dates"}),
+        ("package:nope", set()),
+        ("config.nope:x", set()),
     ],
 )  # fmt: skip
 def test_each_selector_kind_matches_like_dbt(
@@ -122,3 +140,75 @@ def test_without_a_manifest_bare_names_match_node_names_in_the_results() -> None
     assert [selector.text for selector in unresolved] == ["tag:finance"]
     assert parse_selector("customers").needs_manifest is False
     assert parse_selector("marts.*").needs_manifest is True
+
+
+def _node(name: str, file_path: str, fqn: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "unique_id": f"model.shop.{name}",
+        "name": name,
+        "resource_type": "model",
+        "package_name": "shop",
+        "path": file_path.removeprefix("models/"),
+        "original_file_path": file_path,
+        "fqn": fqn,
+        **extra,
+    }
+
+
+def test_folders_and_fqn_prefixes_stop_at_a_separator(tmp_path: Path) -> None:
+    """A folder or fqn head named like the start of another one does not select it."""
+    nodes = [
+        _node("a", "models/fin/a.sql", ["shop", "fin", "a"]),
+        _node("b", "models/fin/deep/b.sql", ["shop", "fin", "deep", "b"]),
+        _node("c", "models/fin_extra/c.sql", ["shop", "fin_extra", "c"]),
+        _node("d", "models/fin-old/d.sql", ["shop", "fin-old", "d"]),
+        _node("e", "models/fin.sql", ["shop", "fin"]),  # a model named like the folder
+    ]
+    manifest = load_manifest(write_json(tmp_path / "m.json", manifest_document(nodes)))
+    for candidate in (manifest, replace(manifest, lookups=None)):
+        index = SelectorIndex(candidate)
+
+        def names(text: str, index: SelectorIndex = index) -> set[str]:
+            return {uid.rsplit(".", 1)[1] for uid in index.resolve(parse_selector(text))}
+
+        assert names("path:models/fin") == {"a", "b"}
+        assert names("path:models/fin.sql") == {"e"}
+        assert names("fin") == {"a", "b", "e"}
+        assert names("fin.*") == {"a", "b"}
+        assert names("shop.fin.*") == {"a", "b"}
+        assert names("fin.deep") == {"b"}
+        # a wildcard is a glob over the rest of the fqn after the package, dots included
+        assert names("fin*") == {"a", "b", "c", "d", "e"}
+        assert names("fin_*") == {"c"}
+
+
+def test_versioned_model_names_are_split_into_fqn_parts(tmp_path: Path) -> None:
+    nodes = [_node("dim", "models/marts/dim.sql", ["shop", "marts", "dim.v2"], tags=["x"])]
+    manifest = load_manifest(write_json(tmp_path / "m.json", manifest_document(nodes)))
+    for candidate in (manifest, replace(manifest, lookups=None)):
+        index = SelectorIndex(candidate)
+        for text in ("marts.dim.*", "marts.dim.v2", "marts.*", "dim", "marts", "tag:x"):
+            assert index.resolve(parse_selector(text)) == {"model.shop.dim"}, text
+
+
+def test_lookups_gathered_while_reading_list_nodes_by_name_tag_package_and_fqn_head() -> None:
+    manifest = load_manifest(FIXTURES / "manifest_v12.json")
+    lookups = manifest.lookups
+    assert lookups is not None
+    assert lookups.by_name["orders"] == ["model.jaffle_shop.orders"]
+    own = {uid for uid, node in manifest.nodes.items() if node.package_name == "jaffle_shop"}
+    assert len(lookups.by_package) > 1  # the fixture also holds an installed package
+    assert set(lookups.by_package["jaffle_shop"]) == own
+    assert set(lookups.by_fqn_head["jaffle_shop"]) == own
+    assert "model.jaffle_shop.stg_orders" in lookups.by_fqn_head["staging"]
+    tagged = {uid for uid, node in manifest.nodes.items() if node.tags}
+    assert {uid for ids in lookups.by_tag.values() for uid in ids} == tagged
+
+
+def test_resolve_all_is_the_union_of_its_selectors(manifest: Manifest) -> None:
+    index = SelectorIndex(manifest)
+    selectors = [parse_selector(text) for text in ("tag:finance", "customers", "orders")]
+    names = {manifest.nodes[uid].name for uid in index.resolve_all(selectors)}
+    assert names == {"orders", "revenue_daily", "customers"}
+    assert index.resolve_all([]) == frozenset()
+    assert index.resolve_all(selectors[1:2]) == {"model.shop.customers"}

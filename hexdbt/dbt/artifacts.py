@@ -162,6 +162,22 @@ class Exposure:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeLookups:
+    """Data node ids by name, tag, package and fqn head, gathered while the manifest is read
+    (the loop over its nodes is there anyway), so that selectors are dictionary lookups.
+
+    ``by_fqn_head`` holds what a dotless selector matches besides a name, in dbt's rule: the
+    first part of each fqn and, when that is the node's package, the second (a top folder).
+    A list may name a node twice (a folder named like its package).
+    """
+
+    by_name: Mapping[str, list[str]]
+    by_tag: Mapping[str, list[str]]
+    by_package: Mapping[str, list[str]]
+    by_fqn_head: Mapping[str, list[str]]
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     path: str
     schema_version: int
@@ -170,6 +186,8 @@ class Manifest:
     nodes: Mapping[str, ManifestNode]
     exposures: Mapping[str, Exposure]
     tests_by_node: Mapping[str, tuple[str, ...]]
+    # None for a Manifest built by hand: SelectorIndex then gathers the same from the nodes.
+    lookups: NodeLookups | None = field(default=None, repr=False, compare=False)
 
     def tests_of(self, unique_id: str) -> tuple[str, ...]:
         return self.tests_by_node.get(unique_id, ())
@@ -343,8 +361,8 @@ def load_run_results(path: str | Path) -> Invocation:
 
 
 def _string_tuple(value: Any) -> tuple[str, ...]:
-    if isinstance(value, list):
-        return tuple(item for item in value if isinstance(item, str))
+    if type(value) is list:
+        return tuple([item for item in value if type(item) is str])
     if isinstance(value, str):
         return (value,)
     return ()
@@ -395,8 +413,14 @@ def load_manifest(path: str | Path) -> Manifest:
 
     nodes: dict[str, ManifestNode] = {}
     raw_tests: list[Mapping[str, Any]] = []
+    by_name: dict[str, list[str]] = {}
+    by_tag: dict[str, list[str]] = {}
+    by_package: dict[str, list[str]] = {}
+    by_fqn_head: dict[str, list[str]] = {}
+    # The hot loop of a large manifest (tens of thousands of nodes): type() checks and local
+    # names instead of helper calls, with the same results as _str_or_none and _string_tuple.
     for unique_id, raw in raw_nodes.items():
-        if not isinstance(raw, dict):
+        if type(raw) is not dict:
             raise ArtifactError(f"{path}: nodes[{unique_id!r}] is not an object")
         resource_type = raw.get("resource_type")
         if resource_type == "test":
@@ -405,20 +429,47 @@ def load_manifest(path: str | Path) -> Manifest:
         if resource_type not in DATA_RESOURCE_TYPES:
             continue
         config = raw.get("config")
-        config = config if isinstance(config, dict) else {}
+        if type(config) is not dict:
+            config = {}
+        name = raw.get("name")
+        if type(name) is not str or not name:
+            name = node_name(unique_id)
+        package_name = raw.get("package_name")
+        if type(package_name) is not str:
+            package_name = ""
+        node_path = raw.get("path")
+        original_file_path = raw.get("original_file_path")
+        fqn = _string_tuple(raw.get("fqn"))
+        tags = _string_tuple(raw.get("tags"))
+        meta = raw.get("meta")
+        if type(meta) is not dict or not meta:
+            meta = config.get("meta")
+            if type(meta) is not dict:
+                meta = {}
+        depends_on = raw.get("depends_on")
         nodes[unique_id] = ManifestNode(
-            unique_id=unique_id,
-            name=_str_or_none(raw.get("name")) or node_name(unique_id),
-            resource_type=resource_type,
-            package_name=_str_or_none(raw.get("package_name")) or "",
-            path=_str_or_none(raw.get("path")) or "",
-            original_file_path=_str_or_none(raw.get("original_file_path")) or "",
-            fqn=_string_tuple(raw.get("fqn")),
-            tags=_string_tuple(raw.get("tags")),
-            meta=_meta(raw, config),
-            config=config,
-            depends_on=_depends_on(raw),
+            unique_id,
+            name,
+            resource_type,
+            package_name,
+            node_path if type(node_path) is str else "",
+            original_file_path if type(original_file_path) is str else "",
+            fqn,
+            tags,
+            meta,
+            config,
+            _string_tuple(depends_on.get("nodes")) if type(depends_on) is dict else (),
         )
+        _append(by_name, name, unique_id)
+        _append(by_package, package_name, unique_id)
+        for tag in tags:
+            _append(by_tag, tag, unique_id)
+        if fqn:
+            if "." in fqn[-1]:  # a versioned name: dbt splits its dots as parts
+                fqn = tuple(part for segment in fqn for part in segment.split("."))
+            _append(by_fqn_head, fqn[0], unique_id)
+            if fqn[0] == package_name and len(fqn) > 1:
+                _append(by_fqn_head, fqn[1], unique_id)
 
     tests_by_node: dict[str, list[str]] = {}
     if raw_tests:
@@ -460,4 +511,13 @@ def load_manifest(path: str | Path) -> Manifest:
         nodes=nodes,
         exposures=exposures,
         tests_by_node={node: tuple(tests) for node, tests in tests_by_node.items()},
+        lookups=NodeLookups(by_name, by_tag, by_package, by_fqn_head),
     )
+
+
+def _append(index: dict[str, list[str]], key: str, unique_id: str) -> None:
+    ids = index.get(key)
+    if ids is None:
+        index[key] = [unique_id]
+    else:
+        ids.append(unique_id)

@@ -20,6 +20,7 @@ the invocation's results.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import fnmatch
 import re
@@ -27,7 +28,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hexdbt.dbt.artifacts import DATA_RESOURCE_TYPES, Manifest, ManifestNode, node_name
+from hexdbt.dbt.artifacts import (
+    DATA_RESOURCE_TYPES,
+    Manifest,
+    ManifestNode,
+    NodeLookups,
+    node_name,
+)
 
 METHODS = ("fqn", "tag", "path", "package", "config", "unique_id")
 _WILDCARD = re.compile(r"[*?\[\]]")
@@ -96,24 +103,6 @@ def _normalize_path(value: str) -> str:
     return value.rstrip("/")
 
 
-def _config_value_matches(
-    node_config: Mapping[str, Any], key: tuple[str, ...], wanted: str
-) -> bool:
-    value: Any = node_config
-    for part in key:
-        if not isinstance(value, Mapping) or part not in value:
-            return False
-        value = value[part]
-    candidates = value if isinstance(value, list | tuple) else [value]
-    for candidate in candidates:
-        if isinstance(candidate, bool):
-            if str(candidate).lower() == wanted.lower():
-                return True
-        elif candidate is not None and str(candidate) == wanted:
-            return True
-    return False
-
-
 def _fqn_matches(flat_fqn: tuple[str, ...], pattern_parts: list[str]) -> bool:
     """dbt's fqn rule: the pattern's parts match the fqn's leading parts one by one, except
     that from the first part with a wildcard on, the rest is matched as one dotted glob."""
@@ -132,15 +121,19 @@ class SelectorIndex:
     """Selectors resolved over one manifest, with the lookups built once and results cached.
 
     A mapping file of hundreds of projects shares a few dozen distinct selectors; each distinct
-    selector is resolved once, and names, tags, packages and folders are dictionary lookups.
+    selector is resolved once. Each lookup is built on first use, in one pass over the nodes:
+    names, tags and packages are dictionaries, fqns and file paths are sorted lists in which a
+    folder or an fqn prefix is a contiguous range found by bisection, and each ``config.<key>``
+    gets a dictionary from value to nodes. So a plan costs a few passes over the manifest,
+    however many selectors it has.
     """
 
     manifest: Manifest
     _cache: dict[str, frozenset[str]] = field(default_factory=dict)
-    _by_name: dict[str, set[str]] | None = None
-    _by_tag: dict[str, set[str]] | None = None
-    _by_folder: dict[int, dict[str, list[str]]] = field(default_factory=dict)
-    _by_fqn_prefix: dict[int, dict[tuple[str, ...], list[str]]] = field(default_factory=dict)
+    _gathered: NodeLookups | None = None
+    _fqns: _SortedKeys | None = None
+    _paths: _SortedKeys | None = None
+    _by_config: dict[tuple[str, ...], _ConfigValues] = field(default_factory=dict)
 
     def resolve(self, selector: Selector) -> frozenset[str]:
         cached = self._cache.get(selector.text)
@@ -150,51 +143,58 @@ class SelectorIndex:
         return cached
 
     def resolve_all(self, selectors: Iterable[Selector]) -> frozenset[str]:
-        matched: set[str] = set()
-        for selector in selectors:
-            matched |= self.resolve(selector)
-        return frozenset(matched)
+        resolved = sorted((self.resolve(selector) for selector in selectors), key=len)
+        if not resolved:
+            return frozenset()
+        # One copy of the largest set (a tag can match thousands of nodes, a name one).
+        return resolved[-1].union(*resolved[:-1])
 
     def _nodes(self) -> Iterable[ManifestNode]:
         return self.manifest.nodes.values()
 
-    def _resolve(self, selector: Selector) -> set[str]:
+    def _resolve(self, selector: Selector) -> Iterable[str]:
         method, value = selector.method, selector.value
         if method == "unique_id":
-            return {value} if value in self.manifest.nodes else set()
+            return (value,) if value in self.manifest.nodes else ()
         if method == "fqn":
             return self._resolve_fqn(value)
         if method == "tag":
             if _WILDCARD.search(value):
-                return {n.unique_id for n in self._nodes() if fnmatch.filter(n.tags, value)}
-            return set(self._tags().get(value, ()))
+                return [n.unique_id for n in self._nodes() if fnmatch.filter(n.tags, value)]
+            return self._tags().get(value, ())
         if method == "package":
             wanted = self.manifest.project_name if value == "this" else value
-            return {
-                n.unique_id
-                for n in self._nodes()
-                if wanted is not None and fnmatch.fnmatchcase(n.package_name, wanted)
-            }
+            if wanted is None:
+                return ()
+            by_package = self._packages()
+            if not _WILDCARD.search(wanted):
+                return by_package.get(wanted, ())
+            return [
+                uid
+                for package, ids in by_package.items()
+                if fnmatch.fnmatchcase(package, wanted)
+                for uid in ids
+            ]
         if method == "path":
             if _WILDCARD.search(value):
-                return {
+                return [
                     n.unique_id
                     for n in self._nodes()
                     if fnmatch.fnmatchcase(n.original_file_path, value)
                     or fnmatch.fnmatchcase(n.original_file_path, value + "/*")
-                }
-            return set(self._folders(value.count("/") + 1).get(value, ()))
+                ]
+            # The file itself, or everything in the folder (not a folder merely starting so).
+            return self._file_paths().under(value, "/")
         if method == "config":
-            return {
-                n.unique_id
-                for n in self._nodes()
-                if _config_value_matches(n.config, selector.config_key, value)
-            }
+            return self._config_values(selector.config_key).matching(value)
         raise AssertionError(f"unhandled selector method {method}")  # parse_selector guards
 
     def _resolve_fqn(self, value: str) -> set[str]:
         if selector_is_plain_name(value):
-            return set(self._names().get(value, ()))
+            # A dotless selector is a node name, and also an fqn head in dbt: the package
+            # itself, or (with the package implied) a top folder, so `marts` selects
+            # models/marts/**.
+            return {*self._names().get(value, ()), *self._fqn_heads().get(value, ())}
         parts = value.split(".")
         literal: list[str] = []
         for part in parts:
@@ -204,13 +204,30 @@ class SelectorIndex:
         candidates: Iterable[ManifestNode]
         if len(parts) > 1 and literal:
             # Only nodes whose fqn starts with the literal head (or package + head) can match;
-            # the prefix index turns a scan of every node into a lookup.
-            heads = [tuple(literal)] + [(package, *literal) for package in self._packages()]
-            ids = {uid for head in heads for uid in self._fqn_prefixes(len(head)).get(head, ())}
+            # the sorted fqns turn a scan of every node into a few bisections.
+            head = ".".join(literal)
+            fqns = self._fqn_keys()
+            ids = set(fqns.under(head, "."))
+            for package in self._packages():
+                ids.update(fqns.under(f"{package}.{head}", "."))
             candidates = [self.manifest.nodes[uid] for uid in ids]
         else:
             candidates = self._nodes()
         matched: set[str] = set()
+        if len(parts) == len(literal) + 1 and parts[-1] == "*" and len(parts) > 1:
+            # `marts.finance.*`, the usual form: a trailing * matches any rest, so a node
+            # matches when its fqn (or its fqn after the package) starts with the head and goes on.
+            head_parts = tuple(literal)
+            size = len(head_parts)
+            for node in candidates:
+                flat = _flat_fqn(node)
+                if (len(flat) > size and flat[:size] == head_parts) or (
+                    len(flat) > size + 1
+                    and flat[0] == node.package_name
+                    and flat[1 : size + 1] == head_parts
+                ):
+                    matched.add(node.unique_id)
+            return matched
         for node in candidates:
             flat = _flat_fqn(node)
             if (
@@ -221,51 +238,123 @@ class SelectorIndex:
                 matched.add(node.unique_id)
         return matched
 
-    def _packages(self) -> set[str]:
-        return {node.package_name for node in self._nodes()}
+    def _lookups(self) -> NodeLookups:
+        if self._gathered is None:
+            self._gathered = self.manifest.lookups or _gather_lookups(self.manifest.nodes)
+        return self._gathered
 
-    def _fqn_prefixes(self, depth: int) -> dict[tuple[str, ...], list[str]]:
-        """Nodes by the first ``depth`` parts of their fqn, built per depth when first asked."""
-        index = self._by_fqn_prefix.get(depth)
-        if index is None:
-            index = self._by_fqn_prefix[depth] = {}
-            for node in self._nodes():
-                flat = _flat_fqn(node)
-                if len(flat) >= depth:
-                    index.setdefault(flat[:depth], []).append(node.unique_id)
-        return index
+    def _names(self) -> Mapping[str, list[str]]:
+        return self._lookups().by_name
 
-    def _names(self) -> dict[str, set[str]]:
-        if self._by_name is None:
-            self._by_name = {}
-            for node in self._nodes():
-                self._by_name.setdefault(node.name, set()).add(node.unique_id)
-                # A dotless selector is also an fqn prefix in dbt: the package itself, or (with
-                # the package implied) a top folder, so `marts` selects models/marts/**.
-                flat = _flat_fqn(node)
-                for prefix in flat[:1] if flat[:1] != (node.package_name,) else flat[:2]:
-                    self._by_name.setdefault(prefix, set()).add(node.unique_id)
-        return self._by_name
+    def _tags(self) -> Mapping[str, list[str]]:
+        return self._lookups().by_tag
 
-    def _tags(self) -> dict[str, set[str]]:
-        if self._by_tag is None:
-            self._by_tag = {}
-            for node in self._nodes():
-                for tag in node.tags:
-                    self._by_tag.setdefault(tag, set()).add(node.unique_id)
-        return self._by_tag
+    def _packages(self) -> Mapping[str, list[str]]:
+        return self._lookups().by_package
 
-    def _folders(self, depth: int) -> dict[str, list[str]]:
-        """Nodes by the first ``depth`` parts of their file path (a folder, or the file itself),
-        built per depth when first asked."""
-        index = self._by_folder.get(depth)
-        if index is None:
-            index = self._by_folder[depth] = {}
-            for node in self._nodes():
-                parts = node.original_file_path.split("/", depth)
-                if len(parts) >= depth:
-                    index.setdefault("/".join(parts[:depth]), []).append(node.unique_id)
-        return index
+    def _fqn_heads(self) -> Mapping[str, list[str]]:
+        return self._lookups().by_fqn_head
+
+    def _fqn_keys(self) -> _SortedKeys:
+        # Joining the fqn on dots flattens a versioned name's dots too, like _flat_fqn.
+        if self._fqns is None:
+            nodes = self.manifest.nodes
+            self._fqns = _SortedKeys([".".join(node.fqn) for node in nodes.values()], list(nodes))
+        return self._fqns
+
+    def _file_paths(self) -> _SortedKeys:
+        if self._paths is None:
+            nodes = self.manifest.nodes
+            self._paths = _SortedKeys(
+                [node.original_file_path for node in nodes.values()], list(nodes)
+            )
+        return self._paths
+
+    def _config_values(self, key: tuple[str, ...]) -> _ConfigValues:
+        values = self._by_config.get(key)
+        if values is None:
+            values = self._by_config[key] = _ConfigValues(key, self.manifest.nodes)
+        return values
+
+
+def _gather_lookups(nodes: Mapping[str, ManifestNode]) -> NodeLookups:
+    """What load_manifest gathers as it reads, for a Manifest built without it."""
+    by_name: dict[str, list[str]] = {}
+    by_tag: dict[str, list[str]] = {}
+    by_package: dict[str, list[str]] = {}
+    by_fqn_head: dict[str, list[str]] = {}
+    for uid, node in nodes.items():
+        by_name.setdefault(node.name, []).append(uid)
+        by_package.setdefault(node.package_name, []).append(uid)
+        for tag in node.tags:
+            by_tag.setdefault(tag, []).append(uid)
+        flat = _flat_fqn(node)
+        if flat:
+            by_fqn_head.setdefault(flat[0], []).append(uid)
+            if flat[0] == node.package_name and len(flat) > 1:
+                by_fqn_head.setdefault(flat[1], []).append(uid)
+    return NodeLookups(by_name, by_tag, by_package, by_fqn_head)
+
+
+class _SortedKeys:
+    """Node ids sorted by a string key (a dotted fqn, a file path), so that every key equal to
+    ``prefix`` or starting with ``prefix + separator`` is one contiguous range."""
+
+    __slots__ = ("_ids", "_keys")
+
+    def __init__(self, keys: list[str], ids: list[str]) -> None:
+        # Sorting positions rather than (key, id) pairs: no tuple per node, so no work for the
+        # garbage collector, which a plan over a large manifest otherwise pays for.
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        self._keys = [keys[position] for position in order]
+        self._ids = [ids[position] for position in order]
+
+    def under(self, prefix: str, separator: str) -> list[str]:
+        keys = self._keys
+        start = bisect.bisect_left(keys, prefix)
+        exact = bisect.bisect_right(keys, prefix, start)
+        # Keys starting with prefix + separator sort from there to prefix + the next character.
+        below = prefix + separator
+        first = bisect.bisect_left(keys, below, exact)
+        end = bisect.bisect_left(keys, prefix + chr(ord(separator) + 1), first)
+        return self._ids[start:exact] + self._ids[first:end]
+
+
+_MISSING: Any = object()
+
+
+class _ConfigValues:
+    """For one ``config.<key>`` path: which nodes hold which value there (each item of a list
+    counted), compared as dbt does, as text, and booleans case-insensitively."""
+
+    __slots__ = ("_booleans", "_texts")
+
+    def __init__(self, key: tuple[str, ...], nodes: Mapping[str, ManifestNode]) -> None:
+        texts: dict[str, list[str]] = {}
+        booleans: dict[str, list[str]] = {}
+        for uid, node in nodes.items():
+            value: Any = node.config
+            for part in key:
+                # type() first: isinstance against an ABC is slow, and JSON gives dicts.
+                if type(value) is dict or isinstance(value, Mapping):
+                    value = value.get(part, _MISSING)
+                    if value is not _MISSING:
+                        continue
+                break
+            else:
+                kind = type(value)
+                for candidate in value if kind is list or kind is tuple else (value,):
+                    if candidate is True or candidate is False:
+                        booleans.setdefault("true" if candidate else "false", []).append(uid)
+                    elif candidate is not None:
+                        texts.setdefault(
+                            candidate if type(candidate) is str else str(candidate), []
+                        ).append(uid)
+        self._texts = texts
+        self._booleans = booleans
+
+    def matching(self, wanted: str) -> set[str]:
+        return {*self._texts.get(wanted, ()), *self._booleans.get(wanted.lower(), ())}
 
 
 def selector_is_plain_name(value: str) -> bool:
