@@ -27,6 +27,10 @@ class Clock(Protocol):
         """Let ``seconds`` of this clock's time pass."""
         ...
 
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Like ``sleep``, but cut short when ``event`` is set; True if it was."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -35,6 +39,9 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(max(0.0, seconds))
 
 
 class ScaledClock:
@@ -54,17 +61,25 @@ class ScaledClock:
         if seconds > 0:
             time.sleep(seconds / self.factor)
 
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(max(0.0, seconds) / self.factor)
+
 
 class ManualClock:
     """A clock that moves only when advanced; ``sleep`` advances it instantly.
 
     Thread-safe, so one instance can be shared by an in-process emulator and the client under
-    test: the client's waits then move the emulator's time too.
+    test: the client's waits then move the emulator's time too. ``real_wait_s`` gives another
+    thread (a file watcher, a dbt process) a real moment to set the event before ``wait`` lets
+    the time pass, so a loop fed from outside does not race through its clock.
     """
 
-    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+    def __init__(
+        self, start: float = 1_767_225_600.0, *, real_wait_s: float = 0.0
+    ) -> None:  # 2026-01-01T00:00:00Z
         self._now = start
         self._lock = threading.Lock()
+        self.real_wait_s = real_wait_s
         self.sleeps: list[float] = []
 
     def now(self) -> float:
@@ -76,6 +91,12 @@ class ManualClock:
             self.sleeps.append(seconds)
             if seconds > 0:
                 self._now += seconds
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        if event.wait(self.real_wait_s):
+            return True
+        self.sleep(seconds)
+        return False
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

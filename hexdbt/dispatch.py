@@ -137,6 +137,7 @@ class Dispatcher:
                 },
             )
             records.append(self._line_up(record))
+        self.waiter.wake()
         return records
 
     def resume(self) -> list[TriggerRecord]:
@@ -151,6 +152,7 @@ class Dispatcher:
         """No more submissions: ``run`` returns once everything lined up is done."""
         with self._lock:
             self._closed = True
+        self.waiter.wake()
 
     def _line_up(self, record: TriggerRecord) -> TriggerRecord:
         """Decide from its ledger row what this process does with a trigger."""

@@ -8,7 +8,7 @@ Three threads, each with one job (the shape of watchfiles):
   work: files in, ``ReadyInvocation`` out);
 - the main thread runs the dispatcher's one loop (``Dispatcher.run``), which sends and polls. Ready
   invocations are handed to it through a queue and submitted from inside that loop, so every
-  ledger write happens on one thread; a wakeable clock lets a new invocation cut the loop's idle
+  ledger write happens on one thread; the waiter's ``wake`` lets a new invocation cut the loop's idle
   sleep short, so reaction time is not the loop's turn time.
 
 When is run_results.json complete? dbt truncates it and streams JSON into it in place. With
@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from hexdbt.clock import Clock, ScaledClock, SystemClock, to_iso
+from hexdbt.clock import Clock, SystemClock, to_iso
 from hexdbt.dbt.artifacts import Invocation, load_manifest, load_run_results
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
 
@@ -687,45 +687,7 @@ class ArtifactWatcher:
 # -- the dispatcher side --------------------------------------------------------------------------
 
 
-class WakeableClock:
-    """A clock whose ``sleep`` a ``wake()`` from another thread cuts short.
-
-    The dispatcher's loop sleeps between turns; a new invocation should not wait for the end of
-    that sleep. Real and scaled clocks sleep on an event; any other clock (a manual one) waits a
-    short real moment on the event and then lets its time pass, so it does not spin.
-    """
-
-    def __init__(self, base: Clock, *, manual_step_real_s: float = 0.01) -> None:
-        self.base = base
-        self._wake = threading.Event()
-        self.manual_step_real_s = manual_step_real_s
-
-    def now(self) -> float:
-        return self.base.now()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def clear(self) -> None:
-        self._wake.clear()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds <= 0 or self._wake.is_set():
-            return
-        if isinstance(self.base, SystemClock | ScaledClock):
-            factor = self.base.factor if isinstance(self.base, ScaledClock) else 1.0
-            self._wake.wait(seconds / factor)
-            return
-        if not self._wake.wait(self.manual_step_real_s):
-            self.base.sleep(seconds)
-
-
-def _make_waiter(
-    client: HexClient,
-    clock: WakeableClock,
-    intake: Callable[[float], None],
-    log: EventLog,
-) -> Any:
+def _make_waiter(client: HexClient, intake: Callable[[float], None], log: EventLog) -> Any:
     """A Waiter that takes in ready invocations on every turn and logs each run it follows."""
     from hexdbt.hex.waiter import Outcome as WaitOutcome
     from hexdbt.hex.waiter import Waiter
@@ -750,7 +712,6 @@ def _make_waiter(
             tick: Callable[[float], float | None] | None = None,
         ) -> list[RunResult]:
             def tick_with_intake(now: float) -> float | None:
-                clock.clear()
                 intake(now)
                 return tick(self.clock.now()) if tick is not None else None
 
@@ -774,7 +735,7 @@ def _make_waiter(
 
             return super().wait(runs, stop=stop, on_result=logged, tick=tick_with_intake)
 
-    return DaemonWaiter(client, clock=clock)
+    return DaemonWaiter(client)
 
 
 class WatchDaemon:
@@ -803,7 +764,8 @@ class WatchDaemon:
         self.options = options
         self.log = log
         self.settings = settings or DispatchSettings(cancel_on_interrupt=False)
-        self.clock = WakeableClock(client.clock)
+        self.clock = client.clock
+        self._waiter: Any = None
         self.ready: queue.SimpleQueue[ReadyInvocation] = queue.SimpleQueue()
         self._retry: list[tuple[float, ReadyInvocation]] = []
         self.watcher = ArtifactWatcher(options, self._deliver, log, clock=watch_clock)
@@ -813,7 +775,8 @@ class WatchDaemon:
 
     def _deliver(self, ready: ReadyInvocation) -> None:
         self.ready.put(ready)
-        self.clock.wake()
+        if self._waiter is not None:
+            self._waiter.wake()
 
     def run(self, stop: threading.Event) -> None:
         self.watcher.start(start_observer=self._start_observer)
@@ -833,7 +796,7 @@ class WatchDaemon:
 
         failures = 0
         while not stop.is_set():
-            waiter = _make_waiter(self.client, self.clock, self._intake, self.log)
+            waiter = self._waiter = _make_waiter(self.client, self._intake, self.log)
             self.dispatcher = Dispatcher(
                 self.client,
                 self.ledger,

@@ -200,11 +200,17 @@ class Waiter:
         )
         self._incoming: list[WatchedRun] = []
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self.polls = 0
 
     def add(self, run: WatchedRun) -> None:
         with self._lock:
             self._incoming.append(run)
+        self.wake()
+
+    def wake(self) -> None:
+        """Cut the current sleep short: new work arrived (from any thread)."""
+        self._wake.set()
 
     def wait(
         self,
@@ -275,15 +281,17 @@ class Waiter:
                 finish(item, result)
 
     def _sleep(self, seconds: float, stop: threading.Event | None) -> None:
-        if stop is None:
-            self.clock.sleep(seconds)
-            return
-        # In slices, so that a signal (which only sets the event) is acted on within a slice.
+        """Sleep on the clock until ``seconds`` pass, ``wake`` is called or ``stop`` is set.
+
+        A signal handler only sets ``stop``, so it is looked at every ``stop_check_s``.
+        """
         remaining = seconds
-        while remaining > 0 and not stop.is_set():
-            piece = min(remaining, self.stop_check_s)
-            self.clock.sleep(piece)
+        while remaining > 0 and not (stop is not None and stop.is_set()):
+            piece = remaining if stop is None else min(remaining, self.stop_check_s)
+            if self.clock.wait(self._wake, piece):
+                break
             remaining -= piece
+        self._wake.clear()
 
     def _poll(self, item: _Open, now: float) -> RunResult | None:
         run = item.run
