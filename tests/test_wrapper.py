@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from hexdbt.cli import main
-from hexdbt.clock import ManualClock, SystemClock
-from hexdbt.dbt.wrapper import WakeableClock, find_dbt_executable, parse_dbt_args
+from hexdbt.dbt.wrapper import find_dbt_executable, parse_dbt_args
 from hexdbt.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,22 +78,6 @@ def test_dbt_is_found_on_path_else_beside_python(tmp_path: Path) -> None:
     fake.chmod(0o755)
     assert find_dbt_executable({"PATH": str(fake.parent)}) == str(fake)
     assert Path(find_dbt_executable({"PATH": str(tmp_path)})).name == "dbt"  # the venv's
-
-
-def test_a_wake_ends_a_sleep_at_once_and_is_not_lost_between_sleeps() -> None:
-    clock = WakeableClock(SystemClock())
-    clock.wake()  # before the sleep: the next sleep returns at once
-    started = clock.now()
-    clock.sleep(30)
-    assert clock.now() - started < 5
-    threading.Timer(0.05, clock.wake).start()
-    started = clock.now()
-    clock.sleep(30)
-    assert clock.now() - started < 5
-    manual = WakeableClock(ManualClock())
-    before = manual.now()
-    manual.sleep(3600)
-    assert manual.now() - before == 3600
 
 
 def test_no_dbt_command_is_a_usage_error() -> None:

@@ -97,7 +97,6 @@ def dbt_wrapper(
     from hexdbt.dbt.wrapper import (
         SignalForwarder,
         StreamDispatch,
-        WakeableClock,
         find_dbt_executable,
         parse_dbt_args,
         run_dbt_and_dispatch,
@@ -123,46 +122,47 @@ def dbt_wrapper(
         mappings_path, explicit = resolve_mappings_path(mappings_file)
         if explicit or mappings_path.exists():
             load_mappings(mappings_path, None)
-        with hex_client(allow_insecure_http) as client:
-            clock = WakeableClock(client.clock)
-            with Ledger.in_state_dir(resolve_state_dir(), clock=client.clock) as ledger:
-                dispatcher = Dispatcher(
-                    client,
-                    ledger,
-                    settings=DispatchSettings(
-                        wait=wait,
-                        max_live_runs=max_live_runs,
-                        cancel_on_interrupt=cancel_on_interrupt,
-                    ),
-                    # Line progress, not the redrawn table: dbt's own lines interleave with it.
-                    waiter=Waiter(client, clock=clock, progress=LineProgress(log)),
-                    log=log,
+        with (
+            hex_client(allow_insecure_http) as client,
+            Ledger.in_state_dir(resolve_state_dir(), clock=client.clock) as ledger,
+        ):
+            dispatcher = Dispatcher(
+                client,
+                ledger,
+                settings=DispatchSettings(
+                    wait=wait,
+                    max_live_runs=max_live_runs,
+                    cancel_on_interrupt=cancel_on_interrupt,
+                ),
+                # Line progress, not the redrawn table: dbt's own lines interleave with it.
+                waiter=Waiter(client, progress=LineProgress(log)),
+                log=log,
+            )
+            planner = StreamPlanner(
+                load_mappings=lambda manifest: load_mapping_set(mappings_file, manifest)[0],
+                command=args.command,
+                dbt_vars=args.vars,
+                manifest_path=paths.manifest,
+                log=log,
+            )
+            forwarder = SignalForwarder(on_first=dispatcher.waiter.wake)
+            stream = StreamDispatch(
+                planner,
+                dispatcher,
+                source="dbt-wrapper",
+                wake=dispatcher.waiter.wake,
+                stop_submitting=forwarder.stop,
+            )
+            with forwarder.installed():
+                result = run_dbt_and_dispatch(
+                    args,
+                    stream,
+                    executable=executable,
+                    paths=paths,
+                    write=echo_line,
+                    forwarder=forwarder,
                 )
-                planner = StreamPlanner(
-                    load_mappings=lambda manifest: load_mapping_set(mappings_file, manifest)[0],
-                    command=args.command,
-                    dbt_vars=args.vars,
-                    manifest_path=paths.manifest,
-                    log=log,
-                )
-                forwarder = SignalForwarder(on_first=clock.wake)
-                stream = StreamDispatch(
-                    planner,
-                    dispatcher,
-                    source="dbt-wrapper",
-                    wake=clock.wake,
-                    stop_submitting=forwarder.stop,
-                )
-                with forwarder.installed():
-                    result = run_dbt_and_dispatch(
-                        args,
-                        stream,
-                        executable=executable,
-                        paths=paths,
-                        write=echo_line,
-                        forwarder=forwarder,
-                    )
-                outcomes = plan_outcomes(result.settlement.plan, dispatcher)
+            outcomes = plan_outcomes(result.settlement.plan, dispatcher)
     except HexdbtError as exc:
         if as_json:
             print_json({"error": error_payload(exc), "exitCode": exc.exit_code})

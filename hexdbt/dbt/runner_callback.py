@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from hexdbt.dbt.events import event_from_message
 from hexdbt.dbt.locate import ArtifactPaths, locate_artifacts
 from hexdbt.dbt.stream import Settlement, StreamPlanner
-from hexdbt.dbt.wrapper import StreamDispatch, WakeableClock
+from hexdbt.dbt.wrapper import StreamDispatch
 from hexdbt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -107,7 +107,6 @@ class HexDispatchContext:
     def __enter__(self) -> HexDispatchContext:
         from hexdbt.dispatch import Dispatcher, DispatchSettings
         from hexdbt.hex.client import connect
-        from hexdbt.hex.waiter import Waiter
         from hexdbt.ledger import Ledger
         from hexdbt.planning import load_mapping_set
         from hexdbt.settings import resolve_state_dir
@@ -124,12 +123,10 @@ class HexDispatchContext:
         if ledger is None:
             ledger = Ledger.in_state_dir(resolve_state_dir(), clock=client.clock)
             self._owned.append(ledger)
-        clock = WakeableClock(client.clock)
         dispatcher = Dispatcher(
             client,
             ledger,
             settings=DispatchSettings(wait=self.wait, cancel_on_interrupt=self.cancel_on_interrupt),
-            waiter=Waiter(client, clock=clock),
             log=self._log,
         )
         mappings_file = self.mappings_file
@@ -140,7 +137,7 @@ class HexDispatchContext:
             log=self._log,
         )
         self.stream = StreamDispatch(
-            planner, dispatcher, source="dbt-runner-callback", wake=clock.wake
+            planner, dispatcher, source="dbt-runner-callback", wake=dispatcher.waiter.wake
         )
         self._threads = [
             threading.Thread(target=self._consume, name="hexdbt-events", daemon=True),

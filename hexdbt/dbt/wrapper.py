@@ -9,8 +9,9 @@ hexdbt passes them explicitly as ``--log-format-file``/``--log-level-file`` (dbt
 the console flags decide the file's format too).
 
 Threads: the caller's thread runs the Dispatcher's loop (sending and polling); one reader thread
-reads dbt's stdout, echoes it and feeds ``StreamDispatch``; SIGINT/SIGTERM are forwarded to dbt and
-stop the loop, which then treats started Hex runs as ``hexdbt run`` does.
+reads dbt's stdout, echoes it and feeds ``StreamDispatch``, whose submissions wake the loop at
+once; SIGINT/SIGTERM are forwarded to dbt and stop the loop, which then treats started Hex runs
+as ``hexdbt run`` does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
-from hexdbt.clock import Clock, ManualClock
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest
 from hexdbt.dbt.events import DbtEvent, EchoFormat, human_line, parse_log_line
 from hexdbt.dbt.locate import ArtifactPaths
@@ -213,45 +213,6 @@ def find_dbt_executable(environ: Mapping[str, str] | None = None) -> str:
         "dbt not found on PATH or next to this Python",
         hint="install dbt-core and your adapter (e.g. pip install dbt-core dbt-duckdb)",
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Waking the dispatcher
-
-
-class WakeableClock:
-    """A clock whose ``sleep`` ends early when ``wake`` is called.
-
-    The Dispatcher's loop checks for new submissions once a second when idle; a trigger decided
-    mid-build should go out at once. Given to the dispatcher's Waiter, this clock lets a
-    submission wake the loop. The wake flag is kept until a sleep consumes it, so a wake that
-    comes between two sleeps is not lost. A ManualClock (tests) sleeps as it always does.
-    """
-
-    def __init__(self, inner: Clock, *, slice_s: float = 0.02) -> None:
-        self.inner = inner
-        self.slice_s = slice_s
-        self._woken = threading.Event()
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def wake(self) -> None:
-        self._woken.set()
-
-    def sleep(self, seconds: float) -> None:
-        if isinstance(self.inner, ManualClock):
-            self.inner.sleep(seconds)
-            return
-        deadline = self.inner.now() + seconds
-        # slice_s is real time: a ScaledClock's seconds pass `factor` times faster.
-        piece = self.slice_s * float(getattr(self.inner, "factor", 1.0))
-        while not self._woken.is_set():
-            remaining = deadline - self.inner.now()
-            if remaining <= 0:
-                return
-            self.inner.sleep(min(remaining, piece))
-        self._woken.clear()
 
 
 # ----------------------------------------------------------------------------------------------
