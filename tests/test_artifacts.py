@@ -183,6 +183,22 @@ BAD_RUN_RESULTS = {
         ),
         "results is missing or not a list",
     ),
+    "result_an_empty_object": (
+        lambda tmp: write_json(
+            tmp / "run_results.json", {**run_results_document({}), "results": [{}, "oops"]}
+        ),
+        "results[0] has no unique_id or status",
+    ),
+    "second_result_not_an_object": (
+        lambda tmp: write_json(
+            tmp / "run_results.json",
+            {
+                **run_results_document({}),
+                "results": [{"unique_id": "model.a.b", "status": "success"}, "oops"],
+            },
+        ),
+        "results[1] is not an object",
+    ),
     "result_without_id": (
         lambda tmp: write_json(
             tmp / "run_results.json", {**run_results_document({}), "results": [{"status": "x"}]}
@@ -269,3 +285,67 @@ def test_fixture_attribution_travels_with_the_files() -> None:
     readme = (FIXTURES / "README.md").read_text()
     assert "dbt-artifacts-parser" in readme
     assert json.loads((FIXTURES / "manifest_v12.json").read_text())["metadata"]
+
+
+def test_result_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:
+    """A later dbt or an odd adapter may write other types: the result stays readable."""
+    document = run_results_document({"model.shop.a": "success", "model.shop.b": "Success "})
+    first, second = document["results"]
+    first.update(
+        adapter_response=["not", "a", "dict"],
+        execution_time=True,
+        message=None,
+        timing=[{"name": "compile", "started_at": 7}, "junk"],
+    )
+    second.update(
+        adapter_response={"rows_affected": "12"},
+        execution_time="1.5",
+        message={"text": "x"},
+        timing=[
+            {"name": "compile", "started_at": "2026-01-31T08:00:00Z", "completed_at": "c1"},
+            {"name": "other", "started_at": "later", "completed_at": "2026-01-31T08:00:09Z"},
+        ],
+    )
+    invocation = load_run_results(write_json(tmp_path / "run_results.json", document))
+    a, b = invocation.results
+    assert (a.status, a.rows_affected, a.execution_time_s, a.message) == (
+        "success",
+        None,
+        None,
+        None,
+    )
+    assert (a.started_at, a.completed_at) == (None, None)
+    # no execute phase: the span of all phases
+    assert (b.started_at, b.completed_at) == ("2026-01-31T08:00:00Z", "2026-01-31T08:00:09Z")
+    assert (b.status, b.rows_affected, b.execution_time_s, b.message) == (
+        "success",
+        None,
+        None,
+        None,
+    )
+
+
+def test_manifest_node_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:
+    node = {
+        "unique_id": "model.shop.orders",
+        "resource_type": "model",
+        "name": 5,
+        "package_name": None,
+        "path": ["x"],
+        "original_file_path": None,
+        "fqn": ["shop", 3, "orders"],
+        "tags": "finance",
+        "config": "not a dict",
+        "meta": [],
+        "depends_on": ["model.shop.stg"],
+    }
+    document = {**manifest_document([]), "nodes": {node["unique_id"]: node}}
+    manifest = load_manifest(write_json(tmp_path / "manifest.json", document))
+    orders = manifest.nodes["model.shop.orders"]
+    assert orders.name == "orders"  # from the unique id
+    assert (orders.package_name, orders.path, orders.original_file_path) == ("", "", "")
+    assert orders.fqn == ("shop", "orders")
+    assert orders.tags == ("finance",)
+    assert (dict(orders.config), dict(orders.meta), orders.depends_on) == ({}, {}, ())
+    assert manifest.lookups is not None
+    assert manifest.lookups.by_tag == {"finance": ["model.shop.orders"]}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,43 +264,59 @@ def _str_or_none(value: Any) -> str | None:
 
 def _execute_timing(timing: Any) -> tuple[str | None, str | None]:
     """Start and end of the node's work: the execute phase, else the span of all phases."""
-    if not isinstance(timing, list):
+    if type(timing) is not list:
         return None, None
     started: str | None = None
     completed: str | None = None
     for phase in timing:
-        if not isinstance(phase, dict):
+        if type(phase) is not dict:
             continue
+        phase_started = phase.get("started_at")
+        phase_completed = phase.get("completed_at")
+        if type(phase_started) is not str:
+            phase_started = None
+        if type(phase_completed) is not str:
+            phase_completed = None
         if phase.get("name") == "execute":
-            return _str_or_none(phase.get("started_at")), _str_or_none(phase.get("completed_at"))
-        started = started or _str_or_none(phase.get("started_at"))
-        completed = _str_or_none(phase.get("completed_at")) or completed
+            return phase_started, phase_completed
+        started = started or phase_started
+        completed = phase_completed or completed
     return started, completed
 
 
-def _result_from_json(raw: Any, path: Path, index: int) -> NodeResult:
+_NUMBER_TYPES = (float, int)  # not bool, which isinstance(x, int) would let through
+
+
+def _results_from_json(raw_results: list[Any], path: Path) -> tuple[NodeResult, ...]:
     # The hot loop of a large run_results.json: NodeResult is built directly rather than through
-    # node_result(), with the same normalisation.
-    if not isinstance(raw, dict):
-        raise ArtifactError(f"{path}: results[{index}] is not an object")
-    unique_id = raw.get("unique_id")
-    status = raw.get("status")
-    if not isinstance(unique_id, str) or not isinstance(status, str):
-        raise ArtifactError(f"{path}: results[{index}] has no unique_id or status")
-    started_at, completed_at = _execute_timing(raw.get("timing"))
-    adapter_response = raw.get("adapter_response")
-    rows = adapter_response.get("rows_affected") if adapter_response else None
-    execution_time = raw.get("execution_time")
-    message = raw.get("message")
-    return NodeResult(
-        unique_id,
-        status.strip().lower(),
-        started_at,
-        completed_at,
-        float(execution_time) if isinstance(execution_time, int | float) else None,
-        rows if type(rows) is int else None,
-        message if isinstance(message, str) else None,
-    )
+    # node_result(), with the same normalisation, and type() checks stand in for isinstance
+    # (JSON gives exact types).
+    results: list[NodeResult] = []
+    append = results.append
+    for index, raw in enumerate(raw_results):
+        if type(raw) is not dict:
+            raise ArtifactError(f"{path}: results[{index}] is not an object")
+        unique_id = raw.get("unique_id")
+        status = raw.get("status")
+        if type(unique_id) is not str or type(status) is not str:
+            raise ArtifactError(f"{path}: results[{index}] has no unique_id or status")
+        started_at, completed_at = _execute_timing(raw.get("timing"))
+        adapter_response = raw.get("adapter_response")
+        rows = adapter_response.get("rows_affected") if type(adapter_response) is dict else None
+        execution_time: Any = raw.get("execution_time")
+        message = raw.get("message")
+        append(
+            NodeResult(
+                unique_id,
+                status.strip().lower(),
+                started_at,
+                completed_at,
+                float(execution_time) if type(execution_time) in _NUMBER_TYPES else None,
+                rows if type(rows) is int else None,
+                message if type(message) is str else None,
+            )
+        )
+    return tuple(results)
 
 
 def _invocation_started_at(
@@ -341,7 +357,7 @@ def load_run_results(path: str | Path) -> Invocation:
     raw_results = document.get("results")
     if not isinstance(raw_results, list):
         raise ArtifactError(f"{path}: results is missing or not a list")
-    results = tuple(_result_from_json(raw, path, index) for index, raw in enumerate(raw_results))
+    results = _results_from_json(raw_results, path)
     args = document.get("args")
     args = args if isinstance(args, dict) else {}
     command = args.get("which")
@@ -384,7 +400,7 @@ def _meta(raw: Mapping[str, Any], config: Mapping[str, Any]) -> Mapping[str, Any
 _REF_IN_KWARGS = re.compile(r"ref\(\s*['\"]([^'\"]+)['\"]\s*\)")
 
 
-def _test_target(raw: Mapping[str, Any], names_to_ids: Mapping[str, str]) -> str | None:
+def _test_target(raw: Mapping[str, Any], by_name: Mapping[str, list[str]]) -> str | None:
     """The node a test checks: ``attached_node`` (dbt 1.5+), else the model in the test's
     ``model`` argument, else its only parent."""
     attached = raw.get("attached_node")
@@ -395,8 +411,8 @@ def _test_target(raw: Mapping[str, Any], names_to_ids: Mapping[str, str]) -> str
     model_arg = kwargs.get("model") if isinstance(kwargs, dict) else None
     if isinstance(model_arg, str):
         match = _REF_IN_KWARGS.search(model_arg)
-        if match and match[1] in names_to_ids:
-            return names_to_ids[match[1]]
+        if match and match[1] in by_name:
+            return by_name[match[1]][-1]
     parents = [parent for parent in _depends_on(raw) if not parent.startswith("source.")]
     return parents[0] if len(parents) == 1 else None
 
@@ -413,10 +429,10 @@ def load_manifest(path: str | Path) -> Manifest:
 
     nodes: dict[str, ManifestNode] = {}
     raw_tests: list[Mapping[str, Any]] = []
-    by_name: dict[str, list[str]] = {}
-    by_tag: dict[str, list[str]] = {}
-    by_package: dict[str, list[str]] = {}
-    by_fqn_head: dict[str, list[str]] = {}
+    by_name: defaultdict[str, list[str]] = defaultdict(list)
+    by_tag: defaultdict[str, list[str]] = defaultdict(list)
+    by_package: defaultdict[str, list[str]] = defaultdict(list)
+    by_fqn_head: defaultdict[str, list[str]] = defaultdict(list)
     # The hot loop of a large manifest (tens of thousands of nodes): type() checks and local
     # names instead of helper calls, with the same results as _str_or_none and _string_tuple.
     for unique_id, raw in raw_nodes.items():
@@ -460,25 +476,27 @@ def load_manifest(path: str | Path) -> Manifest:
             config,
             _string_tuple(depends_on.get("nodes")) if type(depends_on) is dict else (),
         )
-        _append(by_name, name, unique_id)
-        _append(by_package, package_name, unique_id)
+        by_name[name].append(unique_id)
+        by_package[package_name].append(unique_id)
         for tag in tags:
-            _append(by_tag, tag, unique_id)
+            by_tag[tag].append(unique_id)
         if fqn:
             if "." in fqn[-1]:  # a versioned name: dbt splits its dots as parts
                 fqn = tuple(part for segment in fqn for part in segment.split("."))
-            _append(by_fqn_head, fqn[0], unique_id)
+            by_fqn_head[fqn[0]].append(unique_id)
             if fqn[0] == package_name and len(fqn) > 1:
-                _append(by_fqn_head, fqn[1], unique_id)
+                by_fqn_head[fqn[1]].append(unique_id)
 
-    tests_by_node: dict[str, list[str]] = {}
-    if raw_tests:
-        names_to_ids = {node.name: node.unique_id for node in nodes.values()}
-        for raw in raw_tests:
-            target = _test_target(raw, names_to_ids)
-            test_id = raw.get("unique_id")
-            if target is not None and isinstance(test_id, str):
-                tests_by_node.setdefault(target, []).append(test_id)
+    tests_by_node: defaultdict[str, list[str]] = defaultdict(list)
+    for raw in raw_tests:
+        test_id = raw.get("unique_id")
+        if type(test_id) is not str:
+            continue
+        target = raw.get("attached_node")  # dbt 1.5+: the common case, read here directly
+        if type(target) is not str or not target:
+            target = _test_target(raw, by_name)
+        if target is not None:
+            tests_by_node[target].append(test_id)
 
     exposures: dict[str, Exposure] = {}
     raw_exposures = document.get("exposures")
@@ -511,13 +529,6 @@ def load_manifest(path: str | Path) -> Manifest:
         nodes=nodes,
         exposures=exposures,
         tests_by_node={node: tuple(tests) for node, tests in tests_by_node.items()},
-        lookups=NodeLookups(by_name, by_tag, by_package, by_fqn_head),
+        # Plain dicts: a lookup of a missing key must not add it.
+        lookups=NodeLookups(dict(by_name), dict(by_tag), dict(by_package), dict(by_fqn_head)),
     )
-
-
-def _append(index: dict[str, list[str]], key: str, unique_id: str) -> None:
-    ids = index.get(key)
-    if ids is None:
-        index[key] = [unique_id]
-    else:
-        ids.append(unique_id)

@@ -24,6 +24,7 @@ import bisect
 import difflib
 import fnmatch
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -323,6 +324,18 @@ class _SortedKeys:
 _MISSING: Any = object()
 
 
+def _add_config_value(
+    texts: defaultdict[str, list[str]], booleans: defaultdict[str, list[str]], value: Any, uid: str
+) -> None:
+    # dbt compares config values as text, booleans case-insensitively; None matches nothing.
+    if value is True:
+        booleans["true"].append(uid)
+    elif value is False:
+        booleans["false"].append(uid)
+    elif value is not None:
+        texts[value if type(value) is str else str(value)].append(uid)
+
+
 class _ConfigValues:
     """For one ``config.<key>`` path: which nodes hold which value there (each item of a list
     counted), compared as dbt does, as text, and booleans case-insensitively."""
@@ -330,28 +343,29 @@ class _ConfigValues:
     __slots__ = ("_booleans", "_texts")
 
     def __init__(self, key: tuple[str, ...], nodes: Mapping[str, ManifestNode]) -> None:
-        texts: dict[str, list[str]] = {}
-        booleans: dict[str, list[str]] = {}
+        # One pass over every node's config: kept lean (no list or tuple made per node) since
+        # a config selector costs this pass whatever it asks for.
+        texts: defaultdict[str, list[str]] = defaultdict(list)
+        booleans: defaultdict[str, list[str]] = defaultdict(list)
         for uid, node in nodes.items():
             value: Any = node.config
             for part in key:
-                # type() first: isinstance against an ABC is slow, and JSON gives dicts.
+                # type() first: JSON gives dicts, and isinstance against an ABC is slow.
                 if type(value) is dict or isinstance(value, Mapping):
                     value = value.get(part, _MISSING)
-                    if value is not _MISSING:
-                        continue
-                break
+                else:
+                    value = _MISSING
+                if value is _MISSING:
+                    break
             else:
                 kind = type(value)
-                for candidate in value if kind is list or kind is tuple else (value,):
-                    if candidate is True or candidate is False:
-                        booleans.setdefault("true" if candidate else "false", []).append(uid)
-                    elif candidate is not None:
-                        texts.setdefault(
-                            candidate if type(candidate) is str else str(candidate), []
-                        ).append(uid)
-        self._texts = texts
-        self._booleans = booleans
+                if kind is list or kind is tuple:
+                    for candidate in value:
+                        _add_config_value(texts, booleans, candidate, uid)
+                else:
+                    _add_config_value(texts, booleans, value, uid)
+        self._texts = dict(texts)
+        self._booleans = dict(booleans)
 
     def matching(self, wanted: str) -> set[str]:
         return {*self._texts.get(wanted, ()), *self._booleans.get(wanted.lower(), ())}
