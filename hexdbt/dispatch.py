@@ -31,7 +31,7 @@ from hexdbt.hex.client import HexClient, run_may_have_started
 from hexdbt.hex.models import Notification, RunRequest
 from hexdbt.hex.waiter import Outcome as WaitOutcome
 from hexdbt.hex.waiter import Progress, RunResult, Waiter, WatchedRun, cancel_runs
-from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
+from hexdbt.ledger import Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.plan import Plan, Trigger
 from hexdbt.report import Outcome, OutcomeKind, outcome_of
 
@@ -119,24 +119,27 @@ class Dispatcher:
     def submit_triggers(
         self, invocation_id: str, command: str, triggers: Sequence[Trigger], *, source: str
     ) -> list[TriggerRecord]:
-        self.ledger.record_invocation(invocation_id, command, source)
-        records = []
-        for trigger in triggers:
-            request = run_request_of(trigger)
-            record = self.ledger.plan_trigger(
-                trigger_key=trigger.trigger_key,
-                invocation_id=invocation_id,
-                name=trigger.name,
-                project_id=trigger.project_id,
-                base_url=self.client.base_url,
-                request=request.to_api(),
-                options={
-                    "wait": trigger.wait,
-                    "timeout_minutes": trigger.timeout_minutes,
-                    "cancel_on_timeout": trigger.cancel_on_timeout,
-                },
-            )
-            records.append(self._line_up(record))
+        planned = self.ledger.plan_triggers(
+            invocation_id,
+            command,
+            source,
+            [
+                NewTrigger(
+                    trigger_key=trigger.trigger_key,
+                    name=trigger.name,
+                    project_id=trigger.project_id,
+                    base_url=self.client.base_url,
+                    request=run_request_of(trigger).to_api(),
+                    options={
+                        "wait": trigger.wait,
+                        "timeout_minutes": trigger.timeout_minutes,
+                        "cancel_on_timeout": trigger.cancel_on_timeout,
+                    },
+                )
+                for trigger in triggers
+            ],
+        )
+        records = [self._line_up(record) for record in planned]
         self.waiter.wake()
         return records
 

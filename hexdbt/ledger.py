@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,6 +117,18 @@ class TriggerRecord:
     created_at: float
     updated_at: float
     ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTrigger:
+    """What the ledger needs to know of a trigger before anything is sent."""
+
+    trigger_key: str
+    name: str
+    project_id: str
+    base_url: str
+    request: dict[str, Any]
+    options: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,38 +281,38 @@ class Ledger:
 
     # -- triggers -------------------------------------------------------------------------
 
-    def plan_trigger(
-        self,
-        *,
-        trigger_key: str,
-        invocation_id: str,
-        name: str,
-        project_id: str,
-        base_url: str,
-        request: dict[str, Any],
-        options: dict[str, Any],
-    ) -> TriggerRecord:
-        """Record a trigger as planned, or return the row already there for this key."""
+    def plan_triggers(
+        self, invocation_id: str, command: str, source: str, triggers: Sequence[NewTrigger]
+    ) -> list[TriggerRecord]:
+        """Record an invocation and its triggers as planned, in one transaction; a key already
+        in the ledger keeps its row (and its state)."""
         now = self._clock.now()
         with self._write() as db:
             db.execute(
+                "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
+                (invocation_id, command, source, now),
+            )
+            db.executemany(
                 "INSERT OR IGNORE INTO triggers (trigger_key, invocation_id, name, project_id,"
                 " base_url, request_json, options_json, state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    trigger_key,
-                    invocation_id,
-                    name,
-                    project_id,
-                    base_url,
-                    json.dumps(request, sort_keys=True),
-                    json.dumps(options, sort_keys=True),
-                    TriggerState.PLANNED.value,
-                    now,
-                    now,
-                ),
+                [
+                    (
+                        trigger.trigger_key,
+                        invocation_id,
+                        trigger.name,
+                        trigger.project_id,
+                        trigger.base_url,
+                        json.dumps(trigger.request, sort_keys=True),
+                        json.dumps(trigger.options, sort_keys=True),
+                        TriggerState.PLANNED.value,
+                        now,
+                        now,
+                    )
+                    for trigger in triggers
+                ],
             )
-        return self.get(trigger_key)
+        return [self.get(trigger.trigger_key) for trigger in triggers]
 
     def get(self, trigger_key: str) -> TriggerRecord:
         rows = self._read("SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,))

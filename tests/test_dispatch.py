@@ -179,7 +179,6 @@ def _crashed_after_intent(world: World, plan: Plan, *, posts_that_arrived: int) 
     """Leave the plan's first trigger as a dead process's ``sending`` row; optionally the POSTs
     it sent did reach Hex (runs exist that the ledger never heard of)."""
     trigger = plan.triggers[0]
-    world.ledger.record_invocation(plan.invocation_id, plan.command, "test")
     with world.client() as client:
         dispatcher = Dispatcher(client, world.ledger)
         dispatcher.submit_triggers(plan.invocation_id, plan.command, [trigger], source="test")

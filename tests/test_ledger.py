@@ -12,20 +12,19 @@ import pytest
 
 from hexdbt.clock import ManualClock
 from hexdbt.errors import StateError
-from hexdbt.ledger import SCHEMA_VERSION, Ledger, TriggerState
+from hexdbt.ledger import SCHEMA_VERSION, Ledger, NewTrigger, TriggerState
 
 
 def _plan(ledger: Ledger, key: str = "k1", invocation_id: str = "inv-1") -> None:
-    ledger.record_invocation(invocation_id, "build", "run")
-    ledger.plan_trigger(
+    trigger = NewTrigger(
         trigger_key=key,
-        invocation_id=invocation_id,
         name="customer_health",
         project_id="p-1",
         base_url="http://127.0.0.1:1",
         request={"inputParams": {"as_of": "2026-01-01"}},
         options={"wait": True, "timeout_minutes": 60},
     )
+    ledger.plan_triggers(invocation_id, "build", "run", [trigger])
 
 
 def test_a_trigger_moves_from_planned_to_ended_with_timestamps(tmp_path: Path) -> None:
@@ -149,10 +148,11 @@ def test_queued_triggers_are_listed_with_their_deadline(tmp_path: Path) -> None:
         assert ledger.get("k2").state is TriggerState.QUEUED
 
 
-def test_record_invocation_says_whether_it_was_new(tmp_path: Path) -> None:
+def test_an_invocation_is_recorded_once(tmp_path: Path) -> None:
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
-        assert ledger.record_invocation("inv-1", "build", "run")
-        assert not ledger.record_invocation("inv-1", "build", "watch")
+        assert not ledger.has_invocation("inv-1")
+        ledger.plan_triggers("inv-1", "build", "run", [])
+        ledger.plan_triggers("inv-1", "build", "watch", [])
         assert ledger.has_invocation("inv-1")
         assert [i.invocation_id for i in ledger.recent_invocations()] == ["inv-1"]
 
@@ -180,3 +180,9 @@ def test_unknown_trigger_is_a_state_error(tmp_path: Path) -> None:
         pytest.raises(StateError, match="no trigger"),
     ):
         ledger.mark_failed("nope", reason="x")
+
+
+def test_record_invocation_says_whether_it_was_new(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        assert ledger.record_invocation("inv-1", "build", "run")
+        assert not ledger.record_invocation("inv-1", "build", "watch")

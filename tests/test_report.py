@@ -9,7 +9,7 @@ import pytest
 
 from hexdbt.clock import ManualClock
 from hexdbt.errors import ConfigError
-from hexdbt.ledger import Ledger
+from hexdbt.ledger import Ledger, NewTrigger
 from hexdbt.report import (
     Outcome,
     OutcomeKind,
@@ -25,21 +25,19 @@ RUN_URL = "http://127.0.0.1:9/app/p-1/runs/0f6a1c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=ManualClock(start=100.0))
-    ledger.record_invocation("inv", "build", "run")
-    return ledger
+    return Ledger(tmp_path / "ledger.sqlite3", clock=ManualClock(start=100.0))
 
 
 def _row(ledger: Ledger, key: str) -> None:
-    ledger.plan_trigger(
+    trigger = NewTrigger(
         trigger_key=key,
-        invocation_id="inv",
         name=key,
         project_id="p-1",
         base_url="http://127.0.0.1:9",
         request={"inputParams": {"region": "EMEA"}},
         options={},
     )
+    ledger.plan_triggers("inv", "build", "run", [trigger])
     ledger.claim_for_sending(key)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -181,6 +182,8 @@ class SharedBudget:
         limits: BudgetLimits | None = None,
     ) -> None:
         self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
         self.scope = budget_scope(token, base_url)
         self.clock: Clock = clock or SystemClock()
         self.limits = limits or BudgetLimits()
@@ -213,26 +216,38 @@ class SharedBudget:
     def __repr__(self) -> str:
         return f"SharedBudget(path={str(self.path)!r})"
 
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                db = sqlite3.connect(
+                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+                # WAL lets processes read while one writes; NORMAL skips an fsync per call: a
+                # power cut may forget the last calls' records, which only makes the budget
+                # briefly generous, never wrong about a run.
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot open the budget store {self.path}: {exc}") from exc
+            self._db = db
+        return self._db
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open the budget store {self.path}: {exc}") from exc
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise StateError(f"the budget store {self.path} cannot be used: {exc}") from exc
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StateError(f"the budget store {self.path} cannot be used: {exc}") from exc
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def _state(
         self, db: sqlite3.Connection, kind: CallKind, now: float
