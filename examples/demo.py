@@ -44,6 +44,8 @@ def main() -> int:
         # hexdbt's clock runs at the emulator's pace; never set this against the real Hex.
         "HEXDBT_TIME_SCALE": TIME_SCALE,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # The sample profile's DuckDB file, kept inside the project whatever the current folder.
+        "DBT_DUCKDB_PATH": str(ROOT / "sample_dbt_project" / "hexdbt_sample.duckdb"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     say(f"1. A local Hex API (the emulator), {TIME_SCALE}x faster than real time")
