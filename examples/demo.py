@@ -4,7 +4,8 @@
 2. build the sample dbt project on DuckDB;
 3. `hexdbt run`: plan from what dbt wrote, trigger the stale Hex apps, wait, report;
 4. `hexdbt run` again: the same dbt invocation starts nothing new;
-5. `hexdbt status`: what the ledger remembers.
+5. `hexdbt status`: what the ledger remembers;
+6. `hexdbt dbt build`: dbt wrapped, each Hex app started the moment its models are done.
 
 Every step prints the command it runs, so you can type them yourself afterwards.
 """
@@ -89,6 +90,29 @@ def main() -> int:
 
         say("6. What the ledger remembers")
         run(["hexdbt", "status", "--limit", "1"], environment)
+
+        say(
+            "7. Wrapped around dbt: each Hex app starts as soon as its own models are done"
+            " (the marketing model takes 5 s; watch customer_health start before it ends)"
+        )
+        wrapped = run(
+            [
+                "hexdbt",
+                "dbt",
+                "--no-wait",
+                "--",
+                "build",
+                "--project-dir",
+                project,
+                "--profiles-dir",
+                project,
+                "--vars",
+                "{slow_model_seconds: 5}",
+            ],
+            environment,
+            check=False,
+        )
+        code = code or wrapped
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)

@@ -260,7 +260,8 @@ class Waiter:
                 self.progress.close([], now)
                 return results
             if now - last_refresh >= self.progress.refresh_s:
-                self.progress.refresh([item.view() for item in open_runs], now)
+                if open_runs:  # idle between submissions: no heartbeat about nothing
+                    self.progress.refresh([item.view() for item in open_runs], now)
                 last_refresh = now
 
             wake = last_refresh + self.progress.refresh_s
