@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from hexdbt.errors import EXIT_SIGINT, EXIT_SIGTERM, HexApiError, HexdbtError
+from hexdbt.errors import HexApiError, HexdbtError
 
 if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
@@ -83,38 +78,6 @@ def hex_client(allow_insecure_http: bool) -> HexClient:
     context = click.get_current_context(silent=True)
     options = context.obj if context is not None and isinstance(context.obj, dict) else {}
     return connect(allow_insecure_http=allow_insecure_http, clock=options.get("clock"))
-
-
-class Signals:
-    """SIGINT/SIGTERM set a stop event (the waiter acts on it) instead of killing the process."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.signum: int | None = None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signum = signum
-        self.stop.set()
-        # A second Ctrl-C gets Python's default behaviour: the person really wants out.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    @contextmanager
-    def installed(self) -> Iterator[Signals]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._handle)
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
 
 
 def make_progress(heartbeat_s: float = 60.0) -> Progress:

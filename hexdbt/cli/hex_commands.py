@@ -17,7 +17,6 @@ import click
 
 from hexdbt.cli._common import (
     JsonAwareCommand,
-    Signals,
     err_line,
     error_payload,
     fail,
@@ -30,6 +29,7 @@ from hexdbt.errors import (
     ConfigError,
     HexdbtError,
 )
+from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient

@@ -9,7 +9,6 @@ import click
 
 from hexdbt.cli._common import (
     JsonAwareCommand,
-    Signals,
     err_line,
     error_payload,
     hex_client,
@@ -17,6 +16,7 @@ from hexdbt.cli._common import (
     print_json,
 )
 from hexdbt.errors import HexdbtError
+from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
     from hexdbt.report import Outcome

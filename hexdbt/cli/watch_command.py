@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from hexdbt.cli._common import Signals, hex_client
+from hexdbt.cli._common import hex_client
+from hexdbt.signals import Signals
 
 COMMANDS: list[click.Command] = []
 

@@ -14,7 +14,8 @@ from hexdbt.cli._common import (
     hex_client,
     print_json,
 )
-from hexdbt.errors import EXIT_SIGINT, EXIT_SIGTERM, HexdbtError
+from hexdbt.errors import HexdbtError
+from hexdbt.signals import Signals
 
 COMMANDS: list[click.Command] = []
 
@@ -95,7 +96,7 @@ def dbt_wrapper(
     from hexdbt.dbt.locate import locate_artifacts
     from hexdbt.dbt.stream import StreamPlanner
     from hexdbt.dbt.wrapper import (
-        SignalForwarder,
+        DbtProcess,
         StreamDispatch,
         find_dbt_executable,
         parse_dbt_args,
@@ -145,22 +146,24 @@ def dbt_wrapper(
                 manifest_path=paths.manifest,
                 log=log,
             )
-            forwarder = SignalForwarder(on_first=dispatcher.waiter.wake)
+            dbt = DbtProcess()
+            signals = Signals(forward=dbt.forward, on_first=dispatcher.waiter.wake)
             stream = StreamDispatch(
                 planner,
                 dispatcher,
                 source="dbt-wrapper",
                 wake=dispatcher.waiter.wake,
-                stop_submitting=forwarder.stop,
+                stop_submitting=signals.stop,
             )
-            with forwarder.installed():
+            with signals.installed():
                 result = run_dbt_and_dispatch(
                     args,
                     stream,
                     executable=executable,
                     paths=paths,
                     write=echo_line,
-                    forwarder=forwarder,
+                    signals=signals,
+                    dbt=dbt,
                 )
             outcomes = plan_outcomes(result.settlement.plan, dispatcher)
     except HexdbtError as exc:
@@ -168,9 +171,7 @@ def dbt_wrapper(
             print_json({"error": error_payload(exc), "exitCode": exc.exit_code})
         raise
     if result.interrupted_by is not None:
-        import signal
-
-        exit_code = EXIT_SIGTERM if result.interrupted_by == signal.SIGTERM else EXIT_SIGINT
+        exit_code = signals.exit_code
     elif result.dbt_exit_code != 0:
         exit_code = result.dbt_exit_code
     else:

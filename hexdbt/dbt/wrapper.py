@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest
@@ -34,6 +32,7 @@ from hexdbt.dbt.events import DbtEvent, EchoFormat, human_line, parse_log_line
 from hexdbt.dbt.locate import ArtifactPaths
 from hexdbt.dbt.stream import Settlement, StreamPlanner, load_final_invocation
 from hexdbt.errors import ArtifactError, ConfigError
+from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
     from hexdbt.dispatch import Dispatcher
@@ -282,38 +281,17 @@ class StreamDispatch:
 # The dbt process
 
 
-class SignalForwarder:
-    """SIGINT/SIGTERM go to dbt (every time), and the first one sets ``stop``."""
+class DbtProcess:
+    """The dbt subprocess, once started: where SIGINT and SIGTERM are passed on (every time)."""
 
-    def __init__(self, on_first: Callable[[], None] = lambda: None) -> None:
-        self.stop = threading.Event()
-        self.signum: int | None = None
+    def __init__(self) -> None:
         self.process: subprocess.Popen[str] | None = None
-        self._on_first = on_first
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def forward(self, signum: int) -> None:
         process = self.process
         if process is not None and process.poll() is None:
             with suppress(ProcessLookupError):  # it ended meanwhile
                 process.send_signal(signum)
-        if self.signum is None:
-            self.signum = signum
-            self.stop.set()
-            self._on_first()
-
-    @contextmanager
-    def installed(self) -> Iterator[SignalForwarder]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._handle)
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def start_dbt(
@@ -373,16 +351,18 @@ def run_dbt_and_dispatch(
     executable: str,
     paths: ArtifactPaths | None,
     write: Callable[[str], None],
-    forwarder: SignalForwarder,
+    signals: Signals,
+    dbt: DbtProcess,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> WrapperResult:
     """Run dbt, dispatching as its nodes finish; return when dbt and every Hex run are done.
 
-    Call from the main thread with ``forwarder`` installed: the Dispatcher's loop runs here.
+    Call from the main thread with ``signals`` installed, forwarding to ``dbt``: the
+    Dispatcher's loop runs here.
     """
     process = start_dbt(args.command_line(executable), env=env, cwd=cwd)
-    forwarder.process = process
+    dbt.process = process
     failure: list[BaseException] = []
     outcome: dict[str, Any] = {}
 
@@ -392,7 +372,7 @@ def run_dbt_and_dispatch(
             with process.stdout:
                 pump_events(process.stdout, echo=args.echo, write=write, on_event=stream.on_event)
             exit_code = process.wait()
-            interrupted = forwarder.stop.is_set()
+            interrupted = signals.stop.is_set()
             outcome["exit_code"] = exit_code
             outcome["settlement"] = stream.finish(
                 paths, interrupted=interrupted, dbt_exit_code=exit_code
@@ -408,16 +388,16 @@ def run_dbt_and_dispatch(
     reader = threading.Thread(target=read, name="hexdbt-dbt-reader", daemon=True)
     reader.start()
     try:
-        stream.dispatcher.run(stop=forwarder.stop)
+        stream.dispatcher.run(stop=signals.stop)
     finally:
-        if forwarder.stop.is_set():
+        if signals.stop.is_set():
             stream.stop_submitting.set()
         reader.join()
     if failure:
         raise failure[0]
     return WrapperResult(
         dbt_exit_code=int(outcome["exit_code"]),
-        interrupted_by=forwarder.signum,
+        interrupted_by=signals.signum,
         settlement=outcome["settlement"],
         invocation_id=stream.planner.invocation_id,
     )
