@@ -45,6 +45,7 @@ def _register() -> None:
         emulator_command,
         hex_commands,
         run_commands,
+        validate_command,
         watch_command,
         wrapper_command,
     )
@@ -53,6 +54,7 @@ def _register() -> None:
         hex_commands,
         dbt_commands,
         run_commands,
+        validate_command,
         wrapper_command,
         watch_command,
         emulator_command,
