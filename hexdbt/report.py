@@ -201,3 +201,99 @@ def write_junit(outcomes: Sequence[Outcome], path: Path, *, suite_name: str) -> 
         ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
     except OSError as exc:
         raise ConfigError(f"cannot write the JUnit report {path}: {exc.strerror}") from exc
+
+
+_MARKDOWN_ICONS: dict[OutcomeKind, str] = {
+    OutcomeKind.COMPLETED: "✅",
+    OutcomeKind.STARTED: "🚀",
+    OutcomeKind.DRY_RUN: "🧪",
+    OutcomeKind.SKIPPED: "⏭️",
+    OutcomeKind.QUEUED: "⏳",
+    OutcomeKind.IN_PROGRESS_ELSEWHERE: "⏳",
+    OutcomeKind.TIMEOUT: "⌛",
+}
+
+
+def _markdown_cell(text: str) -> str:
+    # A pipe ends a cell and a newline ends the row; < and > would be read as HTML by GitHub.
+    text = " ".join(text.split())
+    for raw, escaped in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def _markdown_link(label: str, url: str) -> str:
+    if not url.startswith(("https://", "http://")):
+        return _markdown_cell(url)
+    safe_url = url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+    return f"[{_markdown_cell(label)}]({safe_url})"
+
+
+def _markdown_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m {rest:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def render_markdown(outcomes: Sequence[Outcome], *, title: str) -> str:
+    """A GitHub-flavoured Markdown section: a heading, the summary line, one row per project."""
+    exit_code = exit_code_of(outcomes)
+    verdict = "all well" if exit_code == 0 else f"exit code {exit_code}"
+    lines = [f"### {_markdown_cell(title)}", "", f"{summary_line(outcomes)} ({verdict})", ""]
+    if not outcomes:
+        return "\n".join(lines)
+    lines.append("| | Hex project | Outcome | Hex status | Time | Run | Details |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for outcome in outcomes:
+        icon = _MARKDOWN_ICONS.get(outcome.kind, "❌" if outcome.exit_code else "")
+        run = _markdown_link(outcome.run_id or "run", outcome.run_url) if outcome.run_url else ""
+        details = [outcome.reason or ""]
+        if outcome.input_params:
+            params = ", ".join(f"{key}={value}" for key, value in outcome.input_params.items())
+            details.append(f"inputs: {params}")
+        if outcome.trace_id and outcome.exit_code:
+            details.append(f"traceId {outcome.trace_id}")
+        cells = [
+            icon,
+            f"{_markdown_cell(outcome.name)}<br>`{_markdown_cell(outcome.project_id)}`",
+            outcome.kind.value,
+            _markdown_cell(outcome.hex_status or ""),
+            _markdown_duration(outcome.elapsed_s),
+            run,
+            _markdown_cell("; ".join(part for part in details if part)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(outcomes: Sequence[Outcome], path: Path, *, title: str = "hexdbt") -> None:
+    """Append a Markdown table of the outcomes to ``path``, as ``$GITHUB_STEP_SUMMARY`` expects
+    (each step appends its own section to one file); a new file is created."""
+    section = render_markdown(outcomes, title=title)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Two sections need a blank line between them to stay two tables.
+        section = _separator_after(path) + section
+        with path.open("a", encoding="utf-8") as report:
+            report.write(section)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the Markdown report {path}: {exc.strerror}") from exc
+
+
+def _separator_after(path: Path) -> str:
+    try:
+        with path.open("rb") as existing:
+            size = existing.seek(0, 2)
+            if size == 0:
+                return ""
+            existing.seek(-min(2, size), 2)
+            tail = existing.read()
+    except FileNotFoundError:
+        return ""
+    if tail.endswith(b"\n\n"):
+        return ""
+    return "\n" if tail.endswith(b"\n") else "\n\n"
