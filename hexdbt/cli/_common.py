@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -86,3 +87,55 @@ def make_progress(heartbeat_s: float = 60.0) -> Progress:
     if sys.stderr.isatty():
         return TableProgress(err_line)
     return LineProgress(err_line, heartbeat_s=heartbeat_s)
+
+
+# -- options several commands share: one definition each ------------------------------------------
+
+project_dir_option = click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The dbt project folder (default: DBT_PROJECT_DIR, else the nearest parent holding"
+    " dbt_project.yml).",
+)
+target_path_option = click.option(
+    "--target-path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="dbt's target folder (default: DBT_TARGET_PATH, else target-path in dbt_project.yml,"
+    " else target).",
+)
+mappings_option = click.option(
+    "--mappings",
+    "mappings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml in the current"
+    " folder, else only the dbt exposures that declare Hex apps).",
+)
+wait_option = click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the Hex runs to end (a mapping's own `wait: false` also skips waiting).",
+)
+max_live_runs_option = click.option(
+    "--max-live-runs",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1, max=25),
+    help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
+)
+cancel_on_interrupt_option = click.option(
+    "--cancel-on-interrupt/--no-cancel-on-interrupt",
+    default=True,
+    show_default=True,
+    help="On Ctrl-C or SIGTERM, cancel the Hex runs this command started.",
+)
+report_junit_option = click.option(
+    "--report-junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report here: one test case per mapped Hex project.",
+)
+allow_insecure_http_option = click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow an http:// HEX_BASE_URL to a host other than this machine.",
+)

@@ -6,27 +6,19 @@ from pathlib import Path
 
 import click
 
-from hexdbt.cli._common import print_json
+from hexdbt.cli._common import (
+    mappings_option,
+    print_json,
+    project_dir_option,
+    target_path_option,
+)
 from hexdbt.errors import ConfigError
 
 
 @click.command()
-@click.option(
-    "--project-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The dbt project folder (default: DBT_PROJECT_DIR, else the nearest parent holding dbt_project.yml).",
-)
-@click.option(
-    "--target-path",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="dbt's target folder (default: DBT_TARGET_PATH, else target-path in dbt_project.yml, else target).",
-)
-@click.option(
-    "--mappings",
-    "mappings_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml in the current folder).",
-)
+@project_dir_option
+@target_path_option
+@mappings_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document.")
 def plan(
     project_dir: Path | None, target_path: Path | None, mappings_file: Path | None, as_json: bool

@@ -17,6 +17,7 @@ import click
 
 from hexdbt.cli._common import (
     JsonAwareCommand,
+    allow_insecure_http_option,
     err_line,
     error_payload,
     fail,
@@ -213,9 +214,7 @@ class _Item:
     type=click.FloatRange(min=1),
     help="Poll every N seconds (the seed's fixed schedule, e.g. 10) instead of adaptively.",
 )
-@click.option(
-    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
-)
+@allow_insecure_http_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def trigger(
     project_ids: tuple[str, ...],
@@ -385,9 +384,6 @@ def _api_command(as_json: bool, allow_insecure_http: bool, body: Callable[[HexCl
 _json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
 )
-_insecure_option = click.option(
-    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
-)
 
 
 @click.command("list-projects", cls=JsonAwareCommand)
@@ -400,7 +396,7 @@ _insecure_option = click.option(
 )
 @click.option("--include-archived", is_flag=True)
 @click.option("--include-trashed", is_flag=True)
-@_insecure_option
+@allow_insecure_http_option
 @_json_option
 def list_projects(
     limit: int,
@@ -440,7 +436,7 @@ def runs() -> None:
 @runs.command("status", cls=JsonAwareCommand)
 @click.argument("project_id")
 @click.argument("run_id")
-@_insecure_option
+@allow_insecure_http_option
 @_json_option
 def runs_status(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
     """Show one run's status (exit 0 whatever the status; it is in the output)."""
@@ -485,7 +481,7 @@ def _run_line(status: Any) -> str:
     default=None,
     type=click.Choice(["API", "SCHEDULED", "APP_REFRESH", "ALL"]),
 )
-@_insecure_option
+@allow_insecure_http_option
 @_json_option
 def runs_list(
     project_id: str,
@@ -519,7 +515,7 @@ def runs_list(
 @runs.command("cancel", cls=JsonAwareCommand)
 @click.argument("project_id")
 @click.argument("run_id")
-@_insecure_option
+@allow_insecure_http_option
 @_json_option
 def runs_cancel(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
     """Cancel a live run (Hex marks it KILLED)."""

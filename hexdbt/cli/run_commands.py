@@ -9,11 +9,19 @@ import click
 
 from hexdbt.cli._common import (
     JsonAwareCommand,
+    allow_insecure_http_option,
+    cancel_on_interrupt_option,
     err_line,
     error_payload,
     hex_client,
     make_progress,
+    mappings_option,
+    max_live_runs_option,
     print_json,
+    project_dir_option,
+    report_junit_option,
+    target_path_option,
+    wait_option,
 )
 from hexdbt.errors import HexdbtError
 from hexdbt.signals import Signals
@@ -22,16 +30,6 @@ if TYPE_CHECKING:
     from hexdbt.report import Outcome
 
 COMMANDS: list[click.Command] = []
-
-_PROJECT_DIR_HELP = (
-    "The dbt project folder (default: DBT_PROJECT_DIR, else the nearest parent holding"
-    " dbt_project.yml)."
-)
-_TARGET_PATH_HELP = (
-    "dbt's target folder (default: DBT_TARGET_PATH, else target-path in dbt_project.yml,"
-    " else target)."
-)
-_MAPPINGS_HELP = "The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here)."
 
 
 def _report(
@@ -62,55 +60,24 @@ def _report(
 
 
 @click.command(cls=JsonAwareCommand)
-@click.option(
-    "--project-dir", type=click.Path(file_okay=False, path_type=Path), help=_PROJECT_DIR_HELP
-)
-@click.option(
-    "--target-path", type=click.Path(file_okay=False, path_type=Path), help=_TARGET_PATH_HELP
-)
-@click.option(
-    "--mappings",
-    "mappings_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=_MAPPINGS_HELP,
-)
-@click.option(
-    "--wait/--no-wait",
-    default=True,
-    show_default=True,
-    help="Wait for the Hex runs to end (a mapping's own `wait: false` also skips waiting).",
-)
+@project_dir_option
+@target_path_option
+@mappings_option
+@wait_option
 @click.option(
     "--dry-run",
     is_flag=True,
     help="Plan, and let Hex validate each trigger (dryRun); nothing runs, nothing is recorded.",
 )
-@click.option(
-    "--max-live-runs",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1, max=25),
-    help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
-)
+@max_live_runs_option
 @click.option(
     "--resend-ambiguous",
     is_flag=True,
     help="Send again a trigger whose earlier POST may or may not have started a run.",
 )
-@click.option(
-    "--cancel-on-interrupt/--no-cancel-on-interrupt",
-    default=True,
-    show_default=True,
-    help="On Ctrl-C or SIGTERM, cancel the Hex runs this command started.",
-)
-@click.option(
-    "--report-junit",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a JUnit XML report here.",
-)
-@click.option(
-    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
-)
+@cancel_on_interrupt_option
+@report_junit_option
+@allow_insecure_http_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def run(
     project_dir: Path | None,

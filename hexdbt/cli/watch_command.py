@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hexdbt.cli._common import hex_client
+from hexdbt.cli._common import allow_insecure_http_option, hex_client
 from hexdbt.signals import Signals
 
 COMMANDS: list[click.Command] = []
@@ -67,9 +67,7 @@ COMMANDS: list[click.Command] = []
     type=click.IntRange(min=1, max=25),
     help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
 )
-@click.option(
-    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
-)
+@allow_insecure_http_option
 def watch(
     project_dirs: tuple[Path, ...],
     target_paths: tuple[Path, ...],

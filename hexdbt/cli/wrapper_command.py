@@ -9,10 +9,16 @@ import click
 
 from hexdbt.cli._common import (
     JsonAwareCommand,
+    allow_insecure_http_option,
+    cancel_on_interrupt_option,
     err_line,
     error_payload,
     hex_client,
+    mappings_option,
+    max_live_runs_option,
     print_json,
+    report_junit_option,
+    wait_option,
 )
 from hexdbt.errors import HexdbtError
 from hexdbt.signals import Signals
@@ -29,39 +35,12 @@ def _stdout_line(line: str) -> None:
     cls=JsonAwareCommand,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
-@click.option(
-    "--mappings",
-    "mappings_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here).",
-)
-@click.option(
-    "--wait/--no-wait",
-    default=True,
-    show_default=True,
-    help="Wait for the Hex runs to end after dbt ends (a mapping's `wait: false` also skips it).",
-)
-@click.option(
-    "--max-live-runs",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1, max=25),
-    help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
-)
-@click.option(
-    "--cancel-on-interrupt/--no-cancel-on-interrupt",
-    default=True,
-    show_default=True,
-    help="On Ctrl-C or SIGTERM (passed to dbt first), cancel the Hex runs this command started.",
-)
-@click.option(
-    "--report-junit",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a JUnit XML report of the Hex projects here.",
-)
-@click.option(
-    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
-)
+@mappings_option
+@wait_option
+@max_live_runs_option
+@cancel_on_interrupt_option
+@report_junit_option
+@allow_insecure_http_option
 @click.option(
     "--json",
     "as_json",
