@@ -181,7 +181,7 @@ class Waiter:
         schedule: PollSchedule | None = None,
         cancel_on_timeout: bool = True,
         progress: Progress | None = None,
-        budget_share: float = 0.8,
+        budget_share: float = 0.9,
         max_poll_failures: int = 3,
         stop_check_s: float = 1.0,
         min_spacing_s: float | None = None,
