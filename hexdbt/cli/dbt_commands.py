@@ -26,6 +26,10 @@ def plan(
     """Show which Hex projects the last dbt command makes stale, and why.
 
     Reads run_results.json and manifest.json where dbt wrote them, and triggers nothing.
+
+    \b
+    Example:
+      dbt build && hexdbt plan --json
     """
     from hexdbt.planning import plan_from_artifacts
 

@@ -52,10 +52,13 @@ def emulator(
 ) -> None:
     """Serve a local Hex API that follows Hex's contract, limits and failure modes.
 
-    \b
     Prints its base URL as the first line, then serves until Ctrl-C or SIGTERM. Point hexdbt at
-    it with HEX_BASE_URL=<that URL> and any token, e.g.:
-      curl -H 'Authorization: Bearer hxtp_demo' <URL>/api/v1/projects
+    it with HEX_BASE_URL=<that URL> and any token.
+
+    \b
+    Example:
+      hexdbt emulator --port 8765 --time-scale 60 &
+      curl -H 'Authorization: Bearer hxtp_demo' http://127.0.0.1:8765/api/v1/projects
     """
     from hexdbt.clock import ManualClock
     from hexdbt.emulator.scenario import Scenario, default_scenario_document

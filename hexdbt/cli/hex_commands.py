@@ -405,7 +405,12 @@ def list_projects(
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
-    """List Hex projects: id, status and title (``--json``: an array with ``projectId``)."""
+    """List Hex projects: id, status and title (with --json, an array of objects with projectId).
+
+    \b
+    Example:
+      hexdbt list-projects --limit 200 --json | jq -r '.[].projectId'
+    """
     projects = _api_command(
         as_json,
         allow_insecure_http,
@@ -430,7 +435,12 @@ def list_projects(
 
 @click.group("runs")
 def runs() -> None:
-    """A project's runs: status, list, cancel."""
+    """A project's runs: status, list, cancel.
+
+    \b
+    Example:
+      hexdbt runs list 5a8591dd-4039-49df-9202-96385ba3eff8 --limit 5
+    """
 
 
 @runs.command("status", cls=JsonAwareCommand)
@@ -439,7 +449,12 @@ def runs() -> None:
 @allow_insecure_http_option
 @_json_option
 def runs_status(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
-    """Show one run's status (exit 0 whatever the status; it is in the output)."""
+    """Show one run's status (exit 0 whatever the status; it is in the output).
+
+    \b
+    Example:
+      hexdbt runs status 5a8591dd-4039-49df-9202-96385ba3eff8 RUN_ID --json
+    """
     status = _api_command(
         as_json, allow_insecure_http, lambda client: client.get_run_status(project_id, run_id)
     )
@@ -492,7 +507,12 @@ def runs_list(
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
-    """List a project's runs, newest first."""
+    """List a project's runs, newest first.
+
+    \b
+    Example:
+      hexdbt runs list 5a8591dd-4039-49df-9202-96385ba3eff8 --limit 10
+    """
     page = _api_command(
         as_json,
         allow_insecure_http,
@@ -518,7 +538,12 @@ def runs_list(
 @allow_insecure_http_option
 @_json_option
 def runs_cancel(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
-    """Cancel a live run (Hex marks it KILLED)."""
+    """Cancel a live run (Hex marks it KILLED).
+
+    \b
+    Example:
+      hexdbt runs cancel 5a8591dd-4039-49df-9202-96385ba3eff8 RUN_ID
+    """
     _api_command(as_json, allow_insecure_http, lambda client: client.cancel_run(project_id, run_id))
     if as_json:
         print_json({"projectId": project_id, "runId": run_id, "cancelled": True})
