@@ -12,21 +12,28 @@ a few rounds:
     mappings   load_mappings of the 500-project file (reported, not part of the target)
 
 Targets (issue 4): load + plan at most 1.5x the baseline; plan at most 10 % of the baseline.
-Peak memory is measured with tracemalloc in a separate pass (tracing slows the code down).
+The manifest's name, tag, package and fqn-head lookups are gathered while it is read, so their
+cost is in "load", and in "load + plan", which is timed as one piece per round. Peak memory is
+measured with tracemalloc in a separate pass (tracing slows the code down). Exits 0 when both
+targets are met, 1 otherwise.
 
-    .venv/bin/python benchmarks/artifacts.py [--models 20000] [--projects 500] [--rounds 3]
+    .venv/bin/python benchmarks/artifacts.py [--models 20000] [--projects 500] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import platform
 import random
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hexdbt.dbt.artifacts import load_manifest, load_run_results
 from hexdbt.mapping import load_mappings
-from hexdbt.plan import make_plan
+from hexdbt.plan import Plan, make_plan
 
 PACKAGE = "bench"
 DOMAINS = ["core", "finance", "marketing", "product", "ops", "sales", "hr", "risk"]
@@ -175,17 +182,63 @@ def generate(folder: Path, models: int, projects: int, seed: int = 4) -> dict[st
     return paths
 
 
-def best_of(rounds: int, work: Callable[[], Any]) -> tuple[float, Any]:
-    best = float("inf")
-    value: Any = None
+@dataclass
+class Timings:
+    """Best time of each step over the rounds; load + plan is timed as one piece per round."""
+
+    baseline_s: float = float("inf")
+    load_s: float = float("inf")
+    plan_s: float = float("inf")
+    load_and_plan_s: float = float("inf")
+    mappings_s: float = float("inf")
+
+
+def measure(paths: dict[str, Path], rounds: int) -> tuple[Timings, Plan]:
+    """Rounds of: bare json.load, load, plan over what was just loaded, load_mappings.
+
+    The steps are interleaved round by round so that a busy neighbour on a shared machine
+    slows them alike, and each round starts after a full collection with nothing left from the
+    previous one, so no step pays for another's garbage. The collector stays on while timing:
+    json.load pays for it too. Plan is timed right after its own load, so load + plan is what a
+    user waits for: nothing is cached between rounds (a new SelectorIndex per make_plan).
+    """
+    timings = Timings()
+    plan: Plan | None = None
+
+    def bare() -> None:
+        with paths["manifest"].open("rb") as handle:
+            json.load(handle)
+        with paths["run_results"].open("rb") as handle:
+            json.load(handle)
+
     for _ in range(rounds):
+        plan = None
+        gc.collect()
         started = time.perf_counter()
-        value = work()
-        best = min(best, time.perf_counter() - started)
-    return best, value
+        bare()
+        timings.baseline_s = min(timings.baseline_s, time.perf_counter() - started)
+
+        gc.collect()
+        started = time.perf_counter()
+        manifest = load_manifest(paths["manifest"])
+        invocation = load_run_results(paths["run_results"])
+        loaded = time.perf_counter()
+        # The mappings are read outside the timed load + plan (the target leaves them out).
+        mappings = load_mappings(paths["mappings"], manifest)
+        mapped = time.perf_counter()
+        plan = make_plan(invocation, mappings, manifest, environ={})
+        planned = time.perf_counter()
+        timings.load_s = min(timings.load_s, loaded - started)
+        timings.mappings_s = min(timings.mappings_s, mapped - loaded)
+        timings.plan_s = min(timings.plan_s, planned - mapped)
+        timings.load_and_plan_s = min(timings.load_and_plan_s, loaded - started + planned - mapped)
+        del manifest, invocation, mappings
+    assert plan is not None
+    return timings, plan
 
 
 def peak_mib(work: Callable[[], Any]) -> float:
+    gc.collect()
     tracemalloc.start()
     try:
         work()
@@ -198,12 +251,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=20_000)
     parser.add_argument("--projects", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hexdbt-bench-") as tmp:
         paths = generate(Path(tmp), args.models, args.projects)
         sizes = {name: path.stat().st_size / 2**20 for name, path in paths.items()}
+        timings, plan = measure(paths, args.rounds)
 
         def bare() -> None:
             with paths["manifest"].open("rb") as handle:
@@ -211,52 +265,50 @@ def main() -> int:
             with paths["run_results"].open("rb") as handle:
                 json.load(handle)
 
-        def load() -> Any:
-            return load_manifest(paths["manifest"]), load_run_results(paths["run_results"])
-
-        baseline_s, _ = best_of(args.rounds, bare)
-        load_s, (manifest, invocation) = best_of(args.rounds, load)
-        mappings_s, mappings = best_of(
-            args.rounds, lambda: load_mappings(paths["mappings"], manifest)
-        )
-        plan_s, plan = best_of(
-            args.rounds, lambda: make_plan(invocation, mappings, manifest, environ={})
-        )
-        peak_bare = peak_mib(bare)
-
         def load_and_plan() -> None:
-            loaded_manifest, loaded_invocation = load()
-            make_plan(loaded_invocation, mappings, loaded_manifest, environ={})
+            manifest = load_manifest(paths["manifest"])
+            invocation = load_run_results(paths["run_results"])
+            make_plan(invocation, load_mappings(paths["mappings"], manifest), manifest, environ={})
 
+        peak_bare = peak_mib(bare)
         peak_ours = peak_mib(load_and_plan)
 
-    total_s = load_s + plan_s
+    baseline_s = timings.baseline_s
+    plan_ratio = timings.plan_s / baseline_s
+    total_ratio = timings.load_and_plan_s / baseline_s
     print(
         f"synthetic project: {args.models:,} models + {args.models:,} tests, "
         f"{args.projects} projects; manifest {sizes['manifest']:.1f} MiB, "
-        f"run_results {sizes['run_results']:.1f} MiB; best of {args.rounds}"
+        f"run_results {sizes['run_results']:.1f} MiB; best of {args.rounds} rounds; "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
     )
     print(f"plan: {len(plan.triggers)} triggers, {len(plan.skipped)} skipped")
     print()
-    print(f"| {'step':<34} | {'time':>9} | {'x bare json.load':>16} | {'target':>8} |")
-    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 18}|{'-' * 10}|")
+    print(f"| {'step':<36} | {'time':>9} | {'x bare json.load':>16} | {'target':>8} |")
+    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 18}|{'-' * 10}|")
     rows = [
         ("bare json.load of both (baseline)", baseline_s, ""),
-        ("load_manifest + load_run_results", load_s, ""),
-        ("make_plan (500 projects)", plan_s, "<= 0.10"),
-        ("load + plan", total_s, "<= 1.50"),
-        ("load_mappings (not in the target)", mappings_s, ""),
+        ("load_manifest + load_run_results", timings.load_s, ""),
+        (f"make_plan ({args.projects} projects)", timings.plan_s, "<= 0.10"),
+        ("load + plan (timed together)", timings.load_and_plan_s, "<= 1.50"),
+        ("load_mappings (not in the target)", timings.mappings_s, ""),
     ]
     for label, seconds, target in rows:
         print(
-            f"| {label:<34} | {seconds * 1000:>6.0f} ms | {seconds / baseline_s:>15.2f}x | {target:>8} |"
+            f"| {label:<36} | {seconds * 1000:>6.0f} ms "
+            f"| {seconds / baseline_s:>15.2f}x | {target:>8} |"
         )
     print()
     print(
-        f"peak memory (tracemalloc): bare json.load {peak_bare:.0f} MiB, load + plan {peak_ours:.0f} MiB"
+        f"peak memory (tracemalloc): bare json.load {peak_bare:.0f} MiB, "
+        f"load + mappings + plan {peak_ours:.0f} MiB ({peak_ours / peak_bare:.2f}x)"
     )
-    ok = total_s <= 1.5 * baseline_s and plan_s <= 0.10 * baseline_s
-    print("targets met" if ok else "TARGETS MISSED")
+    ok = total_ratio <= 1.5 and plan_ratio <= 0.10
+    print(
+        "targets met"
+        if ok
+        else f"TARGETS MISSED (load + plan {total_ratio:.2f}x, plan {plan_ratio:.2f}x)"
+    )
     return 0 if ok else 1
 
 

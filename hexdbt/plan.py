@@ -135,11 +135,12 @@ def trigger_key(invocation_id: str, project_id: str, input_params: Mapping[str, 
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _names(unique_ids: Iterable[str], limit: int = 3) -> str:
-    names = [node_name(unique_id) for unique_id in unique_ids]
-    if len(names) <= limit:
+def _names(unique_ids: Sequence[str], limit: int = 3) -> str:
+    # Only the names shown are worked out: a tag can match thousands of models.
+    names = [node_name(unique_id) for unique_id in unique_ids[:limit]]
+    if len(unique_ids) <= limit:
         return ", ".join(names)
-    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+    return f"{', '.join(names)} and {len(unique_ids) - limit} more"
 
 
 def _failure_reason(failures: list[NodeResult]) -> str:
@@ -181,6 +182,16 @@ class FinishedNodes:
             for uid, result in self.results.items()
             if result.status in FAILED_STATUSES and result.status not in REFRESHED_STATUSES
         }
+
+    @classmethod
+    def of_invocation(cls, invocation: Invocation) -> FinishedNodes:
+        """The nodes a whole invocation finished; the same as ``FinishedNodes(invocation.results)``
+        but from the sets the Invocation gathered as it was read."""
+        finished = cls()
+        finished.results = dict(invocation.results_by_id)
+        finished.refreshed = set(invocation.refreshed_ids)
+        finished.failed = set(invocation.failed_ids)
+        return finished
 
     def add(self, result: NodeResult) -> None:
         previous = self.results.get(result.unique_id)
@@ -305,7 +316,9 @@ def make_plan(
     """
     environ = dict(os.environ) if environ is None else environ
     results = invocation.results_by_id
-    finished = FinishedNodes(invocation.results)
+    finished = FinishedNodes.of_invocation(invocation)
+    # Many projects read the same models: each model's template context is made once.
+    model_contexts: dict[str, dict[str, Any]] = {}
     index = SelectorIndex(manifest) if manifest is not None else None
     tests_of = manifest.tests_of if manifest is not None else None
     invocation_ctx = invocation_context(invocation)
@@ -344,7 +357,15 @@ def make_plan(
         if not decision.trigger:
             skip(decision.reason)
             continue
-        ran_models = [_model_context(results[uid]) for uid in sorted(matched) if uid in results]
+        ran_models = []
+        for uid in sorted(matched):
+            context = model_contexts.get(uid)
+            if context is None:
+                result = results.get(uid)
+                if result is None:
+                    continue
+                context = model_contexts[uid] = _model_context(result)
+            ran_models.append(context)
         try:
             params = render_params(mapping, invocation_ctx, ran_models, environ)
         except TemplateError as exc:

@@ -270,7 +270,14 @@ def test_finished_nodes_count_each_node_by_its_last_result() -> None:
     grown = FinishedNodes()
     for result in results:
         grown.add(result)
-    for finished in (at_once, grown):
+    invocation = Invocation("i", "retry", "t0", "t1", "1.11", {}, tuple(results))
+    assert invocation.refreshed_ids == {ORDERS}
+    assert invocation.failed_ids == {REVENUE}
+    of_invocation = FinishedNodes.of_invocation(invocation)
+    of_invocation.add(node_result(T_ORDERS, "pass"))  # its own copy: the invocation is untouched
+    assert T_ORDERS not in invocation.results_by_id
+    of_invocation.results.pop(T_ORDERS)
+    for finished in (at_once, grown, of_invocation):
         assert finished.refreshed == {ORDERS}
         assert finished.failed == {REVENUE}
         assert finished.results[ORDERS].status == "success"

@@ -9,10 +9,12 @@ Schemas read: run-results v4 (dbt 1.0-1.6), v5 (1.7), v6 (1.8 onwards); manifest
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,10 +116,34 @@ class Invocation:
     vars: Mapping[str, Any]
     results: tuple[NodeResult, ...]
     _by_id: Mapping[str, NodeResult] = field(init=False, repr=False, compare=False)
+    _refreshed_ids: frozenset[str] = field(init=False, repr=False, compare=False)
+    _failed_ids: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Completion order is kept in `results`; lookups by id go through this index.
-        object.__setattr__(self, "_by_id", {result.unique_id: result for result in self.results})
+        # Completion order is kept in `results`; lookups by id go through this index. A node
+        # reported twice (dbt retry) counts by its last result. The refreshed and failed sets
+        # are gathered here, while the results just made are still in the CPU's cache: a plan
+        # asks about them for every project.
+        by_id = {result.unique_id: result for result in self.results}
+        object.__setattr__(self, "_by_id", by_id)
+        object.__setattr__(
+            self,
+            "_refreshed_ids",
+            frozenset(
+                [uid for uid, result in by_id.items() if result.status in REFRESHED_STATUSES]
+            ),
+        )
+        object.__setattr__(
+            self,
+            "_failed_ids",
+            frozenset(
+                [
+                    uid
+                    for uid, result in by_id.items()
+                    if result.status in FAILED_STATUSES and result.status not in REFRESHED_STATUSES
+                ]
+            ),
+        )
 
     @property
     def refreshes_data(self) -> bool:
@@ -129,6 +155,16 @@ class Invocation:
     @property
     def results_by_id(self) -> Mapping[str, NodeResult]:
         return self._by_id
+
+    @property
+    def refreshed_ids(self) -> frozenset[str]:
+        """The nodes whose last result says their data was written (NodeResult.refreshed)."""
+        return self._refreshed_ids
+
+    @property
+    def failed_ids(self) -> frozenset[str]:
+        """The nodes whose last result is a failure (NodeResult.failed)."""
+        return self._failed_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +294,26 @@ def _schema_version(document: Mapping[str, Any], path: Path, kind: str, supporte
     return version
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a parsed artifact is turned into records.
+
+    The conversion keeps tens of thousands of new objects while the parsed JSON (millions of
+    objects, none of them in a cycle) is still alive; those allocations would trigger a full
+    collection that walks the whole document, about as long as parsing half of it, to free
+    nothing. Paused, the collection comes later, once the document is gone. json.loads itself
+    runs with the collector on, as it does for anyone. A caller that turned the collector off
+    finds it off afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -349,6 +405,11 @@ def load_run_results(path: str | Path) -> Invocation:
     """Read a run_results.json (schema v4 to v6) into an Invocation."""
     path = Path(path)
     document = _read_json(path, "run_results.json")
+    with _collector_paused():
+        return _invocation_from_json(document, path)
+
+
+def _invocation_from_json(document: dict[str, Any], path: Path) -> Invocation:
     _schema_version(document, path, "run-results", RUN_RESULTS_VERSIONS)
     metadata: Mapping[str, Any] = document["metadata"]
     invocation_id = metadata.get("invocation_id")
@@ -421,6 +482,11 @@ def load_manifest(path: str | Path) -> Manifest:
     """Read a manifest.json (schema v4 to v12): data nodes, exposures, and tests per node."""
     path = Path(path)
     document = _read_json(path, "manifest.json")
+    with _collector_paused():
+        return _manifest_from_json(document, path)
+
+
+def _manifest_from_json(document: dict[str, Any], path: Path) -> Manifest:
     version = _schema_version(document, path, "manifest", MANIFEST_VERSIONS)
     metadata: Mapping[str, Any] = document["metadata"]
     raw_nodes = document.get("nodes")

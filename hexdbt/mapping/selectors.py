@@ -343,27 +343,31 @@ class _ConfigValues:
     __slots__ = ("_booleans", "_texts")
 
     def __init__(self, key: tuple[str, ...], nodes: Mapping[str, ManifestNode]) -> None:
-        # One pass over every node's config: kept lean (no list or tuple made per node) since
-        # a config selector costs this pass whatever it asks for.
+        # A config selector costs one pass over every node's config, whatever it asks for; it
+        # walks the key one level at a time over all nodes (list comprehensions, no object made
+        # per node), which is several times faster than walking each node's key in turn.
+        values: list[Any] = [node.config for node in nodes.values()]
+        for part in key:
+            # type() first: JSON gives dicts, and isinstance against an ABC is slow.
+            values = [
+                value.get(part, _MISSING)
+                if type(value) is dict or isinstance(value, Mapping)
+                else _MISSING
+                for value in values
+            ]
         texts: defaultdict[str, list[str]] = defaultdict(list)
         booleans: defaultdict[str, list[str]] = defaultdict(list)
-        for uid, node in nodes.items():
-            value: Any = node.config
-            for part in key:
-                # type() first: JSON gives dicts, and isinstance against an ABC is slow.
-                if type(value) is dict or isinstance(value, Mapping):
-                    value = value.get(part, _MISSING)
-                else:
-                    value = _MISSING
-                if value is _MISSING:
-                    break
-            else:
-                kind = type(value)
-                if kind is list or kind is tuple:
-                    for candidate in value:
-                        _add_config_value(texts, booleans, candidate, uid)
-                else:
-                    _add_config_value(texts, booleans, value, uid)
+        for uid, value in zip(nodes, values, strict=True):
+            kind = type(value)
+            if kind is str:  # the usual cases first, inline
+                texts[value].append(uid)
+            elif kind is bool:
+                booleans["true" if value else "false"].append(uid)
+            elif kind is list or kind is tuple:
+                for candidate in value:
+                    _add_config_value(texts, booleans, candidate, uid)
+            elif value is not _MISSING:
+                _add_config_value(texts, booleans, value, uid)
         self._texts = dict(texts)
         self._booleans = dict(booleans)
 
