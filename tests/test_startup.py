@@ -96,3 +96,42 @@ def test_the_probe_notices_a_heavy_import() -> None:
     steps = probe(["emulator", "--print-default-scenario"])["steps"]
     assert "hexdbt.emulator" in steps[0]["new"]
     assert re.search(r"/hexdbt/cli/emulator_command\.py:\d+$", steps[0]["new"]["hexdbt.emulator"])
+
+
+def _output_in_a_terminal(args: list[str], environment: dict[str, str]) -> bytes:
+    """What a command writes to a real pseudo-terminal (stdout and stderr both on it)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hexdbt", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=follower,
+            env={**os.environ, **environment},
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=60)
+    finally:
+        os.close(leader)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("no_color", ["1", ""])
+def test_help_in_a_terminal_has_no_escape_sequences(no_color: str) -> None:
+    """No command prints colour: help and errors are plain text in a terminal too."""
+    for args in (["--help"], ["trigger", "--help"], ["trigger"]):
+        output = _output_in_a_terminal(args, {"NO_COLOR": no_color})
+        assert output.strip(), args
+        assert b"\x1b" not in output, (args, output[:200])
