@@ -1,0 +1,41 @@
+"""benchmarks/artifacts.py runs, prints its table, and its exit code says whether targets were met.
+
+No timing is asserted here (speed is the benchmark's business, on a quiet machine): a tiny
+project checks that the script and the table it prints stay in working order.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "artifacts.py"
+
+
+@pytest.mark.parametrize("order", [[], ["--manifest-first"]])
+def test_the_benchmark_prints_its_table_and_exits_by_its_verdict(order: list[str]) -> None:
+    args = ["--models", "300", "--projects", "20", "--rounds", "1", *order]
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120
+    )
+    out = completed.stdout
+    assert completed.stderr == ""
+    assert "300 models + 300 tests, 20 projects" in out
+    expected_order = "manifest then run_results" if order else "run_results then manifest"
+    assert f"read {expected_order}" in out
+    for row in (
+        "bare json.load of both (baseline)",
+        "make_plan (20 projects)",
+        "load + plan (timed together)",
+        "peak memory (tracemalloc)",
+    ):
+        assert row in out
+    verdict = out.strip().splitlines()[-1]
+    if completed.returncode == 0:
+        assert verdict == "targets met"
+    else:
+        assert completed.returncode == 1
+        assert verdict.startswith("TARGETS MISSED (load + plan ")
