@@ -122,11 +122,11 @@ class SelectorIndex:
     """Selectors resolved over one manifest, with the lookups built once and results cached.
 
     A mapping file of hundreds of projects shares a few dozen distinct selectors; each distinct
-    selector is resolved once. Each lookup is built on first use, in one pass over the nodes:
-    names, tags and packages are dictionaries, fqns and file paths are sorted lists in which a
-    folder or an fqn prefix is a contiguous range found by bisection, and each ``config.<key>``
-    gets a dictionary from value to nodes. So a plan costs a few passes over the manifest,
-    however many selectors it has.
+    selector is resolved once. Names, tags, packages and fqn heads are dictionary lookups in the
+    manifest's NodeLookups (gathered while it was read). The rest is built on first use, in one
+    pass over the nodes: fqns and file paths as sorted lists in which a folder or an fqn prefix
+    is a contiguous range found by bisection, and per ``config.<key>`` a dictionary from value to
+    nodes. So a plan costs a few passes over the manifest, however many selectors it has.
     """
 
     manifest: Manifest
@@ -315,8 +315,7 @@ class _SortedKeys:
         start = bisect.bisect_left(keys, prefix)
         exact = bisect.bisect_right(keys, prefix, start)
         # Keys starting with prefix + separator sort from there to prefix + the next character.
-        below = prefix + separator
-        first = bisect.bisect_left(keys, below, exact)
+        first = bisect.bisect_left(keys, prefix + separator, exact)
         end = bisect.bisect_left(keys, prefix + chr(ord(separator) + 1), first)
         return self._ids[start:exact] + self._ids[first:end]
 
