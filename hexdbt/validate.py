@@ -157,10 +157,24 @@ def exit_code_of(findings: Iterable[Finding]) -> int:
     return max((finding.exit_code for finding in findings), default=0)
 
 
-def summary_line(findings: Sequence[Finding], project_count: int) -> str:
+def summary_line(
+    findings: Sequence[Finding],
+    projects: Sequence[MappedProject],
+    *,
+    mappings_file: str | None,
+    manifest_checked: bool,
+) -> str:
+    """``4 mapped Hex projects (3 in hex_mappings.yml, 1 from dbt exposures): no problems found``;
+    it names the mapping file read (or its absence), since a file in another folder than the one
+    hexdbt looked in is an easy first mistake."""
+    from_file = sum(1 for entry in projects if entry.file_index is not None)
+    sources = [f"{from_file} in {mappings_file}" if mappings_file else "no mapping file"]
+    if manifest_checked:
+        sources.append(f"{len(projects) - from_file} from dbt exposures")
+    count = len(projects)
+    checked = f"{count} mapped Hex project{'s' if count != 1 else ''} ({', '.join(sources)})"
     errors = sum(1 for finding in findings if finding.severity is Severity.ERROR)
     warnings = len(findings) - errors
-    checked = f"{project_count} mapped Hex project{'s' if project_count != 1 else ''}"
     if not findings:
         return f"{checked}: no problems found"
     return f"{checked}: {errors} error{'s' if errors != 1 else ''}, {warnings} warning" + (

@@ -98,7 +98,10 @@ projects:
 def test_a_clean_mapping_has_no_findings_and_exits_0(tmp_path: Path) -> None:
     result = validate(dbt_project(tmp_path, CLEAN))
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "2 mapped Hex projects: no problems found"
+    assert result.stdout.strip() == (
+        f"2 mapped Hex projects (2 in {tmp_path / 'hex_mappings.yml'}, 0 from dbt exposures):"
+        " no problems found"
+    )
 
 
 def test_json_document_lists_findings_with_file_and_line(tmp_path: Path) -> None:
@@ -108,6 +111,7 @@ def test_json_document_lists_findings_with_file_and_line(tmp_path: Path) -> None
     document = json.loads(result.stdout)
     assert document["exitCode"] == 2
     assert document["projects"] == 2
+    assert document["mappingsFile"] == str(folder / "hex_mappings.yml")
     assert document["manifestChecked"] is True
     assert document["remote"] is False
     assert document["findings"] == [
@@ -162,7 +166,8 @@ def test_a_selector_matching_nothing_beside_others_that_match_is_a_warning(
     assert result.stdout.splitlines() == [
         f"{tmp_path / 'hex_mappings.yml'}:5: warning: customer_health: selector"
         " 'tag:no_such_tag_anywhere' matches no model in manifest.json [selector-no-match]",
-        "2 mapped Hex projects: 0 errors, 1 warning",
+        f"2 mapped Hex projects (2 in {tmp_path / 'hex_mappings.yml'}, 0 from dbt exposures):"
+        " 0 errors, 1 warning",
     ]
 
 
@@ -221,7 +226,8 @@ def test_one_project_mapped_twice_with_other_params_is_fine(tmp_path: Path) -> N
     )
     result = validate(dbt_project(tmp_path, mapping))
     assert result.exit_code == 0
-    assert result.stdout.strip() == "3 mapped Hex projects: no problems found"
+    assert result.stdout.strip().endswith(" 0 from dbt exposures): no problems found")
+    assert result.stdout.startswith("3 mapped Hex projects (3 in ")
 
 
 def test_one_project_mapped_twice_with_conflicting_options_is_an_error(tmp_path: Path) -> None:
@@ -316,7 +322,9 @@ def test_exposures_alone_are_validated_when_there_is_no_mapping_file(
         main, ["validate", "--project-dir", str(folder)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "1 mapped Hex project: no problems found"
+    assert result.stdout.strip() == (
+        "1 mapped Hex project (no mapping file, 1 from dbt exposures): no problems found"
+    )
 
 
 def test_a_malformed_exposure_meta_hex_is_an_error_at_the_exposure_line(tmp_path: Path) -> None:
@@ -342,7 +350,8 @@ def test_a_malformed_exposure_meta_hex_is_an_error_at_the_exposure_line(tmp_path
         " 'wait'?); hint: see docs/mapping.md (exposures) [exposure-invalid]",
         f"{exposures_file}:9: error: exposure broken_app: meta.hex: expected a mapping, got a"
         " string; hint: see docs/mapping.md (exposures) [exposure-invalid]",
-        "2 mapped Hex projects: 3 errors, 0 warnings",
+        f"2 mapped Hex projects (2 in {folder / 'hex_mappings.yml'}, 0 from dbt exposures):"
+        " 3 errors, 0 warnings",
     ]
 
 

@@ -85,7 +85,10 @@ def test_published_projects_visible_to_the_token_pass(
     )
     result = validate_remote(hex_emulator, folder)
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "2 mapped Hex projects: no problems found"
+    assert result.stdout.strip() == (
+        f"2 mapped Hex projects (2 in {folder / 'hex_mappings.yml'}, 0 from dbt exposures):"
+        " no problems found"
+    )
     operations = [entry["operation"] for entry in hex_emulator.journal()]
     # A dryRun only where it checks more than GetProject does: the mapping with inputs.
     assert sorted(operations) == ["GetProject", "GetProject", "RunProject"]
@@ -151,7 +154,7 @@ def test_unpublished_trashed_and_archived_projects(
         " [hex-trashed]",
         f"{mapping_file}:10: warning: board_deck: Hex project '2024 board deck' ({ARCHIVED_ID})"
         " is archived (it still runs) [hex-archived]",
-        "3 mapped Hex projects: 2 errors, 1 warning",
+        f"3 mapped Hex projects (3 in {mapping_file}, 0 from dbt exposures): 2 errors, 1 warning",
     ]
     # No dryRun for a project Hex would refuse anyway.
     assert "RunProject" not in [entry["operation"] for entry in hex_emulator.journal()]

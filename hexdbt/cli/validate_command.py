@@ -94,8 +94,9 @@ def validate(
         mappings_path, explicit = resolve_mappings_path(mappings_file)
         context = click.get_current_context()
         clock = (context.obj or {}).get("clock") if isinstance(context.obj, dict) else None
+        use_file = explicit or mappings_path.exists()
         validation = validate_mapping(
-            mappings_path if explicit or mappings_path.exists() else None,
+            mappings_path if use_file else None,
             manifest,
             project_dir=found_project_dir,
             sample_started_at=to_iso((clock or SystemClock()).now()),
@@ -114,6 +115,7 @@ def validate(
             {
                 "exitCode": validation.exit_code,
                 "projects": len(validation.projects),
+                "mappingsFile": str(mappings_path) if use_file else None,
                 "manifestChecked": validation.manifest_checked,
                 "remote": remote,
                 "findings": [finding.to_json() for finding in findings],
@@ -122,7 +124,14 @@ def validate(
     else:
         for finding in findings:
             click.echo(finding.render())
-        click.echo(summary_line(findings, len(validation.projects)))
+        click.echo(
+            summary_line(
+                findings,
+                validation.projects,
+                mappings_file=str(mappings_path) if use_file else None,
+                manifest_checked=validation.manifest_checked,
+            )
+        )
     raise SystemExit(validation.exit_code)
 
 
