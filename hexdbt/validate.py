@@ -679,8 +679,12 @@ def check_remote(client: HexClient, projects: Sequence[MappedProject]) -> list[F
     findings: list[Finding] = []
     seen: dict[str, Any] = {}
     dry_runs_done: set[str] = set()
+    from hexdbt.mapping.loader import project_id_from_url
+
     for entry in projects:
         mapping = entry.mapping
+        if project_id_from_url(mapping.project_id):
+            continue  # a link, not an id: project-id-is-link already says which id is meant
         try:
             project = seen.get(mapping.project_id)
             if project is None:

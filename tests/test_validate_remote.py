@@ -287,3 +287,14 @@ def test_without_a_token_remote_is_a_usage_error(hex_emulator: HexEmulator, tmp_
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ")
     assert "HEX_API_TOKEN" in result.stderr
+
+
+def test_a_hex_link_in_place_of_an_id_is_not_asked_about(
+    hex_emulator: HexEmulator, tmp_path: Path
+) -> None:
+    link = f"https://app.hex.tech/acme/app/{CUSTOMER_HEALTH_ID}/latest"
+    folder = project_with(tmp_path, [{"name": "health", "project_id": link}])
+    result = validate_remote(hex_emulator, folder, "--json")
+    assert result.exit_code == 2
+    assert [f["code"] for f in findings(result)] == ["project-id-is-link"]
+    assert hex_emulator.journal() == []
