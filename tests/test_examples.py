@@ -333,7 +333,10 @@ def _problem_with(text: str) -> str | None:
         return None  # the rest is dbt's own arguments
     arguments = [word for word in words[1:] if not word.startswith(("$", "&", "|", ">"))]
     try:
-        command.make_context(f"hexdbt {words[0]}", arguments)
+        # Under hexdbt's own context, as the CLI parses it (-h among the help options: click
+        # caches a command's help option the first time it is built).
+        parent = main.make_context("hexdbt", [], resilient_parsing=True)
+        command.make_context(words[0], arguments, parent=parent)
     except click.exceptions.Exit:
         pass
     except click.MissingParameter:
