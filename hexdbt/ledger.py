@@ -217,9 +217,17 @@ class Ledger:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._transaction() as db:
-            yield db
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable``: fsync at commit, so it survives a power cut.
+
+        What is only planned may be lost with the machine (nothing was sent yet); the intent to
+        send, and all that follows it, may not. A durable commit also makes every earlier one in
+        the write-ahead log durable, so the order of events is kept either way.
+        """
+        with self._lock:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            with self._transaction() as db:
+                yield db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -262,7 +270,7 @@ class Ledger:
 
     def record_invocation(self, invocation_id: str, command: str, source: str) -> bool:
         """Remember a dbt invocation; True when it was new to the ledger."""
-        with self._write() as db:
+        with self._write(durable=False) as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
                 (invocation_id, command, source, self._clock.now()),
@@ -287,7 +295,7 @@ class Ledger:
         """Record an invocation and its triggers as planned, in one transaction; a key already
         in the ledger keeps its row (and its state)."""
         now = self._clock.now()
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.execute(
                 "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
                 (invocation_id, command, source, now),
