@@ -185,11 +185,14 @@ def test_github_actions_build_job_steps_run_as_written(
     emulator: HexEmulator, project: Path
 ) -> None:
     steps = workflow_steps("build")
-    env = environment(emulator, project)
+    # GitHub gives every step a file to append its summary to.
+    summary = project / "step_summary.md"
+    env = environment(emulator, project, GITHUB_STEP_SUMMARY=str(summary))
     for step_id in ("dbt", "hex"):
         done = run_shell(steps[step_id], project, env)
         assert done.returncode == 0, (step_id, done.stdout[-3000:], done.stderr[-3000:])
     assert len(started_projects(emulator)) == MAPPED
+    assert summary.read_text().count(f"{emulator.url}/app/") == MAPPED
     assert ET.parse(project / "reports" / "hexdbt.xml").getroot().get("tests") == str(MAPPED)
 
 
@@ -299,7 +302,7 @@ _PROSE = re.compile(r"^\s*(#|//|description:|- name:|name:)")
 # Where a command starts: at the beginning of a line (after a YAML "- ", "run: " or a shell
 # prompt), after a path ("$BIN_DIR/hexdbt"), a quote, or a shell operator.
 _HEXDBT = re.compile(
-    r"(?:^\s*(?:-\s+|run:\s+|\$\s+)?|/|[\"']|&&\s+|\|\s+)hexdbt ([a-z][a-z-]*(?: [^\"'`#\n]*)?)"
+    r"(?:^\s*(?:-\s+|run:\s+|\$\s+)?|/|[\"']|&&\s+|\|\s+)hexdbt ([a-z][a-z-]*(?: (?:\"\$\w+\"|[^\"'`#\n])*)?)"
 )
 
 
@@ -331,7 +334,12 @@ def _problem_with(text: str) -> str | None:
         return f"no command {words[0]!r}"
     if words[0] == "dbt":
         return None  # the rest is dbt's own arguments
-    arguments = [word for word in words[1:] if not word.startswith(("$", "&", "|", ">"))]
+    # A shell variable stands for a value the reader's environment gives.
+    arguments = [
+        "value-of-variable" if word.startswith("$") else word
+        for word in words[1:]
+        if not word.startswith(("&", "|", ">"))
+    ]
     try:
         # Under hexdbt's own context, as the CLI parses it (-h among the help options: click
         # caches a command's help option the first time it is built).

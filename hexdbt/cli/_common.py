@@ -12,8 +12,11 @@ import click
 from hexdbt.errors import HexApiError, HexdbtError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.waiter import Progress
+    from hexdbt.report import Outcome
 
 
 def error_payload(exc: HexdbtError) -> dict[str, Any]:
@@ -139,3 +142,20 @@ allow_insecure_http_option = click.option(
     is_flag=True,
     help="Allow an http:// HEX_BASE_URL to a host other than this machine.",
 )
+report_markdown_option = click.option(
+    "--report-markdown",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='Append a Markdown table of the outcomes here (e.g. "$GITHUB_STEP_SUMMARY").',
+)
+
+
+def write_reports(
+    outcomes: Sequence[Outcome], *, junit: Path | None, markdown: Path | None, title: str
+) -> None:
+    """The CI reports a command was asked for: JUnit XML and a Markdown table."""
+    from hexdbt.report import write_junit, write_markdown
+
+    if junit is not None:
+        write_junit(outcomes, junit, suite_name=title)
+    if markdown is not None:
+        write_markdown(outcomes, markdown, title=title)

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -25,6 +26,9 @@ from hexdbt.cli._common import (
     make_progress,
     print_error,
     print_json,
+    report_junit_option,
+    report_markdown_option,
+    write_reports,
 )
 from hexdbt.errors import (
     ConfigError,
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.models import Run
     from hexdbt.hex.waiter import RunResult
+    from hexdbt.report import Outcome as ReportOutcome
 
 
 def parse_input_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -94,6 +99,47 @@ class _Item:
     error: HexdbtError | None = None
     result: RunResult | None = None
     cancel_note: str | None = None
+
+    def outcome(self, *, dry_run: bool) -> ReportOutcome:
+        """What became of this project, in the terms of hexdbt's reports."""
+        from hexdbt.hex.waiter import Outcome as WaitOutcome
+        from hexdbt.report import Outcome, OutcomeKind
+
+        run = self.run
+        kind = OutcomeKind.DRY_RUN if dry_run else OutcomeKind.STARTED
+        reason: str | None = None
+        status = None
+        if self.error is not None:
+            kind, reason = OutcomeKind.FAILED_TO_START, str(self.error)
+        elif self.result is not None:
+            status = self.result.status
+            reason = str(self.result.error) if self.result.error is not None else None
+            kind = {
+                WaitOutcome.COMPLETED: OutcomeKind.COMPLETED,
+                WaitOutcome.TIMED_OUT: OutcomeKind.TIMEOUT,
+                WaitOutcome.LOST: OutcomeKind.POLL_FAILED,
+                WaitOutcome.INTERRUPTED: OutcomeKind.KILLED
+                if self.cancel_note == "cancelled"
+                else OutcomeKind.STARTED,
+                WaitOutcome.FAILED: {
+                    "ERRORED": OutcomeKind.ERRORED,
+                    "KILLED": OutcomeKind.KILLED,
+                    "UNABLE_TO_ALLOCATE_KERNEL": OutcomeKind.UNABLE_TO_ALLOCATE_KERNEL,
+                }.get(status or "", OutcomeKind.UNKNOWN_STATUS),
+            }[self.result.outcome]
+        last = self.result.last if self.result is not None else None
+        elapsed_ms = last.elapsed_time_ms if last is not None else None
+        return Outcome(
+            name=self.project_id,
+            project_id=self.project_id,
+            kind=kind,
+            reason=reason,
+            run_id=run.run_id if run else None,
+            run_url=(last.run_url if last else None) or (run.run_url if run else None),
+            hex_status=status,
+            trace_id=getattr(self.error, "trace_id", None) or (run.trace_id if run else None),
+            elapsed_s=elapsed_ms / 1000 if elapsed_ms is not None else None,
+        )
 
     def exit_code(self) -> int:
         if self.error is not None:
@@ -214,6 +260,8 @@ class _Item:
     type=click.FloatRange(min=1),
     help="Poll every N seconds (the seed's fixed schedule, e.g. 10) instead of adaptively.",
 )
+@report_junit_option
+@report_markdown_option
 @allow_insecure_http_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def trigger(
@@ -229,6 +277,8 @@ def trigger(
     cancel_on_timeout: bool,
     cancel_on_interrupt: bool,
     poll_interval: float | None,
+    report_junit: Path | None,
+    report_markdown: Path | None,
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
@@ -306,6 +356,14 @@ def trigger(
     for item in items:
         if item.result is not None and item.result.error is not None:
             print_error(item.result.error)
+    try:
+        outcomes = [item.outcome(dry_run=dry_run) for item in items]
+        write_reports(
+            outcomes, junit=report_junit, markdown=report_markdown, title="hexdbt trigger"
+        )
+    except HexdbtError as exc:
+        print_error(exc)
+        code = max(code, exc.exit_code)
     sys.exit(code)
 
 

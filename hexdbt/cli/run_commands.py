@@ -20,8 +20,10 @@ from hexdbt.cli._common import (
     print_json,
     project_dir_option,
     report_junit_option,
+    report_markdown_option,
     target_path_option,
     wait_option,
+    write_reports,
 )
 from hexdbt.errors import HexdbtError
 from hexdbt.signals import Signals
@@ -77,6 +79,7 @@ def _report(
 )
 @cancel_on_interrupt_option
 @report_junit_option
+@report_markdown_option
 @allow_insecure_http_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def run(
@@ -89,6 +92,7 @@ def run(
     resend_ambiguous: bool,
     cancel_on_interrupt: bool,
     report_junit: Path | None,
+    report_markdown: Path | None,
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
@@ -104,7 +108,7 @@ def run(
     from hexdbt.dispatch import Dispatcher, DispatchSettings, dry_run_outcomes, plan_outcomes
     from hexdbt.ledger import Ledger
     from hexdbt.planning import plan_from_artifacts
-    from hexdbt.report import exit_code_of, write_junit
+    from hexdbt.report import exit_code_of
     from hexdbt.settings import resolve_state_dir
 
     try:
@@ -148,8 +152,7 @@ def run(
             print_json({"error": error_payload(exc), "exitCode": exc.exit_code})
         raise
     exit_code = signals.exit_code if signals.stop.is_set() else exit_code_of([*outcomes, *earlier])
-    if report_junit is not None:
-        write_junit(outcomes, report_junit, suite_name="hexdbt run")
+    write_reports(outcomes, junit=report_junit, markdown=report_markdown, title="hexdbt run")
     _report(as_json=as_json, header=header, outcomes=outcomes, earlier=earlier, exit_code=exit_code)
     raise SystemExit(exit_code)
 

@@ -18,7 +18,9 @@ from hexdbt.cli._common import (
     max_live_runs_option,
     print_json,
     report_junit_option,
+    report_markdown_option,
     wait_option,
+    write_reports,
 )
 from hexdbt.errors import HexdbtError
 from hexdbt.signals import Signals
@@ -40,6 +42,7 @@ def _stdout_line(line: str) -> None:
 @max_live_runs_option
 @cancel_on_interrupt_option
 @report_junit_option
+@report_markdown_option
 @allow_insecure_http_option
 @click.option(
     "--json",
@@ -54,6 +57,7 @@ def dbt_wrapper(
     max_live_runs: int,
     cancel_on_interrupt: bool,
     report_junit: Path | None,
+    report_markdown: Path | None,
     allow_insecure_http: bool,
     as_json: bool,
     dbt_args: tuple[str, ...],
@@ -87,7 +91,7 @@ def dbt_wrapper(
     from hexdbt.ledger import Ledger
     from hexdbt.mapping import load_mappings, resolve_mappings_path
     from hexdbt.planning import load_mapping_set
-    from hexdbt.report import exit_code_of, render_table, summary_line, write_junit
+    from hexdbt.report import exit_code_of, render_table, summary_line
     from hexdbt.settings import resolve_state_dir
 
     def log(message: str) -> None:
@@ -155,8 +159,7 @@ def dbt_wrapper(
         exit_code = result.dbt_exit_code
     else:
         exit_code = exit_code_of(outcomes)
-    if report_junit is not None:
-        write_junit(outcomes, report_junit, suite_name="hexdbt dbt")
+    write_reports(outcomes, junit=report_junit, markdown=report_markdown, title="hexdbt dbt")
     plan = result.settlement.plan
     if as_json:
         print_json(
