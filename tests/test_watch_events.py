@@ -15,15 +15,13 @@ from dbt_shapes import manifest_document, model, run_results_document, write_jso
 
 from hexdbt.clock import ManualClock
 from hexdbt.errors import ConfigError
+from hexdbt.logs import LogFormat, MemoryEventLog, StreamEventLog
 from hexdbt.watch import (
     ArtifactWatcher,
-    LogFormat,
-    MemoryEventLog,
     RawEvent,
     ReadyInvocation,
     RecentIds,
     Signal,
-    StreamEventLog,
     WatchOptions,
     WatchTarget,
     classify,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.waiter import Progress
+    from hexdbt.logs import EventLog
     from hexdbt.report import Outcome
 
 
@@ -84,12 +87,33 @@ def hex_client(allow_insecure_http: bool) -> HexClient:
     return connect(allow_insecure_http=allow_insecure_http, clock=options.get("clock"))
 
 
-def make_progress(heartbeat_s: float = 60.0) -> Progress:
-    from hexdbt.hex.progress import LineProgress, TableProgress
+def make_progress(
+    log_format: str = "text", *, heartbeat_s: float = 60.0, table: bool = True, prefix: str = ""
+) -> Progress:
+    """What a person (or a log shipper) sees while runs are waited on, on stderr: a live table
+    on a terminal, else a line per change; with ``--log-format json``, one event per line."""
+    from hexdbt.hex.progress import EventProgress, LineProgress, TableProgress
 
-    if sys.stderr.isatty():
+    if log_format == "json":
+        return EventProgress(_json_log(), heartbeat_s=heartbeat_s)
+    # A dumb terminal cannot redraw in place.
+    if table and sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
         return TableProgress(err_line)
-    return LineProgress(err_line, heartbeat_s=heartbeat_s)
+    return LineProgress(make_log(prefix=prefix), heartbeat_s=heartbeat_s)
+
+
+def make_log(log_format: str = "text", *, prefix: str = "") -> Callable[[str], None]:
+    """Where a command's notes go: a line on stderr, or a ``note`` event with ``--log-format json``."""
+    if log_format == "json":
+        log = _json_log()
+        return lambda message: log.emit("note", message=message)
+    return lambda message: err_line(prefix + message)
+
+
+def _json_log() -> EventLog:
+    from hexdbt.logs import LogFormat, StreamEventLog
+
+    return StreamEventLog(log_format=LogFormat.JSON)
 
 
 # -- options several commands share: one definition each ------------------------------------------
@@ -159,3 +183,13 @@ def write_reports(
         write_junit(outcomes, junit, suite_name=title)
     if markdown is not None:
         write_markdown(outcomes, markdown, title=title)
+
+
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Progress and notes on stderr: text for people, or one JSON object per line for log"
+    " shippers.",
+)

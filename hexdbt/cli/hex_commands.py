@@ -23,6 +23,8 @@ from hexdbt.cli._common import (
     error_payload,
     fail,
     hex_client,
+    log_format_option,
+    make_log,
     make_progress,
     print_error,
     print_json,
@@ -262,6 +264,7 @@ class _Item:
 )
 @report_junit_option
 @report_markdown_option
+@log_format_option
 @allow_insecure_http_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def trigger(
@@ -279,6 +282,7 @@ def trigger(
     poll_interval: float | None,
     report_junit: Path | None,
     report_markdown: Path | None,
+    log_format: str,
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
@@ -309,7 +313,7 @@ def trigger(
     except HexdbtError as exc:
         fail(exc, as_json=as_json)
     if note:
-        err_line(note)
+        make_log(log_format)(note)
 
     signals = Signals()
     items = [_Item(project_id) for project_id in ids]
@@ -336,6 +340,7 @@ def trigger(
                 cancel_on_timeout,
                 cancel_on_interrupt,
                 poll_interval,
+                log_format,
             )
 
     code = max((item.exit_code() for item in items), default=0)
@@ -376,6 +381,7 @@ def _wait(
     cancel_on_timeout: bool,
     cancel_on_interrupt: bool,
     poll_interval: float | None,
+    log_format: str,
 ) -> None:
     from hexdbt.hex.waiter import (
         AdaptiveSchedule,
@@ -395,7 +401,7 @@ def _wait(
         client,
         schedule=schedule,
         cancel_on_timeout=cancel_on_timeout,
-        progress=make_progress(60.0),
+        progress=make_progress(log_format),
     )
     by_run: dict[str, _Item] = {}
     watched = []

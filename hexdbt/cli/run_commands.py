@@ -11,9 +11,10 @@ from hexdbt.cli._common import (
     JsonAwareCommand,
     allow_insecure_http_option,
     cancel_on_interrupt_option,
-    err_line,
     error_payload,
     hex_client,
+    log_format_option,
+    make_log,
     make_progress,
     mappings_option,
     max_live_runs_option,
@@ -80,6 +81,7 @@ def _report(
 @cancel_on_interrupt_option
 @report_junit_option
 @report_markdown_option
+@log_format_option
 @allow_insecure_http_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def run(
@@ -93,6 +95,7 @@ def run(
     cancel_on_interrupt: bool,
     report_junit: Path | None,
     report_markdown: Path | None,
+    log_format: str,
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
@@ -111,6 +114,7 @@ def run(
     from hexdbt.report import exit_code_of
     from hexdbt.settings import resolve_state_dir
 
+    log = make_log(log_format)
     try:
         planned = plan_from_artifacts(project_dir, target_path, mappings_file)
         plan = planned.plan
@@ -123,7 +127,7 @@ def run(
             else:
                 with Ledger.in_state_dir(resolve_state_dir(), clock=client.clock) as ledger:
                     if ledger.has_invocation(plan.invocation_id):
-                        err_line(
+                        log(
                             f"dbt invocation {plan.invocation_id} was handled before: nothing"
                             " new is started; reporting its runs (and waiting on live ones)"
                         )
@@ -136,8 +140,8 @@ def run(
                             resend_ambiguous=resend_ambiguous,
                             cancel_on_interrupt=cancel_on_interrupt,
                         ),
-                        progress=make_progress(),
-                        log=err_line,
+                        progress=make_progress(log_format),
+                        log=log,
                     )
                     dispatcher.submit(plan, source="run")
                     mine = {r.trigger_key for r in ledger.triggers_of(plan.invocation_id)}

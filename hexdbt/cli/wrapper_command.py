@@ -14,6 +14,9 @@ from hexdbt.cli._common import (
     err_line,
     error_payload,
     hex_client,
+    log_format_option,
+    make_log,
+    make_progress,
     mappings_option,
     max_live_runs_option,
     print_json,
@@ -43,6 +46,7 @@ def _stdout_line(line: str) -> None:
 @cancel_on_interrupt_option
 @report_junit_option
 @report_markdown_option
+@log_format_option
 @allow_insecure_http_option
 @click.option(
     "--json",
@@ -58,6 +62,7 @@ def dbt_wrapper(
     cancel_on_interrupt: bool,
     report_junit: Path | None,
     report_markdown: Path | None,
+    log_format: str,
     allow_insecure_http: bool,
     as_json: bool,
     dbt_args: tuple[str, ...],
@@ -86,7 +91,6 @@ def dbt_wrapper(
         run_dbt_and_dispatch,
     )
     from hexdbt.dispatch import Dispatcher, DispatchSettings, plan_outcomes
-    from hexdbt.hex.progress import LineProgress
     from hexdbt.hex.waiter import Waiter
     from hexdbt.ledger import Ledger
     from hexdbt.mapping import load_mappings, resolve_mappings_path
@@ -94,8 +98,7 @@ def dbt_wrapper(
     from hexdbt.report import exit_code_of, render_table, summary_line
     from hexdbt.settings import resolve_state_dir
 
-    def log(message: str) -> None:
-        err_line(f"hexdbt: {message}")
+    log = make_log(log_format, prefix="hexdbt: ")
 
     echo_line = err_line if as_json else _stdout_line
     try:
@@ -119,7 +122,9 @@ def dbt_wrapper(
                     cancel_on_interrupt=cancel_on_interrupt,
                 ),
                 # Line progress, not the redrawn table: dbt's own lines interleave with it.
-                waiter=Waiter(client, progress=LineProgress(log)),
+                waiter=Waiter(
+                    client, progress=make_progress(log_format, table=False, prefix="hexdbt: ")
+                ),
                 log=log,
             )
             planner = StreamPlanner(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from hexdbt.hex.waiter import RunView
+from hexdbt.logs import EventLog
 
 
 def format_elapsed(seconds: float) -> str:
@@ -98,3 +99,33 @@ class TableProgress:
         prefix = f"\x1b[{self._drawn_lines}F" if self._drawn_lines else ""
         self._write(prefix + "\n".join(f"\x1b[2K{line}" for line in lines))
         self._drawn_lines = len(lines)
+
+
+class EventProgress:
+    """For ``--log-format json``: each status change and heartbeat is one event object."""
+
+    def __init__(self, log: EventLog, *, heartbeat_s: float = 60.0) -> None:
+        self._log = log
+        self.refresh_s = heartbeat_s
+
+    def changed(self, view: RunView, now: float) -> None:
+        run = view.run
+        self._log.emit(
+            "run_status",
+            project=run.label or run.project_id,
+            project_id=run.project_id,
+            run_id=run.run_id,
+            status=view.status,
+            outcome=view.outcome.value if view.outcome is not None else None,
+            elapsed_s=round(now - run.started_at, 1),
+            run_url=run.run_url,
+        )
+
+    def refresh(self, views: Sequence[RunView], now: float) -> None:
+        counts: dict[str, int] = {}
+        for view in views:
+            counts[_state(view)] = counts.get(_state(view), 0) + 1
+        self._log.emit("waiting", runs=len(views), states=counts)
+
+    def close(self, views: Sequence[RunView], now: float) -> None:
+        pass
