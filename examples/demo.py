@@ -25,7 +25,8 @@ TIME_SCALE = "60"
 
 
 def say(text: str) -> None:
-    print(f"\n\033[1m{text}\033[0m" if sys.stdout.isatty() else f"\n{text}", flush=True)
+    bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print(f"\n\033[1m{text}\033[0m" if bold else f"\n{text}", flush=True)
 
 
 def run(command: list[str], environment: dict[str, str], *, check: bool = True) -> int:
