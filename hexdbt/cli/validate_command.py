@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hexdbt.cli._common import JsonAwareCommand, error_payload, hex_client, print_json
+from hexdbt.cli._common import (
+    JsonAwareCommand,
+    allow_insecure_http_option,
+    error_payload,
+    hex_client,
+    mappings_option,
+    print_json,
+    project_dir_option,
+    target_path_option,
+)
 from hexdbt.errors import HexdbtError
 
 if TYPE_CHECKING:
@@ -40,32 +49,16 @@ def _manifest(
 
 
 @click.command(cls=JsonAwareCommand)
-@click.option(
-    "--project-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The dbt project folder (default: DBT_PROJECT_DIR, else the nearest parent holding"
-    " dbt_project.yml).",
-)
-@click.option(
-    "--target-path",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="dbt's target folder, where manifest.json is (default: as dbt resolves it).",
-)
-@click.option(
-    "--mappings",
-    "mappings_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here).",
-)
+@project_dir_option
+@target_path_option
+@mappings_option
 @click.option(
     "--remote",
     is_flag=True,
     help="Also ask Hex: each project exists, the token sees it, it is published; mappings with"
     " input params are checked with a dryRun (nothing runs).",
 )
-@click.option(
-    "--allow-insecure-http", is_flag=True, help="Allow an http:// HEX_BASE_URL to a non-local host."
-)
+@allow_insecure_http_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def validate(
     project_dir: Path | None,
