@@ -193,3 +193,6 @@ log_format_option = click.option(
     help="Progress and notes on stderr: text for people, or one JSON object per line for log"
     " shippers.",
 )
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout, errors included."
+)

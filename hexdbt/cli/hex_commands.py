@@ -23,6 +23,7 @@ from hexdbt.cli._common import (
     error_payload,
     fail,
     hex_client,
+    json_option,
     log_format_option,
     make_log,
     make_progress,
@@ -266,7 +267,7 @@ class _Item:
 @report_markdown_option
 @log_format_option
 @allow_insecure_http_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def trigger(
     project_ids: tuple[str, ...],
     input_params: tuple[str, ...],
@@ -445,11 +446,6 @@ def _api_command(as_json: bool, allow_insecure_http: bool, body: Callable[[HexCl
         fail(exc, as_json=as_json)
 
 
-_json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
-)
-
-
 @click.command("list-projects", cls=JsonAwareCommand)
 @click.option(
     "--limit",
@@ -461,7 +457,7 @@ _json_option = click.option(
 @click.option("--include-archived", is_flag=True)
 @click.option("--include-trashed", is_flag=True)
 @allow_insecure_http_option
-@_json_option
+@json_option
 def list_projects(
     limit: int,
     include_archived: bool,
@@ -511,7 +507,7 @@ def runs() -> None:
 @click.argument("project_id")
 @click.argument("run_id")
 @allow_insecure_http_option
-@_json_option
+@json_option
 def runs_status(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
     """Show one run's status (exit 0 whatever the status; it is in the output).
 
@@ -561,7 +557,7 @@ def _run_line(status: Any) -> str:
     type=click.Choice(["API", "SCHEDULED", "APP_REFRESH", "ALL"]),
 )
 @allow_insecure_http_option
-@_json_option
+@json_option
 def runs_list(
     project_id: str,
     limit: int,
@@ -600,7 +596,7 @@ def runs_list(
 @click.argument("project_id")
 @click.argument("run_id")
 @allow_insecure_http_option
-@_json_option
+@json_option
 def runs_cancel(project_id: str, run_id: str, allow_insecure_http: bool, as_json: bool) -> None:
     """Cancel a live run (Hex marks it KILLED).
 

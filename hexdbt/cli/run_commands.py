@@ -13,6 +13,7 @@ from hexdbt.cli._common import (
     cancel_on_interrupt_option,
     error_payload,
     hex_client,
+    json_option,
     log_format_option,
     make_log,
     make_progress,
@@ -83,7 +84,7 @@ def _report(
 @report_markdown_option
 @log_format_option
 @allow_insecure_http_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def run(
     project_dir: Path | None,
     target_path: Path | None,
@@ -166,7 +167,7 @@ COMMANDS.append(run)
 
 @click.command()
 @click.option("--limit", default=5, show_default=True, help="How many recent dbt invocations.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def status(limit: int, as_json: bool) -> None:
     """Show what the ledger knows: recent invocations, their triggers and runs, and the queue.
 

@@ -12,6 +12,7 @@ from hexdbt.cli._common import (
     allow_insecure_http_option,
     error_payload,
     hex_client,
+    json_option,
     mappings_option,
     print_json,
     project_dir_option,
@@ -59,7 +60,7 @@ def _manifest(
     " input params are checked with a dryRun (nothing runs).",
 )
 @allow_insecure_http_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def validate(
     project_dir: Path | None,
     target_path: Path | None,
