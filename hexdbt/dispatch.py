@@ -66,17 +66,6 @@ def run_request_of(trigger: Trigger) -> RunRequest:
     )
 
 
-def _request_from_record(record: TriggerRecord) -> RunRequest:
-    body = record.request
-    return RunRequest(
-        input_params=dict(body.get("inputParams") or {}),
-        update_published_results=bool(body.get("updatePublishedResults", True)),
-        use_cached_sql_results=bool(body.get("useCachedSqlResults", True)),
-        view_id=body.get("viewId"),
-        notifications=tuple(Notification.from_api(n) for n in body.get("notifications", [])),
-    )
-
-
 @dataclass
 class _Pending:
     """A trigger waiting to be sent by this process."""
@@ -255,7 +244,7 @@ class Dispatcher:
             # Another process holds it; report whatever it records.
             return
         try:
-            run = self.client.run_project(record.project_id, _request_from_record(record))
+            run = self.client.run_project(record.project_id, RunRequest.from_api(record.request))
         except HexApiError as exc:
             if run_may_have_started(exc):
                 self._log(f"{record.name}: the answer to RunProject was lost; checking Hex's runs")

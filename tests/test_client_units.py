@@ -11,7 +11,15 @@ from hexdbt.hex.client import (
     normalize_base_url,
     parse_retry_after,
 )
-from hexdbt.hex.models import Project, ProjectsPage, Run, RunRequest, RunStatus, is_terminal
+from hexdbt.hex.models import (
+    Notification,
+    Project,
+    ProjectsPage,
+    Run,
+    RunRequest,
+    RunStatus,
+    is_terminal,
+)
 
 
 def test_backoff_doubles_from_one_second_up_to_the_cap() -> None:
@@ -182,3 +190,14 @@ def test_projects_page_reads_cursors_and_project_fields() -> None:
     assert project.to_json()["projectId"] == "p1"
     assert project.to_json()["status"] == "Live"
     assert Project.from_api({"id": "x"}).title == ""
+
+
+def test_a_run_request_survives_the_ledger_round_trip() -> None:
+    """The ledger keeps a queued trigger's body; a later process sends the same request."""
+    request = RunRequest(
+        input_params={"region": "EU", "days": 7},
+        update_published_results=False,
+        use_cached_sql_results=False,
+        notifications=(Notification(type="FAILURE", user_ids=("u1",)),),
+    )
+    assert RunRequest.from_api(request.to_api()) == request

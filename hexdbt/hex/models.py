@@ -163,6 +163,18 @@ class RunRequest:
                 hint="Hex runs a view with the view's own inputs; drop one of the two",
             )
 
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> RunRequest:
+        """From the body ``to_api`` made (the ledger keeps it, to send a queued trigger later)."""
+        return cls(
+            input_params=dict(body.get("inputParams") or {}),
+            update_published_results=bool(body.get("updatePublishedResults", True)),
+            use_cached_sql_results=bool(body.get("useCachedSqlResults", True)),
+            dry_run=bool(body.get("dryRun", False)),
+            view_id=body.get("viewId"),
+            notifications=tuple(Notification.from_api(n) for n in body.get("notifications", [])),
+        )
+
     def to_api(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "dryRun": bool(self.dry_run),
