@@ -25,7 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from hexdbt.clock import Clock
-from hexdbt.errors import HexApiError, HexRateLimitedError, HexUnavailableError
+from hexdbt.errors import (
+    HexAmbiguousRunError,
+    HexApiError,
+    HexRateLimitedError,
+    HexUnavailableError,
+)
 from hexdbt.hex.budget import CallKind
 from hexdbt.hex.client import HexClient, run_may_have_started
 from hexdbt.hex.models import Notification, RunRequest
@@ -271,29 +276,28 @@ class Dispatcher:
         """Find out whether a POST whose answer was lost started a run."""
         since = (record.intent_at or record.created_at) - self.settings.reconcile_margin_s
         try:
-            candidates = self.client.find_api_runs_since(record.project_id, since)
+            run = self.client.run_started_by_lost_post(
+                record.project_id,
+                since,
+                known_run_ids=self.ledger.run_ids_of_project(record.project_id),
+            )
+        except HexAmbiguousRunError as exc:
+            return self.ledger.mark_ambiguous(
+                record.trigger_key,
+                reason=f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)",
+            )
         except HexApiError as exc:
             return self.ledger.mark_ambiguous(
                 record.trigger_key,
                 reason=f"RunProject's answer was lost and Hex's run list could not be read: {exc}",
             )
-        known = self.ledger.run_ids_of_project(record.project_id)
-        unclaimed = [run for run in candidates if run.run_id not in known]
-        if len(unclaimed) == 1:
-            run = unclaimed[0]
-            self._log(f"{record.name}: found run {run.run_id}, started before the answer was lost")
-            return self.ledger.mark_started(
-                record.trigger_key, run_id=run.run_id, run_url=run.run_url, trace_id=run.trace_id
-            )
-        if not unclaimed:
+        if run is None:
             return self.ledger.release(
                 record.trigger_key, reason="RunProject's answer was lost; Hex started no run"
             )
-        urls = ", ".join(run.run_url or run.run_id for run in unclaimed)
-        return self.ledger.mark_ambiguous(
-            record.trigger_key,
-            reason=f"RunProject's answer was lost and {len(unclaimed)} API runs started since:"
-            f" {urls}; not re-sent (use --resend-ambiguous to send it anyway)",
+        self._log(f"{record.name}: found run {run.run_id}, started before the answer was lost")
+        return self.ledger.mark_started(
+            record.trigger_key, run_id=run.run_id, run_url=run.run_url, trace_id=run.trace_id
         )
 
     def _attach(self, record: TriggerRecord) -> None:

@@ -11,6 +11,7 @@
     │   ├── HexRateLimitedError      4    429 that outlasted the caller's deadline
     │   ├── HexUnavailableError      4    5xx, or 503 when the 25 kernels are busy
     │   └── HexTransportError        4    no HTTP answer: connect error, reset, timeout
+    │       └── HexAmbiguousRunError 4      answer lost, and several runs could be the one it started
     ├── RunFailedError               5  a run ended ERRORED, KILLED, UNABLE_TO_ALLOCATE_KERNEL
     ├── RunTimeoutError              6  a run did not end within its timeout
     └── StateError                   7  the ledger or the budget store cannot be used
@@ -146,6 +147,14 @@ class HexTransportError(HexApiError):
         # False only when the request provably never left (connect failed): a POST is then safe
         # to retry. True means a run may exist that we never heard of.
         self.request_may_have_been_sent = request_may_have_been_sent
+
+
+class HexAmbiguousRunError(HexTransportError):
+    """A RunProject answer was lost and Hex lists several new API runs that could be its run."""
+
+    def __init__(self, message: str, *, run_urls: tuple[str, ...], hint: str | None = None) -> None:
+        super().__init__(message, request_may_have_been_sent=True, hint=hint)
+        self.run_urls = run_urls
 
 
 class RunFailedError(HexdbtError):

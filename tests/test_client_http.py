@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hexdbt.emulator.scenario import (
     default_scenario_document,
 )
 from hexdbt.errors import (
+    HexAmbiguousRunError,
     HexApiError,
     HexAuthError,
     HexNotFoundError,
@@ -44,17 +44,7 @@ def _client(emu: HexEmulator, tmp_path: Path, token: str = TOKEN, **options: Any
 
 
 def _ops(emu: HexEmulator, operation: str) -> list[dict[str, Any]]:
-    # The emulator fills an entry's status just after the answer leaves, so the client can be
-    # a moment ahead of the journal: wait (real time, briefly) until every entry is settled.
-    deadline = time.monotonic() + 5
-    journal = emu.journal()
-    while (
-        any(entry["status"] is None and not entry["fault"] for entry in journal)
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.01)
-        journal = emu.journal()
-    return [entry for entry in journal if entry["operation"] == operation]
+    return [entry for entry in emu.journal() if entry["operation"] == operation]
 
 
 def _scenario_with_tokens(tokens: list[dict[str, Any]]) -> dict[str, Any]:
@@ -348,3 +338,17 @@ def test_project_runs_filter_by_status_and_trigger(
     assert {run.status for run in page.runs} == {"COMPLETED"}
     assert len(page.runs) == 2
     assert client.get_project_runs(SCHEDULED_ID, run_trigger_filter="API").runs == ()
+
+
+def test_a_lost_answer_with_several_candidate_runs_is_ambiguous_not_adopted(
+    hex_emulator: HexEmulator, tmp_path: Path
+) -> None:
+    """Someone else started the project too: hexdbt cannot tell which run is its own."""
+    client = _client(hex_emulator, tmp_path)
+    client.run_project(CUSTOMER_HEALTH_ID)
+    hex_emulator.inject_faults("RunProject", sequence=["lost_reset"])
+    with pytest.raises(HexAmbiguousRunError, match="2 API runs") as caught:
+        client.run_project_once(CUSTOMER_HEALTH_ID)
+    assert caught.value.exit_code == 4
+    assert len(caught.value.run_urls) == 2
+    assert len(hex_emulator.runs(CUSTOMER_HEALTH_ID)) == 2

@@ -25,6 +25,7 @@ from hexdbt.clock import ManualClock, ScaledClock, from_iso, to_iso
         (errors.HexRejectedError, 4),
         (errors.HexRateLimitedError, 4),
         (errors.HexUnavailableError, 4),
+        (errors.HexAmbiguousRunError, 4),
         (errors.RunFailedError, 5),
         (errors.RunTimeoutError, 6),
         (errors.StateError, 7),

@@ -140,7 +140,6 @@ def dbt_wrapper(
                 planner,
                 dispatcher,
                 source="dbt-wrapper",
-                wake=dispatcher.waiter.wake,
                 stop_submitting=signals.stop,
             )
             with signals.installed():

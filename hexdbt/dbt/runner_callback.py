@@ -136,9 +136,7 @@ class HexDispatchContext:
             manifest_path=self._paths.manifest if self._paths else None,
             log=self._log,
         )
-        self.stream = StreamDispatch(
-            planner, dispatcher, source="dbt-runner-callback", wake=dispatcher.waiter.wake
-        )
+        self.stream = StreamDispatch(planner, dispatcher, source="dbt-runner-callback")
         self._threads = [
             threading.Thread(target=self._consume, name="hexdbt-events", daemon=True),
             threading.Thread(target=self._dispatch, name="hexdbt-dispatch", daemon=True),
@@ -201,7 +199,6 @@ class HexDispatchContext:
                 )
         finally:
             stream.dispatcher.close()
-            stream.wake()
             dispatcher_thread.join()
             dispatcher: Dispatcher = stream.dispatcher
             if self.settlement is not None:

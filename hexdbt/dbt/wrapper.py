@@ -229,7 +229,6 @@ class StreamDispatch:
     planner: StreamPlanner
     dispatcher: Dispatcher
     source: str
-    wake: Callable[[], None] = field(default=lambda: None)
     stop_submitting: threading.Event = field(default_factory=threading.Event)
     submitted: list[str] = field(default_factory=list)
 
@@ -242,7 +241,6 @@ class StreamDispatch:
                 self.planner.invocation_id, self.planner.command, triggers, source=self.source
             )
             self.submitted.extend(trigger.name for trigger in triggers)
-            self.wake()
 
     def finish(
         self, paths: ArtifactPaths | None, *, interrupted: bool, dbt_exit_code: int | None
@@ -383,7 +381,6 @@ def run_dbt_and_dispatch(
                 process.terminate()
         finally:
             stream.dispatcher.close()
-            stream.wake()
 
     reader = threading.Thread(target=read, name="hexdbt-dbt-reader", daemon=True)
     reader.start()

@@ -20,7 +20,7 @@ import ipaddress
 import json
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -31,6 +31,7 @@ from hexdbt._version import __version__
 from hexdbt.clock import Clock, SystemClock
 from hexdbt.errors import (
     ConfigError,
+    HexAmbiguousRunError,
     HexApiError,
     HexAuthError,
     HexNotFoundError,
@@ -284,8 +285,9 @@ class HexClient:
         """RunProject that neither starts a run twice nor loses one when an answer is lost.
 
         When the POST may have reached Hex without an answer, the project's API runs since just
-        before the POST are looked up: one found is adopted, none means nothing started and the
-        POST is sent once more. (The dispatcher does the same against its ledger.)
+        before the POST are looked up (``run_started_by_lost_post``): the one found is adopted,
+        none means nothing started and the POST is sent once more, several raise
+        ``HexAmbiguousRunError``. (The dispatcher does the same against its ledger.)
         """
         request = request or RunRequest()
         since = self.clock.now() - 1.0
@@ -296,10 +298,9 @@ class HexClient:
                 raise
             if request.dry_run:
                 return self.run_project(project_id, request)
-            candidates = self.find_api_runs_since(project_id, since)
-            if not candidates:
+            adopted = self.run_started_by_lost_post(project_id, since)
+            if adopted is None:
                 return self.run_project(project_id, request)
-            adopted = candidates[-1]  # the oldest since the POST: ours, unless someone raced us
             return Run(
                 project_id=adopted.project_id,
                 run_id=adopted.run_id,
@@ -308,6 +309,29 @@ class HexClient:
                 trace_id=adopted.trace_id,
                 project_version=adopted.project_version,
             )
+
+    def run_started_by_lost_post(
+        self, project_id: str, since: float, *, known_run_ids: Collection[str] = ()
+    ) -> RunStatus | None:
+        """The run a RunProject whose answer was lost started, or None when it started none.
+
+        Candidates are the project's API runs since ``since`` that are not already accounted for
+        (``known_run_ids``). Several candidates cannot be told apart: HexAmbiguousRunError.
+        """
+        candidates = [
+            run
+            for run in self.find_api_runs_since(project_id, since)
+            if run.run_id not in known_run_ids
+        ]
+        if len(candidates) > 1:
+            urls = tuple(run.run_url or run.run_id for run in candidates)
+            raise HexAmbiguousRunError(
+                f"RunProject's answer was lost and {len(candidates)} API runs of project"
+                f" {project_id} started since: {', '.join(urls)}",
+                run_urls=urls,
+                hint="check those runs in Hex; nothing was sent again",
+            )
+        return candidates[0] if candidates else None
 
     def get_run_status(self, project_id: str, run_id: str) -> RunStatus:
         path = f"/projects/{_segment(project_id, 'project id')}/runs/{_segment(run_id, 'run id')}"
