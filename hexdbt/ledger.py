@@ -268,15 +268,6 @@ class Ledger:
 
     # -- invocations ----------------------------------------------------------------------
 
-    def record_invocation(self, invocation_id: str, command: str, source: str) -> bool:
-        """Remember a dbt invocation; True when it was new to the ledger."""
-        with self._write(durable=False) as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
-                (invocation_id, command, source, self._clock.now()),
-            )
-            return cursor.rowcount == 1
-
     def has_invocation(self, invocation_id: str) -> bool:
         rows = self._read("SELECT 1 FROM invocations WHERE invocation_id = ?", (invocation_id,))
         return bool(rows)

@@ -63,6 +63,12 @@ _HEX_FINAL_STATUS_KINDS = {
 }
 
 
+def kind_of_final_status(hex_status: str | None) -> OutcomeKind:
+    """The outcome of a run that ended with this Hex status; one hexdbt does not know is not
+    success."""
+    return _HEX_FINAL_STATUS_KINDS.get(hex_status or "", OutcomeKind.UNKNOWN_STATUS)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     name: str
@@ -99,10 +105,7 @@ def outcome_of(record: TriggerRecord) -> Outcome:
     """What a ledger row means for the user right now."""
     kind: OutcomeKind
     if record.state is TriggerState.ENDED:
-        if record.timed_out:
-            kind = OutcomeKind.TIMEOUT
-        else:
-            kind = _HEX_FINAL_STATUS_KINDS.get(record.hex_status or "", OutcomeKind.UNKNOWN_STATUS)
+        kind = OutcomeKind.TIMEOUT if record.timed_out else kind_of_final_status(record.hex_status)
     else:
         kind = {
             # Started and not (yet) ended: the command did not wait, or was interrupted.

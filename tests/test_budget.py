@@ -14,7 +14,6 @@ from hexdbt.hex.budget import (
     BudgetLimits,
     CallKind,
     Limit,
-    LocalBudget,
     SharedBudget,
     budget_scope,
     plan_slots,
@@ -158,13 +157,3 @@ def test_limits_parse_from_text_and_name_the_bad_part() -> None:
     with pytest.raises(ConfigError, match="cannot read 'runs=1/1'"):
         BudgetLimits.parse("runs=1/1")
     assert BudgetLimits.from_env({"HEXDBT_BUDGET": "other=5/10"}).other == (Limit(5, 10.0),)
-
-
-def test_local_budget_follows_the_same_rules() -> None:
-    clock = ManualClock(start=0.0)
-    budget = LocalBudget(clock=clock, limits=BudgetLimits(other=(Limit(2, 10.0),), margin_s=0.0))
-    for _ in range(3):
-        budget.acquire(CallKind.OTHER)
-    assert clock.now() == 10.0
-    budget.note_rate_limited(CallKind.OTHER, 100.0)
-    assert budget.next_slot_at(CallKind.OTHER) == 110.0

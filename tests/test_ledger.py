@@ -180,9 +180,3 @@ def test_unknown_trigger_is_a_state_error(tmp_path: Path) -> None:
         pytest.raises(StateError, match="no trigger"),
     ):
         ledger.mark_failed("nope", reason="x")
-
-
-def test_record_invocation_says_whether_it_was_new(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
-        assert ledger.record_invocation("inv-1", "build", "run")
-        assert not ledger.record_invocation("inv-1", "build", "watch")

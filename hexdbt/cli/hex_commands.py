@@ -106,7 +106,7 @@ class _Item:
     def outcome(self, *, dry_run: bool) -> ReportOutcome:
         """What became of this project, in the terms of hexdbt's reports."""
         from hexdbt.hex.waiter import Outcome as WaitOutcome
-        from hexdbt.report import Outcome, OutcomeKind
+        from hexdbt.report import Outcome, OutcomeKind, kind_of_final_status
 
         run = self.run
         kind = OutcomeKind.DRY_RUN if dry_run else OutcomeKind.STARTED
@@ -124,11 +124,7 @@ class _Item:
                 WaitOutcome.INTERRUPTED: OutcomeKind.KILLED
                 if self.cancel_note == "cancelled"
                 else OutcomeKind.STARTED,
-                WaitOutcome.FAILED: {
-                    "ERRORED": OutcomeKind.ERRORED,
-                    "KILLED": OutcomeKind.KILLED,
-                    "UNABLE_TO_ALLOCATE_KERNEL": OutcomeKind.UNABLE_TO_ALLOCATE_KERNEL,
-                }.get(status or "", OutcomeKind.UNKNOWN_STATUS),
+                WaitOutcome.FAILED: kind_of_final_status(status),
             }[self.result.outcome]
         last = self.result.last if self.result is not None else None
         elapsed_ms = last.elapsed_time_ms if last is not None else None

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -318,47 +318,3 @@ class SharedBudget:
         if calls <= 0:
             return True
         return self.slots_for(kind, calls)[-1] <= self.clock.now() + seconds
-
-
-@dataclass
-class LocalBudget:
-    """An in-process budget with the same rules (for callers without a state folder)."""
-
-    clock: Clock = field(default_factory=SystemClock)
-    limits: BudgetLimits = field(default_factory=BudgetLimits)
-    _calls: dict[CallKind, list[float]] = field(default_factory=dict)
-    _blocked: dict[CallKind, float] = field(default_factory=dict)
-
-    def acquire(self, kind: CallKind, *, deadline: float | None = None) -> None:
-        while True:
-            now = self.clock.now()
-            slot = self.next_slot_at(kind)
-            if slot <= now:
-                self._calls.setdefault(kind, []).append(now)
-                return
-            if deadline is not None and slot > deadline:
-                raise HexRateLimitedError(
-                    f"Hex's rate budget for {kind.value} calls has no slot before the deadline",
-                    status=None,
-                    retry_after_s=slot - now,
-                )
-            self.clock.sleep(slot - now)
-
-    def note_rate_limited(self, kind: CallKind, retry_after_s: float | None) -> None:
-        if retry_after_s is None:
-            retry_after_s = min(limit.window_s for limit in self.limits.for_kind(kind))
-        until = self.clock.now() + max(0.0, retry_after_s)
-        self._blocked[kind] = max(self._blocked.get(kind, 0.0), until)
-
-    def next_slot_at(self, kind: CallKind) -> float:
-        return self.slots_for(kind, 1)[0]
-
-    def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
-        return plan_slots(
-            self._calls.get(kind, []),
-            self.limits.for_kind(kind),
-            self.limits.margin_s,
-            self.clock.now(),
-            self._blocked.get(kind, 0.0),
-            calls,
-        )
