@@ -89,7 +89,10 @@ class Dispatcher:
         waiter: Waiter | None = None,
         progress: Progress | None = None,
         log: Log | None = None,
+        on_turn: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_turn(now)`` runs on the dispatcher's thread at every turn of its loop, before
+        sending: the watcher takes in new invocations there."""
         self.client = client
         self.ledger = ledger
         self.settings = settings or DispatchSettings()
@@ -103,6 +106,7 @@ class Dispatcher:
         self._closed = False
         self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
         self._started_here: set[str] = set()
+        self._on_turn = on_turn
 
     # -- feeding it -----------------------------------------------------------------------------
 
@@ -190,8 +194,10 @@ class Dispatcher:
                     f"left queued after interruption: {self.ledger.get(item.trigger_key).name}"
                 )
 
-    def _tick(self, _now: float) -> float | None:
+    def _tick(self, now: float) -> float | None:
         """Send what may be sent now; say when to come back, or None when nothing is left."""
+        if self._on_turn is not None:
+            self._on_turn(now)
         while True:
             now = self.clock.now()  # sending takes time: each turn looks at the clock again
             with self._lock:

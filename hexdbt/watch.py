@@ -31,7 +31,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -45,7 +45,7 @@ from hexdbt.logs import EventLog, error_fields
 if TYPE_CHECKING:
     from hexdbt.dispatch import Dispatcher, DispatchSettings
     from hexdbt.hex.client import HexClient
-    from hexdbt.hex.waiter import RunResult, WatchedRun
+    from hexdbt.hex.waiter import Waiter
     from hexdbt.ledger import Ledger
     from hexdbt.plan import Plan
 
@@ -608,57 +608,6 @@ class ArtifactWatcher:
 # -- the dispatcher side --------------------------------------------------------------------------
 
 
-def _make_waiter(client: HexClient, intake: Callable[[float], None], log: EventLog) -> Any:
-    """A Waiter that takes in ready invocations on every turn and logs each run it follows."""
-    from hexdbt.hex.waiter import Outcome as WaitOutcome
-    from hexdbt.hex.waiter import Waiter
-
-    class DaemonWaiter(Waiter):
-        def add(self, run: WatchedRun) -> None:
-            log.emit(
-                "run_followed",
-                name=run.label,
-                project_id=run.project_id,
-                run_id=run.run_id,
-                run_url=run.run_url,
-            )
-            super().add(run)
-
-        def wait(
-            self,
-            runs: Iterable[WatchedRun] = (),
-            *,
-            stop: threading.Event | None = None,
-            on_result: Callable[[RunResult], None] | None = None,
-            tick: Callable[[float], float | None] | None = None,
-        ) -> list[RunResult]:
-            def tick_with_intake(now: float) -> float | None:
-                intake(now)
-                return tick(self.clock.now()) if tick is not None else None
-
-            def logged(result: RunResult) -> None:
-                run = result.run
-                fields = {
-                    "name": run.label,
-                    "project_id": run.project_id,
-                    "run_id": run.run_id,
-                    "run_url": run.run_url,
-                    "status": result.status,
-                }
-                if result.outcome is WaitOutcome.INTERRUPTED:
-                    log.emit("run_left_running", **fields)
-                else:
-                    level = "info" if result.ok else "warning"
-                    extra = {"error": str(result.error)} if result.error is not None else {}
-                    log.emit("run_ended", level, outcome=result.outcome.value, **fields, **extra)
-                if on_result is not None:
-                    on_result(result)
-
-            return super().wait(runs, stop=stop, on_result=logged, tick=tick_with_intake)
-
-    return DaemonWaiter(client)
-
-
 class WatchDaemon:
     """``hexdbt watch``: the watcher and the dispatcher, until ``stop`` is set.
 
@@ -686,7 +635,7 @@ class WatchDaemon:
         self.log = log
         self.settings = settings or DispatchSettings(cancel_on_interrupt=False)
         self.clock = client.clock
-        self._waiter: Any = None
+        self._waiter: Waiter | None = None
         self.ready: queue.SimpleQueue[ReadyInvocation] = queue.SimpleQueue()
         self._retry: list[tuple[float, ReadyInvocation]] = []
         self.watcher = ArtifactWatcher(options, self._deliver, log, clock=watch_clock)
@@ -714,16 +663,21 @@ class WatchDaemon:
 
     def _dispatch_until(self, stop: threading.Event) -> None:
         from hexdbt.dispatch import Dispatcher
+        from hexdbt.hex.progress import EventProgress
+        from hexdbt.hex.waiter import Waiter
 
         failures = 0
         while not stop.is_set():
-            waiter = self._waiter = _make_waiter(self.client, self._intake, self.log)
+            waiter = self._waiter = Waiter(
+                self.client, progress=EventProgress(self.log, heartbeat_s=3600.0)
+            )
             self.dispatcher = Dispatcher(
                 self.client,
                 self.ledger,
                 settings=self.settings,
                 waiter=waiter,
                 log=lambda message: self.log.emit("dispatch", message=message),
+                on_turn=self._intake,
             )
             try:
                 self._resume(self.clock.now(), first=True)

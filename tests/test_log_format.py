@@ -45,8 +45,9 @@ def test_trigger_wait_logs_json_events(hex_emulator: HexEmulator) -> None:
     assert code == 0
     assert events[0]["event"] == "note"
     assert "updatePublishedResults=false" in events[0]["message"]
-    statuses = [e["status"] for e in events if e["event"] == "run_status"]
-    assert statuses[-1] == "COMPLETED"
+    (ended,) = [e for e in events if e["event"] == "run_ended"]
+    assert (ended["status"], ended["outcome"]) == ("COMPLETED", "COMPLETED")
+    assert [e["status"] for e in events if e["event"] == "run_status"] == ["RUNNING"]
     assert all({"time", "level", "event"} <= set(event) for event in events)
 
 
@@ -61,5 +62,5 @@ def test_run_logs_json_events(
     started = [e["message"] for e in events if e["event"] == "note"]
     assert len(started) == 2
     assert all("started run" in message for message in started)
-    ended = [e for e in events if e["event"] == "run_status" and e["outcome"] == "COMPLETED"]
-    assert {e["project"] for e in ended} == {"app_0", "app_1"}
+    ended = [e for e in events if e["event"] == "run_ended" and e["outcome"] == "COMPLETED"]
+    assert {e["name"] for e in ended} == {"app_0", "app_1"}

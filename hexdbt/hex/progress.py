@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from hexdbt.hex.waiter import RunView
+from hexdbt.hex.waiter import Outcome, RunView
 from hexdbt.logs import EventLog
 
 
@@ -102,7 +102,12 @@ class TableProgress:
 
 
 class EventProgress:
-    """For ``--log-format json``: each status change and heartbeat is one event object."""
+    """For ``--log-format json`` and the watcher: each change in a run's life is one event.
+
+    ``run_followed`` (waiting on it begins), ``run_status`` (a new live status), ``run_ended``
+    (with its outcome, and the error when it did not complete), ``run_left_running`` (waiting
+    stopped first), and a ``waiting`` heartbeat.
+    """
 
     def __init__(self, log: EventLog, *, heartbeat_s: float = 60.0) -> None:
         self._log = log
@@ -110,16 +115,23 @@ class EventProgress:
 
     def changed(self, view: RunView, now: float) -> None:
         run = view.run
-        self._log.emit(
-            "run_status",
-            project=run.label or run.project_id,
-            project_id=run.project_id,
-            run_id=run.run_id,
-            status=view.status,
-            outcome=view.outcome.value if view.outcome is not None else None,
-            elapsed_s=round(now - run.started_at, 1),
-            run_url=run.run_url,
-        )
+        fields = {
+            "name": run.label or run.project_id,
+            "project_id": run.project_id,
+            "run_id": run.run_id,
+            "run_url": run.run_url,
+            "status": view.status,
+            "elapsed_s": round(now - run.started_at, 1),
+        }
+        if view.outcome is None:
+            self._log.emit("run_followed" if view.status is None else "run_status", **fields)
+        elif view.outcome is Outcome.INTERRUPTED:
+            self._log.emit("run_left_running", **fields)
+        else:
+            level = "info" if view.outcome is Outcome.COMPLETED else "warning"
+            self._log.emit(
+                "run_ended", level, outcome=view.outcome.value, error=view.error, **fields
+            )
 
     def refresh(self, views: Sequence[RunView], now: float) -> None:
         counts: dict[str, int] = {}

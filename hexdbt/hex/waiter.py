@@ -121,6 +121,7 @@ class RunView:
     status: str | None
     outcome: Outcome | None
     polls: int
+    error: str | None = None  # why the run did not end well, once it has an outcome
 
 
 class Progress(Protocol):
@@ -166,8 +167,8 @@ class _Open:
     last: RunStatus | None = None
     failures: int = 0
 
-    def view(self, outcome: Outcome | None = None) -> RunView:
-        return RunView(self.run, self.status, outcome, self.polls)
+    def view(self, outcome: Outcome | None = None, error: str | None = None) -> RunView:
+        return RunView(self.run, self.status, outcome, self.polls, error)
 
 
 class Waiter:
@@ -237,7 +238,8 @@ class Waiter:
         def finish(item: _Open, result: RunResult) -> None:
             open_runs.remove(item)
             results.append(result)
-            self.progress.changed(item.view(result.outcome), self.clock.now())
+            error = str(result.error) if result.error is not None else None
+            self.progress.changed(item.view(result.outcome, error), self.clock.now())
             if on_result is not None:
                 on_result(result)
 
