@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.dbt.artifacts import Invocation, load_manifest, load_run_results
+from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
 from hexdbt.logs import EventLog, error_fields
 
@@ -47,13 +47,11 @@ if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.waiter import Waiter
     from hexdbt.ledger import Ledger
+    from hexdbt.mapping import MappingSet
     from hexdbt.plan import Plan
 
 RUN_RESULTS = "run_results.json"
 MANIFEST = "manifest.json"
-
-
-# -- logging: one event per line, text or JSON ----------------------------------------------------
 
 
 # -- what to watch --------------------------------------------------------------------------------
@@ -132,6 +130,7 @@ class Signal(StrEnum):
     CLOSED = "closed"  # run_results.json closed after writing: complete
     REPLACED = "replaced"  # renamed onto run_results.json: atomic, complete
     CHANGED = "changed"  # created or written: maybe half-written
+    MANIFEST = "manifest"  # manifest.json closed after writing or renamed into place
     FOLDER = "folder"  # the target folder itself appeared, vanished or moved
 
 
@@ -165,19 +164,21 @@ def classify(
                     found.append((target_dirs[path], Signal.FOLDER))
         return found
     if event.event_type == "closed":
-        target = is_run_results(src, target_dirs)
-        if target is not None:
-            found.append((target, Signal.CLOSED))
+        complete, signal = src, Signal.CLOSED
+    elif event.event_type == "moved" and dest is not None:
+        complete, signal = dest, Signal.REPLACED
     elif event.event_type in ("created", "modified"):
         target = is_run_results(src, target_dirs)
-        if target is not None:
-            found.append((target, Signal.CHANGED))
-    elif event.event_type == "moved" and dest is not None:
-        target = is_run_results(dest, target_dirs)
-        if target is not None:
-            found.append((target, Signal.REPLACED))
-    # Opened, closed-without-writing (our own reads), attribute changes and deletions of the file
-    # say nothing new: the next write will.
+        return [(target, Signal.CHANGED)] if target is not None else []
+    else:
+        # Opened, closed-without-writing (our own reads), attribute changes and deletions of the
+        # file say nothing new: the next write will.
+        return []
+    target = target_dirs.get(complete.parent)
+    if target is not None and complete.name == RUN_RESULTS:
+        found.append((target, signal))
+    elif target is not None and complete.name == MANIFEST:
+        found.append((target, Signal.MANIFEST))
     return found
 
 
@@ -197,6 +198,51 @@ def signature_of(path: Path) -> FileSignature | None:
     except OSError:
         return None
     return FileSignature(stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class PlanInputs:
+    """One target's manifest.json and the mapping, each parsed once per version of its file.
+
+    Every invocation is planned from them; a real manifest is tens of MB, and parsing it again
+    after each run_results.json would stand between dbt's close and the trigger. A file counts as
+    unchanged while its inode, size and mtime are; the signature is taken before the read, so a
+    write during the read makes the next use read again. dbt writes manifest.json just before
+    run_results.json, so the watch loop calls ``manifest`` on its close, ahead of the invocation.
+    Errors are not kept: the next use reads again.
+    """
+
+    def __init__(self, manifest_path: Path, mappings_file: Path | None) -> None:
+        self.manifest_path = manifest_path
+        self.mappings_file = mappings_file
+        self._manifest: tuple[FileSignature, Manifest] | None = None
+        self._mappings: tuple[Path, FileSignature | None, Manifest, MappingSet] | None = None
+
+    def manifest(self) -> Manifest:
+        signature = signature_of(self.manifest_path)
+        if self._manifest is not None and signature == self._manifest[0]:
+            return self._manifest[1]
+        manifest = load_manifest(self.manifest_path)
+        if signature is not None:
+            self._manifest = (signature, manifest)
+        return manifest
+
+    def mappings(self, manifest: Manifest) -> MappingSet:
+        """The mapping file (or the exposures alone), merged with ``manifest``'s Hex exposures."""
+        from hexdbt.mapping import resolve_mappings_path
+        from hexdbt.planning import load_mapping_set
+
+        mappings_path, _explicit = resolve_mappings_path(self.mappings_file)
+        signature = signature_of(mappings_path)
+        cached = self._mappings
+        if (
+            cached is not None
+            and cached[:2] == (mappings_path, signature)
+            and cached[2] is manifest
+        ):
+            return cached[3]
+        mappings, _path, _used = load_mapping_set(self.mappings_file, manifest)
+        self._mappings = (mappings_path, signature, manifest, mappings)
+        return mappings
 
 
 class RecentIds:
@@ -229,11 +275,14 @@ class ReadyInvocation:
 @dataclass
 class _TargetState:
     target: WatchTarget
+    inputs: PlanInputs
     due_at: float | None = None
     complete_hint: bool = False  # a close (or rename) was seen since the last read
     last_signature: FileSignature | None = None
     bad_signature: FileSignature | None = None
     manifest_failures: int = 0
+    # manifest.json was closed (or renamed into place): parse it now, before run_results.json.
+    manifest_written: bool = False
     armed_inode: int | None = None
     armed_before: bool = False
     # The folder came or went: re-arm even if a recreated folder got the old inode number back.
@@ -304,7 +353,10 @@ class ArtifactWatcher:
         self.clock: Clock = clock or SystemClock()
         self.events: queue.SimpleQueue[RawEvent | None] = queue.SimpleQueue()
         self.stop_event = threading.Event()
-        self._states = {t.target_dir: _TargetState(t) for t in options.targets}
+        self._states = {
+            t.target_dir: _TargetState(t, PlanInputs(t.manifest, options.mappings_file))
+            for t in options.targets
+        }
         self._target_dirs = {t.target_dir: t for t in options.targets}
         self._baseline: set[str] = set()
         self.taken = RecentIds()
@@ -484,6 +536,8 @@ class ArtifactWatcher:
             if signal is Signal.FOLDER:
                 state.rearm = True
                 self._next_rearm_check = now
+            elif signal is Signal.MANIFEST:
+                state.manifest_written = True
             elif signal in (Signal.CLOSED, Signal.REPLACED):
                 state.complete_hint = True
                 state.due_at = now
@@ -500,6 +554,11 @@ class ArtifactWatcher:
             for state in self._states.values():
                 self._arm(state, now)
         for state in self._states.values():
+            if state.manifest_written:
+                state.manifest_written = False
+                # Half-written or broken: planning reads it again, and reports what is wrong.
+                with contextlib.suppress(ArtifactError):
+                    state.inputs.manifest()
             if state.due_at is not None and state.due_at <= now:
                 state.due_at = None
                 try:
@@ -572,7 +631,7 @@ class ArtifactWatcher:
             return
         self.log.emit("invocation_seen", **fields, results=len(invocation.results))
         try:
-            plan = self.plan(state.target, invocation)
+            plan = self.plan(state.inputs, invocation)
         except ArtifactError as exc:
             state.manifest_failures += 1
             if state.manifest_failures < self.options.manifest_attempts:
@@ -595,14 +654,14 @@ class ArtifactWatcher:
         self.taken.add(invocation_id)
         self.deliver(ReadyInvocation(state.target, plan))
 
-    def plan(self, target: WatchTarget, invocation: Invocation) -> Plan:
-        """As ``planning.plan_from_files``, but on the invocation already read (read once)."""
+    def plan(self, inputs: PlanInputs, invocation: Invocation) -> Plan:
+        """As ``planning.plan_from_files``, on the invocation already read and the parsed inputs."""
         from hexdbt.plan import make_plan
-        from hexdbt.planning import load_mapping_set
 
-        manifest = load_manifest(target.manifest)
-        mappings, _path, _used = load_mapping_set(self.options.mappings_file, manifest)
-        return make_plan(invocation, mappings, manifest, environ=self.options.environ)
+        manifest = inputs.manifest()
+        return make_plan(
+            invocation, inputs.mappings(manifest), manifest, environ=self.options.environ
+        )
 
 
 # -- the dispatcher side --------------------------------------------------------------------------

@@ -8,6 +8,8 @@ between chunks, a missing manifest, a folder coming and going) without timing lu
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -191,6 +193,72 @@ def test_a_manifest_that_never_comes_fails_the_invocation_once(tmp_path: Path) -
     assert script.delivered() == []
 
 
+def _overwrite_keeping_signature(path: Path, text: str) -> None:
+    """Rewrite a file in place with text of the same length and put its mtime back: the file
+    looks unchanged to a stat, so only a parse made earlier can still see the old content."""
+    before = path.stat()
+    assert len(text.encode()) == before.st_size
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_closed_manifest_is_parsed_before_run_results_arrives(tmp_path: Path) -> None:
+    script = Script(tmp_path, close_events=True)
+    manifest = script.folder / "manifest.json"
+    script.event("closed", manifest)
+    # From here on only the parse taken at the close can plan the invocation.
+    _overwrite_keeping_signature(manifest, "x" * manifest.stat().st_size)
+    write_json(script.results, BUILD)
+    script.event("closed")
+    assert script.delivered() == ["inv-1"]
+
+
+def test_a_rewritten_manifest_is_parsed_again(tmp_path: Path) -> None:
+    script = Script(tmp_path, close_events=True)
+    manifest = script.folder / "manifest.json"
+    write_json(script.results, BUILD)
+    script.event("closed")
+    manifest.write_text("{not json", encoding="utf-8")
+    later = run_results_document({"model.shop.customers": "success"}, invocation_id="inv-2")
+    write_json(script.results, later)
+    script.event("closed")
+    for _ in range(10):
+        script.after(2)
+    (failed,) = script.log.of("invocation_failed")
+    assert failed["invocation_id"] == "inv-2"
+    assert "manifest.json is" in failed["error"]
+    assert script.delivered() == ["inv-1"]
+
+
+def _projects_of_two_builds(script: Script, between: Callable[[], None]) -> list[list[str]]:
+    """The Hex projects planned for two builds, with ``between`` done after the first."""
+    write_json(script.results, BUILD)
+    script.event("closed")
+    between()
+    later = run_results_document({"model.shop.customers": "success"}, invocation_id="inv-2")
+    write_json(script.results, later)
+    script.event("closed")
+    return [[trigger.project_id for trigger in item.plan.triggers] for item in script.ready]
+
+
+def test_an_edited_mapping_applies_to_the_next_invocation(tmp_path: Path) -> None:
+    script = Script(tmp_path, close_events=True)
+    mappings = tmp_path / "hex_mappings.yml"
+    edited = MAPPINGS.replace("p-health", "p-health-v2")
+    assert _projects_of_two_builds(
+        script, lambda: mappings.write_text(edited, encoding="utf-8")
+    ) == [["p-health"], ["p-health-v2"]]
+
+
+def test_an_unchanged_mapping_is_not_read_again(tmp_path: Path) -> None:
+    script = Script(tmp_path, close_events=True)
+    mappings = tmp_path / "hex_mappings.yml"
+    disguised = MAPPINGS.replace("p-health", "p-wrong!")
+    assert _projects_of_two_builds(
+        script, lambda: _overwrite_keeping_signature(mappings, disguised)
+    ) == [["p-health"], ["p-health"]]
+
+
 def test_the_same_invocation_closed_twice_is_taken_once(tmp_path: Path) -> None:
     script = Script(tmp_path, close_events=True)
     write_json(script.results, BUILD)
@@ -269,7 +337,11 @@ def test_classify_keeps_only_what_concerns_a_target(tmp_path: Path) -> None:
     assert kinds(RawEvent("opened", results)) == []
     assert kinds(RawEvent("closed_no_write", results)) == []
     assert kinds(RawEvent("deleted", results)) == []
-    assert kinds(RawEvent("closed", str(target.manifest))) == []
+    assert kinds(RawEvent("closed", str(target.manifest))) == [Signal.MANIFEST]
+    assert kinds(RawEvent("moved", str(target.manifest) + ".tmp", str(target.manifest))) == [
+        Signal.MANIFEST
+    ]
+    assert kinds(RawEvent("modified", str(target.manifest))) == []
     assert kinds(RawEvent("closed", str(tmp_path / "other" / "run_results.json"))) == []
     assert kinds(RawEvent("deleted", str(target.target_dir), "", True)) == [Signal.FOLDER]
     assert kinds(RawEvent("created", str(target.target_dir), "", True)) == [Signal.FOLDER]
