@@ -73,9 +73,11 @@ def run_request_of(trigger: Trigger) -> RunRequest:
 
 @dataclass
 class _Pending:
-    """A trigger waiting to be sent by this process."""
+    """A trigger waiting to be sent by this process. Its record is read when it is lined up:
+    what sending needs of it (project, request, creation time) never changes, and the claim
+    checks its state in the ledger itself."""
 
-    trigger_key: str
+    record: TriggerRecord
     not_before: float = 0.0
 
 
@@ -167,8 +169,8 @@ class Dispatcher:
             self._attach(record)
         elif record.state in (TriggerState.PLANNED, TriggerState.QUEUED):
             with self._lock:
-                if all(p.trigger_key != record.trigger_key for p in self._pending):
-                    self._pending.append(_Pending(record.trigger_key))
+                if all(p.record.trigger_key != record.trigger_key for p in self._pending):
+                    self._pending.append(_Pending(record))
         return record
 
     # -- the loop -------------------------------------------------------------------------------
@@ -190,9 +192,7 @@ class Dispatcher:
             with self._lock:
                 pending, self._pending = self._pending, []
             for item in pending:
-                self._log(
-                    f"left queued after interruption: {self.ledger.get(item.trigger_key).name}"
-                )
+                self._log(f"left queued after interruption: {item.record.name}")
 
     def _tick(self, now: float) -> float | None:
         """Send what may be sent now; say when to come back, or None when nothing is left."""
@@ -210,7 +210,7 @@ class Dispatcher:
             item = min(pending, key=lambda p: p.not_before)
             if item.not_before > now:
                 return item.not_before
-            record = self.ledger.get(item.trigger_key)
+            record = item.record
             deadline = record.created_at + self.settings.queue_deadline_s
             if now >= deadline:
                 self._drop(item)
@@ -224,7 +224,7 @@ class Dispatcher:
             slot = budget.next_slot_at(CallKind.RUN_PROJECT) if budget else now
             now = self.clock.now()  # "fits now" means at the budget's now, a moment ago
             if slot <= now:
-                self._send(item, record)
+                self._send(item)
                 continue
             if not self.settings.wait and slot > now + self.settings.no_wait_send_window_s:
                 self._leave_queued()
@@ -241,7 +241,7 @@ class Dispatcher:
         with self._lock:
             pending, self._pending = self._pending, []
         for item in pending:
-            record = self.ledger.get(item.trigger_key)
+            record = item.record
             self.ledger.mark_queued(
                 record.trigger_key,
                 deadline_at=record.created_at + self.settings.queue_deadline_s,
@@ -249,7 +249,8 @@ class Dispatcher:
             )
             self._log(f"{record.name}: queued for Hex's RunProject budget")
 
-    def _send(self, item: _Pending, record: TriggerRecord) -> None:
+    def _send(self, item: _Pending) -> None:
+        record = item.record
         self._drop(item)
         if not self.ledger.claim_for_sending(record.trigger_key):
             # Another process holds it; report whatever it records.
@@ -265,7 +266,7 @@ class Dispatcher:
                 self.ledger.release(record.trigger_key, reason=str(exc))
                 with self._lock:
                     self._pending.append(
-                        _Pending(record.trigger_key, self.clock.now() + self.settings.retry_later_s)
+                        _Pending(record, self.clock.now() + self.settings.retry_later_s)
                     )
             else:
                 self.ledger.mark_failed(record.trigger_key, reason=str(exc), trace_id=exc.trace_id)
