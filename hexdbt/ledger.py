@@ -311,7 +311,13 @@ class Ledger:
                     for trigger in triggers
                 ],
             )
-        return [self.get(trigger.trigger_key) for trigger in triggers]
+            keys = [trigger.trigger_key for trigger in triggers]
+            rows = db.execute(
+                f"SELECT * FROM triggers WHERE trigger_key IN ({', '.join('?' * len(keys))})",
+                keys,
+            ).fetchall()
+        by_key = {row["trigger_key"]: _trigger_from_row(row) for row in rows}
+        return [by_key[key] for key in keys]
 
     def get(self, trigger_key: str) -> TriggerRecord:
         rows = self._read("SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,))
