@@ -233,11 +233,13 @@ class SharedBudget:
         return self._db
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction takes the lock at once (check-and-record); a read one sees one
+        snapshot and blocks nobody."""
         with self._lock:
             db = self._connection()
             try:
-                db.execute("BEGIN IMMEDIATE")
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield db
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -252,14 +254,12 @@ class SharedBudget:
     def _state(
         self, db: sqlite3.Connection, kind: CallKind, now: float
     ) -> tuple[list[float], float]:
-        db.execute(
-            "DELETE FROM calls WHERE scope = ? AND at < ?",
-            (self.scope, now - self._longest_window_s - self.limits.margin_s),
-        )
+        oldest = now - self._longest_window_s - self.limits.margin_s
         times = [
             row[0]
             for row in db.execute(
-                "SELECT at FROM calls WHERE scope = ? AND kind = ?", (self.scope, kind.value)
+                "SELECT at FROM calls WHERE scope = ? AND kind = ? AND at >= ?",
+                (self.scope, kind.value, oldest),
             )
         ]
         row = db.execute(
@@ -278,6 +278,11 @@ class SharedBudget:
                     db.execute(
                         "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
                         (self.scope, kind.value, now),
+                    )
+                    # Calls older than every window count no more.
+                    db.execute(
+                        "DELETE FROM calls WHERE scope = ? AND at < ?",
+                        (self.scope, now - self._longest_window_s - self.limits.margin_s),
                     )
                     return
             if deadline is not None and slot > deadline:
@@ -307,7 +312,7 @@ class SharedBudget:
 
     def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
         now = self.clock.now()
-        with self._transaction() as db:
+        with self._transaction(write=False) as db:
             times, blocked_until = self._state(db, kind, now)
         return plan_slots(
             times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
