@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -314,7 +313,6 @@ def make_plan(
 
     ``environ`` feeds templates' env_var (default: the process environment).
     """
-    environ = dict(os.environ) if environ is None else environ
     results = invocation.results_by_id
     finished = FinishedNodes.of_invocation(invocation)
     # Many projects read the same models: each model's template context is made once.

@@ -32,7 +32,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,6 +269,7 @@ class ReadyInvocation:
 
     target: WatchTarget
     plan: Plan
+    results: int  # nodes in run_results.json
     attempts: int = 0
 
 
@@ -629,7 +630,6 @@ class ArtifactWatcher:
                 reason=f"dbt {invocation.command} refreshes no model",
             )
             return
-        self.log.emit("invocation_seen", **fields, results=len(invocation.results))
         try:
             plan = self.plan(state.inputs, invocation)
         except ArtifactError as exc:
@@ -652,7 +652,7 @@ class ArtifactWatcher:
             return
         state.manifest_failures = 0
         self.taken.add(invocation_id)
-        self.deliver(ReadyInvocation(state.target, plan))
+        self.deliver(ReadyInvocation(state.target, plan, len(invocation.results)))
 
     def plan(self, inputs: PlanInputs, invocation: Invocation) -> Plan:
         """As ``planning.plan_from_files``, on the invocation already read and the parsed inputs."""
@@ -815,12 +815,13 @@ class WatchDaemon:
                 **error_fields(exc),
             )
             if retry:
-                again = ReadyInvocation(ready.target, plan, attempts)
+                again = replace(ready, attempts=attempts)
                 self._retry.append((now + self.options.submit_retry_s, again))
             return
         self.log.emit(
             "invocation_submitted",
             **fields,
+            results=ready.results,
             triggers=[trigger.name for trigger in plan.triggers],
             skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
         )

@@ -156,6 +156,7 @@ def test_a_dbt_style_in_place_write_triggers_each_stale_project_once(harness: Ha
     harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
     assert [e["invocation_id"] for e in log.of("invocation_submitted")] == ["inv-1"]
     assert sorted(log.of("invocation_submitted")[0]["triggers"]) == ["finance", "health"]
+    assert log.of("invocation_submitted")[0]["results"] == len(BOTH)
     _no_errors(log)
 
 

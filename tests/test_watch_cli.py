@@ -163,7 +163,7 @@ def test_the_daemon_process_triggers_logs_json_and_stops_on_sigterm(
     assert not [e for e in emulator.journal() if e["operation"] == "CancelRun"]
     names = [event["event"] for event in daemon.events()]
     assert names[:2] == ["started", "watching"]
-    assert {"invocation_seen", "invocation_submitted", "stopping", "stopped"} <= set(names)
+    assert {"invocation_submitted", "stopping", "stopped"} <= set(names)
     assert all(TOKEN not in line for line in daemon.lines)
     assert daemon.stdout == ""  # logs go to stderr only
 
