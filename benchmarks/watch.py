@@ -1,14 +1,15 @@
 """The watcher's reaction time and memory, next to a minimal watchdog-plus-POST script.
 
-Both watchers run as processes of their own, watching one target folder; this script writes
-run_results.json there the way dbt does (truncate, stream, close) and reads, from the emulator's
-request log, when the RunProject call arrived. Reaction time = arrival - close. The baseline is the
-least a watcher can do: on the close event, read and parse the file and POST. `hexdbt watch` on
-top reads the manifest and the mapping, plans, records intent and run id in the ledger and takes
-a slot from the shared rate budget. Then the daemon's resident memory after 10 and after 500
-invocations.
+Both watchers run as processes of their own, each watching its own target folder; this script
+writes run_results.json there the way dbt does (truncate, stream, close) and reads, from the
+emulator's request log, when the RunProject call arrived. Reaction time = arrival - close. Rounds
+alternate the two watchers. The baseline is the least a watcher can do: on the close event, read
+and parse the file and POST. `hexdbt watch` on top plans from the manifest and the mapping
+(parsed when they change), records the invocation, the trigger's intent (synced to disk before
+the POST) and the run id in the ledger, and takes a slot from the shared rate budget. Then the
+daemon's resident memory after 10 and after 500 invocations.
 
-    .venv/bin/python benchmarks/watch.py [--writes 60] [--invocations 500]
+    .venv/bin/python benchmarks/watch.py [--writes 100] [--invocations 500]
 
 Targets (issue 6): median and p95 at most 2x the minimal script; memory growth under 10 MB.
 """
@@ -166,37 +167,30 @@ def note_arrival(line: str) -> None:
         ARRIVALS.append(time.time())
 
 
-def posts(emulator: HexEmulator) -> list[float]:
-    return list(ARRIVALS)
+class Writer:
+    """Writes invocations dbt's way and times each one's RunProject; counts every POST."""
 
+    def __init__(self) -> None:
+        self.posts = 0
 
-def write_and_wait(emulator: HexEmulator, path: Path, expected_posts: int) -> float:
-    """Write one invocation dbt's way; the ms from the close to the POST's arrival."""
-    text = run_results(str(uuid.uuid4()))
-    with path.open("w", encoding="utf-8") as handle:
-        handle.write(text[: len(text) // 2])
-        handle.flush()
-        handle.write(text[len(text) // 2 :])
-    closed_at = time.time()
-    deadline = time.monotonic() + 20
-    while True:
-        arrived = posts(emulator)
-        if len(arrived) >= expected_posts:
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no RunProject after write {expected_posts}")
-        time.sleep(0.002)
-    if len(arrived) != expected_posts:
-        raise SystemExit(f"{len(arrived)} RunProject calls, expected {expected_posts}")
-    return (arrived[-1] - closed_at) * 1000
-
-
-def measure(emulator: HexEmulator, path: Path, writes: int, already: int) -> list[float]:
-    samples = []
-    for index in range(writes):
-        samples.append(write_and_wait(emulator, path, already + index + 1))
+    def reaction_ms(self, path: Path) -> float:
+        """Write one invocation to ``path``; the ms from the close to the POST's arrival."""
+        text = run_results(str(uuid.uuid4()))
+        with path.open("w", encoding="utf-8") as handle:
+            handle.write(text[: len(text) // 2])
+            handle.flush()
+            handle.write(text[len(text) // 2 :])
+        closed_at = time.time()
+        self.posts += 1
+        deadline = time.monotonic() + 20
+        while len(ARRIVALS) < self.posts:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no RunProject after write {self.posts}")
+            time.sleep(0.002)
+        if len(ARRIVALS) != self.posts:
+            raise SystemExit(f"{len(ARRIVALS)} RunProject calls, expected {self.posts}")
         time.sleep(0.02)  # let the watcher settle, as between real builds
-    return samples
+        return (ARRIVALS[-1] - closed_at) * 1000
 
 
 def p95(samples: list[float]) -> float:
@@ -205,9 +199,10 @@ def p95(samples: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--writes", type=int, default=60)
+    parser.add_argument("--writes", type=int, default=100)
     parser.add_argument("--invocations", type=int, default=500)
     args = parser.parse_args()
+    warm_up = 5
 
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -230,35 +225,40 @@ def main() -> None:
         baseline_dir.mkdir(parents=True)
         script = root / "minimal_watcher.py"
         script.write_text(MINIMAL_WATCHER)
-        baseline = Watcher([sys.executable, str(script), str(baseline_dir), url, TOKEN], env)
-        try:
-            measure(emulator, baseline_dir / "run_results.json", 5, 0)  # warm-up
-            minimal = measure(emulator, baseline_dir / "run_results.json", args.writes, 5)
-        finally:
-            baseline.stop()
-        done = len(posts(emulator))
-
         target = root / "project" / "target"
         target.mkdir(parents=True)
         (target / "manifest.json").write_text(json.dumps(MANIFEST))
         mappings = root / "hex_mappings.yml"
         mappings.write_text(MAPPINGS)
         command = [sys.executable, "-m", "hexdbt", "watch", "--target-path", str(target)]
+
+        writer = Writer()
+        minimal: list[float] = []
+        ours: list[float] = []
+        baseline = Watcher([sys.executable, str(script), str(baseline_dir), url, TOKEN], env)
         daemon = Watcher([*command, "--mappings", str(mappings), "--log-format", "json"], env)
         try:
-            results = target / "run_results.json"
-            measure(emulator, results, 5, done)  # warm-up
-            done += 5
-            ours = measure(emulator, results, args.writes, done)
-            done += args.writes
-            extra = max(0, 10 - 5 - args.writes)
-            measure(emulator, results, extra, done)
-            done += extra
+            # Rounds alternate the two watchers (and which goes first), so a machine that gets
+            # busier or quieter during the run weighs on both alike.
+            for round_index in range(warm_up + args.writes):
+                pair = [
+                    (baseline_dir / "run_results.json", minimal),
+                    (target / "run_results.json", ours),
+                ]
+                for path, samples in pair if round_index % 2 == 0 else pair[::-1]:
+                    reaction = writer.reaction_ms(path)
+                    if round_index >= warm_up:
+                        samples.append(reaction)
+            handled = warm_up + args.writes
+            for _ in range(max(0, 10 - handled)):
+                writer.reaction_ms(target / "run_results.json")
+            handled = max(handled, 10)
             rss_10 = daemon.rss_mb()
-            handled = 5 + args.writes + extra
-            measure(emulator, results, args.invocations - handled, done)
+            for _ in range(args.invocations - handled):
+                writer.reaction_ms(target / "run_results.json")
             rss_500 = daemon.rss_mb()
         finally:
+            baseline.stop()
             daemon.stop()
 
     rows = [
