@@ -283,10 +283,41 @@ def test_every_fault_on_poll_is_retried_to_an_answer(
     assert len(_ops(hex_emulator, "GetRunStatus")) == expected
 
 
-def test_connect_error_is_never_sent_and_retried(tmp_path: Path) -> None:
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+def test_a_netrc_entry_for_the_host_does_not_replace_the_token(
+    hex_emulator: HexEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    _client(hex_emulator, tmp_path).run_project(CUSTOMER_HEALTH_ID)
+    (entry,) = _ops(hex_emulator, "RunProject")
+    assert entry["status"] == 201
+
+
+def test_the_proxy_settings_of_the_environment_are_honoured(
+    hex_emulator: HexEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for scheme in ("http", "https", "all", "no"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_free_port()}")  # nothing listens
+    with pytest.raises(HexTransportError, match="no answer from Hex"):
+        _client(hex_emulator, tmp_path, max_attempts=1).get_project(CUSTOMER_HEALTH_ID)
+    assert _ops(hex_emulator, "GetProject") == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    project = _client(hex_emulator, tmp_path).get_project(CUSTOMER_HEALTH_ID)
+    assert project.id == CUSTOMER_HEALTH_ID
+
+
+def test_connect_error_is_never_sent_and_retried(tmp_path: Path) -> None:
+    port = _free_port()
     clock = ManualClock()
     client = HexClient(f"http://127.0.0.1:{port}", TOKEN, clock=clock, max_attempts=3)
     with pytest.raises(HexTransportError, match="connection refused") as caught:
