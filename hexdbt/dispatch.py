@@ -10,11 +10,14 @@ never starts a Hex project twice for one dbt invocation:
   re-sent unless the user asks (``resend_ambiguous``);
 - ``planned`` / ``queued``: sent when the RunProject budget has a slot and fewer than
   ``max_live_runs`` runs are live; one that cannot be sent before its deadline stays queued in the
-  ledger for a later ``hexdbt run`` or ``hexdbt watch``, and is reported ``expired`` past it;
+  ledger for a later ``hexdbt run`` or ``hexdbt watch``, and is reported ``expired`` past it. A new
+  trigger that can go at once (nothing older waits, a place and a slot are free) is claimed in the
+  transaction that records it: one synced commit stands between dbt's artifacts and its POST;
 - ended, failed, expired: reported as they are.
 
 The dispatcher is one object with a loop (``run``) driven by the waiter: sending happens in the
-waiter's ``tick``, so one thread sends and polls, on one clock. ``submit`` may be called from other
+waiter's ``tick``, so one thread sends and polls, on one clock. Once ``stop`` is set nothing more
+is sent; what was lined up stays in the ledger's queue. ``submit`` may be called from other
 threads while ``run`` runs (the dbt wrapper and the watcher do).
 """
 
@@ -71,14 +74,32 @@ def run_request_of(trigger: Trigger) -> RunRequest:
     )
 
 
+def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
+    """What the ledger records of a planned trigger."""
+    return NewTrigger(
+        trigger_key=trigger.trigger_key,
+        name=trigger.name,
+        project_id=trigger.project_id,
+        base_url=base_url,
+        request=run_request_of(trigger).to_api(),
+        options={
+            "wait": trigger.wait,
+            "timeout_minutes": trigger.timeout_minutes,
+            "cancel_on_timeout": trigger.cancel_on_timeout,
+        },
+    )
+
+
 @dataclass
 class _Pending:
     """A trigger waiting to be sent by this process. Its record is read when it is lined up:
     what sending needs of it (project, request, creation time) never changes, and the claim
-    checks its state in the ledger itself."""
+    checks its state in the ledger itself. ``claimed``: claimed with its plan (the intent is
+    committed already); it is sent first."""
 
     record: TriggerRecord
     not_before: float = 0.0
+    claimed: bool = False
 
 
 class Dispatcher:
@@ -109,6 +130,7 @@ class Dispatcher:
         self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
         self._started_here: set[str] = set()
         self._on_turn = on_turn
+        self._stop: threading.Event | None = None
 
     # -- feeding it -----------------------------------------------------------------------------
 
@@ -119,29 +141,39 @@ class Dispatcher:
     def submit_triggers(
         self, invocation_id: str, command: str, triggers: Sequence[Trigger], *, source: str
     ) -> list[TriggerRecord]:
-        planned = self.ledger.plan_triggers(
+        """Record the triggers; those that can be sent at once are claimed in the same
+        transaction (one synced commit before their POST, not two)."""
+        planned, claimed = self.ledger.plan_and_claim(
             invocation_id,
             command,
             source,
-            [
-                NewTrigger(
-                    trigger_key=trigger.trigger_key,
-                    name=trigger.name,
-                    project_id=trigger.project_id,
-                    base_url=self.client.base_url,
-                    request=run_request_of(trigger).to_api(),
-                    options={
-                        "wait": trigger.wait,
-                        "timeout_minutes": trigger.timeout_minutes,
-                        "cancel_on_timeout": trigger.cancel_on_timeout,
-                    },
-                )
-                for trigger in triggers
-            ],
+            [new_trigger(trigger, self.client.base_url) for trigger in triggers],
+            self._sendable_at_once([trigger.trigger_key for trigger in triggers]),
         )
-        records = [self._line_up(record) for record in planned]
+        records = []
+        for record in planned:
+            if record.trigger_key in claimed:
+                with self._lock:
+                    self._pending.append(_Pending(record, claimed=True))
+                records.append(record)
+            else:
+                records.append(self._line_up(record))
         self.waiter.wake()
         return records
+
+    def _sendable_at_once(self, keys: Sequence[str]) -> list[str]:
+        """The first of ``keys`` that may be sent now: none while older triggers wait (they go
+        first), and no more than there are free places and RunProject slots."""
+        with self._lock:
+            if self._pending:
+                return []
+        keys = keys[: max(0, self.settings.max_live_runs - len(self._live))]
+        budget = self.client.budget
+        if not keys or budget is None:
+            return list(keys)
+        slots = budget.slots_for(CallKind.RUN_PROJECT, len(keys))
+        now = self.clock.now()  # "fits now" means at the budget's now, a moment ago
+        return [key for key, slot in zip(keys, slots, strict=True) if slot <= now]
 
     def resume(self) -> list[TriggerRecord]:
         """Take up what earlier processes left for this Hex workspace: queued triggers, orphaned
@@ -159,6 +191,9 @@ class Dispatcher:
 
     def _line_up(self, record: TriggerRecord) -> TriggerRecord:
         """Decide from its ledger row what this process does with a trigger."""
+        with self._lock:
+            if any(p.claimed and p.record.trigger_key == record.trigger_key for p in self._pending):
+                return record  # claimed with its plan, about to be sent: not an orphan
         if record.state is TriggerState.AMBIGUOUS and self.settings.resend_ambiguous:
             record = self.ledger.reopen_ambiguous(record.trigger_key)
         if record.state is TriggerState.SENDING and self.ledger.take_over_orphan(
@@ -177,6 +212,7 @@ class Dispatcher:
 
     def run(self, *, stop: threading.Event | None = None) -> None:
         """Send and wait until closed and idle (or ``stop`` is set)."""
+        self._stop = stop
         results = self.waiter.wait(stop=stop, on_result=self._on_result, tick=self._tick)
         interrupted = [r for r in results if r.outcome is WaitOutcome.INTERRUPTED]
         if interrupted and self.settings.cancel_on_interrupt:
@@ -192,12 +228,18 @@ class Dispatcher:
             with self._lock:
                 pending, self._pending = self._pending, []
             for item in pending:
+                if item.claimed:
+                    self.ledger.release(
+                        item.record.trigger_key, reason="hexdbt was interrupted before sending it"
+                    )
                 self._log(f"left queued after interruption: {item.record.name}")
 
     def _tick(self, now: float) -> float | None:
         """Send what may be sent now; say when to come back, or None when nothing is left."""
         if self._on_turn is not None:
             self._on_turn(now)
+        if self._stop is not None and self._stop.is_set():
+            return None  # interrupted: nothing more is sent; ``run`` leaves the rest queued
         while True:
             now = self.clock.now()  # sending takes time: each turn looks at the clock again
             with self._lock:
@@ -205,6 +247,10 @@ class Dispatcher:
                 closed = self._closed
             if not pending:
                 return None if closed else now + 1.0
+            claimed = next((p for p in pending if p.claimed), None)
+            if claimed is not None:  # its place and budget slot were counted when it was claimed
+                self._send(claimed)
+                continue
             if len(self._live) >= self.settings.max_live_runs:
                 return now + 5.0  # a finishing run frees a place; the waiter turns often enough
             item = min(pending, key=lambda p: p.not_before)
@@ -252,7 +298,7 @@ class Dispatcher:
     def _send(self, item: _Pending) -> None:
         record = item.record
         self._drop(item)
-        if not self.ledger.claim_for_sending(record.trigger_key):
+        if not item.claimed and not self.ledger.claim_for_sending(record.trigger_key):
             # Another process holds it; report whatever it records.
             return
         try:

@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -164,6 +164,16 @@ def _trigger_from_row(row: sqlite3.Row) -> TriggerRecord:
     )
 
 
+def _claim(db: sqlite3.Connection, trigger_key: str, now: float) -> bool:
+    """In a write transaction: make a sendable row ``sending``, owned by this process."""
+    cursor = db.execute(
+        "UPDATE triggers SET state = ?, owner_pid = ?, intent_at = ?, updated_at = ?"
+        f" WHERE trigger_key = ? AND state IN ({', '.join('?' * len(_SENDABLE_STATES))})",
+        (TriggerState.SENDING.value, os.getpid(), now, now, trigger_key, *_SENDABLE_STATES),
+    )
+    return cursor.rowcount == 1
+
+
 def pid_is_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this machine (the owner of a ``sending`` row)."""
     if pid == os.getpid():
@@ -285,8 +295,23 @@ class Ledger:
     ) -> list[TriggerRecord]:
         """Record an invocation and its triggers as planned, in one transaction; a key already
         in the ledger keeps its row (and its state)."""
+        records, _claimed = self.plan_and_claim(invocation_id, command, source, triggers, ())
+        return records
+
+    def plan_and_claim(
+        self,
+        invocation_id: str,
+        command: str,
+        source: str,
+        triggers: Sequence[NewTrigger],
+        claim: Collection[str],
+    ) -> tuple[list[TriggerRecord], set[str]]:
+        """``plan_triggers``, and in the same transaction ``claim_for_sending`` for the keys in
+        ``claim``: a trigger sent at once costs one synced commit instead of two. Returns the
+        records and the keys this call claimed (a row someone else holds is left alone)."""
         now = self._clock.now()
-        with self._write(durable=False) as db:
+        claimed: set[str] = set()
+        with self._write(durable=bool(claim)) as db:
             db.execute(
                 "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
                 (invocation_id, command, source, now),
@@ -311,13 +336,14 @@ class Ledger:
                     for trigger in triggers
                 ],
             )
+            claimed = {key for key in claim if _claim(db, key, now)}
             keys = [trigger.trigger_key for trigger in triggers]
             rows = db.execute(
                 f"SELECT * FROM triggers WHERE trigger_key IN ({', '.join('?' * len(keys))})",
                 keys,
             ).fetchall()
         by_key = {row["trigger_key"]: _trigger_from_row(row) for row in rows}
-        return [by_key[key] for key in keys]
+        return [by_key[key] for key in keys], claimed
 
     def get(self, trigger_key: str) -> TriggerRecord:
         rows = self._read("SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,))
@@ -327,14 +353,8 @@ class Ledger:
 
     def claim_for_sending(self, trigger_key: str) -> bool:
         """Commit the intent to POST. False when the row is not sendable (someone else has it)."""
-        now = self._clock.now()
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE triggers SET state = ?, owner_pid = ?, intent_at = ?, updated_at = ?"
-                f" WHERE trigger_key = ? AND state IN ({', '.join('?' * len(_SENDABLE_STATES))})",
-                (TriggerState.SENDING.value, os.getpid(), now, now, trigger_key, *_SENDABLE_STATES),
-            )
-            return cursor.rowcount == 1
+            return _claim(db, trigger_key, self._clock.now())
 
     def take_over_orphan(self, trigger_key: str) -> bool:
         """Adopt a ``sending`` row whose owner process is gone, so this process reconciles it."""

@@ -13,7 +13,13 @@ import pytest
 from dispatch_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.clock import ManualClock
-from hexdbt.dispatch import Dispatcher, DispatchSettings, dry_run_outcomes, plan_outcomes
+from hexdbt.dispatch import (
+    Dispatcher,
+    DispatchSettings,
+    dry_run_outcomes,
+    new_trigger,
+    plan_outcomes,
+)
 from hexdbt.emulator import HexEmulator
 from hexdbt.hex.client import HexClient, connect
 from hexdbt.ledger import Ledger, TriggerState
@@ -180,9 +186,9 @@ def _crashed_after_intent(world: World, plan: Plan, *, posts_that_arrived: int) 
     it sent did reach Hex (runs exist that the ledger never heard of)."""
     trigger = plan.triggers[0]
     with world.client() as client:
-        dispatcher = Dispatcher(client, world.ledger)
-        dispatcher.submit_triggers(plan.invocation_id, plan.command, [trigger], source="test")
-        # Nobody runs this dispatcher: the row stays planned until the "dead" process claims it.
+        world.ledger.plan_triggers(
+            plan.invocation_id, plan.command, "test", [new_trigger(trigger, client.base_url)]
+        )
         _claim_and_die(world.ledger.path, trigger.trigger_key)
         for _ in range(posts_that_arrived):
             client.run_project(trigger.project_id)
@@ -223,6 +229,42 @@ def test_two_candidate_runs_are_ambiguous_and_not_resent_unless_asked(
     (again,) = world.dispatch(plan, resend_ambiguous=True)
     assert again.kind is OutcomeKind.COMPLETED
     assert world.started() == {project_id(0): 3}
+
+
+def test_a_trigger_that_can_go_at_once_is_claimed_with_its_plan(
+    world_factory: Callable[..., World],
+) -> None:
+    """One synced commit before its POST; a resume before the send takes it for no orphan."""
+    world = world_factory(2)
+    plan = world.plan()
+    with world.client() as client:
+        dispatcher = Dispatcher(client, world.ledger, settings=DispatchSettings(max_live_runs=1))
+        dispatcher.submit(plan, source="test")
+        states = {r.name: r.state for r in world.ledger.triggers_of(plan.invocation_id)}
+        assert states == {"app_0": TriggerState.SENDING, "app_1": TriggerState.PLANNED}
+        dispatcher.resume()
+        dispatcher.close()
+        dispatcher.run()
+        assert set(kinds(plan_outcomes(plan, dispatcher)).values()) == {OutcomeKind.COMPLETED}
+    assert world.started() == {project_id(0): 1, project_id(1): 1}
+    operations = {entry["operation"] for entry in world.emulator.journal()}
+    assert "GetProjectRuns" not in operations  # nothing was reconciled
+
+
+def test_a_trigger_claimed_with_its_plan_is_given_back_when_interrupted(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(1)
+    plan = world.plan()
+    stop = threading.Event()
+    stop.set()
+    with world.client() as client:
+        dispatcher = Dispatcher(client, world.ledger)
+        dispatcher.submit(plan, source="test")
+        dispatcher.run(stop=stop)
+    (record,) = world.ledger.triggers_of(plan.invocation_id)
+    assert (record.state, record.owner_pid) == (TriggerState.QUEUED, None)
+    assert world.started() == {}
 
 
 def test_at_most_max_live_runs_are_live_at_once(world_factory: Callable[..., World]) -> None:

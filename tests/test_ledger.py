@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import subprocess
 import sys
@@ -15,8 +16,8 @@ from hexdbt.errors import StateError
 from hexdbt.ledger import SCHEMA_VERSION, Ledger, NewTrigger, TriggerState
 
 
-def _plan(ledger: Ledger, key: str = "k1", invocation_id: str = "inv-1") -> None:
-    trigger = NewTrigger(
+def _trigger(key: str) -> NewTrigger:
+    return NewTrigger(
         trigger_key=key,
         name="customer_health",
         project_id="p-1",
@@ -24,7 +25,10 @@ def _plan(ledger: Ledger, key: str = "k1", invocation_id: str = "inv-1") -> None
         request={"inputParams": {"as_of": "2026-01-01"}},
         options={"wait": True, "timeout_minutes": 60},
     )
-    ledger.plan_triggers(invocation_id, "build", "run", [trigger])
+
+
+def _plan(ledger: Ledger, key: str = "k1", invocation_id: str = "inv-1") -> None:
+    ledger.plan_triggers(invocation_id, "build", "run", [_trigger(key)])
 
 
 def test_a_trigger_moves_from_planned_to_ended_with_timestamps(tmp_path: Path) -> None:
@@ -56,6 +60,24 @@ def test_planning_the_same_key_twice_keeps_the_first_row(tmp_path: Path) -> None
         _plan(ledger)
         assert ledger.get("k1").run_id == "r-1"
         assert len(ledger.triggers_of("inv-1")) == 1
+
+
+def test_plan_and_claim_commits_the_intent_with_the_plan(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3", clock=ManualClock(start=1000.0)) as ledger:
+        _plan(ledger, "held")
+        assert ledger.claim_for_sending("held")  # another sender has it
+        records, claimed = ledger.plan_and_claim(
+            "inv-1", "build", "run", [_trigger("new"), _trigger("held"), _trigger("later")],
+            ["new", "held"],
+        )  # fmt: skip
+        assert claimed == {"new"}
+        assert [(r.trigger_key, r.state) for r in records] == [
+            ("new", TriggerState.SENDING),
+            ("held", TriggerState.SENDING),
+            ("later", TriggerState.PLANNED),
+        ]
+        assert (records[0].owner_pid, records[0].intent_at) == (os.getpid(), 1000.0)
+        assert not ledger.claim_for_sending("new")
 
 
 def test_a_claimed_trigger_cannot_be_claimed_again(tmp_path: Path) -> None:
