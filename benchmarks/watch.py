@@ -33,14 +33,16 @@ from hexdbt.emulator import HexEmulator
 
 TOKEN = "hxtp_benchmark_watch"
 PROJECT_ID = "00000000-0000-4000-8000-00000000be01"
+BASELINE_PROJECT_ID = "00000000-0000-4000-8000-00000000be02"
 SCENARIO = {
     "settings": {"limits_enabled": False},
     "projects": [
         {
-            "id": PROJECT_ID,
+            "id": project_id,
             "title": "Benchmark app",
             "runs": {"pending_s": 0, "running_s": 1, "outcome": "COMPLETED"},
         }
+        for project_id in (PROJECT_ID, BASELINE_PROJECT_ID)
     ],
 }
 MAPPINGS = f"""\
@@ -157,20 +159,25 @@ class Watcher:
         self.process.wait(timeout=15)
 
 
-ARRIVALS: list[float] = []
+# Project id -> when each of its RunProject calls arrived.
+ARRIVALS: dict[str, list[float]] = {}
 
 
 def note_arrival(line: str) -> None:
     """The emulator's request log, called on its thread as it answers: a precise arrival time
     (the journal's times are whole milliseconds, too coarse next to the minimal script)."""
-    if line.startswith("POST "):
-        ARRIVALS.append(time.time())
+    method, target = line.split()[:2]
+    if method == "POST":
+        ARRIVALS.setdefault(target.split("/")[4], []).append(time.time())
 
 
 class Writer:
-    """Writes invocations dbt's way and times each one's RunProject; counts every POST."""
+    """Writes invocations dbt's way for a watcher that triggers ``project_id``, and times each
+    one's RunProject. Each watcher has a project of its own, so a late or extra call of one can
+    never be taken for the other's."""
 
-    def __init__(self) -> None:
+    def __init__(self, project_id: str) -> None:
+        self.arrivals = ARRIVALS.setdefault(project_id, [])
         self.posts = 0
 
     def reaction_ms(self, path: Path) -> float:
@@ -183,14 +190,14 @@ class Writer:
         closed_at = time.time()
         self.posts += 1
         deadline = time.monotonic() + 20
-        while len(ARRIVALS) < self.posts:
+        while len(self.arrivals) < self.posts:
             if time.monotonic() > deadline:
-                raise SystemExit(f"no RunProject after write {self.posts}")
+                raise SystemExit(f"no RunProject after write {self.posts} to {path}")
             time.sleep(0.002)
-        if len(ARRIVALS) != self.posts:
-            raise SystemExit(f"{len(ARRIVALS)} RunProject calls, expected {self.posts}")
         time.sleep(0.02)  # let the watcher settle, as between real builds
-        return (ARRIVALS[-1] - closed_at) * 1000
+        if len(self.arrivals) != self.posts:
+            raise SystemExit(f"{len(self.arrivals)} RunProject calls, expected {self.posts}")
+        return (self.arrivals[-1] - closed_at) * 1000
 
 
 def p95(samples: list[float]) -> float:
@@ -219,7 +226,7 @@ def main() -> None:
                 "HEXDBT_BUDGET": "run_project=1000000/60;other=1000000/60",
             }
         )
-        url = f"{emulator.url}/api/v1/projects/{PROJECT_ID}/runs"
+        url = f"{emulator.url}/api/v1/projects/{BASELINE_PROJECT_ID}/runs"
 
         baseline_dir = root / "baseline" / "target"
         baseline_dir.mkdir(parents=True)
@@ -232,30 +239,30 @@ def main() -> None:
         mappings.write_text(MAPPINGS)
         command = [sys.executable, "-m", "hexdbt", "watch", "--target-path", str(target)]
 
-        writer = Writer()
         minimal: list[float] = []
         ours: list[float] = []
         baseline = Watcher([sys.executable, str(script), str(baseline_dir), url, TOKEN], env)
         daemon = Watcher([*command, "--mappings", str(mappings), "--log-format", "json"], env)
+        baseline_writer = Writer(BASELINE_PROJECT_ID)
+        writer = Writer(PROJECT_ID)
+        results = target / "run_results.json"
         try:
             # Rounds alternate the two watchers (and which goes first), so a machine that gets
             # busier or quieter during the run weighs on both alike.
             for round_index in range(warm_up + args.writes):
                 pair = [
-                    (baseline_dir / "run_results.json", minimal),
-                    (target / "run_results.json", ours),
+                    (baseline_writer, baseline_dir / "run_results.json", minimal),
+                    (writer, results, ours),
                 ]
-                for path, samples in pair if round_index % 2 == 0 else pair[::-1]:
-                    reaction = writer.reaction_ms(path)
+                for who, path, samples in pair if round_index % 2 == 0 else pair[::-1]:
+                    reaction = who.reaction_ms(path)
                     if round_index >= warm_up:
                         samples.append(reaction)
-            handled = warm_up + args.writes
-            for _ in range(max(0, 10 - handled)):
-                writer.reaction_ms(target / "run_results.json")
-            handled = max(handled, 10)
+            while writer.posts < 10:
+                writer.reaction_ms(results)
             rss_10 = daemon.rss_mb()
-            for _ in range(args.invocations - handled):
-                writer.reaction_ms(target / "run_results.json")
+            while writer.posts < args.invocations:
+                writer.reaction_ms(results)
             rss_500 = daemon.rss_mb()
         finally:
             baseline.stop()
