@@ -308,16 +308,23 @@ def make_plan(
     manifest: Manifest | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    selectors: SelectorIndex | None = None,
 ) -> Plan:
     """Decide, for every mapped Hex project, whether this invocation makes it stale.
 
-    ``environ`` feeds templates' env_var (default: the process environment).
+    ``environ`` feeds templates' env_var (default: the process environment). ``selectors``: an
+    index over ``manifest`` kept from earlier plans (the watcher keeps one per manifest version,
+    so each selector is resolved once); made here when not given.
     """
     results = invocation.results_by_id
     finished = FinishedNodes.of_invocation(invocation)
     # Many projects read the same models: each model's template context is made once.
     model_contexts: dict[str, dict[str, Any]] = {}
-    index = SelectorIndex(manifest) if manifest is not None else None
+    index = selectors
+    if index is None and manifest is not None:
+        index = SelectorIndex(manifest)
+    if index is not None and index.manifest is not manifest:
+        raise ValueError("the selector index was made over another manifest")
     tests_of = manifest.tests_of if manifest is not None else None
     invocation_ctx = invocation_context(invocation)
     triggers: list[Trigger] = []
@@ -338,8 +345,8 @@ def make_plan(
         if index is not None:
             matched = index.resolve_all(mapping.models)
             if not matched:
-                selectors = ", ".join(selector.text for selector in mapping.models)
-                skip(f"no model in manifest.json matches {selectors}", is_error=True)
+                texts = ", ".join(selector.text for selector in mapping.models)
+                skip(f"no model in manifest.json matches {texts}", is_error=True)
                 continue
         else:
             matched, unresolved = resolve_without_manifest(mapping.models, results)

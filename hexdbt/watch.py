@@ -41,6 +41,7 @@ from hexdbt.clock import Clock, SystemClock
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
 from hexdbt.logs import EventLog, error_fields
+from hexdbt.mapping.selectors import SelectorIndex
 
 if TYPE_CHECKING:
     from hexdbt.dispatch import Dispatcher, DispatchSettings
@@ -214,7 +215,7 @@ class PlanInputs:
     def __init__(self, manifest_path: Path, mappings_file: Path | None) -> None:
         self.manifest_path = manifest_path
         self.mappings_file = mappings_file
-        self._manifest: tuple[FileSignature, Manifest] | None = None
+        self._manifest: tuple[FileSignature, Manifest, SelectorIndex] | None = None
         self._mappings: tuple[Path, FileSignature | None, Manifest, MappingSet] | None = None
 
     def manifest(self) -> Manifest:
@@ -223,8 +224,14 @@ class PlanInputs:
             return self._manifest[1]
         manifest = load_manifest(self.manifest_path)
         if signature is not None:
-            self._manifest = (signature, manifest)
+            self._manifest = (signature, manifest, SelectorIndex(manifest))
         return manifest
+
+    def selectors(self, manifest: Manifest) -> SelectorIndex:
+        """The selector index kept with ``manifest``: each selector is resolved once per version."""
+        if self._manifest is not None and self._manifest[1] is manifest:
+            return self._manifest[2]
+        return SelectorIndex(manifest)
 
     def mappings(self, manifest: Manifest) -> MappingSet:
         """The mapping file (or the exposures alone), merged with ``manifest``'s Hex exposures."""
@@ -660,7 +667,11 @@ class ArtifactWatcher:
 
         manifest = inputs.manifest()
         return make_plan(
-            invocation, inputs.mappings(manifest), manifest, environ=self.options.environ
+            invocation,
+            inputs.mappings(manifest),
+            manifest,
+            environ=self.options.environ,
+            selectors=inputs.selectors(manifest),
         )
 
 

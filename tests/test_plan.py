@@ -10,6 +10,7 @@ from dbt_shapes import data_test, manifest_document, model, run_results_document
 
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results, node_result
 from hexdbt.mapping import MappingSet, parse_mappings
+from hexdbt.mapping.selectors import SelectorIndex
 from hexdbt.plan import FinishedNodes, Plan, decide, make_plan, trigger_key
 
 ORDERS = "model.shop.orders"
@@ -214,6 +215,18 @@ def test_the_plan_is_a_pure_function(tmp_path: Path, manifest: Manifest) -> None
     first = plan(tmp_path, manifest, {ORDERS: "success"}, text)
     second = plan(tmp_path, manifest, {ORDERS: "success"}, text)
     assert first == second
+
+
+def test_a_kept_selector_index_plans_as_a_fresh_one(tmp_path: Path, manifest: Manifest) -> None:
+    text = "- {name: f, project_id: p, models: ['tag:finance']}\n"
+    kept = SelectorIndex(manifest)
+    build = invocation(tmp_path, {ORDERS: "success"})
+    first = make_plan(build, mappings(text), manifest, environ={}, selectors=kept)
+    again = make_plan(build, mappings(text), manifest, environ={}, selectors=kept)
+    assert first == again == plan(tmp_path, manifest, {ORDERS: "success"}, text)
+    other = load_manifest(write_json(tmp_path / "other.json", manifest_document([model("x")])))
+    with pytest.raises(ValueError, match="another manifest"):
+        make_plan(build, mappings(text), other, environ={}, selectors=kept)
 
 
 def test_decide_waits_while_a_mapped_model_or_its_test_is_pending(manifest: Manifest) -> None:

@@ -20,6 +20,7 @@ from hexdbt.errors import ConfigError
 from hexdbt.logs import LogFormat, MemoryEventLog, StreamEventLog
 from hexdbt.watch import (
     ArtifactWatcher,
+    PlanInputs,
     RawEvent,
     ReadyInvocation,
     RecentIds,
@@ -211,6 +212,20 @@ def test_a_closed_manifest_is_parsed_before_run_results_arrives(tmp_path: Path) 
     write_json(script.results, BUILD)
     script.event("closed")
     assert script.delivered() == ["inv-1"]
+
+
+def test_the_selector_index_is_kept_while_the_manifest_is_unchanged(tmp_path: Path) -> None:
+    manifest_path = tmp_path / "manifest.json"
+    write_json(manifest_path, manifest_document([model("customers")]))
+    inputs = PlanInputs(manifest_path, None)
+    manifest = inputs.manifest()
+    assert inputs.manifest() is manifest
+    assert inputs.selectors(manifest) is inputs.selectors(manifest)
+    write_json(manifest_path, manifest_document([model("customers"), model("orders")]))
+    changed = inputs.manifest()
+    assert changed is not manifest
+    assert len(changed.nodes) == 2
+    assert inputs.selectors(changed).manifest is changed
 
 
 def test_a_rewritten_manifest_is_parsed_again(tmp_path: Path) -> None:
