@@ -205,11 +205,11 @@ class PlanInputs:
     """One target's manifest.json and the mapping, each parsed once per version of its file.
 
     Every invocation is planned from them; a real manifest is tens of MB, and parsing it again
-    after each run_results.json would stand between dbt's close and the trigger. A file counts as
-    unchanged while its inode, size and mtime are; the signature is taken before the read, so a
-    write during the read makes the next use read again. dbt writes manifest.json just before
-    run_results.json, so the watch loop calls ``manifest`` on its close, ahead of the invocation.
-    Errors are not kept: the next use reads again.
+    after each run_results.json would stand between dbt's close and the trigger. dbt writes
+    manifest.json just before run_results.json, so the watch loop parses it on its close, ahead
+    of the invocation. Otherwise a file counts as unchanged while its inode, size and mtime are;
+    the signature is taken before the read, so a write during the read makes the next use read
+    again. Errors are not kept: the next use reads again.
     """
 
     def __init__(self, manifest_path: Path, mappings_file: Path | None) -> None:
@@ -218,10 +218,14 @@ class PlanInputs:
         self._manifest: tuple[FileSignature, Manifest, SelectorIndex] | None = None
         self._mappings: tuple[Path, FileSignature | None, Manifest, MappingSet] | None = None
 
-    def manifest(self) -> Manifest:
+    def manifest(self, *, written: bool = False) -> Manifest:
+        """The parsed manifest.json; ``written``: it was just closed after writing, so it is read
+        even if it looks unchanged (a rewrite of the same size within the file system's clock
+        tick keeps the old mtime)."""
         signature = signature_of(self.manifest_path)
-        if self._manifest is not None and signature == self._manifest[0]:
+        if not written and self._manifest is not None and signature == self._manifest[0]:
             return self._manifest[1]
+        self._manifest = None
         manifest = load_manifest(self.manifest_path)
         if signature is not None:
             self._manifest = (signature, manifest, SelectorIndex(manifest))
@@ -566,7 +570,7 @@ class ArtifactWatcher:
                 state.manifest_written = False
                 # Half-written or broken: planning reads it again, and reports what is wrong.
                 with contextlib.suppress(ArtifactError):
-                    state.inputs.manifest()
+                    state.inputs.manifest(written=True)
             if state.due_at is not None and state.due_at <= now:
                 state.due_at = None
                 try:
