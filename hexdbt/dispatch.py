@@ -134,22 +134,37 @@ class Dispatcher:
 
     # -- feeding it -----------------------------------------------------------------------------
 
-    def submit(self, plan: Plan, *, source: str) -> list[TriggerRecord]:
-        """Record a plan's invocation and triggers, and line up whatever is left to do."""
-        return self.submit_triggers(plan.invocation_id, plan.command, plan.triggers, source=source)
+    def submit(
+        self, plan: Plan, *, source: str, only_new: bool = False
+    ) -> list[TriggerRecord] | None:
+        """Record a plan's invocation and triggers, and line up whatever is left to do.
+        ``only_new``: unless the ledger has the invocation already (then None, nothing done)."""
+        return self.submit_triggers(
+            plan.invocation_id, plan.command, plan.triggers, source=source, only_new=only_new
+        )
 
     def submit_triggers(
-        self, invocation_id: str, command: str, triggers: Sequence[Trigger], *, source: str
-    ) -> list[TriggerRecord]:
+        self,
+        invocation_id: str,
+        command: str,
+        triggers: Sequence[Trigger],
+        *,
+        source: str,
+        only_new: bool = False,
+    ) -> list[TriggerRecord] | None:
         """Record the triggers; those that can be sent at once are claimed in the same
         transaction (one synced commit before their POST, not two)."""
-        planned, claimed = self.ledger.plan_and_claim(
+        planned_and_claimed = self.ledger.plan_and_claim(
             invocation_id,
             command,
             source,
             [new_trigger(trigger, self.client.base_url) for trigger in triggers],
             self._sendable_at_once([trigger.trigger_key for trigger in triggers]),
+            only_new_invocation=only_new,
         )
+        if planned_and_claimed is None:
+            return None
+        planned, claimed = planned_and_claimed
         records = []
         for record in planned:
             if record.trigger_key in claimed:

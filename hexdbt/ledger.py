@@ -295,8 +295,9 @@ class Ledger:
     ) -> list[TriggerRecord]:
         """Record an invocation and its triggers as planned, in one transaction; a key already
         in the ledger keeps its row (and its state)."""
-        records, _claimed = self.plan_and_claim(invocation_id, command, source, triggers, ())
-        return records
+        planned = self.plan_and_claim(invocation_id, command, source, triggers, ())
+        assert planned is not None
+        return planned[0]
 
     def plan_and_claim(
         self,
@@ -305,17 +306,22 @@ class Ledger:
         source: str,
         triggers: Sequence[NewTrigger],
         claim: Collection[str],
-    ) -> tuple[list[TriggerRecord], set[str]]:
+        *,
+        only_new_invocation: bool = False,
+    ) -> tuple[list[TriggerRecord], set[str]] | None:
         """``plan_triggers``, and in the same transaction ``claim_for_sending`` for the keys in
         ``claim``: a trigger sent at once costs one synced commit instead of two. Returns the
-        records and the keys this call claimed (a row someone else holds is left alone)."""
+        records and the keys this call claimed (a row someone else holds is left alone); None,
+        recording nothing, when ``only_new_invocation`` and the ledger has the invocation."""
         now = self._clock.now()
         claimed: set[str] = set()
         with self._write(durable=bool(claim)) as db:
-            db.execute(
+            cursor = db.execute(
                 "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
                 (invocation_id, command, source, now),
             )
+            if only_new_invocation and cursor.rowcount == 0:
+                return None
             db.executemany(
                 "INSERT OR IGNORE INTO triggers (trigger_key, invocation_id, name, project_id,"
                 " base_url, request_json, options_json, state, created_at, updated_at)"

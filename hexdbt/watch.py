@@ -810,14 +810,8 @@ class WatchDaemon:
             "command": plan.command,
         }
         try:
-            if ready.attempts == 0 and self.ledger.has_invocation(plan.invocation_id):
-                self.log.emit(
-                    "invocation_skipped",
-                    **fields,
-                    reason="already in the ledger: another hexdbt process handled it",
-                )
-                return
-            self.dispatcher.submit(plan, source="watch")
+            # A retry takes up what an attempt that failed halfway may have recorded.
+            recorded = self.dispatcher.submit(plan, source="watch", only_new=ready.attempts == 0)
         except Exception as exc:
             attempts = ready.attempts + 1
             retry = attempts < self.options.submit_attempts
@@ -832,6 +826,13 @@ class WatchDaemon:
             if retry:
                 again = replace(ready, attempts=attempts)
                 self._retry.append((now + self.options.submit_retry_s, again))
+            return
+        if recorded is None:
+            self.log.emit(
+                "invocation_skipped",
+                **fields,
+                reason="already in the ledger: another hexdbt process handled it",
+            )
             return
         self.log.emit(
             "invocation_submitted",

@@ -80,6 +80,24 @@ def test_plan_and_claim_commits_the_intent_with_the_plan(tmp_path: Path) -> None
         assert not ledger.claim_for_sending("new")
 
 
+def test_only_a_new_invocation_is_planned_when_asked(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        _plan(ledger, "k1")
+        again = [_trigger("k2")]
+        assert (
+            ledger.plan_and_claim(
+                "inv-1", "build", "watch", again, ["k2"], only_new_invocation=True
+            )
+            is None
+        )
+        assert [r.trigger_key for r in ledger.triggers_of("inv-1")] == ["k1"]
+        planned = ledger.plan_and_claim(
+            "inv-2", "build", "watch", again, [], only_new_invocation=True
+        )
+        assert planned is not None
+        assert [r.trigger_key for r in planned[0]] == ["k2"]
+
+
 def test_a_claimed_trigger_cannot_be_claimed_again(tmp_path: Path) -> None:
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         _plan(ledger)
