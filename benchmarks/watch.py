@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -134,20 +133,20 @@ def run_results(invocation_id: str) -> str:
 
 
 class Watcher:
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(30):
-            raise SystemExit(f"{command[:4]} did not start")
+    """A watcher process whose log goes to a file, as a service's goes to the journal: read
+    through a pipe, every line would wake a thread of this process, the emulator's."""
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            if "watching" in line:
-                self.ready.set()
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as sink:
+            self.process = subprocess.Popen(
+                command, env=env, stderr=sink, stdout=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + 30
+        while "watching" not in log.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{command[:4]} did not start:\n{log.read_text()}")
+            time.sleep(0.05)
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -244,8 +243,14 @@ def main() -> None:
 
         minimal: list[float] = []
         ours: list[float] = []
-        baseline = Watcher([sys.executable, str(script), str(baseline_dir), url, TOKEN], env)
-        daemon = Watcher([*command, "--mappings", str(mappings), "--log-format", "json"], env)
+        baseline = Watcher(
+            [sys.executable, str(script), str(baseline_dir), url, TOKEN], env, root / "baseline.log"
+        )
+        daemon = Watcher(
+            [*command, "--mappings", str(mappings), "--log-format", "json"],
+            env,
+            root / "daemon.log",
+        )
         baseline_writer = Writer(BASELINE_PROJECT_ID)
         writer = Writer(PROJECT_ID)
         results = target / "run_results.json"
