@@ -33,8 +33,8 @@ COMMANDS: list[click.Command] = []
     "--mappings",
     "mappings_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here); re-read for"
-    " every invocation, so edits apply without a restart.",
+    help="The mapping file (default: HEXDBT_MAPPINGS, else hex_mappings.yml here); read again"
+    " whenever it changed, so edits apply without a restart.",
 )
 @click.option(
     "--polling",

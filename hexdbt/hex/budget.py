@@ -251,10 +251,14 @@ class SharedBudget:
                     db.execute("ROLLBACK")
                 raise
 
+    def _oldest_that_counts(self, now: float) -> float:
+        """Calls made before this lie outside every window: they count no more."""
+        return now - self._longest_window_s - self.limits.margin_s
+
     def _state(
         self, db: sqlite3.Connection, kind: CallKind, now: float
     ) -> tuple[list[float], float]:
-        oldest = now - self._longest_window_s - self.limits.margin_s
+        oldest = self._oldest_that_counts(now)
         times = [
             row[0]
             for row in db.execute(
@@ -279,10 +283,9 @@ class SharedBudget:
                         "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
                         (self.scope, kind.value, now),
                     )
-                    # Calls older than every window count no more.
                     db.execute(
                         "DELETE FROM calls WHERE scope = ? AND at < ?",
-                        (self.scope, now - self._longest_window_s - self.limits.margin_s),
+                        (self.scope, self._oldest_that_counts(now)),
                     )
                     return
             if deadline is not None and slot > deadline:
