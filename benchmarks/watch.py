@@ -9,7 +9,7 @@ and parse the file and POST. `hexdbt watch` on top plans from the manifest and t
 the POST) and the run id in the ledger, and takes a slot from the shared rate budget. Then the
 daemon's resident memory after 10 and after 500 invocations.
 
-    .venv/bin/python benchmarks/watch.py [--writes 100] [--invocations 500]
+    .venv/bin/python benchmarks/watch.py [--writes 200] [--invocations 500]
 
 Targets (issue 6): median and p95 at most 2x the minimal script; memory growth under 10 MB.
 """
@@ -205,7 +205,7 @@ def p95(samples: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--writes", type=int, default=100)
+    parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--invocations", type=int, default=500)
     args = parser.parse_args()
     warm_up = 5
