@@ -137,7 +137,6 @@ class Watcher:
     through a pipe, every line would wake a thread of this process, the emulator's."""
 
     def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
         with log.open("w") as sink:
             self.process = subprocess.Popen(
                 command, env=env, stderr=sink, stdout=subprocess.DEVNULL
