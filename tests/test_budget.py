@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hexdbt.clock import ManualClock
-from hexdbt.errors import ConfigError, HexRateLimitedError
+from hexdbt.errors import ConfigError, HexRateLimitedError, StateError
 from hexdbt.hex.budget import (
     BUDGET_FILE,
     BudgetLimits,
@@ -145,6 +145,20 @@ def test_old_calls_are_forgotten(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / BUDGET_FILE) as db:
         (count,) = db.execute("SELECT count(*) FROM calls").fetchone()
     assert count == 1
+
+
+def test_a_budget_store_that_cannot_be_used_is_a_state_error_naming_it(tmp_path: Path) -> None:
+    budget = _budget(tmp_path, ManualClock(start=0.0))
+    with sqlite3.connect(tmp_path / BUDGET_FILE) as db:
+        db.execute("DROP TABLE calls")
+    with pytest.raises(StateError, match=f"budget store {tmp_path / BUDGET_FILE}.*no such table"):
+        budget.next_slot_at(CallKind.RUN_PROJECT)
+    garbage = tmp_path / "garbage" / BUDGET_FILE
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"not a database, not at all" * 100)
+    with pytest.raises(StateError, match=f"budget store {garbage}") as caught:
+        SharedBudget(garbage, "tok", "http://127.0.0.1:1", clock=ManualClock())
+    assert caught.value.exit_code == 7
 
 
 def test_limits_parse_from_text_and_name_the_bad_part() -> None:

@@ -233,13 +233,11 @@ class SharedBudget:
         return self._db
 
     @contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """A write transaction takes the lock at once (check-and-record); a read one sees one
-        snapshot and blocks nobody."""
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             db = self._connection()
             try:
-                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                db.execute("BEGIN IMMEDIATE")
                 yield db
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -315,8 +313,13 @@ class SharedBudget:
 
     def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
         now = self.clock.now()
-        with self._transaction(write=False) as db:
-            times, blocked_until = self._state(db, kind, now)
+        try:
+            with self._lock:
+                # Reads only, outside a transaction: they block no writer, and a call recorded
+                # between them makes this advice (``acquire`` decides) a moment old, no more.
+                times, blocked_until = self._state(self._connection(), kind, now)
+        except sqlite3.Error as exc:
+            raise StateError(f"the budget store {self.path} cannot be used: {exc}") from exc
         return plan_slots(
             times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
         )
