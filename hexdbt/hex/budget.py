@@ -233,17 +233,22 @@ class SharedBudget:
         return self._db
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _store(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under this process's lock, with SQLite's errors as StateError."""
         with self._lock:
             db = self._connection()
             try:
-                db.execute("BEGIN IMMEDIATE")
+                yield db
+            except sqlite3.Error as exc:
+                raise StateError(f"the budget store {self.path} cannot be used: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._store() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
                 yield db
                 db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise StateError(f"the budget store {self.path} cannot be used: {exc}") from exc
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -313,13 +318,10 @@ class SharedBudget:
 
     def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
         now = self.clock.now()
-        try:
-            with self._lock:
-                # Reads only, outside a transaction: they block no writer, and a call recorded
-                # between them makes this advice (``acquire`` decides) a moment old, no more.
-                times, blocked_until = self._state(self._connection(), kind, now)
-        except sqlite3.Error as exc:
-            raise StateError(f"the budget store {self.path} cannot be used: {exc}") from exc
+        # Reads only, outside a transaction: they block no writer, and a call recorded between
+        # them makes this advice (``acquire`` decides) a moment old, no more.
+        with self._store() as db:
+            times, blocked_until = self._state(db, kind, now)
         return plan_slots(
             times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
         )
