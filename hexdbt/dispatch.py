@@ -12,7 +12,9 @@ never starts a Hex project twice for one dbt invocation:
   ``max_live_runs`` runs are live; one that cannot be sent before its deadline stays queued in the
   ledger for a later ``hexdbt run`` or ``hexdbt watch``, and is reported ``expired`` past it. A new
   trigger that can go at once (nothing older waits, a place and a slot are free) is claimed in the
-  transaction that records it: one synced commit stands between dbt's artifacts and its POST;
+  transaction that records it: one synced commit stands between dbt's artifacts and its POST.
+  The dispatcher takes each POST's budget slot itself, before the claim: it never waits in the
+  client for a slot that another process took first, and gives back the slots it does not use;
 - ended, failed, expired: reported as they are.
 
 The dispatcher is one object with a loop (``run``) driven by the waiter: sending happens in the
@@ -34,7 +36,7 @@ from hexdbt.errors import (
     HexRateLimitedError,
     HexUnavailableError,
 )
-from hexdbt.hex.budget import CallKind
+from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, run_may_have_started
 from hexdbt.hex.models import Notification, RunRequest
 from hexdbt.hex.waiter import Outcome as WaitOutcome
@@ -95,11 +97,12 @@ class _Pending:
     """A trigger waiting to be sent by this process. Its record is read when it is lined up:
     what sending needs of it (project, request, creation time) never changes, and the claim
     checks its state in the ledger itself. ``claimed``: claimed with its plan (the intent is
-    committed already); it is sent first."""
+    committed already), with the RunProject ``slot`` taken for it; it is sent first."""
 
     record: TriggerRecord
     not_before: float = 0.0
     claimed: bool = False
+    slot: Slot | None = None
 
 
 class Dispatcher:
@@ -154,41 +157,50 @@ class Dispatcher:
     ) -> list[TriggerRecord] | None:
         """Record the triggers; those that can be sent at once are claimed in the same
         transaction (one synced commit before their POST, not two)."""
+        sending_now = self._take_slots_for([trigger.trigger_key for trigger in triggers])
         planned_and_claimed = self.ledger.plan_and_claim(
             invocation_id,
             command,
             source,
             [new_trigger(trigger, self.client.base_url) for trigger in triggers],
-            self._sendable_at_once([trigger.trigger_key for trigger in triggers]),
+            list(sending_now),
             only_new_invocation=only_new,
         )
+        claimed = planned_and_claimed[1] if planned_and_claimed else set()
+        self._give_back([slot for key, slot in sending_now.items() if key not in claimed])
         if planned_and_claimed is None:
             return None
-        planned, claimed = planned_and_claimed
         records = []
-        for record in planned:
+        for record in planned_and_claimed[0]:
             if record.trigger_key in claimed:
                 with self._lock:
-                    self._pending.append(_Pending(record, claimed=True))
+                    self._pending.append(
+                        _Pending(record, claimed=True, slot=sending_now[record.trigger_key])
+                    )
                 records.append(record)
             else:
                 records.append(self._line_up(record))
         self.waiter.wake()
         return records
 
-    def _sendable_at_once(self, keys: Sequence[str]) -> list[str]:
-        """The first of ``keys`` that may be sent now: none while older triggers wait (they go
-        first), and no more than there are free places and RunProject slots."""
+    def _take_slots_for(self, keys: Sequence[str]) -> dict[str, Slot | None]:
+        """The first of ``keys`` that may be sent now, each with the RunProject slot taken for
+        it: none while older triggers wait (they go first), and no more than there are free
+        places and slots."""
         with self._lock:
             if self._pending:
-                return []
+                return {}
         keys = keys[: max(0, self.settings.max_live_runs - len(self._live))]
         budget = self.client.budget
-        if not keys or budget is None:
-            return list(keys)
-        slots = budget.slots_for(CallKind.RUN_PROJECT, len(keys))
-        now = self.clock.now()  # "fits now" means at the budget's now, a moment ago
-        return [key for key, slot in zip(keys, slots, strict=True) if slot <= now]
+        if budget is None:
+            return dict.fromkeys(keys)
+        slots = budget.take_now(CallKind.RUN_PROJECT, len(keys))
+        return dict(zip(keys, slots, strict=False))  # fewer slots than keys: the rest wait
+
+    def _give_back(self, slots: Sequence[Slot | None]) -> None:
+        budget = self.client.budget
+        if budget is not None:
+            budget.give_back([slot for slot in slots if slot is not None])
 
     def resume(self) -> list[TriggerRecord]:
         """Take up what earlier processes left for this Hex workspace: queued triggers, orphaned
@@ -247,6 +259,7 @@ class Dispatcher:
                     self.ledger.release(
                         item.record.trigger_key, reason="hexdbt was interrupted before sending it"
                     )
+                    self._give_back([item.slot])
                 self._log(f"left queued after interruption: {item.record.name}")
 
     def _tick(self, now: float) -> float | None:
@@ -263,8 +276,8 @@ class Dispatcher:
             if not pending:
                 return None if closed else now + 1.0
             claimed = next((p for p in pending if p.claimed), None)
-            if claimed is not None:  # its place and budget slot were counted when it was claimed
-                self._send(claimed)
+            if claimed is not None:  # its place was counted and its slot taken when it was claimed
+                self._send(claimed, claimed.slot)
                 continue
             if len(self._live) >= self.settings.max_live_runs:
                 return now + 5.0  # a finishing run frees a place; the waiter turns often enough
@@ -282,15 +295,18 @@ class Dispatcher:
                 self._log(f"{record.name}: expired in the queue")
                 continue
             budget = self.client.budget
-            slot = budget.next_slot_at(CallKind.RUN_PROJECT) if budget else now
-            now = self.clock.now()  # "fits now" means at the budget's now, a moment ago
-            if slot <= now:
-                self._send(item)
+            if budget is None:
+                self._send(item, None)
                 continue
-            if not self.settings.wait and slot > now + self.settings.no_wait_send_window_s:
+            taken = budget.take_now(CallKind.RUN_PROJECT, 1)
+            if taken:
+                self._send(item, taken[0])
+                continue
+            next_slot = budget.next_slot_at(CallKind.RUN_PROJECT)
+            if not self.settings.wait and next_slot > now + self.settings.no_wait_send_window_s:
                 self._leave_queued()
                 continue
-            return min(slot, deadline)
+            return min(next_slot, deadline)
 
     def _drop(self, item: _Pending) -> None:
         with self._lock:
@@ -310,14 +326,18 @@ class Dispatcher:
             )
             self._log(f"{record.name}: queued for Hex's RunProject budget")
 
-    def _send(self, item: _Pending) -> None:
+    def _send(self, item: _Pending, slot: Slot | None) -> None:
+        """POST one trigger, on the RunProject ``slot`` taken for it."""
         record = item.record
         self._drop(item)
         if not item.claimed and not self.ledger.claim_for_sending(record.trigger_key):
             # Another process holds it; report whatever it records.
+            self._give_back([slot])
             return
         try:
-            run = self.client.run_project(record.project_id, RunRequest.from_api(record.request))
+            run = self.client.run_project(
+                record.project_id, RunRequest.from_api(record.request), slot=slot
+            )
         except HexApiError as exc:
             if run_may_have_started(exc):
                 self._log(f"{record.name}: the answer to RunProject was lost; checking Hex's runs")

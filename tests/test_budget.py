@@ -15,6 +15,7 @@ from hexdbt.hex.budget import (
     CallKind,
     Limit,
     SharedBudget,
+    Slot,
     budget_scope,
     plan_slots,
 )
@@ -127,6 +128,29 @@ def test_non_blocking_queries_plan_without_taking(tmp_path: Path) -> None:
     assert not budget.fits_within(CallKind.RUN_PROJECT, 61, 3600)
     # Asking took nothing.
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 0.0
+
+
+def test_take_now_takes_what_fits_and_never_waits(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget, other_process = _budget(tmp_path, clock), _budget(tmp_path, clock)
+    for _ in range(18):
+        other_process.acquire(CallKind.RUN_PROJECT)
+    taken = budget.take_now(CallKind.RUN_PROJECT, 5)
+    assert taken == (Slot(CallKind.RUN_PROJECT, 0.0),) * 2  # 20 a minute: two were left
+    assert budget.take_now(CallKind.RUN_PROJECT, 1) == ()
+    assert other_process.next_slot_at(CallKind.RUN_PROJECT) == 61.0
+    assert clock.now() == 0.0
+
+
+def test_slots_given_back_count_no_more(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget, other_process = _budget(tmp_path, clock), _budget(tmp_path, clock)
+    taken = budget.take_now(CallKind.RUN_PROJECT, 20)
+    assert other_process.next_slot_at(CallKind.RUN_PROJECT) == 61.0
+    budget.give_back(taken[:3])
+    assert other_process.take_now(CallKind.RUN_PROJECT, 5) == (Slot(CallKind.RUN_PROJECT, 0.0),) * 3
+    budget.give_back(())
+    assert budget.next_slot_at(CallKind.RUN_PROJECT) == 61.0
 
 
 def test_plan_slots_is_pure_and_respects_a_block() -> None:

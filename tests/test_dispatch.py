@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from hexdbt.dispatch import (
     plan_outcomes,
 )
 from hexdbt.emulator import HexEmulator
+from hexdbt.hex.budget import BUDGET_FILE
 from hexdbt.hex.client import HexClient, connect
 from hexdbt.ledger import Ledger, TriggerState
 from hexdbt.plan import Plan
@@ -61,6 +64,14 @@ class World:
 
     def started(self) -> dict[str, int]:
         return started_runs(self.emulator.journal())
+
+    def run_project_slots_taken(self) -> int:
+        """RunProject calls recorded in the shared budget, as every other process sees them."""
+        with closing(sqlite3.connect(resolve_state_dir() / BUDGET_FILE)) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM calls WHERE kind = 'run_project'"
+            ).fetchone()
+        return int(count)
 
 
 @pytest.fixture
@@ -103,6 +114,29 @@ def test_dispatching_the_same_invocation_again_starts_nothing(
     assert world.started() == {project_id(i): 1 for i in range(3)}
     assert [o.run_id for o in second] == [o.run_id for o in first]
     assert set(kinds(second).values()) == {OutcomeKind.COMPLETED}
+
+
+def test_each_post_takes_one_slot_from_the_shared_budget(
+    world_factory: Callable[..., World],
+) -> None:
+    """The dispatcher takes the slot before its claim; the client does not take another."""
+    world = world_factory(3)
+    world.dispatch(world.plan(), wait=False)
+    assert world.started() == {project_id(i): 1 for i in range(3)}
+    assert world.run_project_slots_taken() == 3
+
+
+def test_an_invocation_already_recorded_gives_back_the_slots_taken_for_it(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(2)
+    plan = world.plan()
+    world.dispatch(plan, wait=False)
+    with world.client() as client:
+        dispatcher = Dispatcher(client, world.ledger)
+        assert dispatcher.submit(plan, source="test", only_new=True) is None
+    assert world.run_project_slots_taken() == 2
+    assert world.started() == {project_id(0): 1, project_id(1): 1}
 
 
 def test_a_new_invocation_triggers_again(world_factory: Callable[..., World]) -> None:
@@ -265,6 +299,7 @@ def test_a_trigger_claimed_with_its_plan_is_given_back_when_interrupted(
     (record,) = world.ledger.triggers_of(plan.invocation_id)
     assert (record.state, record.owner_pid) == (TriggerState.QUEUED, None)
     assert world.started() == {}
+    assert world.run_project_slots_taken() == 0  # its slot went back to the budget
 
 
 def test_at_most_max_live_runs_are_live_at_once(world_factory: Callable[..., World]) -> None:

@@ -24,7 +24,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -104,6 +104,14 @@ class BudgetLimits:
         return cls.parse(text) if text else cls()
 
 
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A call of ``kind`` recorded in the budget at ``at``, taken before the call is made."""
+
+    kind: CallKind
+    at: float
+
+
 class Budget(Protocol):
     """What the client and the waiter need from a budget."""
 
@@ -111,6 +119,14 @@ class Budget(Protocol):
 
     def acquire(self, kind: CallKind, *, deadline: float | None = None) -> None:
         """Wait (on the clock) for a slot and take it; past ``deadline``, HexRateLimitedError."""
+        ...
+
+    def take_now(self, kind: CallKind, calls: int) -> tuple[Slot, ...]:
+        """Take as many of ``calls`` slots as fit now (maybe none), without waiting."""
+        ...
+
+    def give_back(self, slots: Sequence[Slot]) -> None:
+        """Slots taken and not used: they count no more."""
         ...
 
     def note_rate_limited(self, kind: CallKind, retry_after_s: float | None) -> None:
@@ -275,31 +291,58 @@ class SharedBudget:
         return times, (row[0] if row else 0.0)
 
     def acquire(self, kind: CallKind, *, deadline: float | None = None) -> None:
-        limits = self.limits.for_kind(kind)
         while True:
             now = self.clock.now()
-            with self._transaction() as db:
-                times, blocked_until = self._state(db, kind, now)
-                (slot,) = plan_slots(times, limits, self.limits.margin_s, now, blocked_until, 1)
-                if slot <= now:
-                    db.execute(
-                        "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
-                        (self.scope, kind.value, now),
-                    )
-                    db.execute(
-                        "DELETE FROM calls WHERE scope = ? AND at < ?",
-                        (self.scope, self._oldest_that_counts(now)),
-                    )
-                    return
-            if deadline is not None and slot > deadline:
+            taken, next_at = self._take(kind, 1, now)
+            if taken:
+                return
+            if deadline is not None and next_at > deadline:
                 raise HexRateLimitedError(
                     f"Hex's rate budget for {kind.value} calls has no slot before the deadline"
-                    f" (next slot in {slot - now:.0f} s)",
+                    f" (next slot in {next_at - now:.0f} s)",
                     status=None,
-                    retry_after_s=slot - now,
+                    retry_after_s=next_at - now,
                 )
             # Another process may take the slot first: sleep, then check again.
-            self.clock.sleep(slot - now)
+            self.clock.sleep(next_at - now)
+
+    def take_now(self, kind: CallKind, calls: int) -> tuple[Slot, ...]:
+        now = self.clock.now()
+        taken, _next_at = self._take(kind, calls, now)
+        return tuple(Slot(kind, now) for _ in range(taken))
+
+    def _take(self, kind: CallKind, calls: int, now: float) -> tuple[int, float]:
+        """Record as many of ``calls`` calls as fit at ``now``, in one transaction. Returns how
+        many were taken and when the first one not taken would fit (``now`` if all were)."""
+        if calls <= 0:
+            return 0, now
+        with self._transaction() as db:
+            times, blocked_until = self._state(db, kind, now)
+            slots = plan_slots(
+                times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
+            )
+            taken = sum(1 for slot in slots if slot <= now)  # slots never come earlier in the list
+            if taken:
+                db.executemany(
+                    "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
+                    [(self.scope, kind.value, now)] * taken,
+                )
+                db.execute(
+                    "DELETE FROM calls WHERE scope = ? AND at < ?",
+                    (self.scope, self._oldest_that_counts(now)),
+                )
+        return taken, slots[taken] if taken < calls else now
+
+    def give_back(self, slots: Sequence[Slot]) -> None:
+        if not slots:
+            return
+        with self._transaction() as db:
+            for slot in slots:
+                db.execute(
+                    "DELETE FROM calls WHERE rowid = (SELECT rowid FROM calls"
+                    " WHERE scope = ? AND kind = ? AND at = ? LIMIT 1)",
+                    (self.scope, slot.kind.value, slot.at),
+                )
 
     def note_rate_limited(self, kind: CallKind, retry_after_s: float | None) -> None:
         now = self.clock.now()

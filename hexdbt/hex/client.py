@@ -43,7 +43,7 @@ from hexdbt.errors import (
     HexUnavailableError,
     redact,
 )
-from hexdbt.hex.budget import Budget, CallKind
+from hexdbt.hex.budget import Budget, CallKind, Slot
 from hexdbt.hex.models import (
     Project,
     ProjectsPage,
@@ -291,11 +291,17 @@ class HexClient:
 
     # -- endpoints ------------------------------------------------------------------------------
 
-    def run_project(self, project_id: str, request: RunRequest | None = None) -> Run:
-        """RunProject: start the published app. 201 -> Run."""
+    def run_project(
+        self, project_id: str, request: RunRequest | None = None, *, slot: Slot | None = None
+    ) -> Run:
+        """RunProject: start the published app. 201 -> Run. ``slot``: a RunProject slot the
+        caller took from the budget already; the first attempt uses it instead of waiting."""
         body = (request or RunRequest()).to_api()
         payload = self._call(
-            "POST", f"/projects/{_segment(project_id, 'project id')}/runs", json_body=body
+            "POST",
+            f"/projects/{_segment(project_id, 'project id')}/runs",
+            json_body=body,
+            slot=slot,
         )
         return Run.from_api(payload)
 
@@ -470,6 +476,7 @@ class HexClient:
         *,
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
+        slot: Slot | None = None,
     ) -> Any:
         kind = CallKind.RUN_PROJECT if method == "POST" else CallKind.OTHER
         url = self.api_url + path
@@ -477,7 +484,7 @@ class HexClient:
         while True:
             attempt += 1
             last = attempt >= self.max_attempts
-            if self.budget is not None:
+            if self.budget is not None and (attempt > 1 or slot is None):
                 self.budget.acquire(kind)
             try:
                 response = self._session.request(
