@@ -2,8 +2,9 @@
 
 Both watchers run as processes of their own, each watching its own target folder; this script
 writes run_results.json there the way dbt does (truncate, stream, close) and reads, from the
-emulator's request log, when the RunProject call arrived. Reaction time = arrival - close. Rounds
-alternate the two watchers. The baseline is the least a watcher can do: on the close event, read
+emulator's journal, when the RunProject call arrived: the moment the emulator had read the whole
+request, before it did anything with it. Reaction time = arrival - close. Rounds alternate the two
+watchers. The baseline is the least a watcher can do: on the close event, read
 and parse the file and POST. `hexdbt watch` on top plans from the manifest and the mapping
 (parsed when they change), records the invocation, the trigger's intent (synced to disk before
 the POST) and the run id in the ledger, and takes a slot from the shared rate budget. Then the
@@ -28,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+from hexdbt.clock import from_iso
 from hexdbt.emulator import HexEmulator
 
 TOKEN = "hxtp_benchmark_watch"
@@ -157,45 +159,57 @@ class Watcher:
         self.process.wait(timeout=15)
 
 
-# Project id -> when each of its RunProject calls arrived.
-ARRIVALS: dict[str, list[float]] = {}
+# Project id -> how many RunProject calls the emulator has answered.
+ANSWERED: dict[str, int] = {}
 
 
-def note_arrival(line: str) -> None:
-    """The emulator's request log, called on its thread as it answers: a precise arrival time
-    (the journal's times are whole milliseconds, too coarse next to the minimal script)."""
+def note_answer(line: str) -> None:
+    """The emulator's request log, called on its thread once it has answered: tells a writer
+    that its call came, and costs the emulator next to nothing (the time is the journal's)."""
     method, target = line.split()[:2]
     if method == "POST":
-        ARRIVALS.setdefault(target.split("/")[4], []).append(time.time())
+        project_id = target.split("/")[4]
+        ANSWERED[project_id] = ANSWERED.get(project_id, 0) + 1
 
 
 class Writer:
-    """Writes invocations dbt's way for a watcher that triggers ``project_id``, and times each
-    one's RunProject. Each watcher has a project of its own, so a late or extra call of one can
-    never be taken for the other's."""
+    """Writes invocations dbt's way for a watcher that triggers ``project_id``, and notes when
+    each write was closed. Each watcher has a project of its own, so a late or extra call of
+    one can never be taken for the other's."""
 
     def __init__(self, project_id: str) -> None:
-        self.arrivals = ARRIVALS.setdefault(project_id, [])
-        self.posts = 0
+        self.project_id = project_id
+        self.closed_at: list[float] = []
 
-    def reaction_ms(self, path: Path) -> float:
-        """Write one invocation to ``path``; the ms from the close to the POST's arrival."""
+    def write(self, path: Path) -> None:
+        """Write one invocation to ``path`` and wait for its RunProject (and no other)."""
         text = run_results(str(uuid.uuid4()))
         with path.open("w", encoding="utf-8") as handle:
             handle.write(text[: len(text) // 2])
             handle.flush()
             handle.write(text[len(text) // 2 :])
-        closed_at = time.time()
-        self.posts += 1
+        self.closed_at.append(time.time())
+        posts = len(self.closed_at)
         deadline = time.monotonic() + 20
-        while len(self.arrivals) < self.posts:
+        while ANSWERED.get(self.project_id, 0) < posts:
             if time.monotonic() > deadline:
-                raise SystemExit(f"no RunProject after write {self.posts} to {path}")
+                raise SystemExit(f"no RunProject after write {posts} to {path}")
             time.sleep(0.002)
         time.sleep(0.02)  # let the watcher settle, as between real builds
-        if len(self.arrivals) != self.posts:
-            raise SystemExit(f"{len(self.arrivals)} RunProject calls, expected {self.posts}")
-        return (self.arrivals[-1] - closed_at) * 1000
+        if ANSWERED[self.project_id] != posts:
+            raise SystemExit(f"{ANSWERED[self.project_id]} RunProject calls, expected {posts}")
+
+    def reactions_ms(self, journal: list[dict[str, object]]) -> list[float]:
+        """For each write, the ms from its close to its RunProject's arrival."""
+        arrivals = [
+            from_iso(str(entry["time"]))
+            for entry in journal
+            if entry["operation"] == "RunProject" and self.project_id in str(entry["path"])
+        ]
+        return [
+            (arrived - closed) * 1000
+            for closed, arrived in zip(self.closed_at, arrivals, strict=True)
+        ]
 
 
 def p95(samples: list[float]) -> float:
@@ -211,7 +225,7 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        HexEmulator(scenario=SCENARIO, log=note_arrival) as emulator,
+        HexEmulator(scenario=SCENARIO, log=note_answer) as emulator,
     ):
         root = Path(tmp)
         env = dict(os.environ)
@@ -240,8 +254,6 @@ def main() -> None:
         mappings.write_text(MAPPINGS)
         command = [sys.executable, "-m", "hexdbt", "watch", "--target-path", str(target)]
 
-        minimal: list[float] = []
-        ours: list[float] = []
         baseline = Watcher(
             [sys.executable, str(script), str(baseline_dir), url, TOKEN], env, root / "baseline.log"
         )
@@ -257,23 +269,23 @@ def main() -> None:
             # Rounds alternate the two watchers (and which goes first), so a machine that gets
             # busier or quieter during the run weighs on both alike.
             for round_index in range(warm_up + args.writes):
-                pair = [
-                    (baseline_writer, baseline_dir / "run_results.json", minimal),
-                    (writer, results, ours),
-                ]
-                for who, path, samples in pair if round_index % 2 == 0 else pair[::-1]:
-                    reaction = who.reaction_ms(path)
-                    if round_index >= warm_up:
-                        samples.append(reaction)
-            while writer.posts < 10:
-                writer.reaction_ms(results)
+                pair = [(baseline_writer, baseline_dir / "run_results.json"), (writer, results)]
+                for who, path in pair if round_index % 2 == 0 else pair[::-1]:
+                    who.write(path)
+            while len(writer.closed_at) < 10:
+                writer.write(results)
             rss_10 = daemon.rss_mb()
-            while writer.posts < args.invocations:
-                writer.reaction_ms(results)
+            while len(writer.closed_at) < args.invocations:
+                writer.write(results)
             rss_500 = daemon.rss_mb()
         finally:
             baseline.stop()
             daemon.stop()
+        journal = emulator.journal()
+
+    measured = slice(warm_up, warm_up + args.writes)
+    minimal = baseline_writer.reactions_ms(journal)[measured]
+    ours = writer.reactions_ms(journal)[measured]
 
     rows = [
         ("median", statistics.median(minimal), statistics.median(ours)),

@@ -105,10 +105,11 @@ class ManualClock:
             self._now += seconds
 
 
-def to_iso(seconds: float) -> str:
-    """ISO-8601 UTC with a ``Z``, to the millisecond: ``2026-01-31T08:00:00.123Z``."""
+def to_iso(seconds: float, *, digits: int = 3) -> str:
+    """ISO-8601 UTC with a ``Z``, to the millisecond (``2026-01-31T08:00:00.123Z``) or, with
+    ``digits=6``, to the microsecond."""
     moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}"[:digits] + "Z"
 
 
 def from_iso(text: str) -> float:

@@ -31,7 +31,7 @@ def test_the_journal_lists_every_api_request_oldest_first(hex_emulator: HexEmula
     assert journal[0]["operation"] == "RunProject"
     assert journal[0]["runId"] == hex_emulator.runs()[0].run_id
     for entry in journal:
-        assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$", entry["time"])
+        assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$", entry["time"])
         assert entry["traceId"]
         assert "authorization" not in {key.lower() for key in entry}
     assert "hxtp_secret_value" not in str(journal)

@@ -66,6 +66,8 @@ def test_scaled_clock_runs_faster_than_real_time() -> None:
 
 def test_iso_round_trip_is_utc_with_z() -> None:
     assert to_iso(1_769_846_400.25) == "2026-01-31T08:00:00.250Z"
+    assert to_iso(1_769_846_400.123456, digits=6) == "2026-01-31T08:00:00.123456Z"
+    assert from_iso(to_iso(1_769_846_400.123456, digits=6)) == 1_769_846_400.123456
     assert from_iso("2026-01-31T08:00:00Z") == 1_769_846_400.0
     assert from_iso("2026-01-31T09:00:00+01:00") == 1_769_846_400.0
 

@@ -396,7 +396,8 @@ class HexService:
             "path": request.target,
             "status": None,
             "body": _parse_json_or_none(request.body),
-            "time": to_iso(self._journal_clock.now()),
+            # To the microsecond: benchmarks time a watcher's reaction by the arrival.
+            "time": to_iso(self._journal_clock.now(), digits=6),
             "operation": operation,
             "tokenFingerprint": _bearer_fingerprint(request.authorization),
             "traceId": trace_id,
