@@ -195,6 +195,7 @@ class Ledger:
         self.path = path
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
+        self._synchronous: str | None = None  # the connection's PRAGMA synchronous, once set
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so a
@@ -235,7 +236,10 @@ class Ledger:
         the write-ahead log durable, so the order of events is kept either way.
         """
         with self._lock:
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            synchronous = "FULL" if durable else "NORMAL"
+            if synchronous != self._synchronous:  # most writes are durable: set it when it changes
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
+                self._synchronous = synchronous
             with self._transaction() as db:
                 yield db
 

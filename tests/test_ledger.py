@@ -80,6 +80,23 @@ def test_plan_and_claim_commits_the_intent_with_the_plan(tmp_path: Path) -> None
         assert not ledger.claim_for_sending("new")
 
 
+def test_the_intent_to_send_is_synced_to_disk_and_a_mere_plan_is_not(tmp_path: Path) -> None:
+    """PRAGMA synchronous on the ledger's own connection: FULL (2) fsyncs at commit."""
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+
+        def synchronous() -> int:
+            return int(ledger._db.execute("PRAGMA synchronous").fetchone()[0])
+
+        _plan(ledger, "k1", "inv-1")
+        assert synchronous() == 1  # NORMAL: a power cut may forget a plan, never an intent
+        ledger.plan_and_claim("inv-2", "build", "run", [_trigger("k2")], ["k2"])
+        assert synchronous() == 2
+        ledger.mark_started("k2", run_id="r-2", run_url=None, trace_id=None)
+        assert synchronous() == 2
+        _plan(ledger, "k3", "inv-3")
+        assert synchronous() == 1
+
+
 def test_only_a_new_invocation_is_planned_when_asked(tmp_path: Path) -> None:
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         _plan(ledger, "k1")
