@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,34 @@ def test_slots_given_back_count_no_more(tmp_path: Path) -> None:
     assert other_process.take_now(CallKind.RUN_PROJECT, 5) == (Slot(CallKind.RUN_PROJECT, 0.0),) * 3
     budget.give_back(())
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 61.0
+
+
+def test_a_slot_used_a_while_after_it_was_taken_counts_from_its_use(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    first, *others = budget.take_now(CallKind.RUN_PROJECT, 20)
+    budget.use(others[0])  # at once: it keeps its time
+    clock.advance(5)
+    budget.use(first)  # sent 5 s late, behind other sends: Hex counts it from now
+    clock.advance(56.5)  # 61.5 s: the other 19 have aged out of the minute (plus margin)
+    assert len(budget.take_now(CallKind.RUN_PROJECT, 20)) == 19
+    assert budget.next_slot_at(CallKind.RUN_PROJECT) == 66.0
+
+
+def test_a_slot_used_after_its_record_was_forgotten_is_recorded_again(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    (slot,) = budget.take_now(CallKind.RUN_PROJECT, 1)
+    clock.advance(4000)
+    budget.acquire(CallKind.OTHER)  # forgets the calls older than every window
+
+    def calls() -> list[tuple[str, float]]:
+        with closing(sqlite3.connect(tmp_path / BUDGET_FILE)) as db:
+            return db.execute("SELECT kind, at FROM calls ORDER BY kind").fetchall()
+
+    assert calls() == [("other", 4000.0)]
+    budget.use(slot)
+    assert calls() == [("other", 4000.0), ("run_project", 4000.0)]
 
 
 def test_plan_slots_is_pure_and_respects_a_block() -> None:

@@ -125,6 +125,10 @@ class Budget(Protocol):
         """Take as many of ``calls`` slots as fit now (maybe none), without waiting."""
         ...
 
+    def use(self, slot: Slot) -> None:
+        """The call on ``slot`` is made now (instead of ``acquire``)."""
+        ...
+
     def give_back(self, slots: Sequence[Slot]) -> None:
         """Slots taken and not used: they count no more."""
         ...
@@ -183,6 +187,10 @@ def plan_slots(
         log.append(moment)
         now = moment
     return tuple(slots)
+
+
+# The row a slot recorded (slots taken together share a time: any one of them will do).
+_ROW_OF_SLOT = "SELECT rowid FROM calls WHERE scope = ? AND kind = ? AND at = ? LIMIT 1"
 
 
 class SharedBudget:
@@ -333,14 +341,30 @@ class SharedBudget:
                 )
         return taken, slots[taken] if taken < calls else now
 
+    def use(self, slot: Slot) -> None:
+        now = self.clock.now()
+        if now - slot.at <= self.limits.margin_s / 10:
+            return  # fresh: Hex's window and ours start together, well within the margin
+        # Taken a while ago (behind other sends): the call counts from now, as Hex counts it.
+        # Moving a call later only makes the budget stricter, so it needs no check.
+        with self._transaction() as db:
+            moved = db.execute(
+                f"UPDATE calls SET at = ? WHERE rowid = ({_ROW_OF_SLOT})",
+                (now, self.scope, slot.kind.value, slot.at),
+            )
+            if moved.rowcount == 0:  # forgotten after its window: record the call afresh
+                db.execute(
+                    "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
+                    (self.scope, slot.kind.value, now),
+                )
+
     def give_back(self, slots: Sequence[Slot]) -> None:
         if not slots:
             return
         with self._transaction() as db:
             for slot in slots:
                 db.execute(
-                    "DELETE FROM calls WHERE rowid = (SELECT rowid FROM calls"
-                    " WHERE scope = ? AND kind = ? AND at = ? LIMIT 1)",
+                    f"DELETE FROM calls WHERE rowid = ({_ROW_OF_SLOT})",
                     (self.scope, slot.kind.value, slot.at),
                 )
 

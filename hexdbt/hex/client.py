@@ -295,7 +295,8 @@ class HexClient:
         self, project_id: str, request: RunRequest | None = None, *, slot: Slot | None = None
     ) -> Run:
         """RunProject: start the published app. 201 -> Run. ``slot``: a RunProject slot the
-        caller took from the budget already; the first attempt uses it instead of waiting."""
+        caller took from the budget already (``take_now``); the first attempt is made on it
+        instead of waiting for one."""
         body = (request or RunRequest()).to_api()
         payload = self._call(
             "POST",
@@ -484,8 +485,11 @@ class HexClient:
         while True:
             attempt += 1
             last = attempt >= self.max_attempts
-            if self.budget is not None and (attempt > 1 or slot is None):
-                self.budget.acquire(kind)
+            if self.budget is not None:
+                if slot is not None and attempt == 1:
+                    self.budget.use(slot)
+                else:
+                    self.budget.acquire(kind)
             try:
                 response = self._session.request(
                     method,
