@@ -158,16 +158,19 @@ class Dispatcher:
         """Record the triggers; those that can be sent at once are claimed in the same
         transaction (one synced commit before their POST, not two)."""
         sending_now = self._take_slots_for([trigger.trigger_key for trigger in triggers])
-        planned_and_claimed = self.ledger.plan_and_claim(
-            invocation_id,
-            command,
-            source,
-            [new_trigger(trigger, self.client.base_url) for trigger in triggers],
-            list(sending_now),
-            only_new_invocation=only_new,
-        )
-        claimed = planned_and_claimed[1] if planned_and_claimed else set()
-        self._give_back([slot for key, slot in sending_now.items() if key not in claimed])
+        claimed: set[str] = set()
+        try:
+            planned_and_claimed = self.ledger.plan_and_claim(
+                invocation_id,
+                command,
+                source,
+                [new_trigger(trigger, self.client.base_url) for trigger in triggers],
+                list(sending_now),
+                only_new_invocation=only_new,
+            )
+            claimed = planned_and_claimed[1] if planned_and_claimed else set()
+        finally:  # a ledger that cannot be written (a full disk) keeps no slot from the budget
+            self._give_back([slot for key, slot in sending_now.items() if key not in claimed])
         if planned_and_claimed is None:
             return None
         records = []

@@ -23,9 +23,10 @@ from hexdbt.dispatch import (
     plan_outcomes,
 )
 from hexdbt.emulator import HexEmulator
+from hexdbt.errors import StateError
 from hexdbt.hex.budget import BUDGET_FILE
 from hexdbt.hex.client import HexClient, connect
-from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.plan import Plan
 from hexdbt.planning import plan_from_files
 from hexdbt.report import Outcome, OutcomeKind, exit_code_of
@@ -137,6 +138,23 @@ def test_an_invocation_already_recorded_gives_back_the_slots_taken_for_it(
         assert dispatcher.submit(plan, source="test", only_new=True) is None
     assert world.run_project_slots_taken() == 2
     assert world.started() == {project_id(0): 1, project_id(1): 1}
+
+
+def test_a_ledger_write_that_fails_keeps_no_slot_from_the_budget(
+    world_factory: Callable[..., World],
+) -> None:
+    """A full disk, or here a table another hand dropped: the plan is not recorded, nothing is
+    sent, and the slots taken for it go back to the shared budget."""
+    world = world_factory(2)
+    plan = world.plan()
+    with closing(sqlite3.connect(resolve_state_dir() / LEDGER_FILENAME)) as db:
+        db.execute("DROP TABLE triggers")
+    with world.client() as client:
+        dispatcher = Dispatcher(client, world.ledger)
+        with pytest.raises(StateError, match=r"cannot write the ledger .*no such table: triggers"):
+            dispatcher.submit(plan, source="test")
+    assert world.run_project_slots_taken() == 0
+    assert world.started() == {}
 
 
 def test_a_new_invocation_triggers_again(world_factory: Callable[..., World]) -> None:

@@ -8,9 +8,11 @@ the emulator's journal: each invocation starts each stale project exactly once.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from hexdbt.clock import ScaledClock, SystemClock
 from hexdbt.dispatch import DispatchSettings
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID
 from hexdbt.hex.client import connect
-from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.logs import MemoryEventLog
 from hexdbt.settings import resolve_state_dir
 from hexdbt.watch import WatchDaemon, WatchOptions, WatchTarget
@@ -272,6 +274,37 @@ def test_a_bad_mapping_is_logged_and_the_daemon_goes_on(harness: Harness) -> Non
     harness.mappings.write_text(good, encoding="utf-8")
     write_in_place(target.run_results, run_results_document(BOTH, invocation_id="inv-2"))
     harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
+
+
+def test_a_ledger_write_that_fails_is_logged_and_retried_and_nothing_is_lost(
+    harness: Harness,
+) -> None:
+    """As on a full disk: the invocation is not recorded, nothing is sent, the daemon says why
+    and submits it again later."""
+    target = harness.target()
+    _, log = harness.start(target, submit_retry_s=40.0)  # 2 s of real time
+    ledger_path = resolve_state_dir() / LEDGER_FILENAME
+    with closing(sqlite3.connect(ledger_path)) as db:
+        schema = [
+            sql
+            for (sql,) in db.execute(
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'triggers' AND sql IS NOT NULL"
+            )
+        ]
+        db.execute("DROP TABLE triggers")
+    write_in_place(target.run_results, run_results_document(BOTH, invocation_id="inv-1"))
+    wait_for(lambda: log.of("invocation_failed"), what="the failed write")
+    failed = log.of("invocation_failed")[0]
+    assert (failed["invocation_id"], failed["attempt"], failed["retry_in_s"]) == ("inv-1", 1, 40.0)
+    assert "cannot write the ledger" in failed["error"]
+    assert "no such table: triggers" in failed["error"]
+    assert harness.posts() == Counter()
+    with closing(sqlite3.connect(ledger_path)) as db:
+        for sql in schema:
+            db.execute(sql)
+    harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
+    (submitted,) = log.of("invocation_submitted")
+    assert submitted["invocation_id"] == "inv-1"
 
 
 def test_a_hex_outage_on_one_invocation_is_retried_and_nothing_doubles(harness: Harness) -> None:
