@@ -386,7 +386,7 @@ class Dispatcher:
             return self.ledger.release(
                 record.trigger_key, reason="RunProject's answer was lost; Hex started no run"
             )
-        self._log(f"{record.name}: found run {run.run_id}, started before the answer was lost")
+        self._log(f"{record.name}: found run {run.run_id}, which its POST had started")
         return self.ledger.mark_started(
             record.trigger_key, run_id=run.run_id, run_url=run.run_url, trace_id=run.trace_id
         )

@@ -307,6 +307,43 @@ def test_a_ledger_write_that_fails_is_logged_and_retried_and_nothing_is_lost(
     assert submitted["invocation_id"] == "inv-1"
 
 
+def test_a_ledger_write_failing_after_a_post_restarts_the_dispatcher_and_nothing_doubles(
+    harness: Harness,
+) -> None:
+    """The run id cannot be recorded (as on a full disk): the dispatcher stops with the cause
+    logged, starts afresh from the ledger, and finds the run its POST started instead of posting
+    again; the trigger it had not sent yet goes out once."""
+    target = harness.target()
+    _, log = harness.start(target)
+    ledger_path = resolve_state_dir() / LEDGER_FILENAME
+    with closing(sqlite3.connect(ledger_path)) as db:
+        db.execute(
+            "CREATE TRIGGER no_run_ids BEFORE UPDATE OF run_id ON triggers"
+            " WHEN NEW.run_id IS NOT NULL BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    write_in_place(target.run_results, run_results_document(BOTH, invocation_id="inv-1"))
+
+    def dispatch_errors() -> list[dict[str, Any]]:
+        return [event for event in log.of("error") if event["during"] == "dispatching"]
+
+    wait_for(lambda: bool(dispatch_errors()), what="the dispatcher's failure")
+    error = dispatch_errors()[0]
+    assert "database or disk is full" in error["error"]
+    assert error["retry_in_s"] == 2.0
+    assert sum(harness.posts().values()) == 1
+    with closing(sqlite3.connect(ledger_path)) as db:
+        db.execute("DROP TRIGGER no_run_ids")
+    harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
+    found = [e for e in log.of("dispatch") if "which its POST had started" in e["message"]]
+    assert len(found) == 1
+    ledger = harness.daemons[0][0].ledger
+    wait_for(
+        lambda: all(record.run_id for record in ledger.triggers_of("inv-1")),
+        what="both run ids recorded",
+    )
+    assert len(dispatch_errors()) == 1
+
+
 def test_a_hex_outage_on_one_invocation_is_retried_and_nothing_doubles(harness: Harness) -> None:
     target = harness.target()
     _, log = harness.start(target)
