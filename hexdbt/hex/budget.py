@@ -113,7 +113,7 @@ class Slot:
 
 
 class Budget(Protocol):
-    """What the client and the waiter need from a budget."""
+    """What the client, the dispatcher and the waiter need from a budget."""
 
     limits: BudgetLimits
 
