@@ -27,3 +27,6 @@ def test_the_benchmark_times_both_watchers_and_prints_its_table() -> None:
     for row in ("median", "p95"):
         assert re.search(rf"^{row} +[\d.]+ ms +[\d.]+ ms +[\d.]+x  <= 2x$", out, re.MULTILINE)
     assert re.search(r"after 10 invocations [\d.]+ MB, after 14 [\d.]+ MB", out)
+    assert re.search(
+        r"the disk's fdatasync of 4 KB between rounds: median [\d.]+ ms, p95 [\d.]+ ms", out
+    )
