@@ -97,12 +97,14 @@ class _Pending:
     """A trigger waiting to be sent by this process. Its record is read when it is lined up:
     what sending needs of it (project, request, creation time) never changes, and the claim
     checks its state in the ledger itself. ``claimed``: claimed with its plan (the intent is
-    committed already), with the RunProject ``slot`` taken for it; it is sent first."""
+    committed already), with the RunProject ``slot`` taken for it; it is sent first. ``told``:
+    what the log last said it waits for."""
 
     record: TriggerRecord
     not_before: float = 0.0
     claimed: bool = False
     slot: Slot | None = None
+    told: str = ""
 
 
 class Dispatcher:
@@ -283,6 +285,9 @@ class Dispatcher:
                 self._send(claimed, claimed.slot)
                 continue
             if len(self._live) >= self.settings.max_live_runs:
+                self._say_why_they_wait(
+                    "places", f"{len(self._live)} runs are live (max_live_runs)"
+                )
                 return now + 5.0  # a finishing run frees a place; the waiter turns often enough
             item = min(pending, key=lambda p: p.not_before)
             if item.not_before > now:
@@ -309,7 +314,21 @@ class Dispatcher:
             if not self.settings.wait and next_slot > now + self.settings.no_wait_send_window_s:
                 self._leave_queued()
                 continue
+            self._say_why_they_wait(
+                "budget", f"Hex's RunProject budget has its next slot in {next_slot - now:.0f} s"
+            )
             return min(next_slot, deadline)
+
+    def _say_why_they_wait(self, cause: str, reason: str) -> None:
+        """Why the pending triggers have not been sent yet (a wait can last an hour): once per
+        trigger and ``cause``."""
+        with self._lock:
+            untold = [item for item in self._pending if item.told != cause]
+            for item in untold:
+                item.told = cause
+        if untold:
+            names = ", ".join(item.record.name for item in untold)
+            self._log(f"waiting to send {names}: {reason}")
 
     def _drop(self, item: _Pending) -> None:
         with self._lock:

@@ -55,9 +55,13 @@ class World:
         )
         return plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
 
-    def dispatch(self, plan: Plan, **settings: Any) -> list[Outcome]:
+    def dispatch(
+        self, plan: Plan, *, log: Callable[[str], None] | None = None, **settings: Any
+    ) -> list[Outcome]:
         with self.client() as client:
-            dispatcher = Dispatcher(client, self.ledger, settings=DispatchSettings(**settings))
+            dispatcher = Dispatcher(
+                client, self.ledger, settings=DispatchSettings(**settings), log=log
+            )
             dispatcher.submit(plan, source="test")
             dispatcher.close()
             dispatcher.run()
@@ -322,8 +326,13 @@ def test_a_trigger_claimed_with_its_plan_is_given_back_when_interrupted(
 
 def test_at_most_max_live_runs_are_live_at_once(world_factory: Callable[..., World]) -> None:
     world = world_factory(7, running_s=100)
-    outcomes = world.dispatch(world.plan(), max_live_runs=3)
+    messages: list[str] = []
+    outcomes = world.dispatch(world.plan(), max_live_runs=3, log=messages.append)
     assert set(kinds(outcomes).values()) == {OutcomeKind.COMPLETED}
+    waiting = [m for m in messages if m.startswith("waiting to send")]
+    assert waiting == [
+        "waiting to send app_3, app_4, app_5, app_6: 3 runs are live (max_live_runs)"
+    ]
     runs = world.emulator.runs()
     assert len(runs) == 7
     # A run is live from its creation to its end; never more than 3 overlapped.
@@ -390,6 +399,21 @@ def test_triggers_past_the_hourly_budget_are_queued_then_sent_by_a_later_process
     assert not world.ledger.in_state(TriggerState.QUEUED)
     assert sum(world.started().values()) == 65
     assert all(count == 1 for count in world.started().values())
+    assert not [e for e in world.emulator.journal() if e["status"] == 429]
+
+
+def test_triggers_waiting_for_the_budget_say_so_once_and_are_sent_when_it_allows(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(22, running_s=5)
+    messages: list[str] = []
+    outcomes = world.dispatch(world.plan(), log=messages.append, max_live_runs=25)
+    assert set(kinds(outcomes).values()) == {OutcomeKind.COMPLETED}
+    assert world.started() == {project_id(i): 1 for i in range(22)}
+    waiting = [m for m in messages if m.startswith("waiting to send")]
+    assert waiting == [
+        "waiting to send app_20, app_21: Hex's RunProject budget has its next slot in 61 s"
+    ]
     assert not [e for e in world.emulator.journal() if e["status"] == 429]
 
 
