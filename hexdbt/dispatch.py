@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from hexdbt.clock import Clock
 from hexdbt.errors import (
@@ -98,13 +98,13 @@ class _Pending:
     what sending needs of it (project, request, creation time) never changes, and the claim
     checks its state in the ledger itself. ``claimed``: claimed with its plan (the intent is
     committed already), with the RunProject ``slot`` taken for it; it is sent first. ``told``:
-    what the log last said it waits for."""
+    the causes of waiting the log has named for it."""
 
     record: TriggerRecord
     not_before: float = 0.0
     claimed: bool = False
     slot: Slot | None = None
-    told: str = ""
+    told: set[str] = field(default_factory=set)
 
 
 class Dispatcher:
@@ -323,9 +323,9 @@ class Dispatcher:
         """Why the pending triggers have not been sent yet (a wait can last an hour): once per
         trigger and ``cause``."""
         with self._lock:
-            untold = [item for item in self._pending if item.told != cause]
+            untold = [item for item in self._pending if cause not in item.told]
             for item in untold:
-                item.told = cause
+                item.told.add(cause)
         if untold:
             names = ", ".join(item.record.name for item in untold)
             self._log(f"waiting to send {names}: {reason}")
