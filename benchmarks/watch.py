@@ -214,9 +214,9 @@ class Writer:
 
 
 class DiskProbe:
-    """The disk's own sync time, sampled between rounds beside the ledger: hexdbt
-    syncs each trigger's intent before its POST, the minimal script syncs nothing, so a busy
-    disk weighs on one side only, and this shows when it did."""
+    """The disk's own sync time, sampled between rounds beside the ledger: hexdbt syncs each
+    trigger's intent before its POST, the minimal script syncs nothing, so a busy disk weighs
+    on one side only, and this shows when it did."""
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT)
