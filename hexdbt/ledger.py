@@ -294,15 +294,6 @@ class Ledger:
 
     # -- triggers -------------------------------------------------------------------------
 
-    def plan_triggers(
-        self, invocation_id: str, command: str, source: str, triggers: Sequence[NewTrigger]
-    ) -> list[TriggerRecord]:
-        """Record an invocation and its triggers as planned, in one transaction; a key already
-        in the ledger keeps its row (and its state)."""
-        planned = self.plan_and_claim(invocation_id, command, source, triggers, ())
-        assert planned is not None
-        return planned[0]
-
     def plan_and_claim(
         self,
         invocation_id: str,
@@ -313,10 +304,12 @@ class Ledger:
         *,
         only_new_invocation: bool = False,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
-        """``plan_triggers``, and in the same transaction ``claim_for_sending`` for the keys in
-        ``claim``: a trigger sent at once costs one synced commit instead of two. Returns the
-        records and the keys this call claimed (a row someone else holds is left alone); None,
-        recording nothing, when ``only_new_invocation`` and the ledger has the invocation."""
+        """Record an invocation and its triggers as planned, in one transaction (a key already in
+        the ledger keeps its row and its state), and in the same transaction claim the keys in
+        ``claim`` as ``claim_for_sending`` would: a trigger sent at once costs one synced commit
+        instead of two. Returns the records and the keys this call claimed (a row someone else
+        holds is left alone); None, recording nothing, when ``only_new_invocation`` and the
+        ledger has the invocation."""
         now = self._clock.now()
         claimed: set[str] = set()
         with self._write(durable=bool(claim)) as db:

@@ -242,8 +242,8 @@ def _crashed_after_intent(world: World, plan: Plan, *, posts_that_arrived: int) 
     it sent did reach Hex (runs exist that the ledger never heard of)."""
     trigger = plan.triggers[0]
     with world.client() as client:
-        world.ledger.plan_triggers(
-            plan.invocation_id, plan.command, "test", [new_trigger(trigger, client.base_url)]
+        world.ledger.plan_and_claim(
+            plan.invocation_id, plan.command, "test", [new_trigger(trigger, client.base_url)], ()
         )
         _claim_and_die(world.ledger.path, trigger.trigger_key)
         for _ in range(posts_that_arrived):

@@ -28,7 +28,7 @@ def _trigger(key: str) -> NewTrigger:
 
 
 def _plan(ledger: Ledger, key: str = "k1", invocation_id: str = "inv-1") -> None:
-    ledger.plan_triggers(invocation_id, "build", "run", [_trigger(key)])
+    ledger.plan_and_claim(invocation_id, "build", "run", [_trigger(key)], ())
 
 
 def test_a_trigger_moves_from_planned_to_ended_with_timestamps(tmp_path: Path) -> None:
@@ -208,8 +208,8 @@ def test_queued_triggers_are_listed_with_their_deadline(tmp_path: Path) -> None:
 def test_an_invocation_is_recorded_once(tmp_path: Path) -> None:
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         assert not ledger.has_invocation("inv-1")
-        ledger.plan_triggers("inv-1", "build", "run", [])
-        ledger.plan_triggers("inv-1", "build", "watch", [])
+        ledger.plan_and_claim("inv-1", "build", "run", [], ())
+        ledger.plan_and_claim("inv-1", "build", "watch", [], ())
         assert ledger.has_invocation("inv-1")
         assert [i.invocation_id for i in ledger.recent_invocations()] == ["inv-1"]
 

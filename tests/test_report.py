@@ -37,7 +37,7 @@ def _row(ledger: Ledger, key: str) -> None:
         request={"inputParams": {"region": "EMEA"}},
         options={},
     )
-    ledger.plan_triggers("inv", "build", "run", [trigger])
+    ledger.plan_and_claim("inv", "build", "run", [trigger], ())
     ledger.claim_for_sending(key)
 
 

@@ -387,7 +387,7 @@ def test_an_invocation_in_the_ledger_is_not_triggered_again(harness: Harness) ->
     target = harness.target()
     write_json(target.run_results, run_results_document(BOTH, invocation_id="inv-1"))
     with Ledger.in_state_dir(resolve_state_dir()) as ledger:
-        ledger.plan_triggers("inv-1", "build", "run", [])
+        ledger.plan_and_claim("inv-1", "build", "run", [], ())
     _, log = harness.start(target, replay_latest=True)
     wait_for(lambda: log.of("invocation_skipped"), what="the ledger check")
     assert "already in the ledger" in log.of("invocation_skipped")[0]["reason"]

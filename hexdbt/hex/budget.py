@@ -141,10 +141,6 @@ class Budget(Protocol):
         """When the next call of ``kind`` would fit (now, if it fits now). Takes nothing."""
         ...
 
-    def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
-        """When ``calls`` calls of ``kind`` made one after another would each fit. Takes nothing."""
-        ...
-
 
 def budget_scope(token: str, base_url: str) -> str:
     """The key of a budget: a hash of the token (never the token) and the base URL."""
@@ -384,6 +380,7 @@ class SharedBudget:
         return self.slots_for(kind, 1)[0]
 
     def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
+        """When ``calls`` calls of ``kind`` made one after another would each fit. Takes nothing."""
         now = self.clock.now()
         # Reads only, outside a transaction: they block no writer, and a call recorded between
         # them makes this advice (``acquire`` decides) a moment old, no more.
@@ -392,9 +389,3 @@ class SharedBudget:
         return plan_slots(
             times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
         )
-
-    def fits_within(self, kind: CallKind, calls: int, seconds: float) -> bool:
-        """Whether ``calls`` calls of ``kind`` could all be made within ``seconds`` from now."""
-        if calls <= 0:
-            return True
-        return self.slots_for(kind, calls)[-1] <= self.clock.now() + seconds
