@@ -11,7 +11,7 @@ a few rounds:
     plan       make_plan over the 500 projects
     mappings   load_mappings of the 500-project file (reported, not part of the target)
 
-Both files are read in the order hexdbt.planning (behind `hexdbt plan`, run and watch) reads
+Both files are read in the order hexdbt.planner.files (behind `hexdbt plan`, run and watch) reads
 them, run_results.json first, the baseline included: the order changes how much work Python's
 garbage collector does while parsing, for the bare json.load as much as for hexdbt
 (--manifest-first measures the other order).
@@ -47,9 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results
 from hexdbt.mapping import load_mappings
-from hexdbt.plan import Plan, make_plan
+from hexdbt.planner.rules import Plan, make_plan
 
-# As hexdbt.planning reads them.
+# As hexdbt.planner.files reads them.
 READ_ORDER = ("run_results", "manifest")
 PACKAGE = "bench"
 DOMAINS = ["core", "finance", "marketing", "product", "ops", "sales", "hr", "risk"]
@@ -269,7 +269,7 @@ def main() -> int:
     parser.add_argument(
         "--manifest-first",
         action="store_true",
-        help="read manifest.json before run_results.json (both sides), unlike hexdbt.planning",
+        help="read manifest.json before run_results.json (both sides), unlike hexdbt.planner.files",
     )
     args = parser.parse_args()
 

@@ -25,7 +25,7 @@ from hexdbt.dispatch import Dispatcher, DispatchSettings
 from hexdbt.emulator import HexEmulator
 from hexdbt.hex.client import connect
 from hexdbt.ledger import Ledger
-from hexdbt.planning import plan_from_files
+from hexdbt.planner.files import plan_from_files
 
 PROJECTS = 100
 # 20 a minute for three minutes fills the hour's 60; the remaining 40 go 20 a minute after it.

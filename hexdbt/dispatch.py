@@ -42,7 +42,7 @@ from hexdbt.hex.models import Notification, RunRequest
 from hexdbt.hex.waiter import Outcome as WaitOutcome
 from hexdbt.hex.waiter import Progress, RunResult, Waiter, WatchedRun, cancel_runs
 from hexdbt.ledger import Ledger, NewTrigger, TriggerRecord, TriggerState
-from hexdbt.plan import Plan, Trigger
+from hexdbt.planner.rules import Plan, Trigger
 from hexdbt.report import Outcome, OutcomeKind, outcome_of
 
 Log = Callable[[str], None]

@@ -612,7 +612,7 @@ def _with_sample_params(
     successfully, at ``started_at``), so template mistakes show now rather than mid-build."""
     from hexdbt.mapping.selectors import SelectorIndex
     from hexdbt.mapping.templates import TemplateError
-    from hexdbt.plan import render_params
+    from hexdbt.planner.rules import render_params
 
     invocation = {
         "id": "hexdbt-validate",

@@ -27,8 +27,8 @@ from hexdbt.errors import StateError
 from hexdbt.hex.budget import BUDGET_FILE
 from hexdbt.hex.client import HexClient, connect
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
-from hexdbt.plan import Plan
-from hexdbt.planning import plan_from_files
+from hexdbt.planner.files import plan_from_files
+from hexdbt.planner.rules import Plan
 from hexdbt.report import Outcome, OutcomeKind, exit_code_of
 from hexdbt.settings import resolve_state_dir
 

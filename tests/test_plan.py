@@ -11,7 +11,7 @@ from dbt_shapes import data_test, manifest_document, model, run_results_document
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results, node_result
 from hexdbt.mapping import MappingSet, parse_mappings
 from hexdbt.mapping.selectors import SelectorIndex
-from hexdbt.plan import FinishedNodes, Plan, decide, make_plan, trigger_key
+from hexdbt.planner.rules import FinishedNodes, Plan, decide, make_plan, trigger_key
 
 ORDERS = "model.shop.orders"
 REVENUE = "model.shop.revenue_daily"

@@ -25,7 +25,7 @@ from hexdbt.dispatch import Dispatcher, plan_outcomes
 from hexdbt.emulator import HexEmulator
 from hexdbt.hex.client import connect
 from hexdbt.ledger import Ledger, TriggerState
-from hexdbt.planning import plan_from_files
+from hexdbt.planner.files import plan_from_files
 from hexdbt.report import OutcomeKind
 from hexdbt.settings import resolve_state_dir
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from hexdbt.cli import main
 from hexdbt.dbt.artifacts import load_manifest, load_run_results
 from hexdbt.mapping import load_mappings
-from hexdbt.plan import make_plan
+from hexdbt.planner.rules import make_plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = REPO_ROOT / "sample_dbt_project"

@@ -10,9 +10,9 @@ from dbt_shapes import data_test, manifest_document, model, run_results_document
 
 from hexdbt.dbt.artifacts import Manifest, load_manifest, load_run_results
 from hexdbt.dbt.events import DbtEvent, event_from_dict
-from hexdbt.dbt.stream import StreamPlanner, load_final_invocation
 from hexdbt.mapping.loader import parse_mappings
-from hexdbt.plan import Skipped, Trigger, make_plan
+from hexdbt.planner.rules import Skipped, Trigger, make_plan
+from hexdbt.planner.stream import StreamPlanner, load_final_invocation
 
 INVOCATION = "inv-1"
 CUSTOMERS = "model.shop.customers"

@@ -23,11 +23,11 @@ from dbt_shapes import manifest_document, model, run_results_document, write_jso
 from hexdbt.clock import ScaledClock, SystemClock
 from hexdbt.dispatch import DispatchSettings
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID
+from hexdbt.feeders.watch import WatchDaemon, WatchOptions, WatchTarget
 from hexdbt.hex.client import connect
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.logs import MemoryEventLog
 from hexdbt.settings import resolve_state_dir
-from hexdbt.watch import WatchDaemon, WatchOptions, WatchTarget
 
 REAL = SystemClock()
 # Hex time runs this much faster than real time: the default scenario's 28 s run takes 1.4 s.

@@ -17,8 +17,7 @@ from dbt_shapes import manifest_document, model, run_results_document, write_jso
 
 from hexdbt.clock import ManualClock
 from hexdbt.errors import ConfigError
-from hexdbt.logs import LogFormat, MemoryEventLog, StreamEventLog
-from hexdbt.watch import (
+from hexdbt.feeders.watch import (
     ArtifactWatcher,
     PlanInputs,
     RawEvent,
@@ -30,6 +29,7 @@ from hexdbt.watch import (
     classify,
     resolve_targets,
 )
+from hexdbt.logs import LogFormat, MemoryEventLog, StreamEventLog
 
 MAPPINGS = """\
 version: 1

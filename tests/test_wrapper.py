@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from hexdbt.cli import main
-from hexdbt.dbt.wrapper import find_dbt_executable, parse_dbt_args
 from hexdbt.errors import ConfigError
+from hexdbt.feeders.dbt_wrapper import find_dbt_executable, parse_dbt_args
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

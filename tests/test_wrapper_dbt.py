@@ -195,7 +195,7 @@ def test_ctrl_c_mid_build_goes_to_dbt_cancels_started_runs_and_leaves_a_consiste
 CALLBACK_SCRIPT = """
 import json, sys
 from dbt.cli.main import dbtRunner
-from hexdbt.dbt.runner_callback import HexDispatchContext
+from hexdbt.feeders.runner_callback import HexDispatchContext
 
 with HexDispatchContext(mappings=sys.argv[1], wait=False) as hexdbt_events:
     result = dbtRunner(callbacks=[hexdbt_events.callback]).invoke(
@@ -228,7 +228,7 @@ def test_the_dbtrunner_callback_gives_the_same_triggers(
     assert outcome["exit_code"] == 0
     assert outcome["streamed"] == sorted(PROJECT_IDS)  # all decided while dbt ran
     # the same triggers, keys included, as `hexdbt run` plans from run_results.json
-    from hexdbt.planning import plan_from_files
+    from hexdbt.planner.files import plan_from_files
 
     planned = plan_from_files(
         project / "target" / "run_results.json", project / "target" / "manifest.json",

@@ -31,7 +31,7 @@ def plan(
     Example:
       dbt build && hexdbt plan --json
     """
-    from hexdbt.planning import plan_from_artifacts
+    from hexdbt.planner.files import plan_from_artifacts
 
     planned = plan_from_artifacts(project_dir, target_path, mappings_file)
     invocation, result = planned.invocation, planned.plan

@@ -111,7 +111,7 @@ def run(
     """
     from hexdbt.dispatch import Dispatcher, DispatchSettings, dry_run_outcomes, plan_outcomes
     from hexdbt.ledger import Ledger
-    from hexdbt.planning import plan_from_artifacts
+    from hexdbt.planner.files import plan_from_artifacts
     from hexdbt.report import exit_code_of
     from hexdbt.settings import resolve_state_dir
 

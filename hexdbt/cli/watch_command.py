@@ -93,11 +93,11 @@ def watch(
     """
     from hexdbt._version import __version__
     from hexdbt.dispatch import DispatchSettings
+    from hexdbt.feeders.watch import WatchDaemon, WatchOptions, resolve_targets
     from hexdbt.ledger import Ledger
     from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.mapping import load_mappings, resolve_mappings_path
     from hexdbt.settings import resolve_state_dir
-    from hexdbt.watch import WatchDaemon, WatchOptions, resolve_targets
 
     targets = resolve_targets(list(project_dirs), list(target_paths))
     mappings_path, explicit = resolve_mappings_path(mappings_file)

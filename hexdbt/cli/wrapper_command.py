@@ -82,19 +82,19 @@ def dbt_wrapper(
       hexdbt dbt --mappings hex_mappings.yml --no-wait -- build --select customers+
     """
     from hexdbt.dbt.locate import locate_artifacts
-    from hexdbt.dbt.stream import StreamPlanner
-    from hexdbt.dbt.wrapper import (
+    from hexdbt.dispatch import Dispatcher, DispatchSettings, plan_outcomes
+    from hexdbt.feeders.dbt_wrapper import (
         DbtProcess,
         StreamDispatch,
         find_dbt_executable,
         parse_dbt_args,
         run_dbt_and_dispatch,
     )
-    from hexdbt.dispatch import Dispatcher, DispatchSettings, plan_outcomes
     from hexdbt.hex.waiter import Waiter
     from hexdbt.ledger import Ledger
     from hexdbt.mapping import load_mappings, resolve_mappings_path
-    from hexdbt.planning import load_mapping_set
+    from hexdbt.planner.files import load_mapping_set
+    from hexdbt.planner.stream import StreamPlanner
     from hexdbt.report import exit_code_of, render_table, summary_line
     from hexdbt.settings import resolve_state_dir
 

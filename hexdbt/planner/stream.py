@@ -53,7 +53,7 @@ from hexdbt.errors import ArtifactError, HexdbtError
 from hexdbt.mapping import MappingSet
 from hexdbt.mapping.model import ProjectMapping
 from hexdbt.mapping.selectors import SelectorIndex
-from hexdbt.plan import FinishedNodes, Plan, Skipped, Trigger, decide, make_plan
+from hexdbt.planner.rules import FinishedNodes, Plan, Skipped, Trigger, decide, make_plan
 
 Log = Callable[[str], None]
 MappingLoader = Callable[[Manifest | None], MappingSet]

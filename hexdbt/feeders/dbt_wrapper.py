@@ -30,8 +30,8 @@ from typing import IO, TYPE_CHECKING, Any
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest
 from hexdbt.dbt.events import DbtEvent, EchoFormat, human_line, parse_log_line
 from hexdbt.dbt.locate import ArtifactPaths
-from hexdbt.dbt.stream import Settlement, StreamPlanner, load_final_invocation
 from hexdbt.errors import ArtifactError, ConfigError
+from hexdbt.planner.stream import Settlement, StreamPlanner, load_final_invocation
 from hexdbt.signals import Signals
 
 if TYPE_CHECKING:

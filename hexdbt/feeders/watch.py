@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from hexdbt.hex.waiter import Waiter
     from hexdbt.ledger import Ledger
     from hexdbt.mapping import MappingSet
-    from hexdbt.plan import Plan
+    from hexdbt.planner.rules import Plan
 
 RUN_RESULTS = "run_results.json"
 MANIFEST = "manifest.json"
@@ -240,7 +240,7 @@ class PlanInputs:
     def mappings(self, manifest: Manifest) -> MappingSet:
         """The mapping file (or the exposures alone), merged with ``manifest``'s Hex exposures."""
         from hexdbt.mapping import resolve_mappings_path
-        from hexdbt.planning import load_mapping_set
+        from hexdbt.planner.files import load_mapping_set
 
         mappings_path, _explicit = resolve_mappings_path(self.mappings_file)
         signature = signature_of(mappings_path)
@@ -666,8 +666,8 @@ class ArtifactWatcher:
         self.deliver(ReadyInvocation(state.target, plan, len(invocation.results)))
 
     def plan(self, inputs: PlanInputs, invocation: Invocation) -> Plan:
-        """As ``planning.plan_from_files``, on the invocation already read and the parsed inputs."""
-        from hexdbt.plan import make_plan
+        """As ``planner.files.plan_from_files``, on the invocation already read and the parsed inputs."""
+        from hexdbt.planner.rules import make_plan
 
         manifest = inputs.manifest()
         return make_plan(

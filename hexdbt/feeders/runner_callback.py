@@ -1,7 +1,7 @@
 """For teams that drive dbt from Python: a dbtRunner callback, and a context that dispatches.
 
     from dbt.cli.main import dbtRunner
-    from hexdbt.dbt.runner_callback import HexDispatchContext
+    from hexdbt.feeders.runner_callback import HexDispatchContext
 
     with HexDispatchContext(mappings="hex_mappings.yml") as hexdbt_events:
         dbtRunner(callbacks=[hexdbt_events.callback]).invoke(["build", "--select", "marts"])
@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from hexdbt.dbt.events import event_from_message
 from hexdbt.dbt.locate import ArtifactPaths, locate_artifacts
-from hexdbt.dbt.stream import Settlement, StreamPlanner
-from hexdbt.dbt.wrapper import StreamDispatch
 from hexdbt.errors import ConfigError
+from hexdbt.feeders.dbt_wrapper import StreamDispatch
+from hexdbt.planner.stream import Settlement, StreamPlanner
 
 if TYPE_CHECKING:
     from hexdbt.dispatch import Dispatcher
@@ -108,7 +108,7 @@ class HexDispatchContext:
         from hexdbt.dispatch import Dispatcher, DispatchSettings
         from hexdbt.hex.client import connect
         from hexdbt.ledger import Ledger
-        from hexdbt.planning import load_mapping_set
+        from hexdbt.planner.files import load_mapping_set
         from hexdbt.settings import resolve_state_dir
 
         try:

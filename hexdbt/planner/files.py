@@ -9,7 +9,7 @@ from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_r
 from hexdbt.dbt.locate import locate_artifacts
 from hexdbt.errors import ConfigError
 from hexdbt.mapping import MappingSet, load_mappings, resolve_mappings_path
-from hexdbt.plan import Plan, make_plan
+from hexdbt.planner.rules import Plan, make_plan
 
 
 @dataclass(frozen=True, slots=True)

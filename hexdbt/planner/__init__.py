@@ -1,0 +1,6 @@
+"""From what dbt did to which Hex projects to run.
+
+- ``rules``: pure, no I/O and no clock: ``make_plan(invocation, mappings, manifest) -> Plan``;
+- ``files``: reads run_results.json, manifest.json and the mapping file, then calls ``rules``;
+- ``stream``: the same rules fed dbt's events one by one while dbt runs.
+"""
