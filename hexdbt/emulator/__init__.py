@@ -9,7 +9,9 @@ See docs/emulator.md for scenarios, settings, faults and the admin API.
 
 from __future__ import annotations
 
+from hexdbt.emulator.exchange import token_fingerprint
 from hexdbt.emulator.faults import Fault, FaultError, FaultRule
+from hexdbt.emulator.runs import RunRecord
 from hexdbt.emulator.scenario import (
     HistoryRun,
     ProjectSpec,
@@ -21,7 +23,6 @@ from hexdbt.emulator.scenario import (
     default_scenario,
 )
 from hexdbt.emulator.server import HexEmulator
-from hexdbt.emulator.service import RunRecord, token_fingerprint
 
 __all__ = [
     "Fault",

@@ -17,17 +17,11 @@ from types import TracebackType
 from typing import Any
 
 from hexdbt.clock import Clock, ManualClock, ScaledClock, SystemClock
+from hexdbt.emulator.exchange import Exchange, JsonObject, Request, Response, reason_phrase
 from hexdbt.emulator.faults import Fault, FaultRule
+from hexdbt.emulator.runs import RunRecord
 from hexdbt.emulator.scenario import Scenario, ScenarioError
-from hexdbt.emulator.service import (
-    Exchange,
-    HexService,
-    JsonObject,
-    Request,
-    Response,
-    RunRecord,
-    reason_phrase,
-)
+from hexdbt.emulator.service import HexService
 
 RequestLogger = Callable[[str], None]
 _MAX_BODY_BYTES = 10 * 1024 * 1024
