@@ -7,11 +7,14 @@ Only the environment variables below are read, and only here:
     HEXDBT_STATE_DIR    where the ledger and the shared rate budget live
     HEXDBT_TIME_SCALE   run hexdbt's clock this many times faster than real time; only for use
                         with `hexdbt emulator --time-scale` at the same factor (demos, benchmarks)
+    DBT_PROJECT_DIR     the dbt project folder, as dbt itself reads it
+    DBT_TARGET_PATH     dbt's target folder, as dbt itself reads it
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from hexdbt.clock import Clock, ScaledClock, SystemClock
@@ -73,3 +76,23 @@ def resolve_clock() -> Clock:
     if not factor > 0:
         raise ConfigError(f"{TIME_SCALE_ENV} must be a positive number, got {text!r}")
     return ScaledClock(factor)
+
+
+DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"
+DBT_TARGET_PATH_ENV = "DBT_TARGET_PATH"
+
+
+@dataclass(frozen=True, slots=True)
+class DbtEnvironment:
+    """Where the environment says dbt's folders are; None where it says nothing."""
+
+    project_dir: str | None = None
+    target_path: str | None = None
+
+
+def dbt_environment() -> DbtEnvironment:
+    """``DBT_PROJECT_DIR`` and ``DBT_TARGET_PATH``; an empty one counts as unset, as in dbt."""
+    return DbtEnvironment(
+        project_dir=os.environ.get(DBT_PROJECT_DIR_ENV) or None,
+        target_path=os.environ.get(DBT_TARGET_PATH_ENV) or None,
+    )

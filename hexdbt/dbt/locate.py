@@ -4,15 +4,18 @@ Project folder: ``--project-dir``, else ``DBT_PROJECT_DIR``, else the nearest pa
 current folder holding ``dbt_project.yml``. Target folder: ``--target-path``, else
 ``DBT_TARGET_PATH``, else ``target-path`` in dbt_project.yml, else ``target``; a relative target
 path is taken from the project folder.
+
+What the environment says arrives as a ``DbtEnvironment``; left out, ``hexdbt.settings`` reads
+it, the one place that reads hexdbt's environment.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hexdbt.errors import ConfigError
+from hexdbt.settings import DBT_PROJECT_DIR_ENV, DbtEnvironment, dbt_environment
 
 PROJECT_FILE = "dbt_project.yml"
 
@@ -31,12 +34,17 @@ class ArtifactPaths:
         return self.target_dir / "manifest.json"
 
 
-def find_project_dir(flag_value: str | Path | None = None, *, cwd: Path | None = None) -> Path:
-    explicit = flag_value or os.environ.get("DBT_PROJECT_DIR")
+def find_project_dir(
+    flag_value: str | Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environment: DbtEnvironment | None = None,
+) -> Path:
+    explicit = flag_value or (environment or dbt_environment()).project_dir
     if explicit:
         project_dir = Path(explicit).expanduser()
         if not (project_dir / PROJECT_FILE).is_file():
-            source = "--project-dir" if flag_value else "DBT_PROJECT_DIR"
+            source = "--project-dir" if flag_value else DBT_PROJECT_DIR_ENV
             raise ConfigError(f"{source} {project_dir}: no {PROJECT_FILE} there")
         return project_dir
     start = (cwd or Path.cwd()).resolve()
@@ -70,14 +78,11 @@ def locate_artifacts(
     target_path: str | Path | None = None,
     *,
     cwd: Path | None = None,
+    environment: DbtEnvironment | None = None,
 ) -> ArtifactPaths:
-    project = find_project_dir(project_dir, cwd=cwd)
-    target = (
-        target_path
-        or os.environ.get("DBT_TARGET_PATH")
-        or _target_path_in_project(project)
-        or "target"
-    )
+    environment = environment or dbt_environment()
+    project = find_project_dir(project_dir, cwd=cwd, environment=environment)
+    target = target_path or environment.target_path or _target_path_in_project(project) or "target"
     target_dir = Path(target).expanduser()
     if not target_dir.is_absolute():
         target_dir = project / target_dir
