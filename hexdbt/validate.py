@@ -7,7 +7,8 @@ problem returned as a ``Finding`` with a file and line, so that an editor or a C
 
 Codes (``Finding.code``), each with its severity:
 
-    mapping-invalid        error    the file does not load (YAML, keys, values): the loader's error
+    mapping-invalid        error    the file does not load (YAML, keys, values, a template that
+                                    reads a secret such as HEX_API_TOKEN): the loader's error
     mapping-unreadable     error    the mapping file is missing or cannot be read
     no-mappings            error    no mapping file and no exposure declares a Hex project
     manifest-missing       warning  no manifest.json: selectors were not checked
@@ -20,6 +21,7 @@ Codes (``Finding.code``), each with its severity:
     duplicate-project      warning  a project mapped twice with the same params: it runs once
     duplicate-conflict     error    a project mapped twice with the same params, other options
     template-render        warning  an input param does not render with a sample invocation
+    template-secret        error    a template reads a secret (a variable name it computes)
     hex-not-found          error    Hex answers 404: no such project, or the token cannot see it
     hex-unpublished        error    the project was never published: Hex refuses to run it
     hex-trashed            error    the project is in the trash: Hex refuses to run it
@@ -64,18 +66,6 @@ _HEX_ID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 _LOCATED = re.compile(r"^(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
-
-# What RunProject sends besides the inputs: two mappings of one project whose params are equal
-# but whose options differ cannot both be honoured, since the project runs once per invocation.
-_RUN_OPTIONS = (
-    "update_published_results",
-    "use_cached_sql_results",
-    "view_id",
-    "notifications",
-    "wait",
-    "timeout_minutes",
-    "cancel_on_timeout",
-)
 
 
 class Severity(StrEnum):
@@ -549,11 +539,12 @@ def _project_id_findings(projects: Sequence[MappedProject]) -> list[Finding]:
     return findings
 
 
-def _options_of(mapping: ProjectMapping) -> dict[str, Any]:
-    return {key: getattr(mapping, key) for key in _RUN_OPTIONS}
-
-
 def _duplicate_findings(projects: Sequence[MappedProject]) -> list[Finding]:
+    """Two mappings of one project whose params are equal but whose run options (what RunProject
+    is sent besides the inputs, and how the run is waited for) differ cannot both be honoured,
+    since the project runs once per invocation."""
+    from hexdbt.mapping.schema import HowToRun
+
     findings: list[Finding] = []
     first: dict[tuple[str, str], MappedProject] = {}
     for entry in projects:
@@ -567,8 +558,8 @@ def _duplicate_findings(projects: Sequence[MappedProject]) -> list[Finding]:
         differences = [
             f"{option} {earlier_value!r} vs {value!r}"
             for option, earlier_value, value in (
-                (option, _options_of(earlier.mapping)[option], _options_of(mapping)[option])
-                for option in _RUN_OPTIONS
+                (option, getattr(earlier.mapping, option), getattr(mapping, option))
+                for option in HowToRun.model_fields
             )
             if earlier_value != value
         ]
@@ -611,7 +602,7 @@ def _with_sample_params(
     """Render each project's input params as a real build would (every matched model ran
     successfully, at ``started_at``), so template mistakes show now rather than mid-build."""
     from hexdbt.mapping.selectors import SelectorIndex
-    from hexdbt.mapping.templates import TemplateError
+    from hexdbt.mapping.templates import SecretVariableError, TemplateError
     from hexdbt.planner.rules import render_params
 
     invocation = {
@@ -630,8 +621,18 @@ def _with_sample_params(
         try:
             params = render_params(entry.mapping, invocation, models, environ)
         except TemplateError as exc:
-            findings.append(
-                Finding(
+            if _caused_by(exc, SecretVariableError):
+                # A name computed in the template; a literal one the loader refuses already.
+                finding = Finding(
+                    Severity.ERROR,
+                    "template-secret",
+                    entry.file,
+                    entry.line,
+                    f"{entry.mapping.name}: {exc}",
+                    hint="give Hex the value through a variable that holds no secret",
+                )
+            else:
+                finding = Finding(
                     Severity.WARNING,
                     "template-render",
                     entry.file,
@@ -640,11 +641,22 @@ def _with_sample_params(
                     hint="templates see invocation, models, project, env_var(), today_utc()"
                     " (docs/mapping.md)",
                 )
-            )
+            findings.append(finding)
             rendered.append(entry)
             continue
         rendered.append(replace(entry, sample_params=params))
     return rendered
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception it was raised while handling is a ``kind``: the planner
+    names the param in a new TemplateError."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, kind):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _sample_models(
