@@ -223,7 +223,7 @@ def _state_of(row: sqlite3.Row, path: Path) -> TriggerState:
 def _json_object_of(row: sqlite3.Row, column: str, path: Path) -> dict[str, Any]:
     try:
         value = json.loads(row[column])
-    except (TypeError, ValueError) as exc:  # TypeError: SQLite let a number or NULL in
+    except ValueError as exc:
         raise _unreadable(path, row["trigger_key"], f"its {column} is not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise _unreadable(path, row["trigger_key"], f"its {column} is not a JSON object")
