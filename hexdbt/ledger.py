@@ -1,12 +1,26 @@
 """The ledger: what hexdbt has done, in SQLite, safe for several processes at once.
 
 It is what makes triggering exactly-once. For each trigger key (dbt invocation, Hex project,
-rendered params) it keeps one row whose state only moves forward:
+rendered params) it keeps one row, whose state moves only as ``ALLOWED_MOVES`` says:
 
-    planned ──> sending ──> started ──> ended
-       │  ▲        │  └───> ambiguous     (answer lost and GetProjectRuns could not decide)
-       v  │        └──────> failed        (Hex refused it: nothing was started)
-     queued ──> expired                   (did not fit the budget before its deadline)
+    planned ──┬──> sending ──┬──> started ──> ended
+     │  ▲     │     │        ├──> failed      (Hex refused it: nothing was started)
+     │  │     │     │        └──> ambiguous   (answer lost, GetProjectRuns could not decide)
+     │  │     │     │                  │
+     │  └─────┼─────┼──────────────────┘ reopen_ambiguous (the user asked to send it again)
+     v        │     │
+    queued ───┘     │ release (nothing was sent, or Hex started no run)
+     │  ▲           │
+     │  └───────────┘
+     v
+    expired   (did not fit the budget before its deadline; from planned too)
+
+Three moves keep the state and change the row: ``mark_queued`` on a queued row (a new deadline
+or reason), ``take_over_orphan`` on a sending row (a new owner), ``mark_status`` on a started row
+(Hex's latest status). Ended, failed and expired are final: nothing leaves them. A move asked of
+a row in another state is refused with a ``StateError`` and changes nothing, except
+``claim_for_sending`` and ``take_over_orphan``, which answer False: another process may hold the
+row, and that is no error.
 
 ``sending`` is committed *before* the POST and ``started`` (with the run id) right after it, so a
 crash between the two leaves a row that says "a run may exist": the dispatcher reconciles it
@@ -22,11 +36,12 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from hexdbt.clock import Clock, SystemClock
@@ -47,13 +62,62 @@ class TriggerState(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in _FINAL_STATES
+        """Whether no move leaves this state."""
+        return all(self not in transition.sources for transition in ALLOWED_MOVES.values())
 
 
-_FINAL_STATES = frozenset(
-    {TriggerState.ENDED, TriggerState.FAILED, TriggerState.AMBIGUOUS, TriggerState.EXPIRED}
+class Move(StrEnum):
+    """A change of a trigger's row, named after the ``Ledger`` method that makes it."""
+
+    CLAIM_FOR_SENDING = "claim_for_sending"
+    TAKE_OVER_ORPHAN = "take_over_orphan"
+    MARK_STARTED = "mark_started"
+    MARK_STATUS = "mark_status"
+    MARK_ENDED = "mark_ended"
+    MARK_FAILED = "mark_failed"
+    MARK_AMBIGUOUS = "mark_ambiguous"
+    MARK_QUEUED = "mark_queued"
+    MARK_EXPIRED = "mark_expired"
+    RELEASE = "release"
+    REOPEN_AMBIGUOUS = "reopen_ambiguous"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The states a move may start from, and the state it leaves the row in."""
+
+    sources: frozenset[TriggerState]
+    target: TriggerState
+
+
+def _moving(*sources: TriggerState, to: TriggerState) -> Transition:
+    return Transition(frozenset(sources), to)
+
+
+# The state machine, drawn in the module's docstring. A move from any other state is refused.
+ALLOWED_MOVES: Mapping[Move, Transition] = MappingProxyType(
+    {
+        Move.CLAIM_FOR_SENDING: _moving(
+            TriggerState.PLANNED, TriggerState.QUEUED, to=TriggerState.SENDING
+        ),
+        Move.TAKE_OVER_ORPHAN: _moving(TriggerState.SENDING, to=TriggerState.SENDING),
+        # The POST was answered, or reconciling found the run it started.
+        Move.MARK_STARTED: _moving(TriggerState.SENDING, to=TriggerState.STARTED),
+        Move.MARK_STATUS: _moving(TriggerState.STARTED, to=TriggerState.STARTED),
+        Move.MARK_ENDED: _moving(TriggerState.STARTED, to=TriggerState.ENDED),
+        Move.MARK_FAILED: _moving(TriggerState.SENDING, to=TriggerState.FAILED),
+        Move.MARK_AMBIGUOUS: _moving(TriggerState.SENDING, to=TriggerState.AMBIGUOUS),
+        Move.MARK_QUEUED: _moving(
+            TriggerState.PLANNED, TriggerState.QUEUED, to=TriggerState.QUEUED
+        ),
+        Move.MARK_EXPIRED: _moving(
+            TriggerState.PLANNED, TriggerState.QUEUED, to=TriggerState.EXPIRED
+        ),
+        # Nothing was sent (interrupted before the POST, 429, 503), or Hex started no run.
+        Move.RELEASE: _moving(TriggerState.SENDING, to=TriggerState.QUEUED),
+        Move.REOPEN_AMBIGUOUS: _moving(TriggerState.AMBIGUOUS, to=TriggerState.PLANNED),
+    }
 )
-_SENDABLE_STATES = (TriggerState.PLANNED.value, TriggerState.QUEUED.value)
 
 _MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1
@@ -139,16 +203,44 @@ class InvocationRecord:
     first_seen_at: float
 
 
-def _trigger_from_row(row: sqlite3.Row) -> TriggerRecord:
+def _unreadable(path: Path, trigger_key: str, what: str) -> StateError:
+    return StateError(
+        f"the ledger {path} has an unreadable trigger {trigger_key}: {what}",
+        hint=f"move {path} aside to start afresh (hexdbt then forgets what it sent before),"
+        " or use the hexdbt that wrote it",
+    )
+
+
+def _state_of(row: sqlite3.Row, path: Path) -> TriggerState:
+    try:
+        return TriggerState(row["state"])
+    except ValueError:
+        known = ", ".join(TriggerState)
+        what = f"its state {row['state']!r} is none of {known}"
+        raise _unreadable(path, row["trigger_key"], what) from None
+
+
+def _json_object_of(row: sqlite3.Row, column: str, path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(row[column])
+    except ValueError as exc:
+        raise _unreadable(path, row["trigger_key"], f"its {column} is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise _unreadable(path, row["trigger_key"], f"its {column} is not a JSON object")
+    return value
+
+
+def _trigger_from_row(row: sqlite3.Row, path: Path) -> TriggerRecord:
+    """The record of a row of the ledger at ``path``; a StateError when it cannot be read."""
     return TriggerRecord(
         trigger_key=row["trigger_key"],
         invocation_id=row["invocation_id"],
         name=row["name"],
         project_id=row["project_id"],
         base_url=row["base_url"],
-        request=json.loads(row["request_json"]),
-        options=json.loads(row["options_json"]),
-        state=TriggerState(row["state"]),
+        request=_json_object_of(row, "request_json", path),
+        options=_json_object_of(row, "options_json", path),
+        state=_state_of(row, path),
         owner_pid=row["owner_pid"],
         deadline_at=row["deadline_at"],
         intent_at=row["intent_at"],
@@ -162,16 +254,6 @@ def _trigger_from_row(row: sqlite3.Row) -> TriggerRecord:
         updated_at=row["updated_at"],
         ended_at=row["ended_at"],
     )
-
-
-def _claim(db: sqlite3.Connection, trigger_key: str, now: float) -> bool:
-    """In a write transaction: make a sendable row ``sending``, owned by this process."""
-    cursor = db.execute(
-        "UPDATE triggers SET state = ?, owner_pid = ?, intent_at = ?, updated_at = ?"
-        f" WHERE trigger_key = ? AND state IN ({', '.join('?' * len(_SENDABLE_STATES))})",
-        (TriggerState.SENDING.value, os.getpid(), now, now, trigger_key, *_SENDABLE_STATES),
-    )
-    return cursor.rowcount == 1
 
 
 def pid_is_alive(pid: int) -> bool:
@@ -311,7 +393,6 @@ class Ledger:
         holds is left alone); None, recording nothing, when ``only_new_invocation`` and the
         ledger has the invocation."""
         now = self._clock.now()
-        claimed: set[str] = set()
         with self._write(durable=bool(claim)) as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
@@ -339,49 +420,45 @@ class Ledger:
                     for trigger in triggers
                 ],
             )
-            claimed = {key for key in claim if _claim(db, key, now)}
+            claimed = {key for key in claim if self._claim(db, key, now)}
             keys = [trigger.trigger_key for trigger in triggers]
             rows = db.execute(
                 f"SELECT * FROM triggers WHERE trigger_key IN ({', '.join('?' * len(keys))})",
                 keys,
             ).fetchall()
-        by_key = {row["trigger_key"]: _trigger_from_row(row) for row in rows}
+            # Read in the transaction: a row that cannot be read undoes the claims.
+            by_key = {row["trigger_key"]: _trigger_from_row(row, self.path) for row in rows}
         return [by_key[key] for key in keys], claimed
 
     def get(self, trigger_key: str) -> TriggerRecord:
         rows = self._read("SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,))
         if not rows:
-            raise StateError(f"the ledger {self.path} has no trigger {trigger_key}")
-        return _trigger_from_row(rows[0])
+            raise self._no_trigger(trigger_key)
+        return _trigger_from_row(rows[0], self.path)
 
     def claim_for_sending(self, trigger_key: str) -> bool:
         """Commit the intent to POST. False when the row is not sendable (someone else has it)."""
         with self._write() as db:
-            return _claim(db, trigger_key, self._clock.now())
+            return self._claim(db, trigger_key, self._clock.now())
 
     def take_over_orphan(self, trigger_key: str) -> bool:
-        """Adopt a ``sending`` row whose owner process is gone, so this process reconciles it."""
+        """Adopt a ``sending`` row whose owner process is gone, so this process reconciles it.
+        False when the row is no longer ``sending`` or its owner lives."""
         with self._write() as db:
-            row = db.execute(
-                "SELECT state, owner_pid FROM triggers WHERE trigger_key = ?", (trigger_key,)
-            ).fetchone()
-            if row is None or row["state"] != TriggerState.SENDING.value:
-                return False
+            row = self._row(db, trigger_key)
             owner = row["owner_pid"]
             if owner is not None and owner != os.getpid() and pid_is_alive(owner):
                 return False
-            db.execute(
-                "UPDATE triggers SET owner_pid = ?, updated_at = ? WHERE trigger_key = ?",
-                (os.getpid(), self._clock.now(), trigger_key),
+            return self._move(
+                db, trigger_key, Move.TAKE_OVER_ORPHAN, self._clock.now(), owner_pid=os.getpid()
             )
-            return True
 
     def mark_started(
         self, trigger_key: str, *, run_id: str, run_url: str | None, trace_id: str | None
     ) -> TriggerRecord:
-        return self._update(
+        return self._make(
             trigger_key,
-            state=TriggerState.STARTED,
+            Move.MARK_STARTED,
             run_id=run_id,
             run_url=run_url,
             trace_id=trace_id,
@@ -390,7 +467,7 @@ class Ledger:
 
     def mark_status(self, trigger_key: str, hex_status: str) -> TriggerRecord:
         """A live run's latest Hex status (PENDING, RUNNING)."""
-        return self._update(trigger_key, hex_status=hex_status)
+        return self._make(trigger_key, Move.MARK_STATUS, hex_status=hex_status)
 
     def mark_ended(
         self,
@@ -400,9 +477,9 @@ class Ledger:
         timed_out: bool = False,
         reason: str | None = None,
     ) -> TriggerRecord:
-        return self._update(
+        return self._make(
             trigger_key,
-            state=TriggerState.ENDED,
+            Move.MARK_ENDED,
             hex_status=hex_status,
             timed_out=int(timed_out),
             reason=reason,
@@ -412,63 +489,93 @@ class Ledger:
     def mark_failed(
         self, trigger_key: str, *, reason: str, trace_id: str | None = None
     ) -> TriggerRecord:
-        return self._update(
+        return self._make(
             trigger_key,
-            state=TriggerState.FAILED,
+            Move.MARK_FAILED,
             reason=reason,
             trace_id=trace_id,
             ended_at=self._clock.now(),
         )
 
     def mark_ambiguous(self, trigger_key: str, *, reason: str) -> TriggerRecord:
-        return self._update(
-            trigger_key, state=TriggerState.AMBIGUOUS, reason=reason, ended_at=self._clock.now()
+        return self._make(
+            trigger_key, Move.MARK_AMBIGUOUS, reason=reason, ended_at=self._clock.now()
         )
 
     def mark_queued(self, trigger_key: str, *, deadline_at: float, reason: str) -> TriggerRecord:
-        return self._update(
-            trigger_key,
-            state=TriggerState.QUEUED,
-            deadline_at=deadline_at,
-            reason=reason,
-            owner_pid=None,
-        )
+        return self._make(trigger_key, Move.MARK_QUEUED, deadline_at=deadline_at, reason=reason)
 
     def mark_expired(self, trigger_key: str, *, reason: str) -> TriggerRecord:
-        return self._update(
-            trigger_key, state=TriggerState.EXPIRED, reason=reason, ended_at=self._clock.now()
-        )
+        return self._make(trigger_key, Move.MARK_EXPIRED, reason=reason, ended_at=self._clock.now())
 
     def release(self, trigger_key: str, *, reason: str) -> TriggerRecord:
-        """Give a claimed trigger back (nothing was sent: e.g. interrupted before the POST)."""
-        return self._update(
-            trigger_key, state=TriggerState.QUEUED, reason=reason, owner_pid=None, intent_at=None
-        )
+        """Give a claimed trigger back: nothing was sent (interrupted before the POST, 429, 503),
+        or reconciling found that Hex started no run."""
+        return self._make(trigger_key, Move.RELEASE, reason=reason, owner_pid=None, intent_at=None)
 
     def reopen_ambiguous(self, trigger_key: str) -> TriggerRecord:
         """The user asked to send an ambiguous trigger again (``--resend-ambiguous``)."""
-        return self._update(
-            trigger_key, state=TriggerState.PLANNED, reason=None, ended_at=None, owner_pid=None
+        return self._make(
+            trigger_key, Move.REOPEN_AMBIGUOUS, reason=None, ended_at=None, owner_pid=None
         )
 
-    def _update(self, trigger_key: str, **fields: Any) -> TriggerRecord:
-        fields["updated_at"] = self._clock.now()
-        values = [v.value if isinstance(v, TriggerState) else v for v in fields.values()]
-        assignments = ", ".join(f"{column} = ?" for column in fields)
+    def _claim(self, db: sqlite3.Connection, trigger_key: str, now: float) -> bool:
+        """In a write transaction: make a sendable row ``sending``, owned by this process."""
+        return self._move(
+            db, trigger_key, Move.CLAIM_FOR_SENDING, now, owner_pid=os.getpid(), intent_at=now
+        )
+
+    def _make(self, trigger_key: str, move: Move, **fields: Any) -> TriggerRecord:
+        """Make ``move`` on a row, setting ``fields`` too; a StateError when the row is in a
+        state the move does not start from."""
         with self._write() as db:
-            cursor = db.execute(
-                f"UPDATE triggers SET {assignments} WHERE trigger_key = ?", (*values, trigger_key)
-            )
-            if cursor.rowcount != 1:
-                raise StateError(f"the ledger {self.path} has no trigger {trigger_key}")
-        return self.get(trigger_key)
+            if not self._move(db, trigger_key, move, self._clock.now(), **fields):
+                row = self._row(db, trigger_key)
+                transition = ALLOWED_MOVES[move]
+                sources = " or ".join(sorted(transition.sources))
+                raise StateError(
+                    f"the ledger {self.path} refuses to move trigger {row['name']} ({trigger_key})"
+                    f" from {_state_of(row, self.path)} to {transition.target}"
+                    f" ({move} moves only {sources} triggers)",
+                    hint="another hexdbt process may have moved it first; hexdbt status shows it",
+                )
+            return _trigger_from_row(self._row(db, trigger_key), self.path)
+
+    def _move(
+        self, db: sqlite3.Connection, trigger_key: str, move: Move, now: float, **fields: Any
+    ) -> bool:
+        """In a write transaction: make ``move`` on a row in one UPDATE guarded by the states it
+        starts from. False, changing nothing, when the row is in another state."""
+        transition = ALLOWED_MOVES[move]
+        changes = {"state": transition.target.value, **fields, "updated_at": now}
+        sources = sorted(state.value for state in transition.sources)
+        cursor = db.execute(
+            f"UPDATE triggers SET {', '.join(f'{column} = ?' for column in changes)}"
+            f" WHERE trigger_key = ? AND state IN ({', '.join('?' * len(sources))})",
+            (*changes.values(), trigger_key, *sources),
+        )
+        if cursor.rowcount == 1:
+            return True
+        self._row(db, trigger_key)  # no such row is an error, not a refusal
+        return False
+
+    def _row(self, db: sqlite3.Connection, trigger_key: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,)
+        ).fetchone()
+        if row is None:
+            raise self._no_trigger(trigger_key)
+        return row
+
+    def _no_trigger(self, trigger_key: str) -> StateError:
+        return StateError(f"the ledger {self.path} has no trigger {trigger_key}")
 
     def triggers_of(self, invocation_id: str) -> list[TriggerRecord]:
         rows = self._read(
             "SELECT * FROM triggers WHERE invocation_id = ? ORDER BY created_at, rowid",
             (invocation_id,),
         )
-        return [_trigger_from_row(row) for row in rows]
+        return [_trigger_from_row(row, self.path) for row in rows]
 
     def run_ids_of_project(self, project_id: str) -> set[str]:
         """Every Hex run id the ledger has recorded for a project (to tell ours from others')."""
@@ -483,4 +590,4 @@ class Ledger:
             " ORDER BY created_at, rowid",
             tuple(state.value for state in states),
         )
-        return [_trigger_from_row(row) for row in rows]
+        return [_trigger_from_row(row, self.path) for row in rows]

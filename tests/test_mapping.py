@@ -14,7 +14,7 @@ from hexdbt.cli import main
 from hexdbt.dbt.artifacts import load_manifest
 from hexdbt.errors import ConfigError
 from hexdbt.mapping import TriggerRule, load_mappings, parse_mappings, project_id_from_url
-from hexdbt.mapping.loader import EXPOSURE_KEYS, PROJECT_KEYS, SETTINGS, TOP_LEVEL_KEYS
+from hexdbt.mapping.schema import mapping_json_schema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = REPO_ROOT / "hexdbt" / "mapping" / "hex_mappings.schema.json"
@@ -124,6 +124,22 @@ BAD_FILES = [
      "hex_mappings.yml:6: projects[1].name: duplicate name 'a' (first used on line 3)"),
     ("version: 1\nprojects:\n  - name: a\n    name: b\n    project_id: p\n    models: [x]\n",
      "hex_mappings.yml:4: projects[0].name: duplicate key"),
+    # an unknown key is named before the required key it probably meant
+    ("version: 1\nprojects:\n  - name: a\n    project_id: p\n    model: [x]\n",
+     "hex_mappings.yml:5: projects[0].model: unknown key (did you mean 'models'?)"),
+    ("version: 1\nprojects:\n  - name: a\n    project_id: p\n    models: [x]\n    notifications: [{userIds: [a]}]\n",
+     "hex_mappings.yml:6: projects[0].notifications[0]: missing required key 'type'"),
+    ("version: 1\nprojects:\n  - name: a\n    project_id: p\n    models: [x]\n    notifications: [{type: ALL, screenshotFormat: gif}]\n",
+     "projects[0].notifications[0].screenshotFormat: expected png or pdf, got 'gif'"),
+    ("version: 1\nprojects:\n  - name: a\n    project_id: p\n    models: [x]\n    notifications: [{type: ALL, userIds: u1}]\n",
+     "projects[0].notifications[0].userIds: expected a list, got a string"),
+    ("version: 1\nprojects:\n  - name: a\n    project_id: p\n    models: [x]\n    view_id: ' '\n",
+     "hex_mappings.yml:6: projects[0].view_id: expected a non-empty string, got ' '"),
+    ("version: 1\nprojects:\n  - name: a\n    project_id: p\n    models: [x]\n    timeout_minutes: true\n",
+     "projects[0].timeout_minutes: expected a positive number of minutes, got True"),
+    ("version: 1\nprojects:\n  - name: a\n    project_id: p\n    models: [x]\n    input_params: {a: [1, {b: null}]}\n",
+     "hex_mappings.yml:6: projects[0].input_params.a[1].b: null is not a value Hex accepts"),
+    ("version: 1\ndefaults: []\n", "hex_mappings.yml:2: defaults: expected a mapping, got a list"),
 ]  # fmt: skip
 
 
@@ -277,7 +293,7 @@ def test_the_yaml_file_wins_over_an_exposure_of_the_same_project(tmp_path: Path)
     [
         ({"trigger": "any"}, ["model.shop.orders"], "meta.hex: no project_id, and the url is not a Hex app link"),
         ({"project_id": "p", "triger": "all"}, ["model.shop.orders"], "meta.hex.triger: unknown key (did you mean 'trigger'?)"),
-        ({"project_id": 5}, ["model.shop.orders"], "meta.hex.project_id: expected a string"),
+        ({"project_id": 5}, ["model.shop.orders"], "meta.hex.project_id: expected a non-empty string, got 5"),
         ("p", ["model.shop.orders"], "meta.hex: expected a mapping, got a string"),
         ({"project_id": "p"}, ["source.shop.raw.x"], "depends_on: declares a Hex app but depends on no model"),
     ],
@@ -296,14 +312,11 @@ def test_bad_exposure_meta_is_a_config_error_naming_the_exposure(
 # The JSON Schema for editors
 
 
-def test_the_shipped_schema_knows_exactly_the_loaders_keys() -> None:
-    schema = json.loads(SCHEMA.read_text())
-    assert set(schema["properties"]) == set(TOP_LEVEL_KEYS)
-    settings = set(schema["$defs"]["settings"]["properties"])
-    assert settings == set(SETTINGS)
-    project_own = set(schema["properties"]["projects"]["items"]["properties"])
-    assert project_own | settings == set(PROJECT_KEYS)
-    assert set(EXPOSURE_KEYS) == settings | {"project_id"}
+def test_the_shipped_schema_is_the_one_generated_from_the_model() -> None:
+    assert json.loads(SCHEMA.read_text()) == mapping_json_schema(), (
+        "hex_mappings.schema.json is out of date; regenerate it with"
+        " `python -m hexdbt.mapping.schema > hexdbt/mapping/hex_mappings.schema.json`"
+    )
 
 
 def test_the_repository_mapping_file_is_valid_for_loader_and_schema() -> None:
@@ -339,6 +352,43 @@ def test_the_schema_ships_inside_the_package() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("template", "variable"),
+    [
+        ("{{ env_var('HEX_API_TOKEN') }}", "HEX_API_TOKEN"),
+        ("{{ env_var('HEXDBT_STATE_URL', 'none') }}", "HEXDBT_STATE_URL"),
+        ('as of {{ today_utc() }} by {{ env_var("DBT_ENV_SECRET_PASSWORD") }}', "DBT_ENV_SECRET_PASSWORD"),
+    ],
+)  # fmt: skip
+def test_a_template_reading_a_secret_is_refused_when_the_file_loads(
+    template: str, variable: str
+) -> None:
+    """What a template renders is sent to Hex, printed by `hexdbt plan --json` and stored."""
+    text = (
+        "version: 1\nprojects:\n  - name: a\n    project_id: p\n    models: [x]\n"
+        f"    input_params:\n      region: EMEA\n      token: {json.dumps(template)}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_mappings(text, "hex_mappings.yml")
+    assert str(caught.value) == (
+        f"hex_mappings.yml:8: projects[0].input_params.token: env_var({variable!r}) reads a"
+        " secret: it would be sent to Hex and kept in the plan and the ledger, so templates may"
+        " not read it"
+    )
+    assert caught.value.exit_code == 2
+
+
+def test_an_exposure_template_reading_a_secret_is_refused(tmp_path: Path) -> None:
+    hex_meta = {"project_id": "p", "input_params": {"t": "{{ env_var('HEX_API_TOKEN') }}"}}
+    manifest = _manifest_with_exposures(
+        tmp_path, exposure("kpis", ["model.shop.orders"], hex_meta=hex_meta)
+    )
+    with pytest.raises(
+        ConfigError, match=r"meta\.hex\.input_params\.t: env_var\('HEX_API_TOKEN'\)"
+    ):
+        load_mappings(None, manifest)  # type: ignore[arg-type]
+
+
 def test_update_published_results_with_input_params_is_refused(tmp_path: Path) -> None:
     """Hex ignores input params when it writes published results: asking for both is a mistake."""
     path = tmp_path / "hex_mappings.yml"
@@ -346,9 +396,16 @@ def test_update_published_results_with_input_params_is_refused(tmp_path: Path) -
         "version: 1\nprojects:\n  - name: a\n    project_id: p-1\n    models: [m]\n"
         "    input_params: {region: EMEA}\n    update_published_results: true\n"
     )
-    with pytest.raises(ConfigError, match="Hex ignores input params") as caught:
+    with pytest.raises(ConfigError) as caught:
         load_mappings(path)
-    assert "hex_mappings.yml" in str(caught.value)
+    assert str(caught.value) == (
+        f"{path}:3: projects[0]: update_published_results is true and input params are given,"
+        " but Hex ignores input params when it writes published results"
+    )
+    assert caught.value.hint == (
+        "leave update_published_results unset (false is then sent for runs with params),"
+        " or drop the input params"
+    )
     assert caught.value.exit_code == 2
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from hexdbt.mapping.templates import (
+    SecretVariableError,
     TemplateError,
     build_context,
     date_add,
     render_value,
+    secret_variables,
     to_date,
 )
 
@@ -75,6 +77,41 @@ def test_env_var_reads_the_given_environment_with_or_without_default() -> None:
     assert render("{{ env_var('REGION', 'EMEA') }}", {"REGION": "APAC"}) == "APAC"
     with pytest.raises(TemplateError, match="env var 'REGION' is not set and no default was given"):
         render("{{ env_var('REGION') }}", {})
+
+
+@pytest.mark.parametrize(
+    ("template", "variable"),
+    [
+        ("{{ env_var('HEX_API_TOKEN') }}", "HEX_API_TOKEN"),
+        ("{{ env_var('HEX_' ~ 'API_TOKEN', 'x') }}", "HEX_API_TOKEN"),
+        ("{{ env_var('HEXDBT_STATE_URL') }}", "HEXDBT_STATE_URL"),
+        ("{{ env_var('DBT_ENV_SECRET_' ~ invocation.vars.region) }}", "DBT_ENV_SECRET_EMEA"),
+    ],
+)
+def test_env_var_refuses_secrets_even_when_set(template: str, variable: str) -> None:
+    """Also a name computed in the template, which the loader cannot see."""
+    environ = {"HEX_API_TOKEN": "hxtp_secret", "HEXDBT_STATE_URL": "postgresql://u:pw@h/db",
+               "DBT_ENV_SECRET_EMEA": "pw"}  # fmt: skip
+    with pytest.raises(SecretVariableError) as caught:
+        render(template, environ)
+    assert str(caught.value) == (
+        f"env_var({variable!r}) reads a secret: it would be sent to Hex and kept in the plan and"
+        " the ledger, so templates may not read it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "secrets"),
+    [
+        ("{{ env_var('HEX_API_TOKEN') }}", ("HEX_API_TOKEN",)),
+        ("{% if env_var('DBT_ENV_SECRET_A', '') %}{{ env_var('REGION') }}{% endif %}", ("DBT_ENV_SECRET_A",)),
+        ("{{ env_var('REGION') }}", ()),
+        ("{{ env_var(name) }}", ()),  # computed: refused when it renders
+        ("{{ broken ", ()),  # the syntax check names this one
+    ],
+)  # fmt: skip
+def test_secret_variables_finds_literal_names(template: str, secrets: tuple[str, ...]) -> None:
+    assert secret_variables(template) == secrets
 
 
 @pytest.mark.parametrize(

@@ -410,3 +410,30 @@ def test_findings_are_shown_in_file_order() -> None:
     earlier = Finding(Severity.WARNING, "b", "f.yml", 3, "earlier")
     whole_file = Finding(Severity.WARNING, "c", "f.yml", None, "file")
     assert in_file_order([later, earlier, whole_file]) == [whole_file, earlier, later]
+
+
+def test_a_template_reading_the_token_is_an_error_naming_the_variable(tmp_path: Path) -> None:
+    mapping = CLEAN.replace("{{ today_utc() }}", "{{ env_var('HEX_API_TOKEN') }}")
+    result = validate(dbt_project(tmp_path, mapping), env={"HEX_API_TOKEN": "hxtp_validate_secret"})
+    assert result.exit_code == 2
+    assert result.stdout.splitlines()[0] == (
+        f"{tmp_path / 'hex_mappings.yml'}:10: error: projects[1].input_params.as_of:"
+        " env_var('HEX_API_TOKEN') reads a secret: it would be sent to Hex and kept in the plan"
+        " and the ledger, so templates may not read it [mapping-invalid]"
+    )
+    assert "hxtp_validate_secret" not in result.output
+
+
+def test_a_template_computing_a_secret_name_is_an_error_too(tmp_path: Path) -> None:
+    mapping = CLEAN.replace("{{ today_utc() }}", "{{ env_var('DBT_ENV_SECRET_' ~ 'PASSWORD') }}")
+    result = validate(
+        dbt_project(tmp_path, mapping), "--json", env={"DBT_ENV_SECRET_PASSWORD": "pw-secret"}
+    )
+    assert result.exit_code == 2
+    finding = only(result, "template-secret")
+    assert (finding["severity"], finding["line"]) == ("error", 6)
+    assert finding["message"] == (
+        "finance: input param 'as_of': env_var('DBT_ENV_SECRET_PASSWORD') reads a secret: it would"
+        " be sent to Hex and kept in the plan and the ledger, so templates may not read it"
+    )
+    assert "pw-secret" not in result.output

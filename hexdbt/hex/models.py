@@ -145,6 +145,25 @@ class Notification:
         return payload
 
 
+def update_published_results_for(
+    requested: bool | None, input_params: Mapping[str, Any], *, where: str
+) -> bool:
+    """The ``updatePublishedResults`` to send. Hex ignores input params when it writes published
+    results, so unset means true without input params and false with them, and true together with
+    input params is refused. ``where`` names the setting in the message, as the user wrote it
+    (``update_published_results``, ``--update-published``)."""
+    if requested is None:
+        return not input_params
+    if requested and input_params:
+        raise ConfigError(
+            f"{where} is true and input params are given, but Hex ignores input params when it"
+            " writes published results",
+            hint=f"leave {where} unset (false is then sent for runs with params), or drop the"
+            " input params",
+        )
+    return requested
+
+
 @dataclass(frozen=True, slots=True)
 class RunRequest:
     """The body of RunProject. Defaults follow the seed: publish results, use cached SQL."""

@@ -2,47 +2,43 @@
 
 Every problem is a ConfigError (exit 2) naming the file, the line and the key, e.g.
 ``hex_mappings.yml:14: projects[1].triger: unknown key (did you mean 'trigger'?)``.
-The keys and defaults are documented in docs/mapping.md and described for editors by the JSON
-Schema shipped beside this module (hex_mappings.schema.json).
+The keys, their types and defaults are declared once, by the models in ``schema.py``: the loader
+validates with them, and the JSON Schema for editors (hex_mappings.schema.json) is generated from
+them. docs/mapping.md documents them for people.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from hexdbt.dbt.artifacts import DATA_RESOURCE_TYPES, Exposure, Manifest
 from hexdbt.errors import ConfigError
-from hexdbt.mapping.model import MappingSet, ProjectMapping, TriggerRule
-from hexdbt.mapping.selectors import Selector, SelectorError, parse_selector
-from hexdbt.mapping.templates import check_syntax, is_template
+from hexdbt.hex.models import update_published_results_for
+from hexdbt.mapping.model import MappingSet, ProjectMapping
+from hexdbt.mapping.selectors import Selector
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+    from pydantic_core import ErrorDetails
+
+    from hexdbt.mapping.schema import Settings
 
 DEFAULT_MAPPINGS_FILE = "hex_mappings.yml"
 MAPPINGS_ENV = "HEXDBT_MAPPINGS"
 SUPPORTED_VERSION = 1
 
-TOP_LEVEL_KEYS = ("version", "defaults", "projects")
-IDENTITY_KEYS = ("name", "project_id", "models")
-NOTIFICATION_TYPES = ("SUCCESS", "FAILURE", "ALL")
-NOTIFICATION_KEYS = (
-    "type",
-    "includeSuccessScreenshot",
-    "screenshotFormat",
-    "slackChannelIds",
-    "userIds",
-    "groupIds",
-    "subject",
-    "body",
-)
-
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_QUOTED = re.compile(r"'([^']*)'")
+
+KeyPath = tuple[str | int, ...]
+Model = TypeVar("Model", bound="BaseModel")
 
 
 @dataclass
@@ -50,10 +46,10 @@ class _Location:
     """Turns a key path into ``file:line: key`` for messages."""
 
     file: str
-    lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
-    key_lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+    key_lines: dict[KeyPath, int] = field(default_factory=dict)
 
-    def line(self, path: tuple[str | int, ...], *, of_key: bool = False) -> int | None:
+    def line(self, path: KeyPath, *, of_key: bool = False) -> int | None:
         if of_key and path in self.key_lines:
             return self.key_lines[path]
         while path:
@@ -63,15 +59,17 @@ class _Location:
         return self.lines.get(())
 
     def error(
-        self, path: tuple[str | int, ...], problem: str, *, of_key: bool = False
+        self, path: KeyPath, problem: str, *, of_key: bool = False, hint: str | None = None
     ) -> ConfigError:
         line = self.line(path, of_key=of_key)
         where = f"{self.file}:{line}" if line else self.file
         key = _key_path(path)
-        return ConfigError(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+        return ConfigError(
+            f"{where}: {key}: {problem}" if key else f"{where}: {problem}", hint=hint
+        )
 
 
-def _key_path(path: tuple[str | int, ...]) -> str:
+def _key_path(path: KeyPath) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
@@ -108,7 +106,7 @@ def _read_yaml(text: str, location: _Location) -> Any:
     if root is None:
         return None
 
-    def convert(node: yaml.Node, path: tuple[str | int, ...]) -> Any:
+    def convert(node: yaml.Node, path: KeyPath) -> Any:
         location.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
@@ -130,185 +128,95 @@ def _read_yaml(text: str, location: _Location) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# Values
-
-
-Checker = Callable[[Any, tuple[str | int, ...], _Location], Any]
+# Validation by the declared model
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)  # fmt: skip
+    from hexdbt.mapping.schema import type_name
+
+    return type_name(value)
 
 
-def _boolean(value: Any, path: tuple[str | int, ...], location: _Location) -> bool:
-    if not isinstance(value, bool):
-        raise location.error(path, f"expected true or false, got {_type_name(value)} {value!r}")
-    return value
+def _validated(model: type[Model], document: Any, base: KeyPath, location: _Location) -> Model:
+    from pydantic import ValidationError
 
-
-def _trigger_rule(value: Any, path: tuple[str | int, ...], location: _Location) -> TriggerRule:
     try:
-        return TriggerRule(value)
-    except ValueError:
-        raise location.error(path, f"expected any or all, got {value!r}") from None
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise _config_error(exc, base, location) from None
 
 
-def _optional_text(value: Any, path: tuple[str | int, ...], location: _Location) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise location.error(path, f"expected a non-empty string or null, got {value!r}")
-    return value.strip()
+def _config_error(exc: ValidationError, base: KeyPath, location: _Location) -> ConfigError:
+    """The first problem in reading order; an unknown key first, since it often explains the
+    others (``model:`` for ``models:`` also leaves ``models`` missing)."""
+    problems = [_problem(error, base) for error in exc.errors(include_url=False)]
+    path, text, of_key = min(
+        problems,
+        key=lambda found: (not found[2], location.line(found[0], of_key=found[2]) or 0),
+    )
+    return location.error(path, text, of_key=of_key)
 
 
-def _timeout(value: Any, path: tuple[str | int, ...], location: _Location) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise location.error(path, f"expected a positive number of minutes, got {value!r}")
-    return float(value)
+def _problem(error: ErrorDetails, base: KeyPath) -> tuple[KeyPath, str, bool]:
+    """(key path, problem, whether the key's line is meant) of one of pydantic's errors."""
+    kind, path, value = error["type"], (*base, *error["loc"]), error.get("input")
+    context = error.get("ctx") or {}
+    if kind == "hexdbt_mapping":
+        return (*path, *context["subpath"]), context["message"], context["of_key"]
+    if kind == "missing":
+        return path[:-1], f"missing required key {path[-1]!r}", False
+    if kind == "bool_type":
+        text = f"expected true or false, got {_type_name(value)} {value!r}"
+    elif kind in ("enum", "literal_error"):
+        choices = _QUOTED.findall(str(context.get("expected", "")))
+        expected = " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices)}"
+        text = f"expected {expected}, got {value!r}"
+    elif kind in ("string_type", "string_too_short"):
+        text = f"expected a non-empty string, got {value!r}"
+    elif kind == "list_type":
+        text = f"expected a list, got {_type_name(value)}"
+    elif kind in ("model_type", "dict_type"):
+        text = f"expected a mapping, got {_type_name(value)}"
+    else:
+        text = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"
+    return path, text, False
 
 
-def _input_params(value: Any, path: tuple[str | int, ...], location: _Location) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise location.error(
-            path, f"expected a mapping of input name to value, got {_type_name(value)}"
-        )
-    for name, param in value.items():
-        _check_param(param, (*path, name), location)
-    return value
+def _given(settings: Settings) -> dict[str, Any]:
+    """The settings a project, ``defaults:`` or ``meta.hex`` gave, as ProjectMapping takes them."""
+    from hexdbt.mapping.schema import Settings
 
-
-def _check_param(value: Any, path: tuple[str | int, ...], location: _Location) -> None:
-    if value is None:
-        raise location.error(path, "null is not a value Hex accepts; leave the param out instead")
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_param(item, (*path, index), location)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_param(item, (*path, key), location)
-    elif is_template(value):
-        problem = check_syntax(value)
-        if problem:
-            raise location.error(path, f"template syntax error: {problem}")
-
-
-def _notifications(
-    value: Any, path: tuple[str | int, ...], location: _Location
-) -> tuple[Mapping[str, Any], ...]:
-    if not isinstance(value, list):
-        raise location.error(path, f"expected a list, got {_type_name(value)}")
-    for index, item in enumerate(value):
-        item_path = (*path, index)
-        if not isinstance(item, dict):
-            raise location.error(item_path, f"expected a mapping, got {_type_name(item)}")
-        _unknown_keys(item, NOTIFICATION_KEYS, item_path, location)
-        if item.get("type") not in NOTIFICATION_TYPES:
-            raise location.error(
-                (*item_path, "type"),
-                f"expected one of {', '.join(NOTIFICATION_TYPES)}, got {item.get('type')!r}",
-            )
-    return tuple(value)
-
-
-# Every setting a project (or `defaults:`, or an exposure's meta.hex) may give: checker, default.
-SETTINGS: dict[str, tuple[Checker, Any]] = {
-    "trigger": (_trigger_rule, TriggerRule.ANY),
-    "require_tests": (_boolean, False),
-    "input_params": (_input_params, {}),
-    # None: true, unless input params are given (Hex ignores inputs when it writes published
-    # results, so a run with params must not ask for it).
-    "update_published_results": (_boolean, None),
-    "use_cached_sql_results": (_boolean, False),
-    "view_id": (_optional_text, None),
-    "notifications": (_notifications, ()),
-    "wait": (_boolean, True),
-    "timeout_minutes": (_timeout, 60.0),
-    "cancel_on_timeout": (_boolean, True),
-    "enabled": (_boolean, True),
-}
-PROJECT_KEYS = (*IDENTITY_KEYS, *SETTINGS)
-
-
-def _unknown_keys(
-    document: Mapping[str, Any],
-    allowed: tuple[str, ...],
-    path: tuple[str | int, ...],
-    location: _Location,
-) -> None:
-    for key in document:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise location.error((*path, key), f"unknown key{hint}", of_key=True)
-
-
-def _settings(
-    document: Mapping[str, Any], path: tuple[str | int, ...], location: _Location
-) -> dict[str, Any]:
-    return {
-        key: SETTINGS[key][0](value, (*path, key), location)
-        for key, value in document.items()
-        if key in SETTINGS
-    }
-
-
-def _required_text(
-    document: Mapping[str, Any], key: str, path: tuple[str | int, ...], location: _Location
-) -> str:
-    if key not in document:
-        raise location.error(path, f"missing required key {key!r}")
-    value = document[key]
-    if not isinstance(value, str) or not value.strip():
-        raise location.error((*path, key), f"expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _selectors(
-    value: Any, path: tuple[str | int, ...], location: _Location
-) -> tuple[Selector, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise location.error(path, "expected a non-empty list of model selectors")
-    selectors = []
-    for index, text in enumerate(value):
-        if not isinstance(text, str):
-            raise location.error((*path, index), f"expected a selector string, got {text!r}")
-        try:
-            selectors.append(parse_selector(text))
-        except SelectorError as exc:
-            raise location.error((*path, index), str(exc)) from None
-    return tuple(selectors)
+    return settings.model_dump(
+        by_alias=True, exclude_unset=True, include=set(Settings.model_fields)
+    )
 
 
 def _project(
     name: str,
     project_id: str,
     models: tuple[Selector, ...],
-    settings: Mapping[str, Any],
-    path: tuple[str | int, ...],
+    given: Mapping[str, Any],
+    path: KeyPath,
     location: _Location,
     source: str,
 ) -> ProjectMapping:
-    merged = {key: default for key, (_, default) in SETTINGS.items()} | dict(settings)
+    from hexdbt.mapping.schema import Settings
+
+    merged = Settings().model_dump(by_alias=True) | dict(given)
     if merged["view_id"] and merged["input_params"]:
         raise location.error(
             (*path, "view_id"),
             "Hex refuses a view_id together with input_params: give one or the other",
         )
-    if merged["update_published_results"] is None:
-        merged["update_published_results"] = not merged["input_params"]
-    elif merged["update_published_results"] and merged["input_params"]:
-        raise location.error(
-            path,
-            "update_published_results is true and input_params are given, but Hex ignores input"
-            " params when it writes published results: set update_published_results: false,"
-            " or leave it out (hexdbt then sends false for runs with params)",
+    try:
+        merged["update_published_results"] = update_published_results_for(
+            merged["update_published_results"],
+            merged["input_params"],
+            where="update_published_results",
         )
-    merged["input_params"] = dict(merged["input_params"])
+    except ConfigError as exc:
+        raise location.error(path, exc.message, hint=exc.hint) from None
+    merged["notifications"] = tuple(merged["notifications"])
     return ProjectMapping(name=name, project_id=project_id, models=models, source=source, **merged)
 
 
@@ -318,6 +226,8 @@ def _project(
 
 def parse_mappings(text: str, file_label: str) -> MappingSet:
     """Validate the text of a hex_mappings.yml; ``file_label`` names it in messages."""
+    from hexdbt.mapping.schema import MappingFile
+
     location = _Location(file_label)
     document = _read_yaml(text, location)
     if document is None:
@@ -326,7 +236,7 @@ def parse_mappings(text: str, file_label: str) -> MappingSet:
         raise location.error(
             (), f"expected a mapping with version and projects, got {_type_name(document)}"
         )
-    _unknown_keys(document, TOP_LEVEL_KEYS, (), location)
+    # The version first: the keys of another version are no mistake, just not this hexdbt's.
     if "version" not in document:
         raise location.error((), "missing required key 'version' (use version: 1)")
     if document["version"] != SUPPORTED_VERSION or isinstance(document["version"], bool):
@@ -334,48 +244,28 @@ def parse_mappings(text: str, file_label: str) -> MappingSet:
             ("version",),
             f"version {document['version']!r} is not supported; this hexdbt reads version 1",
         )
+    mapping_file = _validated(MappingFile, document, (), location)
 
-    defaults_document = document.get("defaults") or {}
-    if not isinstance(defaults_document, dict):
-        raise location.error(
-            ("defaults",), f"expected a mapping, got {_type_name(defaults_document)}"
-        )
-    _unknown_keys(defaults_document, tuple(SETTINGS), ("defaults",), location)
-    defaults = _settings(defaults_document, ("defaults",), location)
-
-    projects_document = document.get("projects")
-    if projects_document is None:
-        projects_document = []
-    if not isinstance(projects_document, list):
-        raise location.error(("projects",), f"expected a list, got {_type_name(projects_document)}")
-
+    defaults = _given(mapping_file.defaults) if mapping_file.defaults else {}
     projects: list[ProjectMapping] = []
     first_line_of: dict[str, int | None] = {}
-    for index, raw in enumerate(projects_document):
-        path: tuple[str | int, ...] = ("projects", index)
-        if not isinstance(raw, dict):
-            raise location.error(path, f"expected a mapping, got {_type_name(raw)}")
-        _unknown_keys(raw, PROJECT_KEYS, path, location)
-        name = _required_text(raw, "name", path, location)
-        if name in first_line_of:
+    for index, entry in enumerate(mapping_file.projects or ()):
+        path: KeyPath = ("projects", index)
+        if entry.name in first_line_of:
             raise location.error(
                 (*path, "name"),
-                f"duplicate name {name!r} (first used on line {first_line_of[name]})",
+                f"duplicate name {entry.name!r} (first used on line {first_line_of[entry.name]})",
             )
-        first_line_of[name] = location.line((*path, "name"))
-        project_id = _required_text(raw, "project_id", path, location)
-        if "models" not in raw:
-            raise location.error(path, "missing required key 'models'")
-        models = _selectors(raw["models"], (*path, "models"), location)
-        settings = _settings(raw, path, location)
+        first_line_of[entry.name] = location.line((*path, "name"))
+        settings = _given(entry)
         if "input_params" in defaults and "input_params" in settings:
             # A project's params extend the defaults' params; the project wins per name.
             settings["input_params"] = {**defaults["input_params"], **settings["input_params"]}
         projects.append(
             _project(
-                name,
-                project_id,
-                models,
+                entry.name,
+                entry.project_id,
+                tuple(entry.models),
                 {**defaults, **settings},
                 path,
                 location,
@@ -407,9 +297,6 @@ def project_id_from_url(url: str | None) -> str | None:
     return None
 
 
-EXPOSURE_KEYS = ("project_id", *SETTINGS)
-
-
 def mappings_from_exposures(manifest: Manifest) -> list[ProjectMapping]:
     """A dbt exposure naming a Hex project (``meta.hex.project_id`` or a Hex app ``url``) maps
     that project to the exposure's ``depends_on`` models, with the settings in ``meta.hex``."""
@@ -422,22 +309,22 @@ def mappings_from_exposures(manifest: Manifest) -> list[ProjectMapping]:
 
 
 def _mapping_from_exposure(exposure: Exposure, manifest: Manifest) -> ProjectMapping | None:
+    from hexdbt.mapping.schema import ExposureSettings
+
     hex_meta = exposure.meta.get("hex")
     label = f"{manifest.path}: exposure {exposure.name} ({exposure.original_file_path})"
     location = _Location(label)
-    path: tuple[str | int, ...] = ("meta", "hex")
+    path: KeyPath = ("meta", "hex")
     if hex_meta is None or hex_meta is True:
         hex_meta = {}
     if not isinstance(hex_meta, dict):
         raise location.error(path, f"expected a mapping, got {_type_name(hex_meta)}")
-    project_id = hex_meta.get("project_id") or project_id_from_url(exposure.url)
+    settings = _validated(ExposureSettings, hex_meta, path, location)
+    project_id = settings.project_id or project_id_from_url(exposure.url)
     if not project_id:
         if exposure.meta.get("hex") is not None:
             raise location.error(path, "no project_id, and the url is not a Hex app link")
         return None
-    if not isinstance(project_id, str):
-        raise location.error((*path, "project_id"), f"expected a string, got {project_id!r}")
-    _unknown_keys(hex_meta, EXPOSURE_KEYS, path, location)
     models = tuple(
         Selector(node_id, "unique_id", node_id)
         for node_id in exposure.depends_on
@@ -449,7 +336,7 @@ def _mapping_from_exposure(exposure: Exposure, manifest: Manifest) -> ProjectMap
         exposure.name,
         project_id,
         models,
-        _settings(hex_meta, path, location),
+        _given(settings),
         path,
         location,
         source=f"exposure {exposure.name}",
@@ -515,6 +402,4 @@ def load_mappings(path: str | Path | None, manifest: Manifest | None = None) -> 
 
 
 def _renamed(mapping: ProjectMapping, name: str) -> ProjectMapping:
-    from dataclasses import replace
-
     return replace(mapping, name=name)

@@ -10,7 +10,8 @@ The context (documented in docs/mapping.md):
     models       the mapping's matched models that ran: a list of {unique_id, name, status,
                  started_at, completed_at, execution_time_s, rows_affected, message}
     project      name, project_id of the mapping
-    env_var(name, default)   like dbt's: a missing variable without a default is an error
+    env_var(name, default)   like dbt's: a missing variable without a default is an error;
+                             secrets (is_secret_variable) are refused
     today_utc()  the invocation's start date, YYYY-MM-DD (the template's "today" is the build's)
     date_add(date_or_datetime, days=0, hours=0)   ISO date arithmetic in UTC
     to_date(text) -> YYYY-MM-DD of an ISO timestamp
@@ -27,6 +28,8 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from hexdbt.settings import TOKEN_ENV
+
 if TYPE_CHECKING:
     from jinja2 import Template
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -36,7 +39,28 @@ class TemplateError(ValueError):
     """A template that does not render; carries a one-line reason."""
 
 
+class SecretVariableError(TemplateError):
+    """A template asked env_var() for a secret."""
+
+
 _MISSING = object()
+
+# What a template renders is sent to Hex, printed by `hexdbt plan --json` and kept in the ledger,
+# so env_var() refuses the variables that hold secrets: the Hex token, the state database's URL
+# (it carries a password) and, as dbt does, every DBT_ENV_SECRET_* variable.
+SECRET_VARIABLES = frozenset({TOKEN_ENV, "HEXDBT_STATE_URL"})
+SECRET_VARIABLE_PREFIX = "DBT_ENV_SECRET_"
+
+
+def is_secret_variable(name: str) -> bool:
+    return name in SECRET_VARIABLES or name.startswith(SECRET_VARIABLE_PREFIX)
+
+
+def secret_refusal(name: str) -> str:
+    return (
+        f"env_var({name!r}) reads a secret: it would be sent to Hex and kept in the plan and the"
+        " ledger, so templates may not read it"
+    )
 
 
 def is_template(value: Any) -> bool:
@@ -47,6 +71,8 @@ def make_env_var(environ: Mapping[str, str]) -> Callable[..., Any]:
     """dbt's ``env_var(name, default)`` over the given environment."""
 
     def env_var(name: str, default: Any = _MISSING) -> Any:
+        if is_secret_variable(name):
+            raise SecretVariableError(secret_refusal(name))
         value = environ.get(name)
         if value is not None:
             return value
@@ -136,6 +162,27 @@ def check_syntax(source: str) -> str | None:
     except TemplateSyntaxError as exc:
         return f"{exc.message} (template line {exc.lineno})"
     return None
+
+
+def secret_variables(source: str) -> tuple[str, ...]:
+    """The secrets a template reads with ``env_var('LITERAL NAME')``: refused when the mapping
+    loads, before any build. A name computed in the template is refused when it renders."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    try:
+        tree = _environment().parse(source)
+    except TemplateSyntaxError:
+        return ()
+    return tuple(
+        call.args[0].value
+        for call in tree.find_all(nodes.Call)
+        if isinstance(call.node, nodes.Name)
+        and call.node.name == "env_var"
+        and call.args
+        and isinstance(call.args[0], nodes.Const)
+        and isinstance(call.args[0].value, str)
+        and is_secret_variable(call.args[0].value)
+    )
 
 
 def build_context(

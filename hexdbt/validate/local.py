@@ -1,185 +1,28 @@
-"""``hexdbt validate``: what is wrong with a mapping, found before a dbt build depends on it.
-
-Pure checks over the mapping file, dbt's manifest.json and (optionally) Hex's answers, each
-problem returned as a ``Finding`` with a file and line, so that an editor or a CI log points at it:
-
-    hex_mappings.yml:17: error: selector 'custmers' matches no model (did you mean 'customers'?)
-
-Codes (``Finding.code``), each with its severity:
-
-    mapping-invalid        error    the file does not load (YAML, keys, values): the loader's error
-    mapping-unreadable     error    the mapping file is missing or cannot be read
-    no-mappings            error    no mapping file and no exposure declares a Hex project
-    manifest-missing       warning  no manifest.json: selectors were not checked
-    exposure-invalid       error    an exposure's meta.hex (or its Hex link) is malformed
-    selector-typo          error    a selector matches nothing and looks like a typo of a name
-    selector-no-match      warning  a selector matches nothing (the project's others do)
-    project-no-match       error    none of a project's selectors matches a model: it never runs
-    project-id-format      warning  the project id is not shaped like a Hex id (a UUID)
-    project-id-is-link     error    the project id is a Hex link: the id inside it is meant
-    duplicate-project      warning  a project mapped twice with the same params: it runs once
-    duplicate-conflict     error    a project mapped twice with the same params, other options
-    template-render        warning  an input param does not render with a sample invocation
-    hex-not-found          error    Hex answers 404: no such project, or the token cannot see it
-    hex-unpublished        error    the project was never published: Hex refuses to run it
-    hex-trashed            error    the project is in the trash: Hex refuses to run it
-    hex-archived           warning  the project is archived (it still runs)
-    hex-rejected           error    a dryRun RunProject was refused (422/400: inputs, view id)
-    hex-refused            error    Hex refused the token or could not be reached; checks stopped
-
-Exit code: 0 when there are no errors (warnings allowed), 2 when the mapping has errors, 4 when
-Hex refused something (the highest wins).
-"""
+"""The mapping checked on its own and against dbt's manifest.json: what loads, what each
+selector matches, project ids, duplicates, and params rendered with a sample invocation."""
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hexdbt.errors import (
-    ConfigError,
-    HexApiError,
-    HexAuthError,
-    HexNotFoundError,
-    HexPermissionError,
-    HexRejectedError,
-)
+from hexdbt.errors import ConfigError
+from hexdbt.validate.findings import Finding, MappedProject, Severity, Validation
 
 if TYPE_CHECKING:
     from hexdbt.dbt.artifacts import Manifest
-    from hexdbt.hex.client import HexClient
     from hexdbt.mapping.model import ProjectMapping
     from hexdbt.mapping.selectors import Selector, SelectorIndex
-
-EXIT_MAPPING_ERRORS = 2
-EXIT_HEX_REFUSED = 4
 
 # Hex project ids are UUIDs (the path segment after /app/ or /hex/ in a link).
 _HEX_ID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 _LOCATED = re.compile(r"^(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
-
-# What RunProject sends besides the inputs: two mappings of one project whose params are equal
-# but whose options differ cannot both be honoured, since the project runs once per invocation.
-_RUN_OPTIONS = (
-    "update_published_results",
-    "use_cached_sql_results",
-    "view_id",
-    "notifications",
-    "wait",
-    "timeout_minutes",
-    "cancel_on_timeout",
-)
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    severity: Severity
-    code: str
-    file: str
-    line: int | None
-    message: str
-    hint: str | None = None
-
-    @property
-    def location(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
-
-    @property
-    def exit_code(self) -> int:
-        if self.severity is not Severity.ERROR:
-            return 0
-        return EXIT_HEX_REFUSED if self.code.startswith("hex-") else EXIT_MAPPING_ERRORS
-
-    def render(self) -> str:
-        """One line, like a compiler's: ``file:line: severity: message; hint: ... [code]``."""
-        hint = f"; hint: {self.hint}" if self.hint else ""
-        return f"{self.location}: {self.severity.value}: {self.message}{hint} [{self.code}]"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "severity": self.severity.value,
-            "code": self.code,
-            "file": self.file,
-            "line": self.line,
-            "message": self.message,
-            "hint": self.hint,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class MappedProject:
-    """One mapping with the place it was declared, as validate reports it."""
-
-    mapping: ProjectMapping
-    file: str
-    line: int | None
-    # Position in the mapping file's ``projects`` list; None for an exposure.
-    file_index: int | None = None
-    # Input params rendered with a sample invocation; None when a template does not render.
-    sample_params: Mapping[str, Any] | None = None
-
-    @property
-    def location(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
-
-
-@dataclass(frozen=True, slots=True)
-class Validation:
-    findings: tuple[Finding, ...]
-    projects: tuple[MappedProject, ...] = ()
-    manifest_checked: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        return exit_code_of(self.findings)
-
-    def with_findings(self, more: Iterable[Finding]) -> Validation:
-        return replace(self, findings=(*self.findings, *more))
-
-
-def in_file_order(findings: Iterable[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda finding: (finding.file, finding.line or 0))
-
-
-def exit_code_of(findings: Iterable[Finding]) -> int:
-    return max((finding.exit_code for finding in findings), default=0)
-
-
-def summary_line(
-    findings: Sequence[Finding],
-    projects: Sequence[MappedProject],
-    *,
-    mappings_file: str | None,
-    manifest_checked: bool,
-) -> str:
-    """``4 mapped Hex projects (3 in hex_mappings.yml, 1 from dbt exposures): no problems found``;
-    it names the mapping file read (or its absence), since a file in another folder than the one
-    hexdbt looked in is an easy first mistake."""
-    from_file = sum(1 for entry in projects if entry.file_index is not None)
-    sources = [f"{from_file} in {mappings_file}" if mappings_file else "no mapping file"]
-    if manifest_checked:
-        sources.append(f"{len(projects) - from_file} from dbt exposures")
-    count = len(projects)
-    checked = f"{count} mapped Hex project{'s' if count != 1 else ''} ({', '.join(sources)})"
-    errors = sum(1 for finding in findings if finding.severity is Severity.ERROR)
-    warnings = len(findings) - errors
-    if not findings:
-        return f"{checked}: no problems found"
-    return f"{checked}: {errors} error{'s' if errors != 1 else ''}, {warnings} warning" + (
-        "s" if warnings != 1 else ""
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -549,11 +392,12 @@ def _project_id_findings(projects: Sequence[MappedProject]) -> list[Finding]:
     return findings
 
 
-def _options_of(mapping: ProjectMapping) -> dict[str, Any]:
-    return {key: getattr(mapping, key) for key in _RUN_OPTIONS}
-
-
 def _duplicate_findings(projects: Sequence[MappedProject]) -> list[Finding]:
+    """Two mappings of one project whose params are equal but whose run options (what RunProject
+    is sent besides the inputs, and how the run is waited for) differ cannot both be honoured,
+    since the project runs once per invocation."""
+    from hexdbt.mapping.schema import HowToRun
+
     findings: list[Finding] = []
     first: dict[tuple[str, str], MappedProject] = {}
     for entry in projects:
@@ -567,8 +411,8 @@ def _duplicate_findings(projects: Sequence[MappedProject]) -> list[Finding]:
         differences = [
             f"{option} {earlier_value!r} vs {value!r}"
             for option, earlier_value, value in (
-                (option, _options_of(earlier.mapping)[option], _options_of(mapping)[option])
-                for option in _RUN_OPTIONS
+                (option, getattr(earlier.mapping, option), getattr(mapping, option))
+                for option in HowToRun.model_fields
             )
             if earlier_value != value
         ]
@@ -611,7 +455,7 @@ def _with_sample_params(
     """Render each project's input params as a real build would (every matched model ran
     successfully, at ``started_at``), so template mistakes show now rather than mid-build."""
     from hexdbt.mapping.selectors import SelectorIndex
-    from hexdbt.mapping.templates import TemplateError
+    from hexdbt.mapping.templates import SecretVariableError, TemplateError
     from hexdbt.planner.rules import render_params
 
     invocation = {
@@ -630,8 +474,18 @@ def _with_sample_params(
         try:
             params = render_params(entry.mapping, invocation, models, environ)
         except TemplateError as exc:
-            findings.append(
-                Finding(
+            if _caused_by(exc, SecretVariableError):
+                # A name computed in the template; a literal one the loader refuses already.
+                finding = Finding(
+                    Severity.ERROR,
+                    "template-secret",
+                    entry.file,
+                    entry.line,
+                    f"{entry.mapping.name}: {exc}",
+                    hint="give Hex the value through a variable that holds no secret",
+                )
+            else:
+                finding = Finding(
                     Severity.WARNING,
                     "template-render",
                     entry.file,
@@ -640,11 +494,22 @@ def _with_sample_params(
                     hint="templates see invocation, models, project, env_var(), today_utc()"
                     " (docs/mapping.md)",
                 )
-            )
+            findings.append(finding)
             rendered.append(entry)
             continue
         rendered.append(replace(entry, sample_params=params))
     return rendered
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception it was raised while handling is a ``kind``: the planner
+    names the param in a new TemplateError."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, kind):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _sample_models(
@@ -665,142 +530,3 @@ def _sample_models(
         }
         for unique_id in sorted(index.resolve_all(mapping.models))
     ]
-
-
-# ----------------------------------------------------------------------------------------------
-# The mapping against Hex
-
-
-def check_remote(client: HexClient, projects: Sequence[MappedProject]) -> list[Finding]:
-    """Ask Hex about every mapped project: it exists and the token sees it (GetProject), it is
-    published and not in the trash, and (for mappings with input params or a view) a ``dryRun``
-    RunProject accepts the request. Dry runs draw on RunProject's budget (20 a minute, 60 an
-    hour), so mappings without inputs, which GetProject already covers, are not dry-run."""
-    findings: list[Finding] = []
-    seen: dict[str, Any] = {}
-    dry_runs_done: set[str] = set()
-    from hexdbt.mapping.loader import project_id_from_url
-
-    for entry in projects:
-        mapping = entry.mapping
-        if project_id_from_url(mapping.project_id):
-            continue  # a link, not an id: project-id-is-link already says which id is meant
-        try:
-            project = seen.get(mapping.project_id)
-            if project is None:
-                project = seen[mapping.project_id] = client.get_project(mapping.project_id)
-                findings.extend(_state_findings(entry, project))
-            elif project is False:
-                continue
-            if not project.published or project.trashed:
-                continue
-            request = _dry_run_request(entry)
-            if request is None:
-                continue
-            request_key = f"{mapping.project_id} {request.to_api()}"
-            if request_key in dry_runs_done:
-                continue
-            dry_runs_done.add(request_key)
-            client.run_project(mapping.project_id, request)
-        except HexNotFoundError as exc:
-            seen[mapping.project_id] = False
-            findings.append(
-                _hex_finding(
-                    entry,
-                    "hex-not-found",
-                    f"Hex project {mapping.project_id} not found, or not visible to the token",
-                    exc,
-                    hint="check the id, and that the token's user can open the project in Hex",
-                )
-            )
-        except HexRejectedError as exc:
-            findings.append(
-                _hex_finding(
-                    entry, "hex-rejected", f"a dryRun was refused: {_hex_message(exc)}", exc
-                )
-            )
-        except (HexAuthError, HexPermissionError) as exc:
-            findings.append(
-                _hex_finding(entry, "hex-refused", f"Hex refused the token: {exc}", exc)
-            )
-            break  # every other call would be refused the same way
-        except HexApiError as exc:
-            findings.append(
-                _hex_finding(entry, "hex-refused", f"Hex could not be asked: {exc}", exc)
-            )
-            break
-    return findings
-
-
-def _state_findings(entry: MappedProject, project: Any) -> list[Finding]:
-    name, project_id = entry.mapping.name, entry.mapping.project_id
-    title = f"{project.title!r} ({project_id})" if project.title else project_id
-    findings = []
-    if project.trashed:
-        findings.append(
-            Finding(
-                Severity.ERROR,
-                "hex-trashed",
-                entry.file,
-                entry.line,
-                f"{name}: Hex project {title} is in the trash: Hex refuses to run it",
-                hint="restore it in Hex, or remove this mapping",
-            )
-        )
-    elif not project.published:
-        findings.append(
-            Finding(
-                Severity.ERROR,
-                "hex-unpublished",
-                entry.file,
-                entry.line,
-                f"{name}: Hex project {title} has never been published: only published apps run",
-                hint="publish the app in Hex (Publish button, top right)",
-            )
-        )
-    if project.archived:
-        findings.append(
-            Finding(
-                Severity.WARNING,
-                "hex-archived",
-                entry.file,
-                entry.line,
-                f"{name}: Hex project {title} is archived (it still runs)",
-            )
-        )
-    return findings
-
-
-def _dry_run_request(entry: MappedProject) -> Any:
-    from hexdbt.hex.models import Notification, RunRequest
-
-    mapping = entry.mapping
-    if not mapping.params and not mapping.view_id:
-        return None
-    if entry.sample_params is None and mapping.params:
-        return None  # the template finding already says why; nothing sensible to send
-    return RunRequest(
-        input_params=dict(entry.sample_params or {}),
-        update_published_results=mapping.update_published_results,
-        use_cached_sql_results=mapping.use_cached_sql_results,
-        dry_run=True,
-        view_id=mapping.view_id,
-        notifications=tuple(Notification.from_api(item) for item in mapping.notifications),
-    )
-
-
-def _hex_message(exc: HexApiError) -> str:
-    return str(exc)
-
-
-def _hex_finding(
-    entry: MappedProject, code: str, message: str, exc: HexApiError, *, hint: str | None = None
-) -> Finding:
-    return Finding(
-        Severity.ERROR,
-        code,
-        entry.file,
-        entry.line,
-        f"{entry.mapping.name}: {message}",
-        hint=hint or exc.hint,
-    )
