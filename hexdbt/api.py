@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from hexdbt.errors import ConfigError, HexApiError, HexdbtError
+from hexdbt.errors import HexApiError, HexdbtError
 
 if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
@@ -27,9 +27,9 @@ def _connected(client: HexClient | None) -> AbstractContextManager[HexClient]:
     """The caller's client (left open), or one from the environment (closed after use)."""
     if client is not None:
         return nullcontext(client)
-    from hexdbt.hex.client import connect
+    from hexdbt.factory import open_client
 
-    return connect()
+    return open_client()
 
 
 def _error(exc: HexdbtError, **context: Any) -> dict[str, Any]:
@@ -71,70 +71,65 @@ def trigger_hex_project(
     wait_for_completion: bool = False,
     timeout_minutes: float = 60,
     *,
+    idempotency_key: str | None = None,
     client: HexClient | None = None,
 ) -> dict[str, Any]:
     """Run a published Hex project; optionally wait for it.
 
     ``update_published_results`` is true as in the seed, except with ``input_params``: Hex
     ignores inputs when it is true, so it is then sent false (an explicit True with inputs is an
-    error). Returns the run as a dict; after waiting, ``status`` is Hex's final status (only
-    ``COMPLETED`` is success) and ``success`` says so.
+    error). Like every trigger it goes through hexdbt's ledger: with the same
+    ``idempotency_key``, a second call follows the run the first one started instead of starting
+    another. Returns the run as a dict; ``outcome`` is hexdbt's word for what became of it (see
+    ``hexdbt.outcomes``), ``status`` Hex's last status, and after waiting ``success`` says whether
+    it ended COMPLETED.
     """
-    from hexdbt.hex.models import RunRequest
-    from hexdbt.hex.waiter import Outcome, Waiter, WatchedRun
+    from hexdbt.engine import EngineSettings
+    from hexdbt.factory import open_engine
+    from hexdbt.feeders.direct import direct_plan, run_direct
+    from hexdbt.hex.models import RunRequest, update_published_results_for
+    from hexdbt.outcomes import OutcomeKind
 
     try:
         params = dict(input_params or {})
-        if params and update_published_results:
-            raise ConfigError(
-                "Hex ignores input params when update_published_results is true",
-                hint="leave update_published_results unset (False is then sent) or drop the params",
-            )
-        publish = (not params) if update_published_results is None else update_published_results
-        with _connected(client) as client:
-            started = client.clock.now()
-            run = client.run_project_once(
-                project_id,
-                RunRequest(
-                    input_params=params,
-                    update_published_results=publish,
-                    use_cached_sql_results=use_cached_sql_results,
-                ),
-            )
-            document: dict[str, Any] = {
-                "projectId": run.project_id,
-                "runId": run.run_id,
-                "runUrl": run.run_url,
-                "runStatusUrl": run.run_status_url,
-                "traceId": run.trace_id,
-                "status": "TRIGGERED",
-                "success": None,
-                "updatePublishedResults": publish,
-            }
-            if not wait_for_completion:
-                return document
-            waiter = Waiter(client)
-            (result,) = waiter.wait(
-                [
-                    WatchedRun(
-                        project_id=run.project_id,
-                        run_id=run.run_id,
-                        started_at=started,
-                        run_url=run.run_url,
-                        timeout_s=timeout_minutes * 60,
-                    )
-                ]
-            )
-            if result.outcome in (Outcome.TIMED_OUT, Outcome.LOST) and result.error:
-                return _error(result.error, projectId=run.project_id, runId=run.run_id)
-            if result.last is not None:
-                document.update(result.last.to_json())
-            document["success"] = result.ok
-            if result.error is not None:
-                document["message"] = str(result.error)
-            return document
+        publish = update_published_results_for(
+            update_published_results, params, where="update_published_results"
+        )
+        plan = direct_plan(
+            [project_id],
+            RunRequest(
+                input_params=params,
+                update_published_results=publish,
+                use_cached_sql_results=use_cached_sql_results,
+            ),
+            idempotency_key=idempotency_key,
+            wait=wait_for_completion,
+            timeout_minutes=timeout_minutes,
+            cancel_on_timeout=True,
+        )
+        with (
+            _connected(client) as connected,
+            open_engine(connected, settings=EngineSettings(wait=wait_for_completion)) as engine,
+        ):
+            (outcome,) = run_direct(engine, plan)
     except HexdbtError as exc:
         return _error(exc, projectId=project_id)
+    document: dict[str, Any] = {
+        "projectId": outcome.project_id,
+        "runId": outcome.run_id,
+        "runUrl": outcome.run_url,
+        "traceId": outcome.trace_id,
+        "status": outcome.hex_status or ("TRIGGERED" if outcome.run_id else None),
+        "outcome": outcome.kind.value,
+        "success": outcome.kind is OutcomeKind.COMPLETED if wait_for_completion else None,
+        "updatePublishedResults": publish,
+        "idempotencyKey": plan.invocation_id.partition(":")[2],
+    }
+    if outcome.exit_code:
+        document["message"] = outcome.reason
+        if outcome.run_id is None:  # nothing ran: an error, as the other functions report one
+            document["status"] = "error"
+    return document
 
 
 def get_run_status(

@@ -14,7 +14,9 @@
     │       └── HexAmbiguousRunError 4      answer lost, and several runs could be the one it started
     ├── RunFailedError               5  a run ended ERRORED, KILLED, UNABLE_TO_ALLOCATE_KERNEL
     ├── RunTimeoutError              6  a run did not end within its timeout
-    └── StateError                   7  the ledger or the budget store cannot be used
+    ├── StateError                   7  the ledger or the budget store cannot be used
+    │   └── MoveRefusedError         7    a trigger is not in a state the move starts from
+    └── Interrupted            130 / 143  SIGINT / SIGTERM cut a wait or a request short
 
 The CLI turns any of these into one ``Error: ...`` line on stderr and the class's exit code.
 Messages never contain the Hex token: ``redact`` is applied where foreign text is wrapped.
@@ -173,3 +175,16 @@ class StateError(HexdbtError):
     """hexdbt's own state (the ledger or the budget store) cannot be read or written."""
 
     exit_code = 7
+
+
+class MoveRefusedError(StateError):
+    """The ledger refused a move of a trigger: its row is in a state the move does not start
+    from (another process moved it first, or a bug asked for a forbidden move)."""
+
+
+class Interrupted(HexdbtError):
+    """SIGINT or SIGTERM cut a wait or an HTTP request short: the command winds down."""
+
+    def __init__(self, message: str = "interrupted", *, exit_code: int = EXIT_SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -45,7 +45,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.errors import StateError
+from hexdbt.errors import MoveRefusedError, StateError
 
 LEDGER_FILENAME = "ledger.sqlite3"
 
@@ -533,7 +533,7 @@ class Ledger:
                 row = self._row(db, trigger_key)
                 transition = ALLOWED_MOVES[move]
                 sources = " or ".join(sorted(transition.sources))
-                raise StateError(
+                raise MoveRefusedError(
                     f"the ledger {self.path} refuses to move trigger {row['name']} ({trigger_key})"
                     f" from {_state_of(row, self.path)} to {transition.target}"
                     f" ({move} moves only {sources} triggers)",

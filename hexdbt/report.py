@@ -1,143 +1,17 @@
 """One outcome per mapped Hex project, and the reports made of them (text, JSON, JUnit).
 
 Every mapping in the file appears in a report, triggered or not, with what happened to it and
-why. The exit code of a command is the highest code among its outcomes (see ``EXIT_CODES``).
+why. The outcomes themselves and their exit codes are ``hexdbt.outcomes``.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hexdbt.errors import ConfigError
-from hexdbt.ledger import TriggerRecord, TriggerState
-
-
-class OutcomeKind(StrEnum):
-    COMPLETED = "completed"
-    STARTED = "started"  # sent and not waited on (--no-wait)
-    DRY_RUN = "dry_run"  # Hex validated the request; nothing ran
-    SKIPPED = "skipped"  # the plan did not trigger it; the reason says why
-    QUEUED = "queued"  # waiting in the ledger for the budget; a later run or watch sends it
-    IN_PROGRESS_ELSEWHERE = "in_progress_elsewhere"  # another live hexdbt process is sending it
-    ERRORED = "errored"
-    KILLED = "killed"
-    UNABLE_TO_ALLOCATE_KERNEL = "unable_to_allocate_kernel"
-    UNKNOWN_STATUS = "unknown_status"  # Hex answered a status this hexdbt does not know
-    TIMEOUT = "timeout"
-    FAILED_TO_START = "failed_to_start"  # Hex refused the run; nothing was started
-    AMBIGUOUS = "ambiguous"  # the POST's answer was lost and Hex's run list could not tell
-    EXPIRED = "expired"  # queued past its deadline without fitting the budget
-    POLL_FAILED = "poll_failed"  # started, but its status could not be read (token, outage)
-    PLAN_ERROR = "plan_error"  # the mapping could not be planned (template error, bad selector)
-
-
-EXIT_CODES: dict[OutcomeKind, int] = {
-    OutcomeKind.COMPLETED: 0,
-    OutcomeKind.STARTED: 0,
-    OutcomeKind.DRY_RUN: 0,
-    OutcomeKind.SKIPPED: 0,
-    OutcomeKind.QUEUED: 0,
-    OutcomeKind.IN_PROGRESS_ELSEWHERE: 0,
-    OutcomeKind.PLAN_ERROR: 2,
-    OutcomeKind.FAILED_TO_START: 4,
-    OutcomeKind.POLL_FAILED: 4,
-    OutcomeKind.AMBIGUOUS: 4,
-    OutcomeKind.EXPIRED: 4,
-    OutcomeKind.ERRORED: 5,
-    OutcomeKind.KILLED: 5,
-    OutcomeKind.UNABLE_TO_ALLOCATE_KERNEL: 5,
-    OutcomeKind.UNKNOWN_STATUS: 5,
-    OutcomeKind.TIMEOUT: 6,
-}
-
-_HEX_FINAL_STATUS_KINDS = {
-    "COMPLETED": OutcomeKind.COMPLETED,
-    "ERRORED": OutcomeKind.ERRORED,
-    "KILLED": OutcomeKind.KILLED,
-    "UNABLE_TO_ALLOCATE_KERNEL": OutcomeKind.UNABLE_TO_ALLOCATE_KERNEL,
-}
-
-
-def kind_of_final_status(hex_status: str | None) -> OutcomeKind:
-    """The outcome of a run that ended with this Hex status; one hexdbt does not know is not
-    success."""
-    return _HEX_FINAL_STATUS_KINDS.get(hex_status or "", OutcomeKind.UNKNOWN_STATUS)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    name: str
-    project_id: str
-    kind: OutcomeKind
-    reason: str | None = None
-    run_id: str | None = None
-    run_url: str | None = None
-    hex_status: str | None = None
-    trace_id: str | None = None
-    input_params: dict[str, Any] = field(default_factory=dict)
-    elapsed_s: float | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.kind]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "projectId": self.project_id,
-            "outcome": self.kind.value,
-            "reason": self.reason,
-            "runId": self.run_id,
-            "runUrl": self.run_url,
-            "status": self.hex_status,
-            "traceId": self.trace_id,
-            "inputParams": self.input_params,
-            "elapsedSeconds": self.elapsed_s,
-        }
-
-
-def outcome_of(record: TriggerRecord) -> Outcome:
-    """What a ledger row means for the user right now."""
-    kind: OutcomeKind
-    if record.state is TriggerState.ENDED:
-        kind = OutcomeKind.TIMEOUT if record.timed_out else kind_of_final_status(record.hex_status)
-    else:
-        kind = {
-            # Started and not (yet) ended: the command did not wait, or was interrupted.
-            TriggerState.STARTED: OutcomeKind.STARTED,
-            # Planned but never claimed: a later run or watch sends it, like a queued one.
-            TriggerState.PLANNED: OutcomeKind.QUEUED,
-            TriggerState.QUEUED: OutcomeKind.QUEUED,
-            TriggerState.SENDING: OutcomeKind.IN_PROGRESS_ELSEWHERE,
-            TriggerState.FAILED: OutcomeKind.FAILED_TO_START,
-            TriggerState.AMBIGUOUS: OutcomeKind.AMBIGUOUS,
-            TriggerState.EXPIRED: OutcomeKind.EXPIRED,
-        }[record.state]
-    elapsed = None
-    if record.ended_at is not None and record.intent_at is not None:
-        elapsed = round(record.ended_at - record.intent_at, 3)
-    return Outcome(
-        name=record.name,
-        project_id=record.project_id,
-        kind=kind,
-        reason=record.reason,
-        run_id=record.run_id,
-        run_url=record.run_url,
-        hex_status=record.hex_status,
-        trace_id=record.trace_id,
-        input_params=dict(record.request.get("inputParams") or {}),
-        elapsed_s=elapsed,
-    )
-
-
-def exit_code_of(outcomes: Iterable[Outcome]) -> int:
-    """The highest exit code among the outcomes; 0 when all is well."""
-    return max((outcome.exit_code for outcome in outcomes), default=0)
+from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 
 
 def render_table(outcomes: Sequence[Outcome]) -> str:

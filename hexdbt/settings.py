@@ -5,10 +5,18 @@ Only the environment variables below are read, and only here:
     HEX_API_TOKEN       the Hex API token (never printed, logged or stored)
     HEX_BASE_URL        Hex's address, default https://app.hex.tech
     HEXDBT_STATE_DIR    where the ledger and the shared rate budget live
+    HEXDBT_MAPPINGS     the mapping file, when no --mappings is given
+    HEXDBT_BUDGET       Hex's rate limits when a workspace has others, e.g.
+                        ``run_project=20/60,60/3600;other=30/60`` (calls/seconds)
+    HEXDBT_CONNECT_TIMEOUT_S, HEXDBT_READ_TIMEOUT_S
+                        the time limits of one HTTP attempt to Hex (10 s and 30 s)
     HEXDBT_TIME_SCALE   run hexdbt's clock this many times faster than real time; only for use
                         with `hexdbt emulator --time-scale` at the same factor (demos, benchmarks)
     DBT_PROJECT_DIR     the dbt project folder, as dbt itself reads it
     DBT_TARGET_PATH     dbt's target folder, as dbt itself reads it
+    HEXDBT_CRASH_AT     crash tests only: exit hard at a named point (``hexdbt.crashpoints``)
+
+A template's ``env_var`` reads the environment too (the user's own variables, as dbt's does).
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ TOKEN_ENV = "HEX_API_TOKEN"
 BASE_URL_ENV = "HEX_BASE_URL"
 STATE_DIR_ENV = "HEXDBT_STATE_DIR"
 TIME_SCALE_ENV = "HEXDBT_TIME_SCALE"
+BUDGET_ENV = "HEXDBT_BUDGET"
+CONNECT_TIMEOUT_ENV = "HEXDBT_CONNECT_TIMEOUT_S"
+READ_TIMEOUT_ENV = "HEXDBT_READ_TIMEOUT_S"
+MAPPINGS_ENV = "HEXDBT_MAPPINGS"
 
 
 def resolve_token(flag_value: str | None = None) -> str:
@@ -96,3 +108,45 @@ def dbt_environment() -> DbtEnvironment:
         project_dir=os.environ.get(DBT_PROJECT_DIR_ENV) or None,
         target_path=os.environ.get(DBT_TARGET_PATH_ENV) or None,
     )
+
+
+def resolve_budget_limits_text() -> str:
+    """``HEXDBT_BUDGET`` as written (empty: Hex's published limits); the budget parses it."""
+    return os.environ.get(BUDGET_ENV, "").strip()
+
+
+def resolve_timeout_s(name: str, default: float) -> float:
+    """An HTTP time limit from the environment (``HEXDBT_CONNECT_TIMEOUT_S``, ...), in seconds."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+CRASH_AT_ENV = "HEXDBT_CRASH_AT"
+
+
+def resolve_crash_point() -> tuple[str, int] | None:
+    """``HEXDBT_CRASH_AT=NAME[:N]`` for crash tests (see ``hexdbt.crashpoints``), or None."""
+    text = os.environ.get(CRASH_AT_ENV, "").strip()
+    if not text:
+        return None
+    name, _, nth = text.partition(":")
+    try:
+        count = int(nth) if nth else 1
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"{CRASH_AT_ENV} must be NAME or NAME:N with N >= 1, got {text!r}")
+    return name, count
+
+
+def mappings_file_from_env() -> str | None:
+    """``HEXDBT_MAPPINGS``, when set and not empty."""
+    return os.environ.get(MAPPINGS_ENV, "").strip() or None

@@ -1,6 +1,9 @@
 """SIGINT and SIGTERM as a stop event, so loops end cleanly instead of dying mid-write.
 
 The core never installs handlers itself: commands do, around the part that should stop cleanly.
+A blocking call that a signal should end at once (an HTTP request that may take its whole read
+timeout) runs inside ``interruptible()``: while the main thread is in one, the first signal raises
+``Interrupted`` there, after setting ``stop``, instead of letting the call run on.
 """
 
 from __future__ import annotations
@@ -11,7 +14,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from hexdbt.errors import EXIT_SIGINT, EXIT_SIGTERM
+from hexdbt.errors import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
+
+# How deep the main thread is inside calls a signal may cut short (signal handlers run there).
+_interruptible_depth = 0
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Around a blocking call on the main thread that a SIGINT or SIGTERM should end at once."""
+    global _interruptible_depth
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interruptible_depth += 1
+    try:
+        yield
+    finally:
+        _interruptible_depth -= 1
 
 
 class Signals:
@@ -44,6 +64,11 @@ class Signals:
             self._on_first()
         if self._forward is None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        if _interruptible_depth > 0:
+            raise Interrupted(
+                f"stopped by {signal.Signals(signum).name} during a call to Hex",
+                exit_code=self.exit_code,
+            )
 
     @contextmanager
     def installed(self) -> Iterator[Signals]:

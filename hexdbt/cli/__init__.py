@@ -13,7 +13,7 @@ import click
 
 from hexdbt._version import __version__
 from hexdbt.cli._common import fail
-from hexdbt.errors import HexdbtError
+from hexdbt.errors import HexdbtError, Interrupted
 
 
 class _Group(click.Group):
@@ -24,6 +24,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except HexdbtError as exc:
             fail(exc)
+        except KeyboardInterrupt:
+            # Ctrl-C before a command installs its own handlers: the shell's code for SIGINT.
+            fail(Interrupted("interrupted"))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -17,9 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from hexdbt.hex.client import HexClient
-    from hexdbt.hex.waiter import Progress
+    from hexdbt.hex.polls import Progress
     from hexdbt.logs import EventLog
-    from hexdbt.report import Outcome
+    from hexdbt.outcomes import Outcome
 
 
 def error_payload(exc: HexdbtError) -> dict[str, Any]:
@@ -77,14 +78,17 @@ def err_line(line: str) -> None:
     click.echo(line, err=True)
 
 
-def hex_client(allow_insecure_http: bool) -> HexClient:
-    from hexdbt.hex.client import connect
+def hex_client(allow_insecure_http: bool, *, stop: threading.Event | None = None) -> HexClient:
+    """The client of a command; ``stop``: the event its signal handlers set (see ``Signals``)."""
+    from hexdbt.factory import open_client
 
     # The clock is a seam: ``CliRunner.invoke(main, ..., obj={"clock": clock})`` shares a test's
     # ManualClock with the command; the real command runs on the system clock.
     context = click.get_current_context(silent=True)
     options = context.obj if context is not None and isinstance(context.obj, dict) else {}
-    return connect(allow_insecure_http=allow_insecure_http, clock=options.get("clock"))
+    return open_client(
+        allow_insecure_http=allow_insecure_http, clock=options.get("clock"), stop=stop
+    )
 
 
 def make_progress(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,30 +19,23 @@ from hexdbt.cli._common import (
     JsonAwareCommand,
     allow_insecure_http_option,
     err_line,
-    error_payload,
     fail,
     hex_client,
     json_option,
     log_format_option,
     make_log,
     make_progress,
-    print_error,
     print_json,
     report_junit_option,
     report_markdown_option,
     write_reports,
 )
-from hexdbt.errors import (
-    ConfigError,
-    HexdbtError,
-)
+from hexdbt.errors import ConfigError, HexdbtError
+from hexdbt.hex.models import update_published_results_for
 from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
-    from hexdbt.hex.models import Run
-    from hexdbt.hex.waiter import RunResult
-    from hexdbt.report import Outcome as ReportOutcome
 
 
 def parse_input_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -77,132 +69,6 @@ def parse_project_ids(values: Sequence[str]) -> list[str]:
     return ids
 
 
-def resolve_update_published(flag: bool | None, params: dict[str, Any]) -> tuple[bool, str | None]:
-    """The value to send, and a note for stderr when hexdbt chose it for the user."""
-    if params and flag is True:
-        raise ConfigError(
-            "--update-published cannot be used with --input-param: Hex ignores input params"
-            " when updatePublishedResults is true",
-            hint="drop --update-published (hexdbt then sends false) or drop the input params",
-        )
-    if flag is None and params:
-        return False, (
-            "Note: sending updatePublishedResults=false because input params were given"
-            " (Hex ignores them otherwise); the published app keeps its results"
-        )
-    return (True if flag is None else flag), None
-
-
-@dataclass
-class _Item:
-    """One project of a trigger command and what became of it."""
-
-    project_id: str
-    run: Run | None = None
-    error: HexdbtError | None = None
-    result: RunResult | None = None
-    cancel_note: str | None = None
-
-    def outcome(self, *, dry_run: bool) -> ReportOutcome:
-        """What became of this project, in the terms of hexdbt's reports."""
-        from hexdbt.hex.waiter import Outcome as WaitOutcome
-        from hexdbt.report import Outcome, OutcomeKind, kind_of_final_status
-
-        run = self.run
-        kind = OutcomeKind.DRY_RUN if dry_run else OutcomeKind.STARTED
-        reason: str | None = None
-        status = None
-        if self.error is not None:
-            kind, reason = OutcomeKind.FAILED_TO_START, str(self.error)
-        elif self.result is not None:
-            status = self.result.status
-            reason = str(self.result.error) if self.result.error is not None else None
-            kind = {
-                WaitOutcome.COMPLETED: OutcomeKind.COMPLETED,
-                WaitOutcome.TIMED_OUT: OutcomeKind.TIMEOUT,
-                WaitOutcome.LOST: OutcomeKind.POLL_FAILED,
-                WaitOutcome.INTERRUPTED: OutcomeKind.KILLED
-                if self.cancel_note == "cancelled"
-                else OutcomeKind.STARTED,
-                WaitOutcome.FAILED: kind_of_final_status(status),
-            }[self.result.outcome]
-        last = self.result.last if self.result is not None else None
-        elapsed_ms = last.elapsed_time_ms if last is not None else None
-        return Outcome(
-            name=self.project_id,
-            project_id=self.project_id,
-            kind=kind,
-            reason=reason,
-            run_id=run.run_id if run else None,
-            run_url=(last.run_url if last else None) or (run.run_url if run else None),
-            hex_status=status,
-            trace_id=getattr(self.error, "trace_id", None) or (run.trace_id if run else None),
-            elapsed_s=elapsed_ms / 1000 if elapsed_ms is not None else None,
-        )
-
-    def exit_code(self) -> int:
-        if self.error is not None:
-            return self.error.exit_code
-        if self.result is not None and self.result.error is not None:
-            return self.result.error.exit_code
-        return 0
-
-    def to_json(self, *, dry_run: bool, waited: bool) -> dict[str, Any]:
-        run = self.run
-        document: dict[str, Any] = {
-            "projectId": self.project_id,
-            "runId": run.run_id if run else None,
-            "runUrl": run.run_url if run else None,
-            "status": "ERROR",
-            "outcome": "ERROR",
-            "elapsedTime": None,
-            "traceId": run.trace_id if run else None,
-        }
-        if self.error is not None:
-            document["error"] = error_payload(self.error)
-            if hasattr(self.error, "trace_id"):
-                document["traceId"] = self.error.trace_id or document["traceId"]
-            return document
-        if dry_run:
-            document["status"] = document["outcome"] = "DRY_RUN"
-        elif self.result is None:
-            document["status"] = document["outcome"] = "TRIGGERED"
-        else:
-            last = self.result.last
-            document["status"] = self.result.status or "TRIGGERED"
-            document["outcome"] = self.result.outcome.value
-            if last is not None:
-                document["elapsedTime"] = last.elapsed_time_ms
-                document["runUrl"] = last.run_url or document["runUrl"]
-                document["traceId"] = last.trace_id or document["traceId"]
-            if self.result.error is not None:
-                document["error"] = error_payload(self.result.error)
-            if self.cancel_note:
-                document["cancel"] = self.cancel_note
-        document["waited"] = waited
-        return document
-
-    def human(self, *, dry_run: bool) -> str:
-        from hexdbt.hex.progress import format_elapsed
-
-        if self.error is not None:
-            return f"{self.project_id}: not triggered: {self.error}"
-        assert self.run is not None
-        url = f"  {self.run.run_url}" if self.run.run_url else ""
-        if dry_run:
-            return f"{self.project_id}: dry run accepted (run {self.run.run_id}){url}"
-        if self.result is None:
-            return f"{self.project_id}: triggered run {self.run.run_id}{url}"
-        outcome = self.result.outcome.value
-        status = self.result.status or "no status"
-        elapsed = ""
-        if self.result.last is not None and self.result.last.elapsed_time_ms is not None:
-            elapsed = f" in {format_elapsed(self.result.last.elapsed_time_ms / 1000)}"
-        shown = status if outcome in ("COMPLETED", "FAILED") else f"{outcome} ({status})"
-        note = f"; {self.cancel_note}" if self.cancel_note else ""
-        return f"{self.project_id}: run {self.run.run_id} {shown}{elapsed}{note}{url}"
-
-
 @click.command(cls=JsonAwareCommand)
 @click.argument("project_ids", nargs=-1, required=True, metavar="PROJECT_ID...")
 @click.option(
@@ -233,6 +99,13 @@ class _Item:
     help="Slack channel id to notify when the run ends (repeatable).",
 )
 @click.option("--dry-run", is_flag=True, help="Let Hex validate the request; nothing runs.")
+@click.option(
+    "--idempotency-key",
+    default=None,
+    metavar="KEY",
+    help="Run each project at most once for this key: a retried step that passes the same key"
+    " follows the run its first try started (e.g. your CI's run id).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the runs to end.")
 @click.option(
     "--timeout-minutes",
@@ -272,6 +145,7 @@ def trigger(
     view_id: str | None,
     slack_channels: tuple[str, ...],
     dry_run: bool,
+    idempotency_key: str | None,
     wait: bool,
     timeout_minutes: float,
     cancel_on_timeout: bool,
@@ -290,148 +164,73 @@ def trigger(
       hexdbt trigger 5a8591dd-4039-49df-9202-96385ba3eff8 --wait
       hexdbt trigger ID1,ID2 --input-param region=EU --input-param days=7 --json
     """
+    from hexdbt.engine import EngineSettings, dry_run_outcomes
+    from hexdbt.factory import open_engine
+    from hexdbt.feeders.direct import direct_plan, run_direct
     from hexdbt.hex.models import Notification, RunRequest
+    from hexdbt.hex.polls import FixedSchedule
+    from hexdbt.outcomes import exit_code_of
+    from hexdbt.report import render_table, summary_line
 
+    signals = Signals()
+    log = make_log(log_format)
     try:
         ids = parse_project_ids(project_ids)
         params = parse_input_params(input_params)
-        publish, note = resolve_update_published(update_published, params)
+        publish = update_published_results_for(update_published, params, where="--update-published")
         request = RunRequest(
             input_params=params,
             update_published_results=publish,
             use_cached_sql_results=use_cached_sql,
-            dry_run=dry_run,
             view_id=view_id,
             notifications=(Notification(slack_channel_ids=slack_channels),)
             if slack_channels
             else (),
         )
-        client = hex_client(allow_insecure_http)
+        plan = direct_plan(
+            ids,
+            request,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout_minutes=timeout_minutes,
+            cancel_on_timeout=cancel_on_timeout,
+        )
+        if params and update_published is None:
+            log(
+                "Note: sending updatePublishedResults=false because input params were given"
+                " (Hex ignores them otherwise); the published app keeps its results"
+            )
+        with signals.installed(), hex_client(allow_insecure_http, stop=signals.stop) as client:
+            if dry_run:
+                outcomes = dry_run_outcomes(plan, client)
+            else:
+                settings = EngineSettings(wait=wait, cancel_on_interrupt=cancel_on_interrupt)
+                with open_engine(
+                    client,
+                    settings=settings,
+                    progress=make_progress(log_format),
+                    schedule=FixedSchedule(poll_interval) if poll_interval else None,
+                    log=log,
+                ) as engine:
+                    outcomes = run_direct(engine, plan)
     except HexdbtError as exc:
         fail(exc, as_json=as_json)
-    if note:
-        make_log(log_format)(note)
-
-    signals = Signals()
-    items = [_Item(project_id) for project_id in ids]
-    with client, signals.installed():
-        started: dict[str, float] = {}
-        for item in items:
-            if signals.stop.is_set():
-                item.error = HexdbtError("not triggered: interrupted")
-                continue
-            started[item.project_id] = client.clock.now()
-            try:
-                item.run = client.run_project_once(item.project_id, request)
-            except HexdbtError as exc:
-                item.error = exc
-                print_error(exc)
-        waited = wait and not dry_run
-        if waited:
-            _wait(
-                client,
-                items,
-                started,
-                signals,
-                timeout_minutes,
-                cancel_on_timeout,
-                cancel_on_interrupt,
-                poll_interval,
-                log_format,
-            )
-
-    code = max((item.exit_code() for item in items), default=0)
-    if signals.signum is not None:
-        code = signals.exit_code
+    code = signals.exit_code if signals.stop.is_set() else exit_code_of(outcomes)
+    write_reports(outcomes, junit=report_junit, markdown=report_markdown, title="hexdbt trigger")
     if as_json:
         print_json(
             {
-                "runs": [item.to_json(dry_run=dry_run, waited=waited) for item in items],
+                "invocation_id": plan.invocation_id,
                 "dryRun": dry_run,
                 "updatePublishedResults": publish,
                 "exitCode": code,
+                "projects": [outcome.to_json() for outcome in outcomes],
             }
         )
     else:
-        for item in items:
-            click.echo(item.human(dry_run=dry_run))
-    for item in items:
-        if item.result is not None and item.result.error is not None:
-            print_error(item.result.error)
-    try:
-        outcomes = [item.outcome(dry_run=dry_run) for item in items]
-        write_reports(
-            outcomes, junit=report_junit, markdown=report_markdown, title="hexdbt trigger"
-        )
-    except HexdbtError as exc:
-        print_error(exc)
-        code = max(code, exc.exit_code)
+        click.echo(render_table(outcomes))
+        click.echo(summary_line(outcomes))
     sys.exit(code)
-
-
-def _wait(
-    client: HexClient,
-    items: list[_Item],
-    started: dict[str, float],
-    signals: Signals,
-    timeout_minutes: float,
-    cancel_on_timeout: bool,
-    cancel_on_interrupt: bool,
-    poll_interval: float | None,
-    log_format: str,
-) -> None:
-    from hexdbt.hex.waiter import (
-        AdaptiveSchedule,
-        FixedSchedule,
-        Outcome,
-        PollSchedule,
-        Waiter,
-        WatchedRun,
-        cancel_runs,
-        expected_duration_s,
-    )
-
-    schedule: PollSchedule = (
-        FixedSchedule(poll_interval) if poll_interval is not None else AdaptiveSchedule()
-    )
-    waiter = Waiter(
-        client,
-        schedule=schedule,
-        cancel_on_timeout=cancel_on_timeout,
-        progress=make_progress(log_format),
-    )
-    by_run: dict[str, _Item] = {}
-    watched = []
-    for item in items:
-        if item.run is None:
-            continue
-        by_run[item.run.run_id] = item
-        expected = (
-            None if poll_interval is not None else expected_duration_s(client, item.project_id)
-        )
-        watched.append(
-            WatchedRun(
-                project_id=item.project_id,
-                run_id=item.run.run_id,
-                started_at=started[item.project_id],
-                run_url=item.run.run_url,
-                timeout_s=timeout_minutes * 60,
-                expected_duration_s=expected,
-            )
-        )
-    results = waiter.wait(watched, stop=signals.stop)
-    for result in results:
-        by_run[result.run.run_id].result = result
-    if signals.stop.is_set():
-        if cancel_on_interrupt:
-            for result, note in cancel_runs(client, results):
-                by_run[result.run.run_id].cancel_note = note
-        else:
-            for result in results:
-                if result.outcome is Outcome.INTERRUPTED:
-                    by_run[
-                        result.run.run_id
-                    ].cancel_note = "left running (--no-cancel-on-interrupt)"
 
 
 def _api_command(as_json: bool, allow_insecure_http: bool, body: Callable[[HexClient], Any]) -> Any:

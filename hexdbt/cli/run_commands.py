@@ -31,7 +31,7 @@ from hexdbt.errors import HexdbtError
 from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
-    from hexdbt.report import Outcome
+    from hexdbt.outcomes import Outcome
 
 COMMANDS: list[click.Command] = []
 
@@ -109,49 +109,33 @@ def run(
     Example:
       dbt build && hexdbt run --report-junit reports/hex.xml
     """
-    from hexdbt.dispatch import Dispatcher, DispatchSettings, dry_run_outcomes, plan_outcomes
-    from hexdbt.ledger import Ledger
+    from hexdbt.engine import EngineSettings, dry_run_outcomes
+    from hexdbt.factory import open_engine
+    from hexdbt.feeders.after_build import run_after_build
+    from hexdbt.outcomes import exit_code_of
     from hexdbt.planner.files import plan_from_artifacts
-    from hexdbt.report import exit_code_of
-    from hexdbt.settings import resolve_state_dir
 
     log = make_log(log_format)
+    signals = Signals()
     try:
         planned = plan_from_artifacts(project_dir, target_path, mappings_file)
         plan = planned.plan
         header = {"invocation_id": plan.invocation_id, "command": plan.command, "dryRun": dry_run}
-        signals = Signals()
         earlier: list[Outcome] = []
-        with hex_client(allow_insecure_http) as client:
+        with signals.installed(), hex_client(allow_insecure_http, stop=signals.stop) as client:
             if dry_run:
                 outcomes = dry_run_outcomes(plan, client)
             else:
-                with Ledger.in_state_dir(resolve_state_dir(), clock=client.clock) as ledger:
-                    if ledger.has_invocation(plan.invocation_id):
-                        log(
-                            f"dbt invocation {plan.invocation_id} was handled before: nothing"
-                            " new is started; reporting its runs (and waiting on live ones)"
-                        )
-                    dispatcher = Dispatcher(
-                        client,
-                        ledger,
-                        settings=DispatchSettings(
-                            wait=wait,
-                            max_live_runs=max_live_runs,
-                            resend_ambiguous=resend_ambiguous,
-                            cancel_on_interrupt=cancel_on_interrupt,
-                        ),
-                        progress=make_progress(log_format),
-                        log=log,
-                    )
-                    dispatcher.submit(plan, source="run")
-                    mine = {r.trigger_key for r in ledger.triggers_of(plan.invocation_id)}
-                    resumed = [r for r in dispatcher.resume() if r.trigger_key not in mine]
-                    dispatcher.close()
-                    with signals.installed():
-                        dispatcher.run(stop=signals.stop)
-                    outcomes = plan_outcomes(plan, dispatcher)
-                    earlier = [dispatcher.outcome(ledger.get(r.trigger_key)) for r in resumed]
+                settings = EngineSettings(
+                    wait=wait,
+                    max_live_runs=max_live_runs,
+                    resend_ambiguous=resend_ambiguous,
+                    cancel_on_interrupt=cancel_on_interrupt,
+                )
+                with open_engine(
+                    client, settings=settings, progress=make_progress(log_format), log=log
+                ) as engine:
+                    outcomes, earlier = run_after_build(engine, plan, log=log)
     except HexdbtError as exc:
         if as_json:
             print_json({"error": error_payload(exc), "exitCode": exc.exit_code})
@@ -175,8 +159,9 @@ def status(limit: int, as_json: bool) -> None:
     Example:
       hexdbt status --limit 3
     """
+    from hexdbt.engine import outcome_of
     from hexdbt.ledger import Ledger, TriggerState
-    from hexdbt.report import outcome_of, render_table
+    from hexdbt.report import render_table
     from hexdbt.settings import resolve_state_dir
 
     with Ledger.in_state_dir(resolve_state_dir()) as ledger:

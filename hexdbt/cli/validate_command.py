@@ -31,13 +31,13 @@ def _manifest(
 ) -> tuple[Manifest | None, Path | None, str]:
     """dbt's manifest, where dbt wrote it. Without a dbt project in sight (and none asked for)
     the mapping is still checked on its own: a missing manifest is a warning, not an error."""
-    import os
 
     from hexdbt.dbt.artifacts import load_manifest
     from hexdbt.dbt.locate import locate_artifacts
     from hexdbt.errors import ConfigError
+    from hexdbt.settings import dbt_environment
 
-    explicit = bool(project_dir or target_path or os.environ.get("DBT_PROJECT_DIR"))
+    explicit = bool(project_dir or target_path or dbt_environment().project_dir)
     try:
         paths = locate_artifacts(project_dir, target_path)
     except ConfigError as exc:

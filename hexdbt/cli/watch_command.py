@@ -92,9 +92,9 @@ def watch(
       hexdbt watch --project-dir a --project-dir b --log-format json
     """
     from hexdbt._version import __version__
-    from hexdbt.dispatch import DispatchSettings
+    from hexdbt.engine import EngineSettings
+    from hexdbt.factory import open_ledger
     from hexdbt.feeders.watch import WatchDaemon, WatchOptions, resolve_targets
-    from hexdbt.ledger import Ledger
     from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.mapping import load_mappings, resolve_mappings_path
     from hexdbt.settings import resolve_state_dir
@@ -116,7 +116,7 @@ def watch(
     log = StreamEventLog(log_format=LogFormat(log_format))
     signals = Signals()
     state_dir = resolve_state_dir()
-    with hex_client(allow_insecure_http) as client:
+    with signals.installed(), hex_client(allow_insecure_http, stop=signals.stop) as client:
         log.emit(
             "started",
             version=__version__,
@@ -124,16 +124,9 @@ def watch(
             state_dir=str(state_dir),
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
-        with Ledger.in_state_dir(state_dir, clock=client.clock) as ledger:
-            daemon = WatchDaemon(
-                client,
-                ledger,
-                options,
-                log,
-                settings=DispatchSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False),
-            )
-            with signals.installed():
-                daemon.run(signals.stop)
+        with open_ledger(client, state_dir) as ledger:
+            settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
+            WatchDaemon(client, ledger, options, log, settings=settings).run()
     # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.
     raise SystemExit(0)
 

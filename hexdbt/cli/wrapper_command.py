@@ -82,7 +82,8 @@ def dbt_wrapper(
       hexdbt dbt --mappings hex_mappings.yml --no-wait -- build --select customers+
     """
     from hexdbt.dbt.locate import locate_artifacts
-    from hexdbt.dispatch import Dispatcher, DispatchSettings, plan_outcomes
+    from hexdbt.engine import EngineSettings
+    from hexdbt.factory import open_engine
     from hexdbt.feeders.dbt_wrapper import (
         DbtProcess,
         StreamDispatch,
@@ -90,13 +91,11 @@ def dbt_wrapper(
         parse_dbt_args,
         run_dbt_and_dispatch,
     )
-    from hexdbt.hex.waiter import Waiter
-    from hexdbt.ledger import Ledger
     from hexdbt.mapping import load_mappings, resolve_mappings_path
+    from hexdbt.outcomes import exit_code_of
     from hexdbt.planner.files import load_mapping_set
     from hexdbt.planner.stream import StreamPlanner
-    from hexdbt.report import exit_code_of, render_table, summary_line
-    from hexdbt.settings import resolve_state_dir
+    from hexdbt.report import render_table, summary_line
 
     log = make_log(log_format, prefix="hexdbt: ")
 
@@ -109,24 +108,18 @@ def dbt_wrapper(
         mappings_path, explicit = resolve_mappings_path(mappings_file)
         if explicit or mappings_path.exists():
             load_mappings(mappings_path, None)
+        dbt = DbtProcess()
+        signals = Signals(forward=dbt.forward)
+        settings = EngineSettings(
+            wait=wait, max_live_runs=max_live_runs, cancel_on_interrupt=cancel_on_interrupt
+        )
+        # Line progress, not the redrawn table: dbt's own lines interleave with it.
+        progress = make_progress(log_format, table=False, prefix="hexdbt: ")
         with (
-            hex_client(allow_insecure_http) as client,
-            Ledger.in_state_dir(resolve_state_dir(), clock=client.clock) as ledger,
+            signals.installed(),
+            hex_client(allow_insecure_http, stop=signals.stop) as client,
+            open_engine(client, settings=settings, progress=progress, log=log) as engine,
         ):
-            dispatcher = Dispatcher(
-                client,
-                ledger,
-                settings=DispatchSettings(
-                    wait=wait,
-                    max_live_runs=max_live_runs,
-                    cancel_on_interrupt=cancel_on_interrupt,
-                ),
-                # Line progress, not the redrawn table: dbt's own lines interleave with it.
-                waiter=Waiter(
-                    client, progress=make_progress(log_format, table=False, prefix="hexdbt: ")
-                ),
-                log=log,
-            )
             planner = StreamPlanner(
                 load_mappings=lambda manifest: load_mapping_set(mappings_file, manifest)[0],
                 command=args.command,
@@ -134,25 +127,19 @@ def dbt_wrapper(
                 manifest_path=paths.manifest,
                 log=log,
             )
-            dbt = DbtProcess()
-            signals = Signals(forward=dbt.forward, on_first=dispatcher.waiter.wake)
             stream = StreamDispatch(
-                planner,
-                dispatcher,
-                source="dbt-wrapper",
-                stop_submitting=signals.stop,
+                planner, engine, source="dbt-wrapper", stop_submitting=signals.stop
             )
-            with signals.installed():
-                result = run_dbt_and_dispatch(
-                    args,
-                    stream,
-                    executable=executable,
-                    paths=paths,
-                    write=echo_line,
-                    signals=signals,
-                    dbt=dbt,
-                )
-            outcomes = plan_outcomes(result.settlement.plan, dispatcher)
+            result = run_dbt_and_dispatch(
+                args,
+                stream,
+                executable=executable,
+                paths=paths,
+                write=echo_line,
+                signals=signals,
+                dbt=dbt,
+            )
+            outcomes = engine.outcomes_of(result.settlement.plan)
     except HexdbtError as exc:
         if as_json:
             print_json({"error": error_payload(exc), "exitCode": exc.exit_code})

@@ -8,9 +8,9 @@ are taken out of the arguments given to dbt; the log file keeps the user's setti
 hexdbt passes them explicitly as ``--log-format-file``/``--log-level-file`` (dbt otherwise lets
 the console flags decide the file's format too).
 
-Threads: the caller's thread runs the Dispatcher's loop (sending and polling); one reader thread
+Threads: the caller's thread runs the engine's loop (sending and polling); one reader thread
 reads dbt's stdout, echoes it and feeds ``StreamDispatch``, whose submissions wake the loop at
-once; SIGINT/SIGTERM are forwarded to dbt and stop the loop, which then treats started Hex runs
+once; SIGINT/SIGTERM are forwarded to dbt and stop the engine, which then treats started Hex runs
 as ``hexdbt run`` does.
 """
 
@@ -35,7 +35,7 @@ from hexdbt.planner.stream import Settlement, StreamPlanner, load_final_invocati
 from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
-    from hexdbt.dispatch import Dispatcher
+    from hexdbt.engine import Engine
 
 Log = Callable[[str], None]
 
@@ -215,19 +215,19 @@ def find_dbt_executable(environ: Mapping[str, str] | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# The planner and the dispatcher together
+# The planner and the engine together
 
 
 @dataclass
 class StreamDispatch:
-    """Feeds events to the planner and its triggers to the dispatcher; settles at the end.
+    """Feeds events to the planner and its triggers to the engine; settles at the end.
 
     Shared by the wrapper (events from dbt's stdout) and the dbtRunner callback (events from a
     queue). ``stop_submitting`` (after an interruption) keeps anything new from being sent.
     """
 
     planner: StreamPlanner
-    dispatcher: Dispatcher
+    engine: Engine
     source: str
     stop_submitting: threading.Event = field(default_factory=threading.Event)
     submitted: list[str] = field(default_factory=list)
@@ -237,7 +237,7 @@ class StreamDispatch:
             return
         triggers = self.planner.feed(event)
         if triggers and self.planner.invocation_id is not None:
-            self.dispatcher.submit_triggers(
+            self.engine.submit_triggers(
                 self.planner.invocation_id, self.planner.command, triggers, source=self.source
             )
             self.submitted.extend(trigger.name for trigger in triggers)
@@ -268,7 +268,7 @@ class StreamDispatch:
         settlement = self.planner.settle(final, manifest=manifest, undecided_reason=reason)
         if settlement.new_triggers and not interrupted:
             invocation_id = settlement.plan.invocation_id
-            self.dispatcher.submit_triggers(
+            self.engine.submit_triggers(
                 invocation_id, settlement.plan.command, settlement.new_triggers, source=self.source
             )
             self.submitted.extend(trigger.name for trigger in settlement.new_triggers)
@@ -357,7 +357,7 @@ def run_dbt_and_dispatch(
     """Run dbt, dispatching as its nodes finish; return when dbt and every Hex run are done.
 
     Call from the main thread with ``signals`` installed, forwarding to ``dbt``: the
-    Dispatcher's loop runs here.
+    engine's loop runs here.
     """
     process = start_dbt(args.command_line(executable), env=env, cwd=cwd)
     dbt.process = process
@@ -380,12 +380,12 @@ def run_dbt_and_dispatch(
             if process.poll() is None:
                 process.terminate()
         finally:
-            stream.dispatcher.close()
+            stream.engine.close()
 
     reader = threading.Thread(target=read, name="hexdbt-dbt-reader", daemon=True)
     reader.start()
     try:
-        stream.dispatcher.run(stop=signals.stop)
+        stream.engine.run()
     finally:
         if signals.stop.is_set():
             stream.stop_submitting.set()

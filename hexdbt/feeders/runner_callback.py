@@ -10,7 +10,7 @@
 dbt calls callbacks on its worker threads, and turns a callback that raises into an error of the
 model being run. So ``callback`` only puts the event on a queue (``SimpleQueue.put`` neither
 blocks nor raises); a thread of the context reads the queue and plans with the same streaming
-planner as ``hexdbt dbt``, while another runs the Dispatcher's loop. Leaving the ``with`` block
+planner as ``hexdbt dbt``, while another runs the engine's loop. Leaving the ``with`` block
 settles the rest from run_results.json and waits for the Hex runs (unless ``wait=False``).
 A KeyboardInterrupt inside the block counts as an interruption: nothing new starts and the Hex
 runs started are cancelled (unless ``cancel_on_interrupt=False``).
@@ -34,10 +34,9 @@ from hexdbt.feeders.dbt_wrapper import StreamDispatch
 from hexdbt.planner.stream import Settlement, StreamPlanner
 
 if TYPE_CHECKING:
-    from hexdbt.dispatch import Dispatcher
     from hexdbt.hex.client import HexClient
     from hexdbt.ledger import Ledger
-    from hexdbt.report import Outcome
+    from hexdbt.outcomes import Outcome
 
 _END = object()
 
@@ -87,7 +86,6 @@ class HexDispatchContext:
         self._ledger = ledger
         self._log = log or (lambda _message: None)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._failure: list[BaseException] = []
         self._owned: list[Any] = []
@@ -105,11 +103,9 @@ class HexDispatchContext:
     # -- the context ------------------------------------------------------------------------------
 
     def __enter__(self) -> HexDispatchContext:
-        from hexdbt.dispatch import Dispatcher, DispatchSettings
-        from hexdbt.hex.client import connect
-        from hexdbt.ledger import Ledger
+        from hexdbt.engine import Engine, EngineSettings
+        from hexdbt.factory import open_client, open_ledger
         from hexdbt.planner.files import load_mapping_set
-        from hexdbt.settings import resolve_state_dir
 
         try:
             self._paths = locate_artifacts(self.project_dir, self.target_path)
@@ -117,16 +113,16 @@ class HexDispatchContext:
             self._paths = None  # dbt's ArtifactWritten events say where it writes
         client = self._client
         if client is None:
-            client = connect()
+            client = open_client()
             self._owned.append(client)
         ledger = self._ledger
         if ledger is None:
-            ledger = Ledger.in_state_dir(resolve_state_dir(), clock=client.clock)
+            ledger = open_ledger(client)
             self._owned.append(ledger)
-        dispatcher = Dispatcher(
+        engine = Engine(
             client,
             ledger,
-            settings=DispatchSettings(wait=self.wait, cancel_on_interrupt=self.cancel_on_interrupt),
+            settings=EngineSettings(wait=self.wait, cancel_on_interrupt=self.cancel_on_interrupt),
             log=self._log,
         )
         mappings_file = self.mappings_file
@@ -136,10 +132,10 @@ class HexDispatchContext:
             manifest_path=self._paths.manifest if self._paths else None,
             log=self._log,
         )
-        self.stream = StreamDispatch(planner, dispatcher, source="dbt-runner-callback")
+        self.stream = StreamDispatch(planner, engine, source="dbt-runner-callback")
         self._threads = [
             threading.Thread(target=self._consume, name="hexdbt-events", daemon=True),
-            threading.Thread(target=self._dispatch, name="hexdbt-dispatch", daemon=True),
+            threading.Thread(target=engine.run, name="hexdbt-engine", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -167,30 +163,22 @@ class HexDispatchContext:
             while self._queue.get() is not _END:  # drain, so __exit__ is never kept waiting
                 pass
 
-    def _dispatch(self) -> None:
-        assert self.stream is not None
-        try:
-            self.stream.dispatcher.run(stop=self._stop)
-        except BaseException as exc:
-            self._failure.append(exc)
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        from hexdbt.dispatch import plan_outcomes
-        from hexdbt.report import exit_code_of
+        from hexdbt.outcomes import exit_code_of
 
         stream = self.stream
         assert stream is not None
         self.interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
-        consumer, dispatcher_thread = self._threads
+        consumer, engine_thread = self._threads
         try:
             if self.interrupted:
                 stream.stop_submitting.set()
-                self._stop.set()
+                stream.engine.request_stop()
             self._queue.put(_END)
             consumer.join()
             if not self._failure:
@@ -198,11 +186,10 @@ class HexDispatchContext:
                     self._paths, interrupted=self.interrupted, dbt_exit_code=None
                 )
         finally:
-            stream.dispatcher.close()
-            dispatcher_thread.join()
-            dispatcher: Dispatcher = stream.dispatcher
+            stream.engine.close()
+            engine_thread.join()
             if self.settlement is not None:
-                self.outcomes = plan_outcomes(self.settlement.plan, dispatcher)
+                self.outcomes = stream.engine.outcomes_of(self.settlement.plan)
                 self.exit_code = exit_code_of(self.outcomes)
             for owned in reversed(self._owned):
                 owned.close()

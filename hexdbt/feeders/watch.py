@@ -6,10 +6,9 @@ Three threads, each with one job (the shape of watchfiles):
 - the watch loop (``ArtifactWatcher.run``, a worker thread) turns them into debounced looks at
   each target's run_results.json, reads it once it is complete, and plans the new invocation (pure
   work: files in, ``ReadyInvocation`` out);
-- the main thread runs the dispatcher's one loop (``Dispatcher.run``), which sends and polls. Ready
-  invocations are handed to it through a queue and submitted from inside that loop, so every
-  ledger write happens on one thread; the waiter's ``wake`` lets a new invocation cut the loop's idle
-  sleep short, so reaction time is not the loop's turn time.
+- the main thread runs the engine's one loop (``Engine.run``), which records, sends and polls.
+  Ready invocations go into the engine's inbox, which wakes the loop at once, so every ledger
+  write happens on one thread and reaction time is not the loop's turn time.
 
 When is run_results.json complete? dbt truncates it and streams JSON into it in place. With
 inotify, the close-after-write event says so; with ``--polling`` (or no close events) the file
@@ -32,6 +31,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -44,10 +44,9 @@ from hexdbt.logs import EventLog, error_fields
 from hexdbt.mapping.selectors import SelectorIndex
 
 if TYPE_CHECKING:
-    from hexdbt.dispatch import Dispatcher, DispatchSettings
+    from hexdbt.engine import EngineSettings
     from hexdbt.hex.client import HexClient
-    from hexdbt.hex.waiter import Waiter
-    from hexdbt.ledger import Ledger
+    from hexdbt.ledger import Ledger, TriggerRecord
     from hexdbt.mapping import MappingSet
     from hexdbt.planner.rules import Plan
 
@@ -276,12 +275,11 @@ class RecentIds:
 
 @dataclass(frozen=True, slots=True)
 class ReadyInvocation:
-    """A new invocation, planned, waiting for the dispatcher's thread to submit it."""
+    """A new invocation, planned, for the engine."""
 
     target: WatchTarget
     plan: Plan
     results: int  # nodes in run_results.json
-    attempts: int = 0
 
 
 @dataclass
@@ -316,11 +314,6 @@ class WatchOptions:
     rearm_check_s: float = 1.0
     polling_interval_s: float = 0.5
     manifest_attempts: int = 5
-    # How often the ledger is looked at for triggers queued by other processes, and runs whose
-    # polling gave up are re-attached (on the dispatcher's clock).
-    resume_every_s: float = 60.0
-    submit_attempts: int = 5
-    submit_retry_s: float = 5.0
     environ: Mapping[str, str] | None = None
 
 
@@ -679,15 +672,17 @@ class ArtifactWatcher:
         )
 
 
-# -- the dispatcher side --------------------------------------------------------------------------
+# -- the engine side ------------------------------------------------------------------------------
 
 
 class WatchDaemon:
-    """``hexdbt watch``: the watcher and the dispatcher, until ``stop`` is set.
+    """``hexdbt watch``: the watcher feeding the engine, until ``stop`` is called (or the
+    client's stop event is set, as a signal handler does).
 
     ``run`` must be called on the thread that should send and poll (the CLI's main thread); the
-    watch loop gets a thread of its own. Live Hex runs are left running when it stops
-    (``cancel_on_interrupt`` False) and re-attached by the next daemon's ``resume``.
+    watch loop gets a thread of its own and hands each new invocation to the engine's inbox. Live
+    Hex runs are left running when it stops (``cancel_on_interrupt`` False) and followed again by
+    the next daemon, which takes them up from the ledger.
     """
 
     def __init__(
@@ -697,37 +692,39 @@ class WatchDaemon:
         options: WatchOptions,
         log: EventLog,
         *,
-        settings: DispatchSettings | None = None,
+        settings: EngineSettings | None = None,
         watch_clock: Clock | None = None,
         start_observer: bool = True,
     ) -> None:
-        from hexdbt.dispatch import DispatchSettings
+        from hexdbt.engine import Engine, EngineSettings
+        from hexdbt.hex.polls import Polls
+        from hexdbt.hex.progress import EventProgress
 
         self.client = client
         self.ledger = ledger
-        self.options = options
         self.log = log
-        self.settings = settings or DispatchSettings(cancel_on_interrupt=False)
-        self.clock = client.clock
-        self._waiter: Waiter | None = None
-        self.ready: queue.SimpleQueue[ReadyInvocation] = queue.SimpleQueue()
-        self._retry: list[tuple[float, ReadyInvocation]] = []
+        settings = settings or EngineSettings(cancel_on_interrupt=False)
+        self.engine = Engine(
+            client,
+            ledger,
+            settings=replace(settings, daemon=True),
+            polls=Polls(client, progress=EventProgress(log, heartbeat_s=3600.0)),
+            log=lambda message: log.emit("dispatch", message=message),
+        )
         self.watcher = ArtifactWatcher(options, self._deliver, log, clock=watch_clock)
         self._start_observer = start_observer
-        self.dispatcher: Dispatcher | None = None
-        self._next_resume = 0.0
 
-    def _deliver(self, ready: ReadyInvocation) -> None:
-        self.ready.put(ready)
-        if self._waiter is not None:
-            self._waiter.wake()
+    def stop(self) -> None:
+        self.engine.request_stop()
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self) -> None:
         self.watcher.start(start_observer=self._start_observer)
         thread = threading.Thread(target=self.watcher.run, name="hexdbt-watch", daemon=True)
         thread.start()
         try:
-            self._dispatch_until(stop)
+            resumed = self.engine.resume()
+            resumed.add_done_callback(self._resumed)
+            self.engine.run()
         finally:
             self.log.emit("stopping")
             self.watcher.stop()
@@ -735,109 +732,41 @@ class WatchDaemon:
             self.watcher.close()
             self.log.emit("stopped")
 
-    def _dispatch_until(self, stop: threading.Event) -> None:
-        from hexdbt.dispatch import Dispatcher
-        from hexdbt.hex.progress import EventProgress
-        from hexdbt.hex.waiter import Waiter
+    def _resumed(self, future: Future[list[TriggerRecord]]) -> None:
+        records = future.result()
+        if records:
+            names = sorted({record.name for record in records})
+            self.log.emit("resumed", triggers=len(records), names=names)
 
-        failures = 0
-        while not stop.is_set():
-            waiter = self._waiter = Waiter(
-                self.client, progress=EventProgress(self.log, heartbeat_s=3600.0)
-            )
-            self.dispatcher = Dispatcher(
-                self.client,
-                self.ledger,
-                settings=self.settings,
-                waiter=waiter,
-                log=lambda message: self.log.emit("dispatch", message=message),
-                on_turn=self._intake,
-            )
-            try:
-                self._resume(self.clock.now(), first=True)
-                self.dispatcher.run(stop=stop)
-                failures = 0
-            except Exception as exc:
-                # The ledger could not be written (a full disk), or a bug: say so, start afresh
-                # from the ledger, which re-attaches to whatever was live.
-                failures += 1
-                pause = min(60.0, 2.0**failures)
-                self.log.emit(
-                    "error",
-                    "error",
-                    during="dispatching",
-                    retry_in_s=pause,
-                    **error_fields(exc),
-                )
-                stop.wait(pause)
+    def _deliver(self, ready: ReadyInvocation) -> None:
+        """On the watch loop's thread: hand the invocation to the engine's inbox."""
+        submitted = self.engine.submit(ready.plan, source="watch", only_new=True)
+        submitted.add_done_callback(lambda future: self._submitted(ready, future))
 
-    def _resume(self, now: float, *, first: bool = False) -> None:
-        assert self.dispatcher is not None
-        self._next_resume = now + self.options.resume_every_s
-        try:
-            records = self.dispatcher.resume()
-        except HexdbtError as exc:
-            self.log.emit("error", "error", during="resuming from the ledger", **error_fields(exc))
-            return
-        if records and first:
-            self.log.emit(
-                "resumed",
-                triggers=len(records),
-                names=sorted({record.name for record in records}),
-            )
-
-    def _intake(self, now: float) -> None:
-        """On the dispatcher's thread: submit the invocations the watcher made ready."""
-        while True:
-            try:
-                ready = self.ready.get_nowait()
-            except queue.Empty:
-                break
-            self._submit(ready, now)
-        due = [item for item in self._retry if item[0] <= now]
-        for item in due:
-            self._retry.remove(item)
-            self._submit(item[1], now)
-        if now >= self._next_resume:
-            self._resume(now)
-
-    def _submit(self, ready: ReadyInvocation, now: float) -> None:
-        assert self.dispatcher is not None
+    def _submitted(
+        self, ready: ReadyInvocation, future: Future[list[TriggerRecord] | None]
+    ) -> None:
+        """On the engine's thread, once the invocation is recorded (or could not be)."""
         plan = ready.plan
         fields = {
             "target": str(ready.target.target_dir),
             "invocation_id": plan.invocation_id,
             "command": plan.command,
         }
-        try:
-            # A retry takes up what an attempt that failed halfway may have recorded.
-            recorded = self.dispatcher.submit(plan, source="watch", only_new=ready.attempts == 0)
-        except Exception as exc:
-            attempts = ready.attempts + 1
-            retry = attempts < self.options.submit_attempts
-            self.log.emit(
-                "invocation_failed",
-                "error",
-                **fields,
-                attempt=attempts,
-                retry_in_s=self.options.submit_retry_s if retry else None,
-                **error_fields(exc),
-            )
-            if retry:
-                again = replace(ready, attempts=attempts)
-                self._retry.append((now + self.options.submit_retry_s, again))
-            return
-        if recorded is None:
+        failure = future.exception()
+        if failure is not None:
+            self.log.emit("invocation_failed", "error", **fields, **error_fields(failure))
+        elif future.result() is None:
             self.log.emit(
                 "invocation_skipped",
                 **fields,
                 reason="already in the ledger: another hexdbt process handled it",
             )
-            return
-        self.log.emit(
-            "invocation_submitted",
-            **fields,
-            results=ready.results,
-            triggers=[trigger.name for trigger in plan.triggers],
-            skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
-        )
+        else:
+            self.log.emit(
+                "invocation_submitted",
+                **fields,
+                results=ready.results,
+                triggers=[trigger.name for trigger in plan.triggers],
+                skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
+            )

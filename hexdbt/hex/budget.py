@@ -21,10 +21,9 @@ then"; and its "how long until a slot" is internal. What hexdbt needs is about 1
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,10 +31,10 @@ from pathlib import Path
 from typing import Protocol
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.errors import ConfigError, HexRateLimitedError, StateError
+from hexdbt.errors import ConfigError, HexRateLimitedError, Interrupted, StateError
+from hexdbt.settings import BUDGET_ENV
 
 BUDGET_FILE = "budget.sqlite3"
-LIMITS_ENV = "HEXDBT_BUDGET"
 
 
 class CallKind(StrEnum):
@@ -79,7 +78,7 @@ class BudgetLimits:
             name = name.strip()
             if name not in ("run_project", "other") or not spec.strip():
                 raise ConfigError(
-                    f"{LIMITS_ENV}: cannot read {part!r}",
+                    f"{BUDGET_ENV}: cannot read {part!r}",
                     hint="write e.g. run_project=20/60,60/3600;other=30/60 (calls/seconds)",
                 )
             limits = []
@@ -89,7 +88,7 @@ class BudgetLimits:
                     limits.append(Limit(int(calls), float(window)))
                 except ValueError:
                     raise ConfigError(
-                        f"{LIMITS_ENV}: {item.strip()!r} is not calls/seconds",
+                        f"{BUDGET_ENV}: {item.strip()!r} is not calls/seconds",
                         hint="write e.g. run_project=20/60,60/3600;other=30/60",
                     ) from None
             found[name] = tuple(limits)
@@ -97,11 +96,6 @@ class BudgetLimits:
             run_project=found.get("run_project", defaults.run_project),
             other=found.get("other", defaults.other),
         )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BudgetLimits:
-        text = (os.environ if environ is None else environ).get(LIMITS_ENV, "").strip()
-        return cls.parse(text) if text else cls()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +111,9 @@ class Budget(Protocol):
 
     limits: BudgetLimits
 
-    def acquire(self, kind: CallKind, *, deadline: float | None = None) -> None:
-        """Wait (on the clock) for a slot and take it; past ``deadline``, HexRateLimitedError."""
+    def acquire(self, kind: CallKind, *, deadline: float, stop: threading.Event) -> None:
+        """Wait (on the clock) for a slot and take it; HexRateLimitedError when none comes
+        before ``deadline``, Interrupted as soon as ``stop`` is set."""
         ...
 
     def take_now(self, kind: CallKind, calls: int) -> tuple[Slot, ...]:
@@ -294,21 +289,22 @@ class SharedBudget:
         ).fetchone()
         return times, (row[0] if row else 0.0)
 
-    def acquire(self, kind: CallKind, *, deadline: float | None = None) -> None:
+    def acquire(self, kind: CallKind, *, deadline: float, stop: threading.Event) -> None:
         while True:
             now = self.clock.now()
             taken, next_at = self._take(kind, 1, now)
             if taken:
                 return
-            if deadline is not None and next_at > deadline:
+            if next_at > deadline:
                 raise HexRateLimitedError(
                     f"Hex's rate budget for {kind.value} calls has no slot before the deadline"
                     f" (next slot in {next_at - now:.0f} s)",
                     status=None,
                     retry_after_s=next_at - now,
                 )
-            # Another process may take the slot first: sleep, then check again.
-            self.clock.sleep(next_at - now)
+            # Another process may take the slot first: wait, then check again.
+            if self.clock.wait(stop, next_at - now):
+                raise Interrupted("stopped while waiting for Hex's rate budget")
 
     def take_now(self, kind: CallKind, calls: int) -> tuple[Slot, ...]:
         now = self.clock.now()

@@ -2,14 +2,18 @@
 
 The client owns policy (base URL, auth, timeouts, retries, the rate budget); the session that
 moves bytes and the clock are injected. Every failure leaves as a ``hexdbt.errors`` class, built
-at one boundary (``_send``) with ``raise ... from exc``.
+at one boundary (``_call``) with ``raise ... from exc``.
 
-Retries:
-- GET and DELETE: on 429, 5xx and transport errors, with ``backoff_delay_s``; Retry-After wins.
-- POST (RunProject): only when no run can have started: a connect error, 429, or 503. A POST whose
-  answer was lost (read timeout, reset after sending) or that got another 5xx raises with
-  ``request_may_have_been_sent`` true and is not retried: the caller reconciles through
-  ``find_api_runs_since`` before it sends again.
+Time limits (documented in the README): a connect timeout and a read timeout per attempt
+(``HEXDBT_CONNECT_TIMEOUT_S``, 10 s, and ``HEXDBT_READ_TIMEOUT_S``, 30 s), and at most
+``GET_ATTEMPTS`` attempts of a GET or DELETE (on 429, 5xx and transport errors, with
+``backoff_delay_s``; Retry-After wins). Every wait (a backoff, a budget slot) ends early when the
+client's ``stop`` event is set, with ``Interrupted``; a signal also cuts a request in flight short.
+
+RunProject (POST) is sent once per call and never retried here: the engine decides what a failure
+means (nothing sent: requeue; answer lost: reconcile through GetProjectRuns before sending again).
+A call made on a budget slot the engine took (``slot=``) never waits for the budget either: a 429
+is recorded in the shared budget and raised, and the engine schedules the call again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import json
 import os
 import random
 import re
-from collections.abc import Collection, Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -32,7 +37,6 @@ from hexdbt._version import __version__
 from hexdbt.clock import Clock, SystemClock
 from hexdbt.errors import (
     ConfigError,
-    HexAmbiguousRunError,
     HexApiError,
     HexAuthError,
     HexNotFoundError,
@@ -41,6 +45,7 @@ from hexdbt.errors import (
     HexRejectedError,
     HexTransportError,
     HexUnavailableError,
+    Interrupted,
     redact,
 )
 from hexdbt.hex.budget import Budget, CallKind, Slot
@@ -53,9 +58,15 @@ from hexdbt.hex.models import (
     RunStatus,
     RunTrigger,
 )
+from hexdbt.signals import interruptible
 
 USER_AGENT = f"hexdbt/{__version__}"
 MAX_PAGE_SIZE = 100
+GET_ATTEMPTS = 3
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+# The longest a call waits for a budget slot before giving up with HexRateLimitedError.
+BUDGET_WAIT_S = 300.0
 
 
 class HexRunOutcomeUnknownError(HexUnavailableError):
@@ -106,6 +117,24 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
+def check_token(token: str) -> str:
+    """The token, stripped; one that cannot be sent in an HTTP header is a usage error (never
+    shown: it may be most of a real token)."""
+    text = (token or "").strip()
+    if not text:
+        raise ConfigError(
+            "no Hex API token: set HEX_API_TOKEN",
+            hint="create a token in Hex under Settings > API keys, then export HEX_API_TOKEN=...",
+        )
+    if not text.isascii() or not text.isprintable() or any(char.isspace() for char in text):
+        raise ConfigError(
+            "HEX_API_TOKEN holds a character that cannot be sent in an HTTP header"
+            " (a space, a line break, a control or non-ASCII character)",
+            hint="copy the token again from Hex: Settings > API keys",
+        )
+    return text
+
+
 def normalize_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
     """``https://app.hex.tech``, ``.../api`` and ``.../api/v1`` all become ``.../api/v1``."""
     text = base_url.strip().rstrip("/")
@@ -113,6 +142,18 @@ def normalize_base_url(base_url: str, *, allow_insecure_http: bool = False) -> s
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"HEX_BASE_URL {base_url!r} is not an http(s) URL",
+            hint="use e.g. https://app.hex.tech or https://eu.hex.tech",
+        )
+    try:
+        parts.port  # noqa: B018  # raises ValueError for a port out of range
+    except ValueError:
+        raise ConfigError(
+            f"HEX_BASE_URL {base_url!r} has a port that is not a number from 1 to 65535",
+            hint="use e.g. https://app.hex.tech or http://127.0.0.1:8080",
+        ) from None
+    if any(char.isspace() for char in parts.netloc):
+        raise ConfigError(
+            f"HEX_BASE_URL {base_url!r} has a space in its address",
             hint="use e.g. https://app.hex.tech or https://eu.hex.tech",
         )
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
@@ -257,24 +298,30 @@ class HexClient:
         session: requests.Session | None = None,
         clock: Clock | None = None,
         budget: Budget | None = None,
-        connect_timeout_s: float = 10.0,
-        read_timeout_s: float = 30.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
         allow_insecure_http: bool = False,
-        max_attempts: int = 5,
+        get_attempts: int = GET_ATTEMPTS,
+        stop: threading.Event | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if not token or not token.strip():
-            raise ConfigError("no Hex API token: set HEX_API_TOKEN")
+        self._token = check_token(token)
         self.api_url = normalize_base_url(base_url, allow_insecure_http=allow_insecure_http)
         self.base_url = self.api_url[: -len("/api/v1")]
-        self._token = token.strip()
         self._owns_session = session is None
         self._session = session or session_for(self.api_url)
         self.clock: Clock = clock or SystemClock()
         self.budget = budget
         self.timeout = (connect_timeout_s, read_timeout_s)
-        self.max_attempts = max(1, max_attempts)
+        self.get_attempts = max(1, get_attempts)
+        # Set on SIGINT/SIGTERM (or by the engine's stop): every wait in here ends at once.
+        self.stop = stop or threading.Event()
         self._rng = rng or random.Random()
+
+    @property
+    def longest_request_s(self) -> float:
+        """The longest one attempt can take before it has an answer or gives up."""
+        return self.timeout[0] + self.timeout[1]
 
     def __repr__(self) -> str:
         return f"HexClient(base_url={self.base_url!r})"
@@ -306,61 +353,12 @@ class HexClient:
         )
         return Run.from_api(payload)
 
-    def run_project_once(self, project_id: str, request: RunRequest | None = None) -> Run:
-        """RunProject that neither starts a run twice nor loses one when an answer is lost.
-
-        When the POST may have reached Hex without an answer, the project's API runs since just
-        before the POST are looked up (``run_started_by_lost_post``): the one found is adopted,
-        none means nothing started and the POST is sent once more, several raise
-        ``HexAmbiguousRunError``. (The dispatcher does the same against its ledger.)
-        """
-        request = request or RunRequest()
-        since = self.clock.now() - 1.0
-        try:
-            return self.run_project(project_id, request)
-        except HexApiError as exc:
-            if not run_may_have_started(exc):
-                raise
-            if request.dry_run:
-                return self.run_project(project_id, request)
-            adopted = self.run_started_by_lost_post(project_id, since)
-            if adopted is None:
-                return self.run_project(project_id, request)
-            return Run(
-                project_id=adopted.project_id,
-                run_id=adopted.run_id,
-                run_url=adopted.run_url,
-                run_status_url=None,
-                trace_id=adopted.trace_id,
-                project_version=adopted.project_version,
-            )
-
-    def run_started_by_lost_post(
-        self, project_id: str, since: float, *, known_run_ids: Collection[str] = ()
-    ) -> RunStatus | None:
-        """The run a RunProject whose answer was lost started, or None when it started none.
-
-        Candidates are the project's API runs since ``since`` that are not already accounted for
-        (``known_run_ids``). Several candidates cannot be told apart: HexAmbiguousRunError.
-        """
-        candidates = [
-            run
-            for run in self.find_api_runs_since(project_id, since)
-            if run.run_id not in known_run_ids
-        ]
-        if len(candidates) > 1:
-            urls = tuple(run.run_url or run.run_id for run in candidates)
-            raise HexAmbiguousRunError(
-                f"RunProject's answer was lost and {len(candidates)} API runs of project"
-                f" {project_id} started since: {', '.join(urls)}",
-                run_urls=urls,
-                hint="check those runs in Hex; nothing was sent again",
-            )
-        return candidates[0] if candidates else None
-
-    def get_run_status(self, project_id: str, run_id: str) -> RunStatus:
+    def get_run_status(
+        self, project_id: str, run_id: str, *, slot: Slot | None = None
+    ) -> RunStatus:
+        """GetRunStatus. ``slot``: a budget slot the caller took (``take_now``); one attempt."""
         path = f"/projects/{_segment(project_id, 'project id')}/runs/{_segment(run_id, 'run id')}"
-        return RunStatus.from_api(self._call("GET", path))
+        return RunStatus.from_api(self._call("GET", path, slot=slot))
 
     def get_project_runs(
         self,
@@ -379,9 +377,18 @@ class HexClient:
         path = f"/projects/{_segment(project_id, 'project id')}/runs"
         return RunsPage.from_api(self._call("GET", path, params=params))
 
-    def cancel_run(self, project_id: str, run_id: str) -> None:
+    def cancel_run(
+        self,
+        project_id: str,
+        run_id: str,
+        *,
+        slot: Slot | None = None,
+        read_timeout_s: float | None = None,
+    ) -> None:
+        """CancelRun. ``slot``: a budget slot the caller took; ``read_timeout_s``: one attempt,
+        answered within this (a bounded wind-down)."""
         path = f"/projects/{_segment(project_id, 'project id')}/runs/{_segment(run_id, 'run id')}"
-        self._call("DELETE", path)
+        self._call("DELETE", path, slot=slot, once_within_s=read_timeout_s)
 
     def list_projects(
         self,
@@ -478,32 +485,38 @@ class HexClient:
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
         slot: Slot | None = None,
+        once_within_s: float | None = None,
     ) -> Any:
+        """One call to Hex, with the retries its method allows (see the module docstring)."""
         kind = CallKind.RUN_PROJECT if method == "POST" else CallKind.OTHER
         url = self.api_url + path
-        attempt = 0
-        while True:
-            attempt += 1
-            last = attempt >= self.max_attempts
+        # A POST, a call on the caller's slot, or a bounded one: one attempt; the caller decides.
+        attempts = 1 if method == "POST" or slot is not None or once_within_s else self.get_attempts
+        timeout = self.timeout if once_within_s is None else (self.timeout[0], once_within_s)
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
             if self.budget is not None:
-                if slot is not None and attempt == 1:
+                if slot is not None:
                     self.budget.use(slot)
                 else:
-                    self.budget.acquire(kind)
+                    self.budget.acquire(
+                        kind, deadline=self.clock.now() + BUDGET_WAIT_S, stop=self.stop
+                    )
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json_body,
-                    headers={
-                        "Authorization": f"Bearer {self._token}",
-                        "User-Agent": USER_AGENT,
-                        "Accept": "application/json",
-                    },
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
+                with interruptible():
+                    response = self._session.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json_body,
+                        headers={
+                            "Authorization": f"Bearer {self._token}",
+                            "User-Agent": USER_AGENT,
+                            "Accept": "application/json",
+                        },
+                        timeout=timeout,
+                        allow_redirects=False,
+                    )
             except requests.RequestException as exc:
                 never_sent = _never_sent(exc)
                 transport_error = HexTransportError(
@@ -513,28 +526,31 @@ class HexClient:
                     if never_sent
                     else "Hex may have received the request; nothing was re-sent",
                 )
-                if last or (method == "POST" and not never_sent):
+                if last:
                     raise transport_error from exc
-                self.clock.sleep(self._backoff(attempt, None))
+                self._pause(self._backoff(attempt, None))
                 continue
 
             status = response.status_code
             if 200 <= status < 300:
                 return self._body(response, method, path)
-
             error = self._error(response, method, path)
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock.now())
             if status == 429 and self.budget is not None:
+                # Every process sharing the budget now waits for Hex's window: acquiring at the
+                # top of the loop waits (bounded); a caller with its own slot reschedules.
                 self.budget.note_rate_limited(kind, retry_after)
-            retryable = status == 429 or (
-                status == 503 if method == "POST" else status >= 500 and status != 501
-            )
+            retryable = status == 429 or (status >= 500 and status != 501)
             if last or not retryable:
                 raise error
-            if status == 429 and self.budget is not None:
-                # The budget now blocks until Retry-After; acquiring at the top of the loop waits.
-                continue
-            self.clock.sleep(self._backoff(attempt, retry_after))
+            if status != 429 or self.budget is None:
+                self._pause(self._backoff(attempt, retry_after))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between attempts; ``stop`` ends the wait, and the call, at once."""
+        if self.clock.wait(self.stop, seconds):
+            raise Interrupted("stopped while waiting to retry a call to Hex")
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         return backoff_delay_s(attempt, retry_after_s, jitter=self._rng.random())
@@ -611,36 +627,3 @@ def _page_size(limit: int) -> int:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-def connect(
-    token: str | None = None,
-    base_url: str | None = None,
-    *,
-    clock: Clock | None = None,
-    session: requests.Session | None = None,
-    state_dir: str | None = None,
-    allow_insecure_http: bool = False,
-    shared_budget: bool = True,
-) -> HexClient:
-    """A client from flags or the environment, drawing on the budget shared by all processes."""
-    from hexdbt.hex.budget import BudgetLimits, SharedBudget
-    from hexdbt.settings import resolve_base_url, resolve_clock, resolve_state_dir, resolve_token
-
-    resolved_token = resolve_token(token)
-    client = HexClient(
-        resolve_base_url(base_url),
-        resolved_token,
-        session=session,
-        clock=clock or resolve_clock(),
-        allow_insecure_http=allow_insecure_http,
-    )
-    if shared_budget:
-        client.budget = SharedBudget.in_state_dir(
-            resolve_state_dir(state_dir),
-            resolved_token,
-            client.base_url,
-            clock=client.clock,
-            limits=BudgetLimits.from_env(),
-        )
-    return client

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from hexdbt.hex.waiter import Outcome, RunView
+from hexdbt.hex.polls import RunView
 from hexdbt.logs import EventLog
+from hexdbt.outcomes import OutcomeKind, kind_of_final_status
 
 
 def format_elapsed(seconds: float) -> str:
@@ -22,8 +23,9 @@ def format_elapsed(seconds: float) -> str:
 
 
 def _state(view: RunView) -> str:
-    if view.outcome is not None and view.outcome.value not in ("COMPLETED", "FAILED"):
-        return f"{view.outcome.value} ({view.status or 'no status yet'})"
+    """Hex's status; for an outcome that is not Hex's final status, the outcome with it."""
+    if view.outcome is not None and view.outcome is not kind_of_final_status(view.status):
+        return f"{view.outcome.value.upper()} ({view.status or 'no status yet'})"
     return view.status or "TRIGGERED"
 
 
@@ -53,7 +55,7 @@ class LineProgress:
         self._write(f"waiting on {len(views)} run(s): {summary}; longest {format_elapsed(oldest)}")
         self._last_line_at = now
 
-    def close(self, views: Sequence[RunView], now: float) -> None:
+    def close(self, now: float) -> None:
         pass
 
 
@@ -74,7 +76,7 @@ class TableProgress:
     def refresh(self, views: Sequence[RunView], now: float) -> None:
         self._draw(now)
 
-    def close(self, views: Sequence[RunView], now: float) -> None:
+    def close(self, now: float) -> None:
         self._draw(now)
 
     def _draw(self, now: float) -> None:
@@ -125,10 +127,10 @@ class EventProgress:
         }
         if view.outcome is None:
             self._log.emit("run_followed" if view.status is None else "run_status", **fields)
-        elif view.outcome is Outcome.INTERRUPTED:
+        elif view.outcome is OutcomeKind.INTERRUPTED:
             self._log.emit("run_left_running", **fields)
         else:
-            level = "info" if view.outcome is Outcome.COMPLETED else "warning"
+            level = "info" if view.outcome is OutcomeKind.COMPLETED else "warning"
             self._log.emit(
                 "run_ended", level, outcome=view.outcome.value, error=view.error, **fields
             )
@@ -139,5 +141,5 @@ class EventProgress:
             counts[_state(view)] = counts.get(_state(view), 0) + 1
         self._log.emit("waiting", runs=len(views), states=counts)
 
-    def close(self, views: Sequence[RunView], now: float) -> None:
+    def close(self, now: float) -> None:
         pass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from hexdbt.mapping.loader import (
     DEFAULT_MAPPINGS_FILE,
-    MAPPINGS_ENV,
     load_mappings,
     mappings_from_exposures,
     parse_mappings,
@@ -17,7 +16,6 @@ from hexdbt.mapping.selectors import Selector, SelectorIndex, parse_selector
 
 __all__ = [
     "DEFAULT_MAPPINGS_FILE",
-    "MAPPINGS_ENV",
     "MappingSet",
     "ProjectMapping",
     "Selector",

@@ -9,7 +9,6 @@ them. docs/mapping.md documents them for people.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from hexdbt.errors import ConfigError
 from hexdbt.hex.models import update_published_results_for
 from hexdbt.mapping.model import MappingSet, ProjectMapping
 from hexdbt.mapping.selectors import Selector
+from hexdbt.settings import MAPPINGS_ENV, mappings_file_from_env
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from hexdbt.mapping.schema import Settings
 
 DEFAULT_MAPPINGS_FILE = "hex_mappings.yml"
-MAPPINGS_ENV = "HEXDBT_MAPPINGS"
 SUPPORTED_VERSION = 1
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -351,7 +350,7 @@ def resolve_mappings_path(flag_value: str | Path | None = None) -> tuple[Path, b
     """The mapping file and whether it was asked for explicitly (flag or HEXDBT_MAPPINGS)."""
     if flag_value:
         return Path(flag_value), True
-    from_env = os.environ.get(MAPPINGS_ENV)
+    from_env = mappings_file_from_env()
     if from_env:
         return Path(from_env), True
     return Path(DEFAULT_MAPPINGS_FILE), False

@@ -34,27 +34,19 @@ from hexdbt.dbt.artifacts import (
     NodeResult,
     node_name,
 )
+from hexdbt.hex.models import Notification, RunRequest
 from hexdbt.mapping.model import MappingSet, ProjectMapping, TriggerRule
 from hexdbt.mapping.selectors import SelectorIndex, resolve_without_manifest
 from hexdbt.mapping.templates import TemplateError, build_context, render_value
 
 
 @dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Hex's RunProject options, as the mapping set them."""
-
-    update_published_results: bool
-    use_cached_sql_results: bool
-    view_id: str | None
-    notifications: tuple[Mapping[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Trigger:
+    """One Hex project to run, with the RunProject body it is sent with (the ledger keeps it)."""
+
     name: str
     project_id: str
-    input_params: Mapping[str, Any]
-    options: RunOptions
+    request: RunRequest
     wait: bool
     timeout_minutes: float
     cancel_on_timeout: bool
@@ -62,6 +54,10 @@ class Trigger:
     reason: str
     # The mapped models whose refresh made this project stale.
     models: tuple[str, ...] = ()
+
+    @property
+    def input_params(self) -> Mapping[str, Any]:
+        return self.request.input_params
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +89,10 @@ class Plan:
                     "reason": trigger.reason,
                     "trigger_key": trigger.trigger_key,
                     "models": list(trigger.models),
-                    "update_published_results": trigger.options.update_published_results,
-                    "use_cached_sql_results": trigger.options.use_cached_sql_results,
-                    "view_id": trigger.options.view_id,
-                    "notifications": [dict(item) for item in trigger.options.notifications],
+                    "update_published_results": trigger.request.update_published_results,
+                    "use_cached_sql_results": trigger.request.use_cached_sql_results,
+                    "view_id": trigger.request.view_id,
+                    "notifications": [item.to_api() for item in trigger.request.notifications],
                     "wait": trigger.wait,
                     "timeout_minutes": trigger.timeout_minutes,
                     "cancel_on_timeout": trigger.cancel_on_timeout,
@@ -385,12 +381,12 @@ def make_plan(
             Trigger(
                 name=mapping.name,
                 project_id=mapping.project_id,
-                input_params=params,
-                options=RunOptions(
+                request=RunRequest(
+                    input_params=params,
                     update_published_results=mapping.update_published_results,
                     use_cached_sql_results=mapping.use_cached_sql_results,
                     view_id=mapping.view_id,
-                    notifications=mapping.notifications,
+                    notifications=tuple(Notification.from_api(n) for n in mapping.notifications),
                 ),
                 wait=mapping.wait,
                 timeout_minutes=mapping.timeout_minutes,

@@ -1,0 +1,860 @@
+"""The engine: the one loop that sends triggers, follows their runs and records everything.
+
+Every way in (``hexdbt run``, the dbt wrapper, the dbtRunner callback, ``hexdbt watch``,
+``hexdbt trigger`` and the Python API) hands the engine plans through ``submit``, from any thread,
+and reads outcomes back; the engine's own thread (``run``) does all the rest, in one loop on one
+clock: it records plans in the ledger, sends what the budget allows, polls what is due, and ends
+when it is closed and idle, or within a second of ``request_stop``, whatever it waits on.
+
+For every trigger the ledger row decides what happens, so a crash, a retry or a second process
+never starts a Hex project twice for one key:
+
+- ``started`` (a run id is known): follow that run; never post again;
+- ``sending`` whose owner is gone (its POST's answer may be lost): ``find_run_of_lost_post``
+  decides, once the POST can no longer be in flight; ``sending`` owned by another live process:
+  followed through the ledger until it has a run (or is given back);
+- ``planned`` / ``queued``: sent when the RunProject budget has a slot and fewer than
+  ``max_live_runs`` runs are followed. A trigger that can go at once is claimed in the
+  transaction that records it: one synced commit stands between dbt's artifacts and its POST.
+  The engine takes each call's budget slot itself (``take_now``) and never waits in the client:
+  a 429 or 503 requeues the trigger for the moment the budget allows, a trigger that cannot go
+  before its deadline stays queued in the ledger and is reported;
+- ended, failed, expired, ambiguous: reported as they are.
+
+Once stop is requested nothing more is sent. Runs this process started are cancelled (when asked)
+within ``cancel_budget_s`` as a whole, triggers claimed and not sent are given back to the queue,
+and every open run is reported ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from hexdbt.clock import Clock
+from hexdbt.crashpoints import crash_point
+from hexdbt.errors import (
+    HexAmbiguousRunError,
+    HexApiError,
+    HexdbtError,
+    HexRateLimitedError,
+    HexRejectedError,
+    HexTransportError,
+    HexUnavailableError,
+    Interrupted,
+    MoveRefusedError,
+)
+from hexdbt.hex.budget import CallKind, Slot
+from hexdbt.hex.client import HexClient, run_may_have_started
+from hexdbt.hex.models import RunRequest, RunStatus
+from hexdbt.hex.polls import Polls, Progress, RunEnd, WatchedRun
+from hexdbt.ledger import Ledger, NewTrigger, TriggerRecord, TriggerState
+from hexdbt.outcomes import Outcome, OutcomeKind, kind_of_final_status
+from hexdbt.planner.rules import Plan, Trigger
+
+Log = Callable[[str], None]
+Records = list[TriggerRecord] | None
+
+# Hex's clock and ours may disagree by this much: one margin, wherever a run's start is compared
+# with our intent.
+CLOCK_SKEW_S = 60.0
+# The longest the loop sleeps without looking at the stop event.
+STOP_CHECK_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    wait: bool = True
+    # Hex allows 25 live kernels per user, UI included: stay well under.
+    max_live_runs: int = 10
+    # A trigger that has not fitted the budget this long after it was planned is reported expired.
+    queue_deadline_s: float = 6 * 3600
+    # With --no-wait: send what fits the budget within this, queue the rest for a later process.
+    no_wait_send_window_s: float = 60.0
+    resend_ambiguous: bool = False
+    cancel_on_interrupt: bool = True
+    # Cancelling the runs this process started, once stopped, takes at most this, all together.
+    cancel_budget_s: float = 10.0
+    # After a 503 (no free kernel) or a POST that provably never left.
+    retry_later_s: float = 60.0
+    # How often a trigger another live process is sending is looked at again in the ledger.
+    elsewhere_check_s: float = 5.0
+    # A daemon (watch) lives on: every resume_every_s it takes up what other processes queued
+    # and the runs whose polling gave up, and an error in a turn (a full disk, a bug) is logged
+    # and the engine starts afresh from the ledger, instead of ending.
+    daemon: bool = False
+    resume_every_s: float = 60.0
+    # A plan whose recording failed (a full disk) is tried again this often, this many times.
+    submit_retry_s: float = 5.0
+    submit_attempts: int = 5
+
+
+@dataclass
+class _Pending:
+    """A trigger this process means to send (or, with ``reconcile``, to look up in Hex).
+
+    ``claimed``: claimed with its plan (the intent is committed), with the RunProject ``slot``
+    taken for it; sent first. ``told``: the causes of waiting the log has named for it."""
+
+    record: TriggerRecord
+    not_before: float = 0.0
+    claimed: bool = False
+    slot: Slot | None = None
+    reconcile: bool = False
+    told: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Submission:
+    invocation_id: str
+    command: str
+    source: str
+    triggers: Sequence[Trigger]
+    only_new: bool
+    result: Future[Records] = field(default_factory=Future)
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class _Resume:
+    result: Future[list[TriggerRecord]] = field(default_factory=Future)
+
+
+def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
+    """What the ledger records of a planned trigger."""
+    return NewTrigger(
+        trigger_key=trigger.trigger_key,
+        name=trigger.name,
+        project_id=trigger.project_id,
+        base_url=base_url,
+        request=trigger.request.to_api(),
+        options={
+            "wait": trigger.wait,
+            "timeout_minutes": trigger.timeout_minutes,
+            "cancel_on_timeout": trigger.cancel_on_timeout,
+        },
+    )
+
+
+def find_run_of_lost_post(
+    client: HexClient, record: TriggerRecord, known_run_ids: set[str]
+) -> RunStatus | None:
+    """The run a RunProject whose answer was lost started, or None when it started none.
+
+    Hex's run objects do not say who started a run, so the candidates are the project's API runs
+    that no ledger row accounts for and that started inside the POST's window: from its intent
+    (less the clock skew) to the moment its answer could last have come (plus the skew). A lone
+    candidate is adopted (another client's run started inside that window would be mistaken
+    for ours: the one risk Hex's API leaves); several raise HexAmbiguousRunError.
+    """
+    intent_at = record.intent_at or record.created_at
+    window_end = intent_at + client.longest_request_s + CLOCK_SKEW_S
+    candidates = [
+        run
+        for run in client.find_api_runs_since(record.project_id, intent_at - CLOCK_SKEW_S)
+        if run.run_id not in known_run_ids
+        and (run.start_time is None or run.start_time <= window_end)
+    ]
+    if len(candidates) > 1:
+        urls = tuple(run.run_url or run.run_id for run in candidates)
+        raise HexAmbiguousRunError(
+            f"RunProject's answer was lost and {len(candidates)} API runs of project"
+            f" {record.project_id} started inside its window: {', '.join(urls)}",
+            run_urls=urls,
+            hint="check those runs in Hex; nothing was sent again",
+        )
+    return candidates[0] if candidates else None
+
+
+def outcome_of(record: TriggerRecord) -> Outcome:
+    """What a ledger row means for the user right now."""
+    kind: OutcomeKind
+    if record.state is TriggerState.ENDED:
+        kind = OutcomeKind.TIMEOUT if record.timed_out else kind_of_final_status(record.hex_status)
+    else:
+        kind = {
+            # Started and not (yet) ended: the command did not wait.
+            TriggerState.STARTED: OutcomeKind.STARTED,
+            # Planned but never claimed: a later run or watch sends it, like a queued one.
+            TriggerState.PLANNED: OutcomeKind.QUEUED,
+            TriggerState.QUEUED: OutcomeKind.QUEUED,
+            TriggerState.SENDING: OutcomeKind.IN_PROGRESS_ELSEWHERE,
+            TriggerState.FAILED: OutcomeKind.FAILED_TO_START,
+            TriggerState.AMBIGUOUS: OutcomeKind.AMBIGUOUS,
+            TriggerState.EXPIRED: OutcomeKind.EXPIRED,
+        }[record.state]
+    elapsed = None
+    if record.ended_at is not None and record.intent_at is not None:
+        elapsed = round(record.ended_at - record.intent_at, 3)
+    return Outcome(
+        name=record.name,
+        project_id=record.project_id,
+        kind=kind,
+        reason=record.reason,
+        run_id=record.run_id,
+        run_url=record.run_url,
+        hex_status=record.hex_status,
+        trace_id=record.trace_id,
+        input_params=dict(record.request.get("inputParams") or {}),
+        elapsed_s=elapsed,
+    )
+
+
+class Engine:
+    def __init__(
+        self,
+        client: HexClient,
+        ledger: Ledger,
+        *,
+        settings: EngineSettings | None = None,
+        polls: Polls | None = None,
+        progress: Progress | None = None,
+        log: Log | None = None,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.settings = settings or EngineSettings()
+        self.clock: Clock = client.clock
+        self.polls = polls or Polls(client, progress=progress)
+        self._log: Log = log or (lambda _message: None)
+        # Set by request_stop (and by a signal, through the client's stop event).
+        self.stopping = client.stop
+        self._wake = threading.Event()
+        self._inbox: queue.SimpleQueue[_Submission | _Resume] = queue.SimpleQueue()
+        self._waiting_submissions: list[_Submission] = []
+        self._recorded: list[tuple[Future[Records], list[TriggerRecord]]] = []
+        self._closed = False
+        self._pending: list[_Pending] = []
+        self._elsewhere: dict[str, float] = {}  # trigger key -> when to look at its row again
+        self._run_keys: dict[str, str] = {}  # run id -> trigger key, for every run followed
+        self._started_here: set[str] = set()
+        self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
+        self._interrupted: dict[str, str] = {}  # trigger key -> what stopping did to it
+        self._next_resume = float("inf")
+
+    # -- feeding it: any thread -------------------------------------------------------------------
+
+    def submit(self, plan: Plan, *, source: str, only_new: bool = False) -> Future[Records]:
+        """Record a plan's invocation and triggers, and take up whatever is left to do.
+        ``only_new``: unless the ledger has the invocation already (then the result is None)."""
+        return self.submit_triggers(
+            plan.invocation_id, plan.command, plan.triggers, source=source, only_new=only_new
+        )
+
+    def submit_triggers(
+        self,
+        invocation_id: str,
+        command: str,
+        triggers: Sequence[Trigger],
+        *,
+        source: str,
+        only_new: bool = False,
+    ) -> Future[Records]:
+        item = _Submission(invocation_id, command, source, tuple(triggers), only_new)
+        self._put(item)
+        return item.result
+
+    def resume(self) -> Future[list[TriggerRecord]]:
+        """Take up what earlier processes left for this Hex workspace: queued triggers, orphaned
+        sends, and live runs (followed when waiting). The result: those records."""
+        item = _Resume()
+        self._put(item)
+        if self.settings.daemon:
+            self._next_resume = self.clock.now() + self.settings.resume_every_s
+        return item.result
+
+    def close(self) -> None:
+        """No more submissions: ``run`` returns once everything taken up is done."""
+        self._closed = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Stop within a second: nothing more is sent (signal handlers call this too)."""
+        self.stopping.set()
+        self._wake.set()
+
+    def _put(self, item: _Submission | _Resume) -> None:
+        self._inbox.put(item)
+        self._wake.set()
+
+    # -- the loop: one thread ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Send, poll and record until closed and idle, or until stop is requested."""
+        failures = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    wake_at = self._turn()
+                    failures = 0
+                except Interrupted:
+                    raise
+                except Exception as exc:
+                    if not self.settings.daemon:
+                        raise
+                    failures += 1
+                    wake_at = self._start_afresh(exc, pause_s=min(60.0, 2.0**failures))
+                if wake_at is None:
+                    break
+                self._sleep_until(wake_at)
+        except Interrupted:
+            self.stopping.set()  # a signal cut a call short: wind down as for any stop
+        finally:
+            if self.stopping.is_set():
+                self._wind_down()
+            self._settle_unrecorded()
+            self.polls.progress.close(self.clock.now())
+
+    def _sleep_until(self, wake_at: float) -> None:
+        """Until ``wake_at``, new work (``_wake``) or stop, which is looked at every second: a
+        signal handler only sets the stop event."""
+        while not self.stopping.is_set() and not self._wake.is_set():
+            remaining = wake_at - self.clock.now()
+            if remaining <= 0:
+                break
+            self.clock.wait(self._wake, min(remaining, STOP_CHECK_S))
+        self._wake.clear()
+
+    def _start_afresh(self, exc: Exception, *, pause_s: float) -> float:
+        """A daemon's turn failed (the ledger could not be written, or a bug): forget what was
+        lined up and take it up again from the ledger after ``pause_s``; the runs followed stay."""
+        self._log(
+            f"dispatching failed ({type(exc).__name__}: {exc}); starting afresh from the"
+            f" ledger in {pause_s:g} s"
+        )
+        self._give_back([item.slot for item in self._pending if item.claimed])
+        self._pending = []
+        self._elsewhere = {}
+        self._next_resume = self.clock.now() + pause_s
+        return self._next_resume
+
+    def _settle_unrecorded(self) -> None:
+        """Submissions the loop never recorded (it was stopped first): their callers learn so."""
+        leftovers: list[_Submission | _Resume] = [*self._waiting_submissions]
+        self._waiting_submissions = []
+        while True:
+            try:
+                leftovers.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        for result, records in self._recorded:  # recorded, then stopped before they were told
+            result.set_result(records)
+        self._recorded = []
+        for item in leftovers:
+            if isinstance(item, _Resume):
+                item.result.set_result([])
+            elif not item.result.done():
+                item.result.set_exception(Interrupted("stopped before it was recorded"))
+
+    def _turn(self) -> float | None:
+        """One turn: take in, send, poll. When to come back, or None when all is done."""
+        now = self.clock.now()
+        self._take_in(now)
+        if now >= self._next_resume:
+            self._next_resume = now + self.settings.resume_every_s
+            self._resume()
+        self._look_elsewhere(now)
+        send_at = self._send_due()
+        recorded, self._recorded = self._recorded, []
+        for result, records in recorded:
+            result.set_result(records)
+        poll_at = self._poll_due()
+        now = self.clock.now()
+        self.polls.refresh(now)
+        busy = self._pending or self._elsewhere or len(self.polls) or self._waiting_submissions
+        if self._closed and not busy and self._inbox.empty():
+            return None
+        moments = [send_at, poll_at, self._next_resume, *self._elsewhere.values()]
+        moments += [item.not_before for item in self._waiting_submissions]
+        if len(self.polls):
+            moments.append(self.polls.next_refresh_at())
+        return min((moment for moment in moments if moment is not None), default=now + 3600.0)
+
+    def _take_in(self, now: float) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Resume):
+                item.result.set_result(self._resume())
+            else:
+                self._waiting_submissions.append(item)
+        waiting, self._waiting_submissions = self._waiting_submissions, []
+        for submission in waiting:
+            if submission.not_before > now:
+                self._waiting_submissions.append(submission)
+            else:
+                self._record(submission, now)
+
+    def _record(self, item: _Submission, now: float) -> None:
+        """Record a submission; those of its triggers that can go at once are claimed in the
+        same transaction. A ledger that cannot be written is tried again a few times."""
+        sending_now = self._take_slots_for([trigger.trigger_key for trigger in item.triggers])
+        claimed: set[str] = set()
+        try:
+            recorded = self.ledger.plan_and_claim(
+                item.invocation_id,
+                item.command,
+                item.source,
+                [new_trigger(trigger, self.client.base_url) for trigger in item.triggers],
+                list(sending_now),
+                # A retry takes up what an attempt that failed halfway may have recorded.
+                only_new_invocation=item.only_new and item.attempts == 0,
+            )
+            claimed = recorded[1] if recorded else set()
+        except HexdbtError as exc:
+            item.attempts += 1
+            retry = item.attempts < self.settings.submit_attempts
+            self._log(
+                f"cannot record dbt invocation {item.invocation_id} in the ledger: {exc}"
+                + (f"; trying again in {self.settings.submit_retry_s:g} s" if retry else "")
+            )
+            if retry:
+                item.not_before = now + self.settings.submit_retry_s
+                self._waiting_submissions.append(item)
+            else:
+                item.result.set_exception(exc)
+            return
+        finally:  # a ledger that cannot be written keeps no slot from the budget
+            self._give_back([slot for key, slot in sending_now.items() if key not in claimed])
+        if recorded is None:
+            item.result.set_result(None)
+            return
+        crash_point("intent-synced")
+        for record in recorded[0]:
+            if record.trigger_key in claimed:
+                slot = sending_now[record.trigger_key]
+                self._pending.append(_Pending(record, claimed=True, slot=slot))
+            else:
+                self._line_up(record)
+        # Told once this turn's POSTs are out: a caller's callback (a log line) never delays them.
+        self._recorded.append((item.result, recorded[0]))
+
+    def _take_slots_for(self, keys: Sequence[str]) -> dict[str, Slot | None]:
+        """The first of ``keys`` that may be sent now, each with the RunProject slot taken for
+        it: none while older triggers wait (they go first), and no more than there are free
+        places and slots."""
+        if self._pending or self.stopping.is_set():
+            return {}
+        keys = keys[: max(0, self.settings.max_live_runs - len(self.polls))]
+        budget = self.client.budget
+        if budget is None:
+            return dict.fromkeys(keys)
+        slots = budget.take_now(CallKind.RUN_PROJECT, len(keys))
+        return dict(zip(keys, slots, strict=False))  # fewer slots than keys: the rest wait
+
+    def _give_back(self, slots: Sequence[Slot | None]) -> None:
+        budget = self.client.budget
+        if budget is not None:
+            budget.give_back([slot for slot in slots if slot is not None])
+
+    def _resume(self) -> list[TriggerRecord]:
+        records = self.ledger.in_state(
+            TriggerState.PLANNED, TriggerState.QUEUED, TriggerState.SENDING, TriggerState.STARTED
+        )
+        return [self._line_up(r) for r in records if r.base_url == self.client.base_url]
+
+    def _line_up(self, record: TriggerRecord) -> TriggerRecord:
+        """Decide from its ledger row what this process does with a trigger."""
+        key = record.trigger_key
+        if any(p.record.trigger_key == key for p in self._pending):
+            return record  # already lined up here (claimed with its plan, or queued)
+        if record.state is TriggerState.AMBIGUOUS and self.settings.resend_ambiguous:
+            record = self.ledger.reopen_ambiguous(key)
+        if record.state is TriggerState.SENDING:
+            if self.ledger.take_over_orphan(key):
+                self._elsewhere.pop(key, None)
+                self._pending.append(_Pending(record, reconcile=True))
+            elif self._should_wait(record):
+                # Another live process is sending it: follow it through the ledger.
+                self._elsewhere.setdefault(key, self.clock.now())
+        elif record.state is TriggerState.STARTED:
+            self._elsewhere.pop(key, None)
+            self._follow(record)
+        elif record.state in (TriggerState.PLANNED, TriggerState.QUEUED):
+            self._elsewhere.pop(key, None)
+            self._pending.append(_Pending(record))
+        else:
+            self._elsewhere.pop(key, None)
+        return record
+
+    def _look_elsewhere(self, now: float) -> None:
+        for key, due in list(self._elsewhere.items()):
+            if due <= now:
+                self._elsewhere[key] = now + self.settings.elsewhere_check_s
+                self._line_up(self.ledger.get(key))
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def _send_due(self) -> float | None:
+        """Send what may be sent now; when to come back for the rest (None: nothing pending)."""
+        while self._pending and not self.stopping.is_set():
+            now = self.clock.now()
+            claimed = next((p for p in self._pending if p.claimed), None)
+            if claimed is not None:  # its place was counted and its slot taken when it was claimed
+                self._send(claimed, claimed.slot)
+                continue
+            item = min(self._pending, key=lambda p: p.not_before)
+            if item.not_before > now:
+                return item.not_before
+            if item.reconcile:
+                self._reconcile(item)
+                continue
+            if len(self.polls) >= self.settings.max_live_runs:
+                self._say_why_they_wait(
+                    "places", f"{len(self.polls)} runs are live (max_live_runs)"
+                )
+                return self.polls.next_poll_at()  # a finishing run frees a place
+            record = item.record
+            deadline = record.created_at + self.settings.queue_deadline_s
+            if now >= deadline:
+                self._pending.remove(item)
+                try:
+                    self.ledger.mark_expired(
+                        record.trigger_key,
+                        reason="did not fit Hex's RunProject budget before its deadline",
+                    )
+                    self._log(f"{record.name}: expired in the queue")
+                except MoveRefusedError:  # another process took it meanwhile
+                    self._line_up(self.ledger.get(record.trigger_key))
+                continue
+            budget = self.client.budget
+            taken = budget.take_now(CallKind.RUN_PROJECT, 1) if budget is not None else (None,)
+            if taken:
+                self._send(item, taken[0])
+                continue
+            assert budget is not None
+            next_slot = budget.next_slot_at(CallKind.RUN_PROJECT)
+            if (
+                not self._should_wait(record)
+                and next_slot > now + self.settings.no_wait_send_window_s
+            ):
+                self._leave_queued(item)
+                continue
+            self._say_why_they_wait(
+                "budget", f"Hex's RunProject budget has its next slot in {next_slot - now:.0f} s"
+            )
+            return min(next_slot, deadline)
+        return None
+
+    def _say_why_they_wait(self, cause: str, reason: str) -> None:
+        """Why the pending triggers have not been sent yet (a wait can last an hour): once per
+        trigger and ``cause``."""
+        untold = [item for item in self._pending if cause not in item.told]
+        for item in untold:
+            item.told.add(cause)
+        if untold:
+            self._log(f"waiting to send {', '.join(i.record.name for i in untold)}: {reason}")
+
+    def _leave_queued(self, item: _Pending) -> None:
+        """Leave a trigger in the ledger's queue, for a later run or watch (--no-wait)."""
+        self._pending.remove(item)
+        record = item.record
+        try:
+            self.ledger.mark_queued(
+                record.trigger_key,
+                deadline_at=record.created_at + self.settings.queue_deadline_s,
+                reason="waiting for Hex's RunProject budget; a later hexdbt run or watch sends it",
+            )
+            self._log(f"{record.name}: queued for Hex's RunProject budget")
+        except MoveRefusedError:  # another process took it meanwhile
+            self._line_up(self.ledger.get(record.trigger_key))
+
+    def _send(self, item: _Pending, slot: Slot | None) -> None:
+        """POST one trigger, on the RunProject ``slot`` taken for it."""
+        self._pending.remove(item)
+        record = item.record
+        if not item.claimed and not self.ledger.claim_for_sending(record.trigger_key):
+            self._give_back([slot])  # another process holds it
+            self._line_up(self.ledger.get(record.trigger_key))
+            return
+        crash_point("before-post")
+        try:
+            run = self.client.run_project(
+                record.project_id, RunRequest.from_api(record.request), slot=slot
+            )
+        except Interrupted:
+            self._interrupted[record.trigger_key] = (
+                "interrupted while RunProject was in flight; a later hexdbt run looks it up in"
+                " Hex's runs before sending anything"
+            )
+            raise
+        except HexApiError as exc:
+            self._send_failed(record, exc)
+            return
+        crash_point("post-answered")
+        started = self.ledger.mark_started(
+            record.trigger_key, run_id=run.run_id, run_url=run.run_url, trace_id=run.trace_id
+        )
+        crash_point("run-id-recorded")
+        self._started_here.add(run.run_id)
+        self._log(f"{record.name}: started run {run.run_id}  {run.run_url or ''}".rstrip())
+        self._follow(started)
+
+    def _send_failed(self, record: TriggerRecord, exc: HexApiError) -> None:
+        now = self.clock.now()
+        key = record.trigger_key
+        if run_may_have_started(exc):
+            self._log(f"{record.name}: the answer to RunProject was lost; checking Hex's runs")
+            self._pending.append(_Pending(self.ledger.get(key), reconcile=True))
+            return
+        if isinstance(exc, HexRateLimitedError | HexUnavailableError | HexTransportError):
+            # 429, 503 (no free kernel), or a POST that provably never left: nothing started.
+            budget = self.client.budget
+            if isinstance(exc, HexRateLimitedError) and budget is not None:
+                retry_at = budget.next_slot_at(CallKind.RUN_PROJECT)
+            else:
+                retry_at = now + self.settings.retry_later_s
+            released = self.ledger.release(key, reason=str(exc))
+            self._log(f"{record.name}: not started ({exc}); trying again in {retry_at - now:.0f} s")
+            self._pending.append(_Pending(released, not_before=retry_at))
+            return
+        self.ledger.mark_failed(key, reason=str(exc), trace_id=exc.trace_id)
+        self._log(f"{record.name}: Hex refused the run: {exc}")
+
+    def _reconcile(self, item: _Pending) -> None:
+        """Find out whether a POST whose answer was lost started a run."""
+        self._pending.remove(item)
+        record = self.ledger.get(item.record.trigger_key)
+        key = record.trigger_key
+        if record.state is not TriggerState.SENDING:
+            self._line_up(record)
+            return
+        window_closes = (
+            (record.intent_at or record.created_at) + self.client.longest_request_s + CLOCK_SKEW_S
+        )
+        try:
+            run = find_run_of_lost_post(
+                self.client, record, self.ledger.run_ids_of_project(record.project_id)
+            )
+        except HexAmbiguousRunError as exc:
+            self.ledger.mark_ambiguous(
+                key, reason=f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"
+            )
+            return
+        except HexApiError as exc:
+            self.ledger.mark_ambiguous(
+                key,
+                reason=f"RunProject's answer was lost and Hex's run list could not be read: {exc}",
+            )
+            return
+        now = self.clock.now()
+        if run is not None:
+            self._log(f"{record.name}: found run {run.run_id}, started inside its POST's window")
+            started = self.ledger.mark_started(
+                key, run_id=run.run_id, run_url=run.run_url, trace_id=run.trace_id
+            )
+            self._started_here.add(run.run_id)
+            self._follow(started)
+        elif now < window_closes:
+            # The POST may still be in flight: "nothing started" cannot be concluded yet.
+            self._pending.append(replace(item, record=record, not_before=window_closes))
+        else:
+            released = self.ledger.release(
+                key, reason="RunProject's answer was lost; Hex started no run"
+            )
+            self._line_up(released)
+
+    # -- following runs ---------------------------------------------------------------------------
+
+    def _should_wait(self, record: TriggerRecord) -> bool:
+        return self.settings.wait and bool(record.options.get("wait", True))
+
+    def _follow(self, record: TriggerRecord) -> None:
+        assert record.run_id is not None
+        if not self._should_wait(record) or record.run_id in self.polls:
+            return
+        self._run_keys[record.run_id] = record.trigger_key
+        self._lost.pop(record.trigger_key, None)
+        self.polls.add(
+            WatchedRun(
+                project_id=record.project_id,
+                run_id=record.run_id,
+                started_at=record.intent_at or record.created_at,
+                run_url=record.run_url,
+                timeout_s=float(record.options.get("timeout_minutes", 60)) * 60,
+                label=record.name,
+                cancel_on_timeout=bool(record.options.get("cancel_on_timeout", True)),
+            )
+        )
+
+    def _poll_due(self) -> float | None:
+        """Poll the runs that are due; when the next one is (None: no run is followed)."""
+        while not self.stopping.is_set():
+            poll_at = self.polls.next_poll_at()
+            if poll_at is None or poll_at > self.clock.now():
+                return poll_at
+            budget = self.client.budget
+            slot: Slot | None = None
+            if budget is not None:
+                taken = budget.take_now(CallKind.OTHER, 1)
+                if not taken:
+                    return budget.next_slot_at(CallKind.OTHER)
+                slot = taken[0]
+            end = self.polls.poll(slot)
+            if end is not None:
+                self._ended(end)
+        return None
+
+    def _ended(self, end: RunEnd) -> None:
+        # Another process following the same run may have recorded its end first: that stands.
+        with suppress(MoveRefusedError):
+            self._record_end(end)
+
+    def _record_end(self, end: RunEnd) -> None:
+        key = self._run_keys[end.run.run_id]
+        status = end.status or "UNKNOWN"
+        if end.kind is OutcomeKind.TIMEOUT:
+            self.ledger.mark_ended(
+                key,
+                hex_status="KILLED" if end.cancel_sent else status,
+                timed_out=True,
+                reason=str(end.error),
+            )
+        elif end.kind is OutcomeKind.POLL_FAILED:
+            self._lost[key] = f"polling the run failed: {end.error}"
+            if status != "UNKNOWN":
+                self.ledger.mark_status(key, status)
+        else:
+            self.ledger.mark_ended(key, hex_status=status)
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def _wind_down(self) -> None:
+        """After stop: cancel what this process started (bounded), give back what it claimed."""
+        open_runs = self.polls.close_all()
+        mine = [run for run in open_runs if run.run_id in self._started_here]
+        cancel = self.settings.cancel_on_interrupt
+        cancelled = self._cancel_all(mine) if cancel else {}
+        for run in open_runs:
+            key = self._run_keys[run.run_id]
+            note = cancelled.get(run.run_id) or (
+                "left running (--no-cancel-on-interrupt); a later hexdbt run follows it"
+                if run.run_id in self._started_here
+                else "left running: another process started it; a later hexdbt run follows it"
+            )
+            self._interrupted[key] = f"interrupted: {note}"
+            if note == "cancelled in Hex":
+                self._record_quietly(
+                    partial(
+                        self.ledger.mark_ended,
+                        key,
+                        hex_status="KILLED",
+                        reason="hexdbt was interrupted and cancelled it",
+                    )
+                )
+        pending, self._pending = self._pending, []
+        for item in pending:
+            if item.claimed:
+                self._give_back([item.slot])
+                self._record_quietly(
+                    partial(
+                        self.ledger.release,
+                        item.record.trigger_key,
+                        reason="hexdbt was interrupted before sending it",
+                    )
+                )
+            if not item.reconcile:
+                self._log(f"left queued after interruption: {item.record.name}")
+
+    def _cancel_all(self, runs: Sequence[WatchedRun]) -> dict[str, str]:
+        """Cancel ``runs`` within ``cancel_budget_s`` all together; run id -> what happened."""
+        deadline = self.clock.now() + self.settings.cancel_budget_s
+        budget = self.client.budget
+        slots: Sequence[Slot | None] = (
+            budget.take_now(CallKind.OTHER, len(runs)) if budget else [None] * len(runs)
+        )
+        done: dict[str, str] = {}
+        for index, run in enumerate(runs):
+            remaining = deadline - self.clock.now()
+            if index >= len(slots):
+                done[run.run_id] = "not cancelled: Hex's rate budget had no call left"
+            elif remaining <= 0.1:
+                done[run.run_id] = "not cancelled: the time to wind down was up"
+            else:
+                try:
+                    self.client.cancel_run(
+                        run.project_id, run.run_id, slot=slots[index], read_timeout_s=remaining
+                    )
+                    done[run.run_id] = "cancelled in Hex"
+                except HexRejectedError:
+                    done[run.run_id] = "it had ended already"
+                except (HexApiError, Interrupted) as exc:
+                    done[run.run_id] = f"not cancelled: {exc}"
+        return done
+
+    def _record_quietly(self, write: Callable[[], object]) -> None:
+        """A ledger write while winding down: a failure is logged, the wind-down goes on."""
+        try:
+            write()
+        except HexdbtError as exc:
+            self._log(f"cannot record the interruption in the ledger: {exc}")
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def outcome(self, record: TriggerRecord) -> Outcome:
+        outcome = outcome_of(record)
+        key = record.trigger_key
+        if key in self._interrupted and record.state in (
+            TriggerState.STARTED,
+            TriggerState.SENDING,
+            TriggerState.ENDED,
+        ):
+            return replace(outcome, kind=OutcomeKind.INTERRUPTED, reason=self._interrupted[key])
+        if key in self._lost and record.state is TriggerState.STARTED:
+            return replace(outcome, kind=OutcomeKind.POLL_FAILED, reason=self._lost[key])
+        return outcome
+
+    def outcomes_of(self, plan: Plan) -> list[Outcome]:
+        """Every mapping of a plan with what happened to it, in the plan's order."""
+        by_key = {r.trigger_key: r for r in self.ledger.triggers_of(plan.invocation_id)}
+        outcomes = [
+            self.outcome(by_key[t.trigger_key]) for t in plan.triggers if t.trigger_key in by_key
+        ]
+        return outcomes + skipped_outcomes(plan)
+
+
+def skipped_outcomes(plan: Plan) -> list[Outcome]:
+    return [
+        Outcome(
+            name=skipped.name,
+            project_id=skipped.project_id,
+            kind=OutcomeKind.PLAN_ERROR if skipped.is_error else OutcomeKind.SKIPPED,
+            reason=skipped.reason,
+        )
+        for skipped in plan.skipped
+    ]
+
+
+def dry_run_outcomes(plan: Plan, client: HexClient) -> list[Outcome]:
+    """Ask Hex to validate each trigger (``dryRun``): nothing runs, nothing is recorded."""
+    outcomes = []
+    for trigger in plan.triggers:
+        outcome = Outcome(
+            trigger.name,
+            trigger.project_id,
+            OutcomeKind.DRY_RUN,
+            reason=trigger.reason,
+            input_params=dict(trigger.input_params),
+        )
+        try:
+            run = client.run_project(trigger.project_id, replace(trigger.request, dry_run=True))
+        except HexApiError as exc:
+            outcomes.append(
+                replace(
+                    outcome,
+                    kind=OutcomeKind.FAILED_TO_START,
+                    reason=str(exc),
+                    trace_id=exc.trace_id,
+                )
+            )
+            continue
+        outcomes.append(replace(outcome, trace_id=run.trace_id))
+    return outcomes + skipped_outcomes(plan)
