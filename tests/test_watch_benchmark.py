@@ -1,7 +1,8 @@
 """benchmarks/watch.py runs both watchers against the emulator and prints its table.
 
 No timing is asserted here (speed is the benchmark's business, on a quiet machine): a few writes
-check that the script, its two watcher processes and the table it prints stay in working order.
+check that the script, its two watcher processes and the table it prints stay in working order,
+and that the baseline still syncs its intent before each POST, which makes it the fair one.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ def test_the_benchmark_times_both_watchers_and_prints_its_table() -> None:
     out = completed.stdout
     assert "RunProject at the emulator (4 writes)" in out
     for row in ("median", "p95"):
-        assert re.search(rf"^{row} +[\d.]+ ms +[\d.]+ ms +[\d.]+x  <= 2x$", out, re.MULTILINE)
-    assert re.search(r"after 10 invocations [\d.]+ MB, after 14 [\d.]+ MB", out)
+        assert re.search(
+            rf"^{row} +[\d.]+ ms +[\d.]+ ms +[\d.]+x  <= 1\.5x (met|missed)$", out, re.MULTILINE
+        )
+    # The 4 timed writes and the 5 warm-up ones: the baseline synced an intent before each POST
+    # (the benchmark checks its intent log line by line and exits non-zero otherwise).
     assert re.search(
-        r"the disk's fdatasync of 4 KB between rounds: median [\d.]+ ms, p95 [\d.]+ ms", out
+        r"the minimal script's intents: 9 written and fdatasync'd, one before each POST;"
+        r" fdatasync median [\d.]+ ms, p95 [\d.]+ ms",
+        out,
     )
+    assert re.search(r"after 10 invocations [\d.]+ MB, after 14 [\d.]+ MB", out)
