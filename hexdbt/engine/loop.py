@@ -38,6 +38,8 @@ from functools import partial
 
 from hexdbt.clock import Clock
 from hexdbt.crashpoints import crash_point
+from hexdbt.engine.reconcile import find_run_of_lost_post, window_closes_at
+from hexdbt.engine.records import new_trigger, outcome_of, skipped_outcomes
 from hexdbt.errors import (
     HexAmbiguousRunError,
     HexApiError,
@@ -51,18 +53,15 @@ from hexdbt.errors import (
 )
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, run_may_have_started
-from hexdbt.hex.models import RunRequest, RunStatus
+from hexdbt.hex.models import RunRequest
 from hexdbt.hex.polls import Polls, Progress, RunEnd, WatchedRun
-from hexdbt.ledger import Ledger, NewTrigger, TriggerRecord, TriggerState
-from hexdbt.outcomes import Outcome, OutcomeKind, kind_of_final_status
+from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
+from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan, Trigger
 
 Log = Callable[[str], None]
 Records = list[TriggerRecord] | None
 
-# Hex's clock and ours may disagree by this much: one margin, wherever a run's start is compared
-# with our intent.
-CLOCK_SKEW_S = 60.0
 # The longest the loop sleeps without looking at the stop event.
 STOP_CHECK_S = 1.0
 
@@ -124,86 +123,6 @@ class _Submission:
 @dataclass
 class _Resume:
     result: Future[list[TriggerRecord]] = field(default_factory=Future)
-
-
-def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
-    """What the ledger records of a planned trigger."""
-    return NewTrigger(
-        trigger_key=trigger.trigger_key,
-        name=trigger.name,
-        project_id=trigger.project_id,
-        base_url=base_url,
-        request=trigger.request.to_api(),
-        options={
-            "wait": trigger.wait,
-            "timeout_minutes": trigger.timeout_minutes,
-            "cancel_on_timeout": trigger.cancel_on_timeout,
-        },
-    )
-
-
-def find_run_of_lost_post(
-    client: HexClient, record: TriggerRecord, known_run_ids: set[str]
-) -> RunStatus | None:
-    """The run a RunProject whose answer was lost started, or None when it started none.
-
-    Hex's run objects do not say who started a run, so the candidates are the project's API runs
-    that no ledger row accounts for and that started inside the POST's window: from its intent
-    (less the clock skew) to the moment its answer could last have come (plus the skew). A lone
-    candidate is adopted (another client's run started inside that window would be mistaken
-    for ours: the one risk Hex's API leaves); several raise HexAmbiguousRunError.
-    """
-    intent_at = record.intent_at or record.created_at
-    window_end = intent_at + client.longest_request_s + CLOCK_SKEW_S
-    candidates = [
-        run
-        for run in client.find_api_runs_since(record.project_id, intent_at - CLOCK_SKEW_S)
-        if run.run_id not in known_run_ids
-        and (run.start_time is None or run.start_time <= window_end)
-    ]
-    if len(candidates) > 1:
-        urls = tuple(run.run_url or run.run_id for run in candidates)
-        raise HexAmbiguousRunError(
-            f"RunProject's answer was lost and {len(candidates)} API runs of project"
-            f" {record.project_id} started inside its window: {', '.join(urls)}",
-            run_urls=urls,
-            hint="check those runs in Hex; nothing was sent again",
-        )
-    return candidates[0] if candidates else None
-
-
-def outcome_of(record: TriggerRecord) -> Outcome:
-    """What a ledger row means for the user right now."""
-    kind: OutcomeKind
-    if record.state is TriggerState.ENDED:
-        kind = OutcomeKind.TIMEOUT if record.timed_out else kind_of_final_status(record.hex_status)
-    else:
-        kind = {
-            # Started and not (yet) ended: the command did not wait.
-            TriggerState.STARTED: OutcomeKind.STARTED,
-            # Planned but never claimed: a later run or watch sends it, like a queued one.
-            TriggerState.PLANNED: OutcomeKind.QUEUED,
-            TriggerState.QUEUED: OutcomeKind.QUEUED,
-            TriggerState.SENDING: OutcomeKind.IN_PROGRESS_ELSEWHERE,
-            TriggerState.FAILED: OutcomeKind.FAILED_TO_START,
-            TriggerState.AMBIGUOUS: OutcomeKind.AMBIGUOUS,
-            TriggerState.EXPIRED: OutcomeKind.EXPIRED,
-        }[record.state]
-    elapsed = None
-    if record.ended_at is not None and record.intent_at is not None:
-        elapsed = round(record.ended_at - record.intent_at, 3)
-    return Outcome(
-        name=record.name,
-        project_id=record.project_id,
-        kind=kind,
-        reason=record.reason,
-        run_id=record.run_id,
-        run_url=record.run_url,
-        hex_status=record.hex_status,
-        trace_id=record.trace_id,
-        input_params=dict(record.request.get("inputParams") or {}),
-        elapsed_s=elapsed,
-    )
 
 
 class Engine:
@@ -627,9 +546,7 @@ class Engine:
         if record.state is not TriggerState.SENDING:
             self._line_up(record)
             return
-        window_closes = (
-            (record.intent_at or record.created_at) + self.client.longest_request_s + CLOCK_SKEW_S
-        )
+        window_closes = window_closes_at(self.client, record)
         try:
             run = find_run_of_lost_post(
                 self.client, record, self.ledger.run_ids_of_project(record.project_id)
@@ -819,42 +736,3 @@ class Engine:
             self.outcome(by_key[t.trigger_key]) for t in plan.triggers if t.trigger_key in by_key
         ]
         return outcomes + skipped_outcomes(plan)
-
-
-def skipped_outcomes(plan: Plan) -> list[Outcome]:
-    return [
-        Outcome(
-            name=skipped.name,
-            project_id=skipped.project_id,
-            kind=OutcomeKind.PLAN_ERROR if skipped.is_error else OutcomeKind.SKIPPED,
-            reason=skipped.reason,
-        )
-        for skipped in plan.skipped
-    ]
-
-
-def dry_run_outcomes(plan: Plan, client: HexClient) -> list[Outcome]:
-    """Ask Hex to validate each trigger (``dryRun``): nothing runs, nothing is recorded."""
-    outcomes = []
-    for trigger in plan.triggers:
-        outcome = Outcome(
-            trigger.name,
-            trigger.project_id,
-            OutcomeKind.DRY_RUN,
-            reason=trigger.reason,
-            input_params=dict(trigger.input_params),
-        )
-        try:
-            run = client.run_project(trigger.project_id, replace(trigger.request, dry_run=True))
-        except HexApiError as exc:
-            outcomes.append(
-                replace(
-                    outcome,
-                    kind=OutcomeKind.FAILED_TO_START,
-                    reason=str(exc),
-                    trace_id=exc.trace_id,
-                )
-            )
-            continue
-        outcomes.append(replace(outcome, trace_id=run.trace_id))
-    return outcomes + skipped_outcomes(plan)

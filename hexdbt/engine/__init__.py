@@ -1,0 +1,22 @@
+"""The engine: one loop that sends triggers within Hex's budget, follows their runs and records
+everything in the ledger (``loop``), the one reconcile of a lost RunProject answer
+(``reconcile``), and the ledger rows and outcomes it writes and reads (``records``)."""
+
+from __future__ import annotations
+
+from hexdbt.engine.loop import Engine, EngineSettings, Log
+from hexdbt.engine.reconcile import CLOCK_SKEW_S, find_run_of_lost_post, window_closes_at
+from hexdbt.engine.records import dry_run_outcomes, new_trigger, outcome_of, skipped_outcomes
+
+__all__ = [
+    "CLOCK_SKEW_S",
+    "Engine",
+    "EngineSettings",
+    "Log",
+    "dry_run_outcomes",
+    "find_run_of_lost_post",
+    "new_trigger",
+    "outcome_of",
+    "skipped_outcomes",
+    "window_closes_at",
+]
