@@ -12,6 +12,7 @@ from hexdbt.cli._common import (
     allow_insecure_http_option,
     cancel_on_interrupt_option,
     error_payload,
+    fail,
     hex_client,
     json_option,
     log_format_option,
@@ -149,7 +150,7 @@ def run(
 COMMANDS.append(run)
 
 
-@click.command()
+@click.command(cls=JsonAwareCommand)
 @click.option("--limit", default=5, show_default=True, help="How many recent dbt invocations.")
 @json_option
 def status(limit: int, as_json: bool) -> None:
@@ -164,12 +165,15 @@ def status(limit: int, as_json: bool) -> None:
     from hexdbt.report import render_table
     from hexdbt.settings import resolve_state_dir
 
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
-        invocations = ledger.recent_invocations(limit)
-        per_invocation = [(inv, ledger.triggers_of(inv.invocation_id)) for inv in invocations]
-        queue = ledger.in_state(TriggerState.QUEUED, TriggerState.PLANNED)
-        live = ledger.in_state(TriggerState.STARTED, TriggerState.SENDING)
-        ledger_path = ledger.path
+    try:
+        with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+            invocations = ledger.recent_invocations(limit)
+            per_invocation = [(inv, ledger.triggers_of(inv.invocation_id)) for inv in invocations]
+            queue = ledger.in_state(TriggerState.QUEUED, TriggerState.PLANNED)
+            live = ledger.in_state(TriggerState.STARTED, TriggerState.SENDING)
+            ledger_path = ledger.path
+    except HexdbtError as exc:
+        fail(exc, as_json=as_json)
 
     if as_json:
         print_json(

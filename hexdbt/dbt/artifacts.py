@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -253,6 +254,11 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         document = json.loads(raw)
     except UnicodeDecodeError as exc:
         raise ArtifactError(f"{path}: {what} is not JSON (not UTF-8 text)") from exc
+    except RecursionError:
+        raise ArtifactError(
+            f"{path}: {what} is nested too deeply to be one dbt wrote"
+            f" (more than {sys.getrecursionlimit()} levels)"
+        ) from None
     except json.JSONDecodeError as exc:
         # A decode error at the very end of the text is a cut-off file, the common case while
         # dbt is still streaming it; anything earlier is a file that never was JSON.

@@ -86,6 +86,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# How many times aliases may repeat a block (a list or a mapping) in one mapping file.
+MAX_ALIAS_REPEATS = 100
+
+
 def _read_yaml(text: str, location: _Location) -> Any:
     import yaml
 
@@ -104,9 +108,34 @@ def _read_yaml(text: str, location: _Location) -> Any:
         loader.dispose()
     if root is None:
         return None
+    # An alias makes a node appear again: nested ones multiply (a "billion laughs" file grows to
+    # gigabytes), and one inside its own anchor never ends. Real mapping files repeat a block a
+    # few times, so past a small bound it is refused.
+    seen: set[int] = set()
+    inside: set[int] = set()
+    repeats = 0
 
     def convert(node: yaml.Node, path: KeyPath) -> Any:
+        nonlocal repeats
         location.lines[path] = node.start_mark.line + 1
+        if id(node) in inside:
+            raise location.error(path, "an alias refers to the block it is in (it never ends)")
+        if id(node) in seen and isinstance(node, yaml.CollectionNode):
+            repeats += 1
+            if repeats > MAX_ALIAS_REPEATS:
+                raise location.error(
+                    path,
+                    f"aliases repeat blocks more than {MAX_ALIAS_REPEATS} times; write the"
+                    " blocks out or use `defaults:`",
+                )
+        seen.add(id(node))
+        inside.add(id(node))
+        try:
+            return convert_node(node, path)
+        finally:
+            inside.discard(id(node))
+
+    def convert_node(node: yaml.Node, path: KeyPath) -> Any:
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:

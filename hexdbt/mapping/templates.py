@@ -23,9 +23,11 @@ invocation always renders the same params (and the same trigger key).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from hexdbt.settings import TOKEN_ENV
@@ -109,15 +111,68 @@ def date_add(value: Any, days: float = 0, hours: float = 0) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# A template is a parameter, not a program: what it renders and the work it does are bounded, so
+# `{{ 'a' * 10**9 }}` or nested loops over big ranges end at once with an error, not after
+# minutes with a gigabyte line.
+MAX_RENDERED_CHARS = 65_536
+MAX_TEMPLATE_STEPS = 200_000  # Python line events while rendering one value (~50 ms)
+
+
+class _TemplateTooBig(Exception):
+    """Raised inside a render that went past a bound (turned into TemplateError)."""
+
+
 @lru_cache(maxsize=1)
 def _environment() -> ImmutableSandboxedEnvironment:
     # Imported here: jinja2 is only needed once a template is seen.
     from jinja2 import StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+                raise _TemplateTooBig(f"a power of {right} is too big for a template")
+            if operator == "*":
+                for sized, count in ((left, right), (right, left)):
+                    if (
+                        isinstance(sized, str | list | tuple)
+                        and isinstance(count, int)
+                        and len(sized) * count > MAX_RENDERED_CHARS
+                    ):
+                        raise _TemplateTooBig(
+                            f"repeating a value {count} times is too big for a template"
+                        )
+            return super().call_binop(context, operator, left, right)
+
+    environment = BoundedSandbox(undefined=StrictUndefined, autoescape=False)
     environment.globals.update(to_date=to_date, date_add=date_add)
     return environment
+
+
+def _within_bounds(render: Callable[[], str]) -> str:
+    """Run ``render`` counting the Python steps it takes; past MAX_TEMPLATE_STEPS it stops."""
+    steps = 0
+    previous = sys.gettrace()
+
+    def count(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        if steps > MAX_TEMPLATE_STEPS:
+            raise _TemplateTooBig(f"it takes more than {MAX_TEMPLATE_STEPS} steps to render")
+        return count
+
+    sys.settrace(count)
+    try:
+        rendered = render()
+    finally:
+        sys.settrace(previous)
+    if len(rendered) > MAX_RENDERED_CHARS:
+        raise _TemplateTooBig(
+            f"it renders {len(rendered)} characters (at most {MAX_RENDERED_CHARS})"
+        )
+    return rendered
 
 
 @lru_cache(maxsize=4096)
@@ -142,9 +197,13 @@ def _render_string(source: str, context: Mapping[str, Any]) -> str:
     from jinja2.exceptions import SecurityError
 
     try:
-        return _compile(source).render(context)
+        return _within_bounds(lambda: _compile(source).render(context))
     except TemplateError:
         raise
+    except _TemplateTooBig as exc:
+        raise TemplateError(f"template too big: {exc}") from None
+    except RecursionError:
+        raise TemplateError("template too big: it calls itself without end") from None
     except SecurityError as exc:
         raise TemplateError(f"not allowed in a template: {exc}") from exc
     except JinjaTemplateError as exc:
