@@ -52,7 +52,7 @@ from hexdbt.errors import (
     MoveRefusedError,
 )
 from hexdbt.hex.budget import CallKind, Slot
-from hexdbt.hex.client import HexClient, run_may_have_started
+from hexdbt.hex.client import HexClient, backoff_delay_s, run_may_have_started
 from hexdbt.hex.models import RunRequest
 from hexdbt.hex.polls import Polls, Progress, RunEnd, WatchedRun
 from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
@@ -64,6 +64,8 @@ Records = list[TriggerRecord] | None
 
 # The longest the loop sleeps without looking at the stop event.
 STOP_CHECK_S = 1.0
+# A RunProject that provably never reached Hex is tried again this many times (with backoff).
+UNREACHABLE_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +100,15 @@ class _Pending:
     """A trigger this process means to send (or, with ``reconcile``, to look up in Hex).
 
     ``claimed``: claimed with its plan (the intent is committed), with the RunProject ``slot``
-    taken for it; sent first. ``told``: the causes of waiting the log has named for it."""
+    taken for it; sent first. ``unreachable``: how many times its POST provably never reached
+    Hex. ``told``: the causes of waiting the log has named for it."""
 
     record: TriggerRecord
     not_before: float = 0.0
     claimed: bool = False
     slot: Slot | None = None
     reconcile: bool = False
+    unreachable: int = 0
     told: set[str] = field(default_factory=set)
 
 
@@ -506,7 +510,7 @@ class Engine:
             )
             raise
         except HexApiError as exc:
-            self._send_failed(record, exc)
+            self._send_failed(item, exc)
             return
         crash_point("post-answered")
         started = self.ledger.mark_started(
@@ -517,23 +521,29 @@ class Engine:
         self._log(f"{record.name}: started run {run.run_id}  {run.run_url or ''}".rstrip())
         self._follow(started)
 
-    def _send_failed(self, record: TriggerRecord, exc: HexApiError) -> None:
+    def _send_failed(self, item: _Pending, exc: HexApiError) -> None:
         now = self.clock.now()
+        record = item.record
         key = record.trigger_key
         if run_may_have_started(exc):
             self._log(f"{record.name}: the answer to RunProject was lost; checking Hex's runs")
             self._pending.append(_Pending(self.ledger.get(key), reconcile=True))
             return
-        if isinstance(exc, HexRateLimitedError | HexUnavailableError | HexTransportError):
+        unreachable = item.unreachable + isinstance(exc, HexTransportError)
+        if unreachable > UNREACHABLE_ATTEMPTS:
+            pass  # Hex cannot be reached at all (a wrong address, no network): say so, once
+        elif isinstance(exc, HexRateLimitedError | HexUnavailableError | HexTransportError):
             # 429, 503 (no free kernel), or a POST that provably never left: nothing started.
             budget = self.client.budget
             if isinstance(exc, HexRateLimitedError) and budget is not None:
                 retry_at = budget.next_slot_at(CallKind.RUN_PROJECT)
+            elif isinstance(exc, HexTransportError):
+                retry_at = now + backoff_delay_s(unreachable, None, jitter=0.5)
             else:
                 retry_at = now + self.settings.retry_later_s
             released = self.ledger.release(key, reason=str(exc))
             self._log(f"{record.name}: not started ({exc}); trying again in {retry_at - now:.0f} s")
-            self._pending.append(_Pending(released, not_before=retry_at))
+            self._pending.append(_Pending(released, not_before=retry_at, unreachable=unreachable))
             return
         self.ledger.mark_failed(key, reason=str(exc), trace_id=exc.trace_id)
         self._log(f"{record.name}: Hex refused the run: {exc}")
@@ -678,7 +688,12 @@ class Engine:
                         reason="hexdbt was interrupted before sending it",
                     )
                 )
-            if not item.reconcile:
+            if item.reconcile:
+                self._interrupted[item.record.trigger_key] = (
+                    "interrupted while its lost RunProject answer was being looked up; a later"
+                    " hexdbt run looks it up in Hex's runs before sending anything"
+                )
+            else:
                 self._log(f"left queued after interruption: {item.record.name}")
 
     def _cancel_all(self, runs: Sequence[WatchedRun]) -> dict[str, str]:
