@@ -18,7 +18,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from dispatch_helpers import project_id, scenario, write_project
+from engine_helpers import project_id, scenario, write_project
 
 from hexdbt.clock import ManualClock, from_iso
 from hexdbt.dispatch import Dispatcher, DispatchSettings

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dispatch_helpers import project_id, scenario, started_runs, write_project
+from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.clock import ManualClock
 from hexdbt.dispatch import (
