@@ -1,9 +1,11 @@
-"""The waiter against the emulator on a shared ManualClock: outcomes, timeouts, stop, budget."""
+"""Following runs to their end, through the engine with direct plans, against the emulator on a
+shared ManualClock with a real ledger: outcomes, timeouts, stop, failing polls, schedules."""
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -17,193 +19,259 @@ from hexdbt.emulator.scenario import (
     SCHEDULED_ID,
     filler_project_id,
 )
-from hexdbt.errors import HexAuthError, RunFailedError, RunTimeoutError
-from hexdbt.hex.budget import SharedBudget
+from hexdbt.engine import Engine, EngineSettings
+from hexdbt.factory import open_client
+from hexdbt.feeders.direct import direct_plan, run_direct
 from hexdbt.hex.client import HexClient
-from hexdbt.hex.progress import LineProgress, TableProgress
-from hexdbt.hex.waiter import (
+from hexdbt.hex.models import RunRequest
+from hexdbt.hex.polls import (
     FixedSchedule,
-    Outcome,
-    RunResult,
-    Waiter,
-    WatchedRun,
-    cancel_runs,
+    Polls,
+    PollSchedule,
+    Progress,
+    RunView,
     expected_duration_s,
 )
+from hexdbt.hex.progress import LineProgress, TableProgress
+from hexdbt.ledger import Ledger
+from hexdbt.outcomes import Outcome, OutcomeKind
+from hexdbt.planner.rules import Plan
+from hexdbt.settings import resolve_state_dir
 
-TOKEN = "hxtp_waiter_secret"
+TOKEN = "hxtp_polls_secret"
 
 
-def _client(emu: HexEmulator, tmp_path: Path) -> HexClient:
-    assert isinstance(emu.clock, ManualClock)
-    budget = SharedBudget(tmp_path / "budget.sqlite3", TOKEN, emu.url, clock=emu.clock)
-    return HexClient(emu.url, TOKEN, clock=emu.clock, budget=budget)
+@dataclass
+class Follow:
+    """A client and a ledger on the emulator's ManualClock; each ``run`` is one engine."""
+
+    emulator: HexEmulator
+    client: HexClient
+    ledger: Ledger
+    engines: list[Engine] = field(default_factory=list)
+
+    def plan(
+        self,
+        project_ids: Sequence[str],
+        *,
+        timeout_minutes: float = 60,
+        cancel_on_timeout: bool = True,
+    ) -> Plan:
+        return direct_plan(
+            project_ids,
+            RunRequest(),
+            idempotency_key=None,
+            wait=True,
+            timeout_minutes=timeout_minutes,
+            cancel_on_timeout=cancel_on_timeout,
+        )
+
+    def engine(
+        self,
+        *,
+        progress: Progress | None = None,
+        schedule: PollSchedule | None = None,
+        **settings: Any,
+    ) -> Engine:
+        polls = Polls(self.client, schedule=schedule, progress=progress)
+        engine = Engine(self.client, self.ledger, settings=EngineSettings(**settings), polls=polls)
+        self.engines.append(engine)
+        return engine
+
+    def run(self, plan: Plan, **options: Any) -> list[Outcome]:
+        return run_direct(self.engine(**options), plan)
+
+    def status(self, project_id: str, run_id: str | None) -> str:
+        assert run_id is not None
+        return self.client.get_run_status(project_id, run_id).status
 
 
-def _start(client: HexClient, project_id: str, timeout_s: float | None = 3600.0) -> WatchedRun:
-    started = client.clock.now()
-    run = client.run_project(project_id)
-    return WatchedRun(project_id, run.run_id, started, run_url=run.run_url, timeout_s=timeout_s)
+@pytest.fixture
+def follow(hex_emulator: HexEmulator) -> Iterator[Follow]:
+    assert isinstance(hex_emulator.clock, ManualClock)
+    client = open_client(TOKEN, hex_emulator.url, clock=hex_emulator.clock)
+    ledger = Ledger.in_state_dir(resolve_state_dir(), clock=hex_emulator.clock)
+    yield Follow(hex_emulator, client, ledger)
+    ledger.close()
+    client.close()
+
+
+class Views:
+    """A progress display that keeps every view it is shown."""
+
+    refresh_s = 3600.0
+
+    def __init__(self) -> None:
+        self.views: list[RunView] = []
+
+    def changed(self, view: RunView, now: float) -> None:
+        self.views.append(view)
+
+    def refresh(self, views: Sequence[RunView], now: float) -> None:
+        pass
+
+    def close(self, now: float) -> None:
+        pass
 
 
 @pytest.mark.parametrize(
-    ("project_id", "outcome", "status"),
+    ("project_id", "kind", "status"),
     [
-        (CUSTOMER_HEALTH_ID, Outcome.COMPLETED, "COMPLETED"),
-        (ERRORS_ID, Outcome.FAILED, "ERRORED"),
-        (KILLED_ID, Outcome.FAILED, "KILLED"),
-        (NO_KERNEL_ID, Outcome.FAILED, "UNABLE_TO_ALLOCATE_KERNEL"),
+        (CUSTOMER_HEALTH_ID, OutcomeKind.COMPLETED, "COMPLETED"),
+        (ERRORS_ID, OutcomeKind.ERRORED, "ERRORED"),
+        (KILLED_ID, OutcomeKind.KILLED, "KILLED"),
+        (NO_KERNEL_ID, OutcomeKind.UNABLE_TO_ALLOCATE_KERNEL, "UNABLE_TO_ALLOCATE_KERNEL"),
     ],
 )
 def test_each_terminal_status_is_its_own_outcome(
-    hex_emulator: HexEmulator, tmp_path: Path, project_id: str, outcome: Outcome, status: str
+    follow: Follow, project_id: str, kind: OutcomeKind, status: str
 ) -> None:
-    client = _client(hex_emulator, tmp_path)
-    (result,) = Waiter(client).wait([_start(client, project_id)])
-    assert result.outcome is outcome
-    assert result.status == status
-    if outcome is Outcome.COMPLETED:
-        assert result.error is None
+    views = Views()
+    (outcome,) = follow.run(follow.plan([project_id]), progress=views)
+    assert (outcome.kind, outcome.hex_status) == (kind, status)
+    assert outcome.exit_code == (0 if kind is OutcomeKind.COMPLETED else 5)
+    last = views.views[-1]
+    assert last.outcome is kind
+    if kind is OutcomeKind.COMPLETED:
+        assert last.error is None
     else:
-        assert isinstance(result.error, RunFailedError)
-        assert result.error.exit_code == 5
-        assert status in str(result.error)
-        assert result.run.run_url
-        assert result.run.run_url in (result.error.hint or "")
+        assert last.error is not None
+        assert status in last.error
+        assert outcome.run_id
+        assert outcome.run_id in last.error
+    assert outcome.run_url
+    assert outcome.run_id in outcome.run_url  # the report links the run's page
 
 
-def test_detection_is_prompt_and_polls_are_few(hex_emulator: HexEmulator, tmp_path: Path) -> None:
-    client = _client(hex_emulator, tmp_path)
-    run = _start(client, SCHEDULED_ID)  # 30 s pending + 600 s running
-    waiter = Waiter(client)
-    (result,) = waiter.wait([run])
-    assert result.outcome is Outcome.COMPLETED
-    ended = run.started_at + 630
-    assert result.ended_at - ended <= 63
+def test_detection_is_prompt_and_polls_are_few(follow: Follow) -> None:
+    plan = follow.plan([SCHEDULED_ID])  # 30 s pending + 600 s running
+    engine = follow.engine()
+    (outcome,) = run_direct(engine, plan)
+    assert outcome.kind is OutcomeKind.COMPLETED
+    assert outcome.elapsed_s is not None
+    assert 630 <= outcome.elapsed_s <= 630 + 63
     fixed_polls = 630 // 10
-    assert result.polls <= fixed_polls / 2
+    assert engine.polls.polls <= fixed_polls / 2
 
 
-def test_many_runs_share_one_poller_without_a_429(
-    hex_emulator: HexEmulator, tmp_path: Path
+def test_many_runs_share_one_poller_without_a_429(follow: Follow) -> None:
+    plan = follow.plan([filler_project_id(number) for number in range(1, 21)])
+    outcomes = follow.run(plan, max_live_runs=20)
+    assert len(outcomes) == 20
+    assert {outcome.kind for outcome in outcomes} == {OutcomeKind.COMPLETED}
+    assert all(entry["status"] != 429 for entry in follow.emulator.journal())
+
+
+def test_timeout_cancels_the_run_by_default(follow: Follow) -> None:
+    (outcome,) = follow.run(follow.plan([SCHEDULED_ID], timeout_minutes=2))
+    assert outcome.kind is OutcomeKind.TIMEOUT
+    assert outcome.exit_code == 6
+    assert outcome.hex_status == "KILLED"  # the cancel was sent
+    assert "did not end within 2 min" in (outcome.reason or "")
+    assert "cancelled" in (outcome.reason or "")
+    assert outcome.elapsed_s == pytest.approx(120, abs=1)
+    assert follow.status(SCHEDULED_ID, outcome.run_id) == "KILLED"
+
+
+def test_timeout_without_cancel_leaves_the_run(follow: Follow) -> None:
+    plan = follow.plan([SCHEDULED_ID], timeout_minutes=2, cancel_on_timeout=False)
+    (outcome,) = follow.run(plan)
+    assert outcome.kind is OutcomeKind.TIMEOUT
+    assert "left running" in (outcome.reason or "")
+    assert follow.status(SCHEDULED_ID, outcome.run_id) == "RUNNING"
+    assert not [e for e in follow.emulator.journal() if e["operation"] == "CancelRun"]
+
+
+class StopWhenRunning(Views):
+    """Requests the engine's stop once a run is seen RUNNING (as a signal handler would)."""
+
+    def __init__(self, engine_of: list[Engine]) -> None:
+        super().__init__()
+        self.engine_of = engine_of
+
+    def changed(self, view: RunView, now: float) -> None:
+        super().changed(view, now)
+        if view.status == "RUNNING":
+            self.engine_of[-1].request_stop()
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_a_stop_interrupts_the_wait_and_cancels_the_run_unless_told_not_to(
+    follow: Follow, cancel: bool
 ) -> None:
-    client = _client(hex_emulator, tmp_path)
-    runs = [_start(client, filler_project_id(number)) for number in range(1, 21)]
-    results = Waiter(client).wait(runs)
-    assert {result.outcome for result in results} == {Outcome.COMPLETED}
-    assert len(results) == 20
-    assert all(entry["status"] != 429 for entry in hex_emulator.journal())
+    progress = StopWhenRunning(follow.engines)
+    plan = follow.plan([SCHEDULED_ID])
+    (outcome,) = follow.run(plan, progress=progress, cancel_on_interrupt=cancel)
+    assert outcome.kind is OutcomeKind.INTERRUPTED
+    assert outcome.exit_code == 130
+    assert progress.views[-1].outcome is OutcomeKind.INTERRUPTED
+    cancels = [e for e in follow.emulator.journal() if e["operation"] == "CancelRun"]
+    if cancel:
+        assert outcome.reason == "interrupted: cancelled in Hex"
+        assert follow.status(SCHEDULED_ID, outcome.run_id) == "KILLED"
+        assert len(cancels) == 1
+    else:
+        assert "left running" in (outcome.reason or "")
+        assert follow.status(SCHEDULED_ID, outcome.run_id) == "RUNNING"
+        assert cancels == []
 
 
-def test_timeout_cancels_the_run_by_default(hex_emulator: HexEmulator, tmp_path: Path) -> None:
-    client = _client(hex_emulator, tmp_path)
-    run = _start(client, SCHEDULED_ID, timeout_s=120)
-    (result,) = Waiter(client).wait([run])
-    assert result.outcome is Outcome.TIMED_OUT
-    assert result.cancel_sent
-    assert isinstance(result.error, RunTimeoutError)
-    assert result.error.exit_code == 6
-    assert "did not end within 2 min" in str(result.error)
-    assert "cancelled" in str(result.error)
-    assert result.ended_at - run.started_at == pytest.approx(120, abs=1)
-    assert client.get_run_status(SCHEDULED_ID, run.run_id).status == "KILLED"
+def test_runs_submitted_while_waiting_are_waited_on(follow: Follow) -> None:
+    first, second = follow.plan([CUSTOMER_HEALTH_ID]), follow.plan([ERRORS_ID])
 
-
-def test_timeout_without_cancel_leaves_the_run(hex_emulator: HexEmulator, tmp_path: Path) -> None:
-    client = _client(hex_emulator, tmp_path)
-    run = _start(client, SCHEDULED_ID, timeout_s=120)
-    (result,) = Waiter(client, cancel_on_timeout=False).wait([run])
-    assert result.outcome is Outcome.TIMED_OUT
-    assert not result.cancel_sent
-    assert "left running" in str(result.error)
-    assert client.get_run_status(SCHEDULED_ID, run.run_id).status == "RUNNING"
-    assert not [entry for entry in hex_emulator.journal() if entry["operation"] == "CancelRun"]
-
-
-def test_a_set_stop_event_interrupts_and_the_caller_cancels(
-    hex_emulator: HexEmulator, tmp_path: Path
-) -> None:
-    client = _client(hex_emulator, tmp_path)
-    run = _start(client, SCHEDULED_ID)
-    stop = threading.Event()
-    seen: list[RunResult] = []
-
-    class StopAfterTwoPolls(LineProgress):
-        def changed(self, view, now):  # type: ignore[no-untyped-def]
+    class SubmitWhenTheFirstEnds(Views):
+        def changed(self, view: RunView, now: float) -> None:
             super().changed(view, now)
-            if view.status == "RUNNING":
-                stop.set()
+            if view.outcome is OutcomeKind.COMPLETED:
+                engine.submit(second, source="test")
 
-    waiter = Waiter(client, progress=StopAfterTwoPolls(lambda line: None))
-    (result,) = waiter.wait([run], stop=stop, on_result=seen.append)
-    assert result.outcome is Outcome.INTERRUPTED
-    assert seen == [result]
-    assert [note for _, note in cancel_runs(client, [result])] == ["cancelled"]
-    assert client.get_run_status(SCHEDULED_ID, run.run_id).status == "KILLED"
-
-
-def test_runs_added_while_waiting_are_waited_on(hex_emulator: HexEmulator, tmp_path: Path) -> None:
-    client = _client(hex_emulator, tmp_path)
-    waiter = Waiter(client)
-    added: list[str] = []
-
-    def add_one_more(result: RunResult) -> None:
-        if not added:
-            added.append(result.run.run_id)
-            waiter.add(_start(client, ERRORS_ID))
-
-    results = waiter.wait([_start(client, CUSTOMER_HEALTH_ID)], on_result=add_one_more)
-    assert [result.status for result in results] == ["COMPLETED", "ERRORED"]
+    engine = follow.engine(progress=SubmitWhenTheFirstEnds())
+    # Closed before the second plan comes: a submission made while busy is still taken in.
+    run_direct(engine, first)
+    assert [o.hex_status for o in engine.outcomes_of(first) + engine.outcomes_of(second)] == [
+        "COMPLETED",
+        "ERRORED",
+    ]
 
 
-def test_polling_that_keeps_failing_loses_the_run(
-    hex_emulator: HexEmulator, tmp_path: Path
-) -> None:
-    client = _client(hex_emulator, tmp_path)
-    run = _start(client, SCHEDULED_ID)
-    hex_emulator.inject_faults("GetRunStatus", sequence=[{"kind": "error", "status": 401}] * 3)
-    (result,) = Waiter(client).wait([run])
-    assert result.outcome is Outcome.LOST
-    assert isinstance(result.error, HexAuthError)
+def test_polling_that_keeps_failing_loses_the_run(follow: Follow) -> None:
+    follow.emulator.inject_faults("GetRunStatus", sequence=[{"kind": "error", "status": 401}] * 3)
+    (outcome,) = follow.run(follow.plan([SCHEDULED_ID]))
+    assert outcome.kind is OutcomeKind.POLL_FAILED
+    assert outcome.exit_code == 4
+    assert "polling the run failed" in (outcome.reason or "")
+    assert "401" in (outcome.reason or "")
 
 
-def test_fixed_schedule_polls_every_ten_seconds(hex_emulator: HexEmulator, tmp_path: Path) -> None:
-    client = _client(hex_emulator, tmp_path)
-    run = _start(client, CUSTOMER_HEALTH_ID)  # ends after 28 s
-    (result,) = Waiter(client, schedule=FixedSchedule(10)).wait([run])
-    assert result.polls == 3
-    assert result.ended_at - run.started_at == pytest.approx(30, abs=0.5)
+def test_fixed_schedule_polls_every_ten_seconds(follow: Follow) -> None:
+    engine = follow.engine(schedule=FixedSchedule(10))
+    (outcome,) = run_direct(engine, follow.plan([CUSTOMER_HEALTH_ID]))  # ends after 28 s
+    assert engine.polls.polls == 3
+    assert outcome.elapsed_s == pytest.approx(30, abs=0.5)
 
 
-def test_expected_duration_comes_from_completed_runs(
-    hex_emulator: HexEmulator, tmp_path: Path
-) -> None:
-    client = _client(hex_emulator, tmp_path)
-    assert expected_duration_s(client, SCHEDULED_ID) == pytest.approx(300)  # median of 540 and 60
-    assert expected_duration_s(client, "unknown-project") is None
+def test_expected_duration_comes_from_completed_runs(follow: Follow) -> None:
+    assert expected_duration_s(follow.client, SCHEDULED_ID) == pytest.approx(300)  # 540 and 60
+    assert expected_duration_s(follow.client, "unknown-project") is None
 
 
-def test_line_progress_prints_changes_and_a_heartbeat(
-    hex_emulator: HexEmulator, tmp_path: Path
-) -> None:
-    client = _client(hex_emulator, tmp_path)
+def test_line_progress_prints_changes_and_a_heartbeat(follow: Follow) -> None:
     lines: list[str] = []
-    run = _start(client, SCHEDULED_ID)
-    Waiter(client, progress=LineProgress(lines.append)).wait([run])
+    (outcome,) = follow.run(follow.plan([SCHEDULED_ID]), progress=LineProgress(lines.append))
     assert any("PENDING" in line for line in lines)
-    assert any(" RUNNING " in line and run.run_url and run.run_url in line for line in lines)
+    assert outcome.run_url
+    assert any(" RUNNING " in line and outcome.run_url in line for line in lines)
     assert any("COMPLETED" in line for line in lines)
     heartbeats = [line for line in lines if line.startswith("waiting on 1 run(s)")]
     assert len(heartbeats) >= 5  # a 10-minute run, at least one line a minute
 
 
-def test_table_progress_redraws_in_place(hex_emulator: HexEmulator, tmp_path: Path) -> None:
-    client = _client(hex_emulator, tmp_path)
+def test_table_progress_redraws_in_place(follow: Follow) -> None:
     frames: list[str] = []
-    run = _start(client, CUSTOMER_HEALTH_ID)
-    Waiter(client, progress=TableProgress(frames.append)).wait([run])
+    progress = TableProgress(frames.append)
+    (outcome,) = follow.run(follow.plan([CUSTOMER_HEALTH_ID]), progress=progress)
     assert frames[0].startswith("\x1b[2KPROJECT")
     assert frames[-1].startswith("\x1b[2F")
     assert "COMPLETED" in frames[-1]
-    assert run.run_url
-    assert run.run_url in frames[-1]
+    assert outcome.run_url
+    assert outcome.run_url in frames[-1]
