@@ -1,12 +1,11 @@
-"""The dispatcher against the emulator over HTTP, on a shared ManualClock, with a real ledger."""
+"""The engine against the emulator over HTTP, on a shared ManualClock, with a real ledger."""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,18 @@ from typing import Any
 import pytest
 from engine_helpers import project_id, scenario, started_runs, write_project
 
-from hexdbt.clock import ManualClock
-from hexdbt.dispatch import (
-    Dispatcher,
-    DispatchSettings,
-    dry_run_outcomes,
-    new_trigger,
-    plan_outcomes,
-)
+from hexdbt.clock import ManualClock, from_iso
 from hexdbt.emulator import HexEmulator
-from hexdbt.errors import StateError
+from hexdbt.engine import Engine, EngineSettings, dry_run_outcomes, new_trigger
+from hexdbt.errors import Interrupted, StateError
+from hexdbt.factory import open_client
 from hexdbt.hex.budget import BUDGET_FILE
-from hexdbt.hex.client import HexClient, connect
-from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
+from hexdbt.hex.client import HexClient
+from hexdbt.hex.polls import RunView
+from hexdbt.ledger import LEDGER_FILENAME, Ledger, NewTrigger, TriggerRecord, TriggerState
+from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.planner.files import plan_from_files
 from hexdbt.planner.rules import Plan
-from hexdbt.report import Outcome, OutcomeKind, exit_code_of
 from hexdbt.settings import resolve_state_dir
 
 TOKEN = "hxtp_dispatch_test_token"
@@ -47,7 +42,7 @@ class World:
         self.ledger = Ledger.in_state_dir(resolve_state_dir(), clock=self.clock)
 
     def client(self) -> HexClient:
-        return connect(token=TOKEN, base_url=self.emulator.url, clock=self.clock)
+        return open_client(token=TOKEN, base_url=self.emulator.url, clock=self.clock)
 
     def plan(self, *, invocation_id: str = "inv-1", **options: Any) -> Plan:
         target, mappings = write_project(
@@ -59,13 +54,11 @@ class World:
         self, plan: Plan, *, log: Callable[[str], None] | None = None, **settings: Any
     ) -> list[Outcome]:
         with self.client() as client:
-            dispatcher = Dispatcher(
-                client, self.ledger, settings=DispatchSettings(**settings), log=log
-            )
-            dispatcher.submit(plan, source="test")
-            dispatcher.close()
-            dispatcher.run()
-            return plan_outcomes(plan, dispatcher)
+            engine = Engine(client, self.ledger, settings=EngineSettings(**settings), log=log)
+            engine.submit(plan, source="test")
+            engine.close()
+            engine.run()
+            return engine.outcomes_of(plan)
 
     def started(self) -> dict[str, int]:
         return started_runs(self.emulator.journal())
@@ -110,7 +103,7 @@ def test_each_project_is_started_once_and_waited_on_to_its_end(
     assert exit_code_of(outcomes) == 0
 
 
-def test_dispatching_the_same_invocation_again_starts_nothing(
+def test_submitting_the_same_invocation_again_starts_nothing(
     world_factory: Callable[..., World],
 ) -> None:
     world = world_factory(3)
@@ -124,7 +117,7 @@ def test_dispatching_the_same_invocation_again_starts_nothing(
 def test_each_post_takes_one_slot_from_the_shared_budget(
     world_factory: Callable[..., World],
 ) -> None:
-    """The dispatcher takes the slot before its claim; the client does not take another."""
+    """The engine takes the slot before its claim; the client does not take another."""
     world = world_factory(3)
     world.dispatch(world.plan(), wait=False)
     assert world.started() == {project_id(i): 1 for i in range(3)}
@@ -138,8 +131,11 @@ def test_an_invocation_already_recorded_gives_back_the_slots_taken_for_it(
     plan = world.plan()
     world.dispatch(plan, wait=False)
     with world.client() as client:
-        dispatcher = Dispatcher(client, world.ledger)
-        assert dispatcher.submit(plan, source="test", only_new=True) is None
+        engine = Engine(client, world.ledger)
+        recorded = engine.submit(plan, source="test", only_new=True)
+        engine.close()
+        engine.run()
+    assert recorded.result() is None
     assert world.run_project_slots_taken() == 2
     assert world.started() == {project_id(0): 1, project_id(1): 1}
 
@@ -153,10 +149,17 @@ def test_a_ledger_write_that_fails_keeps_no_slot_from_the_budget(
     plan = world.plan()
     with closing(sqlite3.connect(resolve_state_dir() / LEDGER_FILENAME)) as db:
         db.execute("DROP TABLE triggers")
+    messages: list[str] = []
     with world.client() as client:
-        dispatcher = Dispatcher(client, world.ledger)
-        with pytest.raises(StateError, match=r"cannot write the ledger .*no such table: triggers"):
-            dispatcher.submit(plan, source="test")
+        engine = Engine(client, world.ledger, log=messages.append)
+        recorded = engine.submit(plan, source="test")
+        engine.close()
+        engine.run()
+    with pytest.raises(StateError, match=r"cannot write the ledger .*no such table: triggers"):
+        recorded.result()
+    # Tried again a few times (a full disk may clear), then given up; each try logged.
+    assert len(messages) == EngineSettings().submit_attempts
+    assert messages[0].startswith("cannot record dbt invocation inv-1 in the ledger:")
     assert world.run_project_slots_taken() == 0
     assert world.started() == {}
 
@@ -222,16 +225,20 @@ def test_a_post_that_never_arrived_is_sent_after_reconciling(
     assert world.started() == {project_id(0): 1}
 
 
-def _claim_and_die(ledger_path: Path, trigger_key: str) -> None:
-    """A real process commits the intent to send, then dies before posting."""
+def _claim_and_die(ledger_path: Path, trigger_key: str, now: float) -> None:
+    """A real process commits the intent to send at ``now`` (the test's clock), then dies
+    before posting."""
     subprocess.run(
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from hexdbt.ledger import Ledger;"
-            "assert Ledger(Path(sys.argv[1])).claim_for_sending(sys.argv[2])",
+            "import sys; from pathlib import Path; from hexdbt.clock import ManualClock;"
+            " from hexdbt.ledger import Ledger;"
+            "ledger = Ledger(Path(sys.argv[1]), clock=ManualClock(float(sys.argv[3])));"
+            "assert ledger.claim_for_sending(sys.argv[2])",
             str(ledger_path),
             trigger_key,
+            repr(now),
         ],
         check=True,
     )
@@ -245,7 +252,7 @@ def _crashed_after_intent(world: World, plan: Plan, *, posts_that_arrived: int) 
         world.ledger.plan_and_claim(
             plan.invocation_id, plan.command, "test", [new_trigger(trigger, client.base_url)], ()
         )
-        _claim_and_die(world.ledger.path, trigger.trigger_key)
+        _claim_and_die(world.ledger.path, trigger.trigger_key, world.clock.now())
         for _ in range(posts_that_arrived):
             client.run_project(trigger.project_id)
 
@@ -287,21 +294,57 @@ def test_two_candidate_runs_are_ambiguous_and_not_resent_unless_asked(
     assert world.started() == {project_id(0): 3}
 
 
+class HookedLedger(Ledger):
+    """The real ledger, calling ``after_recording`` right after a plan's transaction commits:
+    the moment between the intent's commit and the POST, where a signal or a resume may land."""
+
+    after_recording: Callable[[list[TriggerRecord]], None] = staticmethod(lambda records: None)
+
+    def plan_and_claim(
+        self,
+        invocation_id: str,
+        command: str,
+        source: str,
+        triggers: Sequence[NewTrigger],
+        claim: Collection[str],
+        *,
+        only_new_invocation: bool = False,
+    ) -> tuple[list[TriggerRecord], set[str]] | None:
+        recorded = super().plan_and_claim(
+            invocation_id,
+            command,
+            source,
+            triggers,
+            claim,
+            only_new_invocation=only_new_invocation,
+        )
+        if recorded is not None:
+            self.after_recording(recorded[0])
+        return recorded
+
+
 def test_a_trigger_that_can_go_at_once_is_claimed_with_its_plan(
     world_factory: Callable[..., World],
 ) -> None:
-    """One synced commit before its POST; a resume before the send takes it for no orphan."""
+    """One synced commit before its POST; a resume between the commit and the send takes
+    nothing twice and reconciles nothing."""
     world = world_factory(2)
     plan = world.plan()
-    with world.client() as client:
-        dispatcher = Dispatcher(client, world.ledger, settings=DispatchSettings(max_live_runs=1))
-        dispatcher.submit(plan, source="test")
-        states = {r.name: r.state for r in world.ledger.triggers_of(plan.invocation_id)}
-        assert states == {"app_0": TriggerState.SENDING, "app_1": TriggerState.PLANNED}
-        dispatcher.resume()
-        dispatcher.close()
-        dispatcher.run()
-        assert set(kinds(plan_outcomes(plan, dispatcher)).values()) == {OutcomeKind.COMPLETED}
+    ledger = HookedLedger(world.ledger.path, clock=world.clock)
+    states: list[dict[str, TriggerState]] = []
+
+    def look_and_resume(records: list[TriggerRecord]) -> None:
+        states.append({r.name: r.state for r in ledger.triggers_of(plan.invocation_id)})
+        engine.resume()
+
+    ledger.after_recording = look_and_resume
+    with world.client() as client, ledger:
+        engine = Engine(client, ledger, settings=EngineSettings(max_live_runs=1))
+        engine.submit(plan, source="test")
+        engine.close()
+        engine.run()
+        assert set(kinds(engine.outcomes_of(plan)).values()) == {OutcomeKind.COMPLETED}
+    assert states == [{"app_0": TriggerState.SENDING, "app_1": TriggerState.PLANNED}]
     assert world.started() == {project_id(0): 1, project_id(1): 1}
     operations = {entry["operation"] for entry in world.emulator.journal()}
     assert "GetProjectRuns" not in operations  # nothing was reconciled
@@ -310,18 +353,39 @@ def test_a_trigger_that_can_go_at_once_is_claimed_with_its_plan(
 def test_a_trigger_claimed_with_its_plan_is_given_back_when_interrupted(
     world_factory: Callable[..., World],
 ) -> None:
+    """A stop between the intent's commit and the POST: nothing is sent, the claim and its
+    budget slot are given back, and the caller is told what was recorded."""
     world = world_factory(1)
     plan = world.plan()
-    stop = threading.Event()
-    stop.set()
-    with world.client() as client:
-        dispatcher = Dispatcher(client, world.ledger)
-        dispatcher.submit(plan, source="test")
-        dispatcher.run(stop=stop)
+    ledger = HookedLedger(world.ledger.path, clock=world.clock)
+    ledger.after_recording = lambda records: engine.request_stop()
+    with world.client() as client, ledger:
+        engine = Engine(client, ledger)
+        recorded = engine.submit(plan, source="test")
+        engine.run()
+        outcomes = engine.outcomes_of(plan)
+    assert [record.name for record in recorded.result() or []] == ["app_0"]
     (record,) = world.ledger.triggers_of(plan.invocation_id)
     assert (record.state, record.owner_pid) == (TriggerState.QUEUED, None)
+    assert kinds(outcomes) == {"app_0": OutcomeKind.QUEUED}
     assert world.started() == {}
     assert world.run_project_slots_taken() == 0  # its slot went back to the budget
+
+
+def test_a_plan_submitted_after_the_stop_is_not_recorded(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(1)
+    plan = world.plan()
+    with world.client() as client:
+        engine = Engine(client, world.ledger)
+        engine.request_stop()
+        recorded = engine.submit(plan, source="test")
+        engine.run()
+    with pytest.raises(Interrupted, match="stopped before it was recorded"):
+        recorded.result()
+    assert world.ledger.triggers_of(plan.invocation_id) == []
+    assert world.started() == {}
 
 
 def test_at_most_max_live_runs_are_live_at_once(world_factory: Callable[..., World]) -> None:
@@ -391,11 +455,11 @@ def test_triggers_past_the_hourly_budget_are_queued_then_sent_by_a_later_process
 
     world.clock.advance(3600)
     with world.client() as client:
-        later = Dispatcher(client, world.ledger, settings=DispatchSettings(wait=False))
+        later = Engine(client, world.ledger, settings=EngineSettings(wait=False))
         resumed = later.resume()
         later.close()
         later.run()
-    assert [r.state for r in resumed].count(TriggerState.QUEUED) == 5
+    assert [r.state for r in resumed.result()].count(TriggerState.QUEUED) == 5
     assert not world.ledger.in_state(TriggerState.QUEUED)
     assert sum(world.started().values()) == 65
     assert all(count == 1 for count in world.started().values())
@@ -426,7 +490,7 @@ def test_a_queued_trigger_past_its_deadline_is_reported_expired(
 
     world.clock.advance(7 * 3600)
     with world.client() as client:
-        later = Dispatcher(client, world.ledger)
+        later = Engine(client, world.ledger)
         later.resume()
         later.close()
         later.run()
@@ -441,35 +505,40 @@ def test_an_interrupt_cancels_the_runs_this_process_started(
 ) -> None:
     world = world_factory(2, running_s=600)
     plan = world.plan()
-    stop = threading.Event()
     with world.client() as client:
-        dispatcher = Dispatcher(client, world.ledger)
-        dispatcher.submit(plan, source="test")
-        dispatcher.close()
-        # The stop arrives once both runs are live (as a signal handler would set it).
-        dispatcher.waiter.progress = _StopWhenLive(stop, live=2)
-        dispatcher.run(stop=stop)
-        outcomes = plan_outcomes(plan, dispatcher)
-    assert set(kinds(outcomes).values()) == {OutcomeKind.KILLED}
+        engine = Engine(client, world.ledger)
+        # The stop arrives once both runs are live (as a signal handler would request it).
+        engine.polls.progress = StopWhenLive(engine, live=2)
+        engine.submit(plan, source="test")
+        engine.close()
+        engine.run()
+        outcomes = engine.outcomes_of(plan)
+    assert set(kinds(outcomes).values()) == {OutcomeKind.INTERRUPTED}
+    assert {o.reason for o in outcomes} == {"interrupted: cancelled in Hex"}
+    assert exit_code_of(outcomes) == 130
     assert {run.status for run in world.emulator.runs()} == {"KILLED"}
+    ended = world.ledger.triggers_of(plan.invocation_id)
+    assert {(r.state, r.hex_status) for r in ended} == {(TriggerState.ENDED, "KILLED")}
 
 
-class _StopWhenLive:
+class StopWhenLive:
+    """A progress display that requests the engine's stop once ``live`` runs are followed."""
+
     refresh_s = 3600.0
 
-    def __init__(self, stop: threading.Event, live: int) -> None:
-        self.stop, self.live, self.seen = stop, live, 0
+    def __init__(self, engine: Engine, live: int) -> None:
+        self.engine, self.live, self.seen = engine, live, 0
 
-    def changed(self, view: Any, now: float) -> None:
-        if view.status is None:
+    def changed(self, view: RunView, now: float) -> None:
+        if view.status is None and view.outcome is None:
             self.seen += 1
             if self.seen == self.live:
-                self.stop.set()
+                self.engine.request_stop()
 
-    def refresh(self, views: Any, now: float) -> None:
+    def refresh(self, views: Sequence[RunView], now: float) -> None:
         pass
 
-    def close(self, views: Any, now: float) -> None:
+    def close(self, now: float) -> None:
         pass
 
 
@@ -506,7 +575,5 @@ def test_a_hundred_projects_start_on_the_fastest_schedule_hex_allows(
     assert not [e for e in world.emulator.journal() if e["status"] == 429]
     # 60 in the first hour (20 a minute), the last 40 as soon as the hour has passed.
     lower_bound_s = 3600 + 60
-    from hexdbt.clock import from_iso
-
     makespan = max(from_iso(run.created_at) for run in runs) - begin
     assert lower_bound_s <= makespan <= lower_bound_s * 1.1
