@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -13,9 +14,9 @@ from typing import Any
 import pytest
 from engine_helpers import project_id, scenario, started_runs, write_project
 
-from hexdbt.clock import ManualClock, from_iso
+from hexdbt.clock import Clock, ManualClock, from_iso
 from hexdbt.emulator import HexEmulator
-from hexdbt.engine import Engine, EngineSettings, dry_run_outcomes, new_trigger
+from hexdbt.engine import CLOCK_SKEW_S, Engine, EngineSettings, dry_run_outcomes, new_trigger
 from hexdbt.errors import Interrupted, StateError
 from hexdbt.factory import open_client
 from hexdbt.hex.budget import BUDGET_FILE
@@ -32,11 +33,27 @@ EmulatorFactory = Callable[..., HexEmulator]
 
 
 class World:
-    """An emulator, a client and a ledger sharing one ManualClock, and a dbt target folder."""
+    """An emulator, a client and a ledger sharing one ManualClock, and a dbt target folder.
 
-    def __init__(self, factory: EmulatorFactory, folder: Path, count: int, **scenario_options: Any):
-        self.clock = ManualClock()
-        self.emulator = factory(scenario=scenario(count, **scenario_options), clock=self.clock)
+    ``clock``: the engine's (its client's and ledger's) clock when it is not Hex's; ``log``:
+    told each request the emulator answered, once it is in the journal."""
+
+    def __init__(
+        self,
+        factory: EmulatorFactory,
+        folder: Path,
+        count: int,
+        *,
+        hex_clock: ManualClock | None = None,
+        clock: Clock | None = None,
+        log: Callable[[str], None] | None = None,
+        **scenario_options: Any,
+    ):
+        self.hex_clock = hex_clock or ManualClock()
+        self.clock: Clock = clock or self.hex_clock
+        self.emulator = factory(
+            scenario=scenario(count, **scenario_options), clock=self.hex_clock, log=log
+        )
         self.folder = folder
         self.count = count
         self.ledger = Ledger.in_state_dir(resolve_state_dir(), clock=self.clock)
@@ -78,8 +95,8 @@ def world_factory(
 ) -> Iterator[Callable[..., World]]:
     worlds: list[World] = []
 
-    def make(count: int, **scenario_options: Any) -> World:
-        world = World(hex_emulator_factory, tmp_path / f"w{len(worlds)}", count, **scenario_options)
+    def make(count: int, **options: Any) -> World:
+        world = World(hex_emulator_factory, tmp_path / f"w{len(worlds)}", count, **options)
         worlds.append(world)
         return world
 
@@ -453,7 +470,7 @@ def test_triggers_past_the_hourly_budget_are_queued_then_sent_by_a_later_process
     queued = world.ledger.in_state(TriggerState.QUEUED)
     assert all(record.deadline_at for record in queued)
 
-    world.clock.advance(3600)
+    world.hex_clock.advance(3600)
     with world.client() as client:
         later = Engine(client, world.ledger, settings=EngineSettings(wait=False))
         resumed = later.resume()
@@ -488,7 +505,7 @@ def test_a_queued_trigger_past_its_deadline_is_reported_expired(
     outcomes = world.dispatch(world.plan(), wait=False, no_wait_send_window_s=180)
     assert list(kinds(outcomes).values()).count(OutcomeKind.QUEUED) == 2
 
-    world.clock.advance(7 * 3600)
+    world.hex_clock.advance(7 * 3600)
     with world.client() as client:
         later = Engine(client, world.ledger)
         later.resume()
@@ -577,3 +594,231 @@ def test_a_hundred_projects_start_on_the_fastest_schedule_hex_allows(
     lower_bound_s = 3600 + 60
     makespan = max(from_iso(run.created_at) for run in runs) - begin
     assert lower_bound_s <= makespan <= lower_bound_s * 1.1
+
+
+# -- the engine's own promises ----------------------------------------------------------------
+
+
+class Answered:
+    """The emulator's request log (``HexEmulator(log=...)``), called once an answer is in the
+    journal: ``event`` is set when a request matching ``method path -> status`` is answered."""
+
+    def __init__(self, method: str, path_ending: str, status: int) -> None:
+        self.method, self.path_ending, self.status = method, path_ending, status
+        self.event = threading.Event()
+
+    def __call__(self, line: str) -> None:
+        request, _, answer = line.partition(" -> ")
+        method, _, target = request.partition(" ")
+        if (method, answer) == (self.method, str(self.status)) and target.endswith(
+            self.path_ending
+        ):
+            self.event.set()
+
+
+def operations(world: World) -> list[tuple[str, int | None]]:
+    return [(entry["operation"], entry["status"]) for entry in world.emulator.journal()]
+
+
+def test_a_stop_during_an_hour_long_wait_for_hex_s_budget_ends_run_at_once(
+    world_factory: Callable[..., World],
+) -> None:
+    """Hex allows one RunProject an hour: A starts, B gets a 429 with Retry-After 3600, and the
+    engine waits for the hour while it follows A. A stop from another thread ends ``run`` within
+    2 s: A is cancelled and reported interrupted, B stays queued and is reported so.
+
+    The ManualClock has ``real_wait_s``: each of the engine's waits (at most STOP_CHECK_S = 1 s
+    of clock time) first waits 50 ms of real time, so the hour takes at least 3 real minutes.
+    The stop, requested as soon as the journal shows the 429, comes first whatever the
+    machine's load, while a plain ManualClock would race through the hour and send B."""
+    b_refused = Answered("POST", f"/projects/{project_id(1)}/runs", 429)
+    world = world_factory(
+        2,
+        hex_clock=ManualClock(real_wait_s=0.05),
+        log=b_refused,
+        running_s=7200,
+        run_project_per_hour=1,
+    )
+    plan = world.plan()
+    with world.client() as client:
+        engine = Engine(client, world.ledger)
+        engine.submit(plan, source="test")
+        engine.close()
+        loop = threading.Thread(target=engine.run)
+        loop.start()
+        assert b_refused.event.wait(timeout=30)
+        posts_before_the_stop = [op for op in operations(world) if op[0] == "RunProject"]
+        engine.request_stop()
+        loop.join(timeout=2)
+        assert not loop.is_alive()
+        outcomes = engine.outcomes_of(plan)
+    refused = next(e for e in world.emulator.journal() if e["status"] == 429)
+    assert refused["operation"] == "RunProject"
+    assert posts_before_the_stop == [("RunProject", 201), ("RunProject", 429)]
+    assert [op for op in operations(world) if op[0] == "RunProject"] == posts_before_the_stop
+    assert ("CancelRun", 204) in operations(world)
+    assert kinds(outcomes) == {"app_0": OutcomeKind.INTERRUPTED, "app_1": OutcomeKind.QUEUED}
+    assert outcomes[0].reason == "interrupted: cancelled in Hex"
+    states = {r.name: r.state for r in world.ledger.triggers_of(plan.invocation_id)}
+    assert states == {"app_0": TriggerState.ENDED, "app_1": TriggerState.QUEUED}
+    (run,) = world.emulator.runs()
+    assert run.status == "KILLED"
+
+
+def test_a_second_engine_on_the_same_invocation_follows_the_runs_to_their_true_end(
+    world_factory: Callable[..., World],
+) -> None:
+    """Two engines (two ledgers on one file) on one invocation; the first claims every trigger
+    with its plan. The second sees rows another live process is sending and follows them
+    through the ledger to the run's end: ERRORED, exit code 5, not in_progress_elsewhere with
+    exit 0. Nothing is started twice, nothing is reconciled.
+
+    Both engines live in this test's process, and the ledger takes a row owned by its own pid
+    for an orphan (a crashed earlier engine of this process): the claims are handed to a live
+    helper process, as the first engine's own process would hold them. The clock's
+    ``real_wait_s`` keeps the two loops, which both move the one ManualClock, from racing it
+    through the runs' timeout while the other is busy with HTTP."""
+    world = world_factory(2, hex_clock=ManualClock(real_wait_s=0.002), outcome="ERRORED")
+    plan = world.plan()
+    first_ledger = HookedLedger(world.ledger.path, clock=world.clock)
+    second_ledger = Ledger(world.ledger.path, clock=world.clock)
+    other_process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    with world.client() as first_client, world.client() as second_client:
+        first = Engine(first_client, first_ledger)
+        second = Engine(second_client, second_ledger)
+        second_loop = threading.Thread(target=second.run)
+
+        def start_the_second(records: list[TriggerRecord]) -> None:
+            """The first has recorded and claimed everything: the second comes now."""
+            assert {r.state for r in records} == {TriggerState.SENDING}
+            with closing(sqlite3.connect(world.ledger.path)) as db, db:
+                db.execute("UPDATE triggers SET owner_pid = ?", (other_process.pid,))
+            second.submit(plan, source="second")
+            second.close()
+            second_loop.start()
+
+        first_ledger.after_recording = start_the_second
+        try:
+            first.submit(plan, source="first")
+            first.close()
+            first.run()
+            second_loop.join(timeout=30)
+        finally:
+            other_process.communicate(b"")
+        assert not second_loop.is_alive()
+        seconds = second.outcomes_of(plan)
+        firsts = first.outcomes_of(plan)
+    first_ledger.close()
+    second_ledger.close()
+    assert set(kinds(seconds).values()) == {OutcomeKind.ERRORED}
+    assert exit_code_of(seconds) == 5
+    assert [o.run_id for o in seconds] == [o.run_id for o in firsts]
+    assert world.started() == {project_id(0): 1, project_id(1): 1}
+    assert "GetProjectRuns" not in {op for op, _ in operations(world)}
+
+
+class OffsetClock:
+    """Hex's ManualClock read ``offset_s`` ahead: the engine's clock when the two disagree.
+    Waiting on it moves Hex's clock, so both advance together."""
+
+    def __init__(self, hex_clock: ManualClock, offset_s: float) -> None:
+        self.hex_clock, self.offset_s = hex_clock, offset_s
+
+    def now(self) -> float:
+        return self.hex_clock.now() + self.offset_s
+
+    def sleep(self, seconds: float) -> None:
+        self.hex_clock.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return self.hex_clock.wait(event, seconds)
+
+
+@pytest.mark.parametrize("ahead_s", [5.0, 50.0])
+def test_a_lost_answer_adopts_the_run_its_post_started_when_the_clocks_disagree(
+    world_factory: Callable[..., World], ahead_s: float
+) -> None:
+    """RunProject creates the run and the connection is reset before the answer; the engine's
+    clock is ahead of Hex's (within CLOCK_SKEW_S). The run is found and followed: started once."""
+    hex_clock = ManualClock()
+    world = world_factory(1, hex_clock=hex_clock, clock=OffsetClock(hex_clock, ahead_s))
+    world.emulator.inject_faults("RunProject", sequence=["lost_reset"])
+    plan = world.plan()
+    (outcome,) = world.dispatch(plan)
+    (created,) = world.emulator.runs(project_id(0))
+    assert [op for op in operations(world) if op[0] == "RunProject"] == [("RunProject", None)]
+    assert world.started() == {project_id(0): 1}
+    assert (outcome.kind, outcome.run_id) == (OutcomeKind.COMPLETED, created.run_id)
+    (record,) = world.ledger.triggers_of(plan.invocation_id)
+    assert (record.state, record.run_id, record.hex_status) == (
+        TriggerState.ENDED,
+        created.run_id,
+        "COMPLETED",
+    )
+
+
+def test_nothing_started_is_concluded_only_once_the_post_can_no_longer_be_in_flight(
+    world_factory: Callable[..., World],
+) -> None:
+    """The connection drops before Hex handled the POST: no run exists, but the client cannot
+    know it. The engine looks at Hex's runs at once, and again when the window closes (intent +
+    the client's longest request + CLOCK_SKEW_S); only then it sends again, once."""
+    world = world_factory(1)
+    world.emulator.inject_faults("RunProject", sequence=["drop"])
+    plan = world.plan()
+    intent_at = world.clock.now()  # the ManualClock moves only when the engine waits
+    with world.client() as client:
+        window_closes = intent_at + client.longest_request_s + CLOCK_SKEW_S
+        engine = Engine(client, world.ledger)
+        engine.submit(plan, source="test")
+        engine.close()
+        engine.run()
+        (outcome,) = engine.outcomes_of(plan)
+    calls = [op for op in operations(world) if op[0] in ("RunProject", "GetProjectRuns")]
+    assert calls == [
+        ("RunProject", None),
+        ("GetProjectRuns", 200),  # at once: nothing yet, and the POST may still be in flight
+        ("GetProjectRuns", 200),  # when the window closed: nothing, so nothing started
+        ("RunProject", 201),
+    ]
+    (run,) = world.emulator.runs()
+    assert window_closes <= from_iso(run.created_at) < window_closes + 1
+    assert (outcome.kind, outcome.run_id) == (OutcomeKind.COMPLETED, run.run_id)
+    (record,) = world.ledger.triggers_of(plan.invocation_id)
+    assert (record.state, record.run_id) == (TriggerState.ENDED, run.run_id)
+    assert record.intent_at is not None
+    assert record.intent_at >= window_closes  # the second claim's intent
+
+
+def test_a_run_another_process_recorded_ended_keeps_its_first_recorded_end(
+    world_factory: Callable[..., World],
+) -> None:
+    """While this engine follows a run, another process (its own ledger on the same file)
+    records the run's end first; this engine's own end is a move the ledger refuses: the first
+    end is reported, nothing crashes."""
+    world = world_factory(1)
+    plan = world.plan()
+    other_process = Ledger(world.ledger.path, clock=world.clock)
+
+    class EndElsewhereWhenRunning(StopWhenLive):
+        def changed(self, view: RunView, now: float) -> None:
+            if view.status == "RUNNING":
+                (record,) = other_process.triggers_of(plan.invocation_id)
+                other_process.mark_ended(
+                    record.trigger_key, hex_status="KILLED", reason="cancelled by another run"
+                )
+
+    messages: list[str] = []
+    with world.client() as client, other_process:
+        engine = Engine(client, world.ledger, log=messages.append)
+        engine.polls.progress = EndElsewhereWhenRunning(engine, live=0)
+        engine.submit(plan, source="test")
+        engine.close()
+        engine.run()
+        (outcome,) = engine.outcomes_of(plan)
+    assert (outcome.kind, outcome.hex_status) == (OutcomeKind.KILLED, "KILLED")
+    assert outcome.reason == "cancelled by another run"
+    (run,) = world.emulator.runs()
+    assert run.status == "COMPLETED"  # Hex's end came second: the ledger kept the first
