@@ -1,7 +1,7 @@
 """100 mapped Hex projects in one dbt invocation, under Hex's real limits (20/min, 60/h).
 
 Prints the makespan (first to last RunProject that started a run) against the lower bound the
-limits allow, the calls spent and the 429s seen, for hexdbt's dispatcher and for a naive loop that
+limits allow, the calls spent and the 429s seen, for hexdbt's engine and for a naive loop that
 posts one after another and sleeps out each 429's Retry-After (what a script without a budget does).
 Everything runs on one ManualClock shared with an in-process emulator: an hour of Hex in seconds.
 
@@ -18,12 +18,12 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from dispatch_helpers import project_id, scenario, write_project
+from engine_helpers import project_id, scenario, write_project
 
 from hexdbt.clock import ManualClock, from_iso
-from hexdbt.dispatch import Dispatcher, DispatchSettings
 from hexdbt.emulator import HexEmulator
-from hexdbt.hex.client import connect
+from hexdbt.engine import Engine
+from hexdbt.factory import open_client
 from hexdbt.ledger import Ledger
 from hexdbt.planner.files import plan_from_files
 
@@ -40,7 +40,7 @@ def _summary(emulator: HexEmulator, begin: float) -> tuple[float, int, int, int]
     return max(created) - begin, len(created), posts, rate_limited
 
 
-def hexdbt_dispatcher(folder: Path) -> tuple[float, int, int, int]:
+def hexdbt_engine(folder: Path) -> tuple[float, int, int, int]:
     clock = ManualClock()
     with HexEmulator(scenario=scenario(PROJECTS), clock=clock) as emulator:
         target, mappings = write_project(folder, PROJECTS, mapping_options={"wait": False})
@@ -48,14 +48,14 @@ def hexdbt_dispatcher(folder: Path) -> tuple[float, int, int, int]:
         begin = clock.now()
         with (
             Ledger(folder / "ledger.sqlite3", clock=clock) as ledger,
-            connect(
+            open_client(
                 token="hxtp_bench", base_url=emulator.url, clock=clock, state_dir=str(folder)
             ) as client,
         ):
-            dispatcher = Dispatcher(client, ledger, settings=DispatchSettings())
-            dispatcher.submit(plan, source="benchmark")
-            dispatcher.close()
-            dispatcher.run()
+            engine = Engine(client, ledger)
+            engine.submit(plan, source="benchmark")
+            engine.close()
+            engine.run()
         return _summary(emulator, begin)
 
 
@@ -81,7 +81,7 @@ def naive_loop() -> tuple[float, int, int, int]:
 def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         rows = [
-            ("hexdbt dispatcher", *hexdbt_dispatcher(Path(folder))),
+            ("hexdbt engine", *hexdbt_engine(Path(folder))),
             ("naive loop + Retry-After", *naive_loop()),
         ]
     print(f"{PROJECTS} Hex projects, Hex's limits (RunProject 20/min and 60/h)")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from hexdbt.clock import ManualClock
-from hexdbt.errors import ConfigError, HexRateLimitedError, StateError
+from hexdbt.errors import ConfigError, HexRateLimitedError, Interrupted, StateError
+from hexdbt.factory import open_client
 from hexdbt.hex.budget import (
     BUDGET_FILE,
     BudgetLimits,
@@ -29,15 +31,20 @@ def _budget(tmp_path: Path, clock: ManualClock, **kwargs: object) -> SharedBudge
     return SharedBudget.in_state_dir(tmp_path, TOKEN, URL, clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
+def _acquire(budget: SharedBudget, kind: CallKind) -> None:
+    """Wait as long as it takes for a slot (no deadline, never stopped)."""
+    budget.acquire(kind, deadline=float("inf"), stop=threading.Event())
+
+
 def test_thirty_other_calls_fit_a_minute_and_the_thirty_first_waits_for_the_window(
     tmp_path: Path,
 ) -> None:
     clock = ManualClock(start=1000.0)
     budget = _budget(tmp_path, clock)
     for _ in range(30):
-        budget.acquire(CallKind.OTHER)
+        _acquire(budget, CallKind.OTHER)
     assert clock.now() == 1000.0
-    budget.acquire(CallKind.OTHER)
+    _acquire(budget, CallKind.OTHER)
     # The first call ages out after its 60 s window plus the 1 s network margin.
     assert clock.now() == 1061.0
 
@@ -47,7 +54,7 @@ def test_run_project_obeys_both_the_minute_and_the_hour(tmp_path: Path) -> None:
     budget = _budget(tmp_path, clock)
     started = []
     for _ in range(61):
-        budget.acquire(CallKind.RUN_PROJECT)
+        _acquire(budget, CallKind.RUN_PROJECT)
         started.append(clock.now())
     # 20 per minute: three bursts of 20, then the hour is full until the first call ages out.
     assert started[19] == 0.0
@@ -63,8 +70,8 @@ def test_two_budgets_on_one_file_share_the_slots(tmp_path: Path) -> None:
     clock = ManualClock(start=0.0)
     first, second = _budget(tmp_path, clock), _budget(tmp_path, clock)
     for _ in range(15):
-        first.acquire(CallKind.OTHER)
-        second.acquire(CallKind.OTHER)
+        _acquire(first, CallKind.OTHER)
+        _acquire(second, CallKind.OTHER)
     assert first.next_slot_at(CallKind.OTHER) == 61.0
     assert second.next_slot_at(CallKind.OTHER) == 61.0
 
@@ -73,7 +80,7 @@ def test_another_token_or_host_has_its_own_budget(tmp_path: Path) -> None:
     clock = ManualClock(start=0.0)
     mine = _budget(tmp_path, clock)
     for _ in range(30):
-        mine.acquire(CallKind.OTHER)
+        _acquire(mine, CallKind.OTHER)
     other_token = SharedBudget.in_state_dir(tmp_path, "hxtp_another", URL, clock=clock)
     other_host = SharedBudget.in_state_dir(tmp_path, TOKEN, "https://eu.hex.tech", clock=clock)
     assert other_token.next_slot_at(CallKind.OTHER) == 0.0
@@ -82,7 +89,7 @@ def test_another_token_or_host_has_its_own_budget(tmp_path: Path) -> None:
 
 def test_the_store_holds_a_hash_of_the_token_never_the_token(tmp_path: Path) -> None:
     budget = _budget(tmp_path, ManualClock())
-    budget.acquire(CallKind.RUN_PROJECT)
+    _acquire(budget, CallKind.RUN_PROJECT)
     budget.note_rate_limited(CallKind.OTHER, 5)
     # The store is in WAL mode: recent writes are in the -wal file beside it.
     raw = b"".join(path.read_bytes() for path in tmp_path.glob(f"{BUDGET_FILE}*"))
@@ -97,7 +104,7 @@ def test_a_429_blocks_the_kind_until_retry_after(tmp_path: Path) -> None:
     budget.note_rate_limited(CallKind.OTHER, 42.0)
     assert budget.next_slot_at(CallKind.OTHER) == 42.0
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 0.0
-    budget.acquire(CallKind.OTHER)
+    _acquire(budget, CallKind.OTHER)
     assert clock.now() == 42.0
 
 
@@ -112,11 +119,24 @@ def test_acquire_past_the_deadline_raises_rate_limited(tmp_path: Path) -> None:
     clock = ManualClock(start=0.0)
     budget = _budget(tmp_path, clock)
     for _ in range(30):
-        budget.acquire(CallKind.OTHER)
+        _acquire(budget, CallKind.OTHER)
     with pytest.raises(HexRateLimitedError, match="no slot before the deadline") as caught:
-        budget.acquire(CallKind.OTHER, deadline=30.0)
+        budget.acquire(CallKind.OTHER, deadline=30.0, stop=threading.Event())
     assert caught.value.retry_after_s == 61.0
     assert clock.now() == 0.0
+
+
+def test_a_set_stop_event_ends_the_wait_for_a_slot_at_once(tmp_path: Path) -> None:
+    clock = ManualClock(start=0.0)
+    budget = _budget(tmp_path, clock)
+    for _ in range(30):
+        _acquire(budget, CallKind.OTHER)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Interrupted, match="stopped while waiting for Hex's rate budget"):
+        budget.acquire(CallKind.OTHER, deadline=float("inf"), stop=stop)
+    assert clock.now() == 0.0
+    assert budget.next_slot_at(CallKind.OTHER) == 61.0  # nothing was taken
 
 
 def test_non_blocking_queries_plan_without_taking(tmp_path: Path) -> None:
@@ -134,7 +154,7 @@ def test_take_now_takes_what_fits_and_never_waits(tmp_path: Path) -> None:
     clock = ManualClock(start=0.0)
     budget, other_process = _budget(tmp_path, clock), _budget(tmp_path, clock)
     for _ in range(18):
-        other_process.acquire(CallKind.RUN_PROJECT)
+        _acquire(other_process, CallKind.RUN_PROJECT)
     taken = budget.take_now(CallKind.RUN_PROJECT, 5)
     assert taken == (Slot(CallKind.RUN_PROJECT, 0.0),) * 2  # 20 a minute: two were left
     assert budget.take_now(CallKind.RUN_PROJECT, 1) == ()
@@ -170,7 +190,7 @@ def test_a_slot_used_after_its_record_was_forgotten_is_recorded_again(tmp_path: 
     budget = _budget(tmp_path, clock)
     (slot,) = budget.take_now(CallKind.RUN_PROJECT, 1)
     clock.advance(4000)
-    budget.acquire(CallKind.OTHER)  # forgets the calls older than every window
+    _acquire(budget, CallKind.OTHER)  # forgets the calls older than every window
 
     def calls() -> list[tuple[str, float]]:
         with closing(sqlite3.connect(tmp_path / BUDGET_FILE)) as db:
@@ -191,9 +211,9 @@ def test_old_calls_are_forgotten(tmp_path: Path) -> None:
     clock = ManualClock(start=0.0)
     budget = _budget(tmp_path, clock)
     for _ in range(5):
-        budget.acquire(CallKind.OTHER)
+        _acquire(budget, CallKind.OTHER)
     clock.advance(7200)
-    budget.acquire(CallKind.OTHER)
+    _acquire(budget, CallKind.OTHER)
     with sqlite3.connect(tmp_path / BUDGET_FILE) as db:
         (count,) = db.execute("SELECT count(*) FROM calls").fetchone()
     assert count == 1
@@ -222,4 +242,16 @@ def test_limits_parse_from_text_and_name_the_bad_part() -> None:
         BudgetLimits.parse("other=ten/60")
     with pytest.raises(ConfigError, match="cannot read 'runs=1/1'"):
         BudgetLimits.parse("runs=1/1")
-    assert BudgetLimits.from_env({"HEXDBT_BUDGET": "other=5/10"}).other == (Limit(5, 10.0),)
+
+
+def test_the_client_s_budget_takes_its_limits_from_hexdbt_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEXDBT_BUDGET", "other=5/10")
+    with open_client(TOKEN, URL, allow_insecure_http=True, state_dir=tmp_path) as client:
+        assert isinstance(client.budget, SharedBudget)
+        assert client.budget.limits.other == (Limit(5, 10.0),)
+        assert client.budget.limits.run_project == BudgetLimits().run_project
+    monkeypatch.setenv("HEXDBT_BUDGET", "other=ten/60")
+    with pytest.raises(ConfigError, match="HEXDBT_BUDGET: 'ten/60' is not calls/seconds"):
+        open_client(TOKEN, URL, allow_insecure_http=True, state_dir=tmp_path)

@@ -29,7 +29,7 @@ url, token, state, emulated_then, real_then, scale, calls, project = sys.argv[1:
 clock = ScaledClock(float(scale), start=float(emulated_then) + (time.time() - float(real_then)) * float(scale))
 # A margin of 5 emulated seconds covers ~150 ms of real network and scheduling delay.
 budget = SharedBudget(Path(state), token, url, clock=clock, limits=BudgetLimits(margin_s=5.0))
-client = HexClient(url, token, clock=clock, budget=budget, max_attempts=1)
+client = HexClient(url, token, clock=clock, budget=budget, get_attempts=1)
 for _ in range(int(calls)):
     client.get_project(project)
 """

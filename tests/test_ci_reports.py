@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
-from dispatch_helpers import scenario, write_project
+from engine_helpers import scenario, write_project
 
 from hexdbt.cli import main
 from hexdbt.emulator import HexEmulator

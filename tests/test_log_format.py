@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
-from dispatch_helpers import scenario, write_project
+from engine_helpers import scenario, write_project
 
 from hexdbt.cli import main
 from hexdbt.emulator import HexEmulator

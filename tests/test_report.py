@@ -8,17 +8,11 @@ from pathlib import Path
 import pytest
 
 from hexdbt.clock import ManualClock
-from hexdbt.errors import ConfigError
+from hexdbt.engine import outcome_of
+from hexdbt.errors import EXIT_SIGINT, ConfigError
 from hexdbt.ledger import Ledger, NewTrigger
-from hexdbt.report import (
-    Outcome,
-    OutcomeKind,
-    exit_code_of,
-    outcome_of,
-    render_table,
-    summary_line,
-    write_junit,
-)
+from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
+from hexdbt.report import render_table, summary_line, write_junit
 
 RUN_URL = "http://127.0.0.1:9/app/p-1/runs/0f6a1c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -28,7 +22,7 @@ def ledger(tmp_path: Path) -> Ledger:
     return Ledger(tmp_path / "ledger.sqlite3", clock=ManualClock(start=100.0))
 
 
-def _row(ledger: Ledger, key: str) -> None:
+def _row(ledger: Ledger, key: str, *, claim: bool = True) -> None:
     trigger = NewTrigger(
         trigger_key=key,
         name=key,
@@ -38,7 +32,8 @@ def _row(ledger: Ledger, key: str) -> None:
         options={},
     )
     ledger.plan_and_claim("inv", "build", "run", [trigger], ())
-    ledger.claim_for_sending(key)
+    if claim:
+        assert ledger.claim_for_sending(key)
 
 
 @pytest.mark.parametrize(
@@ -63,14 +58,17 @@ def test_an_ended_run_maps_to_its_outcome_and_exit_code(
 
 
 def test_rows_that_never_started_map_to_their_own_outcomes(ledger: Ledger) -> None:
-    for key in ("failed", "ambiguous", "expired", "queued", "sending"):
+    for key in ("failed", "ambiguous", "sending"):
         _row(ledger, key)
+    for key in ("expired", "queued", "planned"):  # never claimed: only a planned row expires
+        _row(ledger, key, claim=False)
     kinds = {
         "failed": outcome_of(ledger.mark_failed("failed", reason="HTTP 422")).kind,
         "ambiguous": outcome_of(ledger.mark_ambiguous("ambiguous", reason="lost")).kind,
         "expired": outcome_of(ledger.mark_expired("expired", reason="deadline")).kind,
         "queued": outcome_of(ledger.mark_queued("queued", deadline_at=1, reason="budget")).kind,
         "sending": outcome_of(ledger.get("sending")).kind,
+        "planned": outcome_of(ledger.get("planned")).kind,
     }
     assert kinds == {
         "failed": OutcomeKind.FAILED_TO_START,
@@ -78,6 +76,7 @@ def test_rows_that_never_started_map_to_their_own_outcomes(ledger: Ledger) -> No
         "expired": OutcomeKind.EXPIRED,
         "queued": OutcomeKind.QUEUED,
         "sending": OutcomeKind.IN_PROGRESS_ELSEWHERE,
+        "planned": OutcomeKind.QUEUED,
     }
 
 
@@ -91,6 +90,8 @@ def test_the_exit_code_is_the_worst_outcome() -> None:
     assert exit_code_of(outcomes) == 6
     assert exit_code_of(outcomes[:1] + outcomes[3:]) == 0
     assert exit_code_of([]) == 0
+    interrupted = Outcome("e", "p", OutcomeKind.INTERRUPTED, reason="interrupted: cancelled")
+    assert exit_code_of([*outcomes, interrupted]) == EXIT_SIGINT == 130
 
 
 def test_the_table_keeps_urls_whole_and_shows_reasons() -> None:

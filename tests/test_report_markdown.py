@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hexdbt.errors import ConfigError
-from hexdbt.report import Outcome, OutcomeKind, render_markdown, write_markdown
+from hexdbt.outcomes import Outcome, OutcomeKind
+from hexdbt.report import render_markdown, write_markdown
 
 HEALTH = "5a8591dd-4039-49df-9202-96385ba3eff8"
 FINANCE = "7c2e4b10-9d8a-4f3e-b6a1-2f0c3d9e8a11"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from dispatch_helpers import project_id, scenario, started_runs, write_project
+from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.cli import main
 from hexdbt.clock import ManualClock

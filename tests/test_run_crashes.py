@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dispatch_helpers import project_id, scenario, started_runs, write_project
+from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.clock import ManualClock
 from hexdbt.dispatch import Dispatcher, plan_outcomes

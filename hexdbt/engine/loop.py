@@ -144,7 +144,7 @@ class Engine:
         self.ledger = ledger
         self.settings = settings or EngineSettings()
         self.clock: Clock = client.clock
-        self.polls = polls or Polls(client, progress=progress)
+        self.polls = polls if polls is not None else Polls(client, progress=progress)
         self._log: Log = log or (lambda _message: None)
         # Set by request_stop (and by a signal, through the client's stop event).
         self.stopping = client.stop
@@ -455,10 +455,9 @@ class Engine:
                 continue
             assert budget is not None
             next_slot = budget.next_slot_at(CallKind.RUN_PROJECT)
-            if (
-                not self._should_wait(record)
-                and next_slot > now + self.settings.no_wait_send_window_s
-            ):
+            # Only --no-wait leaves triggers for a later process: a waiting command stays to
+            # send them, whether or not it waits on their runs (a mapping's wait: false).
+            if not self.settings.wait and next_slot > now + self.settings.no_wait_send_window_s:
                 self._leave_queued(item)
                 continue
             self._say_why_they_wait(

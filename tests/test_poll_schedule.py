@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hexdbt.hex.waiter import AdaptiveSchedule, FixedSchedule
+from hexdbt.hex.polls import AdaptiveSchedule, FixedSchedule
 
 
 def _poll_ages(

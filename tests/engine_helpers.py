@@ -1,4 +1,4 @@
-"""Scenarios, mappings and artifacts for dispatch tests: N mapped Hex projects over N models."""
+"""Scenarios, mappings and artifacts for engine tests: N mapped Hex projects over N models."""
 
 from __future__ import annotations
 
