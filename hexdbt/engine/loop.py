@@ -54,7 +54,7 @@ from hexdbt.errors import (
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, backoff_delay_s, run_may_have_started
 from hexdbt.hex.models import RunRequest
-from hexdbt.hex.polls import Polls, Progress, RunEnd, WatchedRun
+from hexdbt.hex.polls import Polls, RunEnd, WatchedRun
 from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan, Trigger
@@ -137,14 +137,14 @@ class Engine:
         *,
         settings: EngineSettings | None = None,
         polls: Polls | None = None,
-        progress: Progress | None = None,
         log: Log | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.settings = settings or EngineSettings()
         self.clock: Clock = client.clock
-        self.polls = polls if polls is not None else Polls(client, progress=progress)
+        # The runs followed, with their schedule and progress display (none by default).
+        self.polls = polls if polls is not None else Polls(client)
         self._log: Log = log or (lambda _message: None)
         # Set by request_stop (and by a signal, through the client's stop event).
         self.stopping = client.stop
@@ -512,13 +512,27 @@ class Engine:
             self._send_failed(item, exc)
             return
         crash_point("post-answered")
-        started = self.ledger.mark_started(
-            record.trigger_key, run_id=run.run_id, run_url=run.run_url, trace_id=run.trace_id
+        self._started_here.add(run.run_id)
+        started = self._move(
+            partial(
+                self.ledger.mark_started,
+                record.trigger_key,
+                run_id=run.run_id,
+                run_url=run.run_url,
+                trace_id=run.trace_id,
+            )
         )
         crash_point("run-id-recorded")
-        self._started_here.add(run.run_id)
         self._log(f"{record.name}: started run {run.run_id}  {run.run_url or ''}".rstrip())
-        self._follow(started)
+        self._line_up(started)
+
+    def _move(self, move: partial[TriggerRecord]) -> TriggerRecord:
+        """Make a move on a row this process owns. Another engine of this process (its owner is
+        a pid) may have moved it first, once the POST's window closed: then its row stands."""
+        try:
+            return move()
+        except MoveRefusedError:
+            return self.ledger.get(move.args[0])
 
     def _send_failed(self, item: _Pending, exc: HexApiError) -> None:
         now = self.clock.now()
@@ -540,11 +554,16 @@ class Engine:
                 retry_at = now + backoff_delay_s(unreachable, None, jitter=0.5)
             else:
                 retry_at = now + self.settings.retry_later_s
-            released = self.ledger.release(key, reason=str(exc))
+            released = self._move(partial(self.ledger.release, key, reason=str(exc)))
             self._log(f"{record.name}: not started ({exc}); trying again in {retry_at - now:.0f} s")
-            self._pending.append(_Pending(released, not_before=retry_at, unreachable=unreachable))
+            if released.state is TriggerState.QUEUED:
+                self._pending.append(
+                    _Pending(released, not_before=retry_at, unreachable=unreachable)
+                )
+            else:
+                self._line_up(released)
             return
-        self.ledger.mark_failed(key, reason=str(exc), trace_id=exc.trace_id)
+        self._move(partial(self.ledger.mark_failed, key, reason=str(exc), trace_id=exc.trace_id))
         self._log(f"{record.name}: Hex refused the run: {exc}")
 
     def _reconcile(self, item: _Pending) -> None:
@@ -561,32 +580,31 @@ class Engine:
                 self.client, record, self.ledger.run_ids_of_project(record.project_id)
             )
         except HexAmbiguousRunError as exc:
-            self.ledger.mark_ambiguous(
-                key, reason=f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"
-            )
+            reason = f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"
+            self._line_up(self._move(partial(self.ledger.mark_ambiguous, key, reason=reason)))
             return
         except HexApiError as exc:
-            self.ledger.mark_ambiguous(
-                key,
-                reason=f"RunProject's answer was lost and Hex's run list could not be read: {exc}",
-            )
+            reason = f"RunProject's answer was lost and Hex's run list could not be read: {exc}"
+            self._line_up(self._move(partial(self.ledger.mark_ambiguous, key, reason=reason)))
             return
         now = self.clock.now()
         if run is not None:
             self._log(f"{record.name}: found run {run.run_id}, started inside its POST's window")
-            started = self.ledger.mark_started(
-                key, run_id=run.run_id, run_url=run.run_url, trace_id=run.trace_id
-            )
             self._started_here.add(run.run_id)
-            self._follow(started)
+            started = partial(
+                self.ledger.mark_started,
+                key,
+                run_id=run.run_id,
+                run_url=run.run_url,
+                trace_id=run.trace_id,
+            )
+            self._line_up(self._move(started))
         elif now < window_closes:
             # The POST may still be in flight: "nothing started" cannot be concluded yet.
             self._pending.append(replace(item, record=record, not_before=window_closes))
         else:
-            released = self.ledger.release(
-                key, reason="RunProject's answer was lost; Hex started no run"
-            )
-            self._line_up(released)
+            reason = "RunProject's answer was lost; Hex started no run"
+            self._line_up(self._move(partial(self.ledger.release, key, reason=reason)))
 
     # -- following runs ---------------------------------------------------------------------------
 
