@@ -27,6 +27,7 @@ from hexdbt.errors import (
     HexRejectedError,
     HexTransportError,
     HexUnavailableError,
+    Interrupted,
 )
 from hexdbt.factory import open_engine
 from hexdbt.feeders.direct import direct_plan, run_direct
@@ -416,3 +417,16 @@ def test_a_lost_answer_with_several_candidate_runs_is_ambiguous_not_adopted(
         assert f"/runs/{record.run_id}" in outcome.reason
     assert len(hex_emulator.runs(CUSTOMER_HEALTH_ID)) == 2
     assert len(_ops(hex_emulator, "RunProject")) == 2
+
+
+def test_a_run_project_is_never_sent_once_stop_is_set(
+    hex_emulator: HexEmulator, tmp_path: Path
+) -> None:
+    """A signal that lands between the engine's decision to send and the request itself."""
+    client = _client(hex_emulator, tmp_path)
+    client.stop.set()
+    with pytest.raises(Interrupted, match="before RunProject was sent"):
+        client.run_project(CUSTOMER_HEALTH_ID)
+    assert hex_emulator.journal() == []
+    # Other calls still go: winding down cancels the runs this process started.
+    assert client.get_project(CUSTOMER_HEALTH_ID).id == CUSTOMER_HEALTH_ID

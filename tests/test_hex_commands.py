@@ -530,7 +530,13 @@ def silent_hex() -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGCONT)
         process.terminate()
-        process.communicate(timeout=30)
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Woken with a backlog of abandoned connections it can take longer to stop than
+            # these tests are about: what matters here is that it is gone.
+            process.kill()
+            process.communicate()
 
 
 def _wait_until_connected(pid: int, url: str) -> None:
