@@ -126,7 +126,9 @@ def trigger_hex_project(
         "idempotencyKey": plan.invocation_id.partition(":")[2],
     }
     if outcome.exit_code:
-        document["message"] = outcome.reason
+        document["message"] = outcome.reason or (
+            f"run {outcome.run_id} of project {project_id} ended {outcome.hex_status}"
+        )
         if outcome.run_id is None:  # nothing ran: an error, as the other functions report one
             document["status"] = "error"
     return document

@@ -17,8 +17,8 @@ from hexdbt.emulator.scenario import (
     UNPUBLISHED_ID,
     default_scenario_document,
 )
+from hexdbt.engine import EngineSettings
 from hexdbt.errors import (
-    HexAmbiguousRunError,
     HexApiError,
     HexAuthError,
     HexNotFoundError,
@@ -27,10 +27,14 @@ from hexdbt.errors import (
     HexRejectedError,
     HexTransportError,
     HexUnavailableError,
+    Interrupted,
 )
+from hexdbt.factory import open_engine
+from hexdbt.feeders.direct import direct_plan, run_direct
 from hexdbt.hex.budget import SharedBudget
 from hexdbt.hex.client import HexClient, HexRunOutcomeUnknownError, run_may_have_started
 from hexdbt.hex.models import RunRequest
+from hexdbt.outcomes import Outcome, OutcomeKind
 
 TOKEN = "hxtp_client_http_secret_0123456789"
 Factory = Callable[..., HexEmulator]
@@ -163,14 +167,21 @@ def test_422_on_poll_is_not_retried(hex_emulator: HexEmulator, tmp_path: Path) -
     assert len(_ops(hex_emulator, "GetRunStatus")) == 1
 
 
-@pytest.mark.parametrize("status", [429, 503])
-def test_429_and_503_on_trigger_are_retried_and_start_exactly_one_run(
-    hex_emulator: HexEmulator, tmp_path: Path, status: int
+@pytest.mark.parametrize(
+    ("status", "error_class"), [(429, HexRateLimitedError), (503, HexUnavailableError)]
+)
+def test_429_and_503_on_trigger_are_sent_once_and_started_nothing(
+    hex_emulator: HexEmulator, tmp_path: Path, status: int, error_class: type[HexApiError]
 ) -> None:
+    """The client never re-sends a POST: the engine requeues it (test_hex_commands waits them
+    out end to end)."""
     hex_emulator.inject_faults("RunProject", sequence=[{"kind": "error", "status": status}] * 2)
-    run = _client(hex_emulator, tmp_path).run_project(CUSTOMER_HEALTH_ID)
-    assert [entry["status"] for entry in _ops(hex_emulator, "RunProject")] == [status, status, 201]
-    assert [record.run_id for record in hex_emulator.runs(CUSTOMER_HEALTH_ID)] == [run.run_id]
+    with pytest.raises(error_class) as caught:
+        _client(hex_emulator, tmp_path).run_project(CUSTOMER_HEALTH_ID)
+    assert caught.value.status == status
+    assert not run_may_have_started(caught.value)
+    assert [entry["status"] for entry in _ops(hex_emulator, "RunProject")] == [status]
+    assert hex_emulator.runs(CUSTOMER_HEALTH_ID) == []
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
@@ -194,7 +205,7 @@ def test_a_poll_that_keeps_failing_surfaces_the_last_error(
         "GetRunStatus", sequence=[{"kind": "error", "status": 503, "body": "html"}] * 9
     )
     with pytest.raises(HexUnavailableError, match="HTML page") as caught:
-        _client(hex_emulator, tmp_path, max_attempts=3).get_run_status(CUSTOMER_HEALTH_ID, "r")
+        _client(hex_emulator, tmp_path, get_attempts=3).get_run_status(CUSTOMER_HEALTH_ID, "r")
     assert caught.value.status == 503
     assert len(_ops(hex_emulator, "GetRunStatus")) == 3
 
@@ -204,7 +215,7 @@ def test_429_that_outlasts_the_attempts_is_rate_limited(
 ) -> None:
     hex_emulator.inject_faults("GetProject", sequence=[{"kind": "error", "status": 429}] * 5)
     with pytest.raises(HexRateLimitedError):
-        _client(hex_emulator, tmp_path, max_attempts=2).get_project(CUSTOMER_HEALTH_ID)
+        _client(hex_emulator, tmp_path, get_attempts=2).get_project(CUSTOMER_HEALTH_ID)
 
 
 @pytest.mark.parametrize(
@@ -225,16 +236,31 @@ def test_every_fault_on_trigger_starts_exactly_one_run(
     hex_emulator.inject_faults("RunProject", sequence=[fault])
     client = _client(hex_emulator, tmp_path, read_timeout_s=0.5)
     if fault["kind"] != "slow":
-        # The plain call never re-sends a POST that may have reached Hex.
+        # The client never re-sends a POST that may have reached Hex.
         with pytest.raises(HexApiError) as caught:
             client.run_project(CUSTOMER_HEALTH_ID)
         assert run_may_have_started(caught.value)
         assert len(_ops(hex_emulator, "RunProject")) == 1
         hex_emulator.reset()
         hex_emulator.inject_faults("RunProject", sequence=[fault])
-    run = client.run_project_once(CUSTOMER_HEALTH_ID)
+    # The engine looks the run up in Hex before it sends again, if it sends again at all.
+    (outcome,) = _trigger_through_the_engine(client, CUSTOMER_HEALTH_ID)
+    assert outcome.kind is OutcomeKind.STARTED
     runs = hex_emulator.runs(CUSTOMER_HEALTH_ID)
-    assert [record.run_id for record in runs] == [run.run_id]
+    assert [record.run_id for record in runs] == [outcome.run_id]
+
+
+def _trigger_through_the_engine(client: HexClient, project_id: str) -> list[Outcome]:
+    plan = direct_plan(
+        [project_id],
+        RunRequest(),
+        idempotency_key=None,
+        wait=False,
+        timeout_minutes=60,
+        cancel_on_timeout=True,
+    )
+    with open_engine(client, settings=EngineSettings(wait=False)) as engine:
+        return run_direct(engine, plan)
 
 
 def test_lost_answer_raises_transport_error_that_may_have_been_sent(
@@ -309,21 +335,24 @@ def test_the_proxy_settings_of_the_environment_are_honoured(
         monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_free_port()}")  # nothing listens
     with pytest.raises(HexTransportError, match="no answer from Hex"):
-        _client(hex_emulator, tmp_path, max_attempts=1).get_project(CUSTOMER_HEALTH_ID)
+        _client(hex_emulator, tmp_path, get_attempts=1).get_project(CUSTOMER_HEALTH_ID)
     assert _ops(hex_emulator, "GetProject") == []
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     project = _client(hex_emulator, tmp_path).get_project(CUSTOMER_HEALTH_ID)
     assert project.id == CUSTOMER_HEALTH_ID
 
 
-def test_connect_error_is_never_sent_and_retried(tmp_path: Path) -> None:
+def test_connect_error_is_never_sent_and_only_reads_are_retried(tmp_path: Path) -> None:
     port = _free_port()
     clock = ManualClock()
-    client = HexClient(f"http://127.0.0.1:{port}", TOKEN, clock=clock, max_attempts=3)
+    client = HexClient(f"http://127.0.0.1:{port}", TOKEN, clock=clock, get_attempts=3)
     with pytest.raises(HexTransportError, match="connection refused") as caught:
         client.run_project(CUSTOMER_HEALTH_ID)
     assert not caught.value.request_may_have_been_sent
-    assert len(clock.sleeps) == 2  # retried: a refused connection cannot have started a run
+    assert clock.sleeps == []  # a POST is sent once: the engine decides when to send it again
+    with pytest.raises(HexTransportError, match="connection refused"):
+        client.get_project(CUSTOMER_HEALTH_ID)
+    assert len(clock.sleeps) == 2  # three attempts, two backoffs
     assert TOKEN not in str(caught.value)
 
 
@@ -378,8 +407,26 @@ def test_a_lost_answer_with_several_candidate_runs_is_ambiguous_not_adopted(
     client = _client(hex_emulator, tmp_path)
     client.run_project(CUSTOMER_HEALTH_ID)
     hex_emulator.inject_faults("RunProject", sequence=["lost_reset"])
-    with pytest.raises(HexAmbiguousRunError, match="2 API runs") as caught:
-        client.run_project_once(CUSTOMER_HEALTH_ID)
-    assert caught.value.exit_code == 4
-    assert len(caught.value.run_urls) == 2
+    (outcome,) = _trigger_through_the_engine(client, CUSTOMER_HEALTH_ID)
+    assert outcome.kind is OutcomeKind.AMBIGUOUS
+    assert outcome.exit_code == 4
+    assert outcome.run_id is None
+    assert outcome.reason is not None
+    assert "2 API runs" in outcome.reason
+    for record in hex_emulator.runs(CUSTOMER_HEALTH_ID):
+        assert f"/runs/{record.run_id}" in outcome.reason
     assert len(hex_emulator.runs(CUSTOMER_HEALTH_ID)) == 2
+    assert len(_ops(hex_emulator, "RunProject")) == 2
+
+
+def test_a_run_project_is_never_sent_once_stop_is_set(
+    hex_emulator: HexEmulator, tmp_path: Path
+) -> None:
+    """A signal that lands between the engine's decision to send and the request itself."""
+    client = _client(hex_emulator, tmp_path)
+    client.stop.set()
+    with pytest.raises(Interrupted, match="before RunProject was sent"):
+        client.run_project(CUSTOMER_HEALTH_ID)
+    assert hex_emulator.journal() == []
+    # Other calls still go: winding down cancels the runs this process started.
+    assert client.get_project(CUSTOMER_HEALTH_ID).id == CUSTOMER_HEALTH_ID

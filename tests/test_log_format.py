@@ -46,7 +46,12 @@ def test_trigger_wait_logs_json_events(hex_emulator: HexEmulator) -> None:
     assert events[0]["event"] == "note"
     assert "updatePublishedResults=false" in events[0]["message"]
     (ended,) = [e for e in events if e["event"] == "run_ended"]
-    assert (ended["status"], ended["outcome"]) == ("COMPLETED", "COMPLETED")
+    assert (ended["status"], ended["outcome"]) == ("COMPLETED", "completed")
+    assert [e["event"] for e in events if e["event"].startswith("run_")] == [
+        "run_followed",
+        "run_status",
+        "run_ended",
+    ]
     assert [e["status"] for e in events if e["event"] == "run_status"] == ["RUNNING"]
     assert all({"time", "level", "event"} <= set(event) for event in events)
 
@@ -62,5 +67,5 @@ def test_run_logs_json_events(
     started = [e["message"] for e in events if e["event"] == "note"]
     assert len(started) == 2
     assert all("started run" in message for message in started)
-    ended = [e for e in events if e["event"] == "run_ended" and e["outcome"] == "COMPLETED"]
+    ended = [e for e in events if e["event"] == "run_ended" and e["outcome"] == "completed"]
     assert {e["name"] for e in ended} == {"app_0", "app_1"}

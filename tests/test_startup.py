@@ -17,7 +17,13 @@ import pytest
 
 # Top-level packages whose import costs a --help real time (dbt alone: seconds).
 FORBIDDEN = ("dbt", "watchdog", "requests", "urllib3", "jinja2", "duckdb")
-FORBIDDEN_HEXDBT = ("hexdbt.emulator", "hexdbt.dispatch", "hexdbt.ledger", "hexdbt.feeders.watch")
+FORBIDDEN_HEXDBT = (
+    "hexdbt.emulator",
+    "hexdbt.engine",
+    "hexdbt.factory",
+    "hexdbt.ledger",
+    "hexdbt.feeders",
+)
 
 _PROBE = r"""
 import importlib.abc, json, sys, traceback

@@ -504,6 +504,10 @@ class HexClient:
                     )
             try:
                 with interruptible():
+                    # A signal that landed just before (not yet inside) this block only set stop:
+                    # a RunProject is never sent after it, nor left to wait out its read timeout.
+                    if method == "POST" and self.stop.is_set():
+                        raise Interrupted("stopped before RunProject was sent")
                     response = self._session.request(
                         method,
                         url,
