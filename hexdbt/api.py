@@ -103,7 +103,6 @@ def trigger_hex_project(
                 use_cached_sql_results=use_cached_sql_results,
             ),
             idempotency_key=idempotency_key,
-            wait=wait_for_completion,
             timeout_minutes=timeout_minutes,
             cancel_on_timeout=True,
         )

@@ -255,7 +255,6 @@ def _trigger_through_the_engine(client: HexClient, project_id: str) -> list[Outc
         [project_id],
         RunRequest(),
         idempotency_key=None,
-        wait=False,
         timeout_minutes=60,
         cancel_on_timeout=True,
     )

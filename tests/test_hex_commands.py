@@ -345,6 +345,18 @@ def test_an_idempotency_key_follows_the_first_run_instead_of_starting_another(
         assert (run["outcome"], run["runId"]) == ("completed", record.run_id)
 
 
+def test_a_retry_with_wait_of_a_first_try_without_it_waits_for_that_run(
+    hex_emulator: HexEmulator,
+) -> None:
+    args = ["trigger", CUSTOMER_HEALTH_ID, "--idempotency-key", "nightly-7", "--json"]
+    first = _invoke(hex_emulator, args)
+    again = _invoke(hex_emulator, [*args, "--wait"])
+    assert (first.exit_code, again.exit_code) == (0, 0)
+    (record,) = hex_emulator.runs(CUSTOMER_HEALTH_ID)
+    assert (_project(first)["outcome"], _project(first)["runId"]) == ("started", record.run_id)
+    assert (_project(again)["outcome"], _project(again)["runId"]) == ("completed", record.run_id)
+
+
 @pytest.mark.parametrize("key", ["ci run 42", "-starts-with-a-dash", "x" * 201, "caf\u00e9"])
 def test_a_bad_idempotency_key_exits_2_naming_the_option(
     hex_emulator: HexEmulator, key: str

@@ -61,7 +61,6 @@ class Follow:
             project_ids,
             RunRequest(),
             idempotency_key=None,
-            wait=True,
             timeout_minutes=timeout_minutes,
             cancel_on_timeout=cancel_on_timeout,
         )

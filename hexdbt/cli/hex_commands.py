@@ -191,7 +191,6 @@ def trigger(
             ids,
             request,
             idempotency_key=idempotency_key,
-            wait=wait,
             timeout_minutes=timeout_minutes,
             cancel_on_timeout=cancel_on_timeout,
         )

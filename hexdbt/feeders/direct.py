@@ -27,11 +27,12 @@ def direct_plan(
     request: RunRequest,
     *,
     idempotency_key: str | None,
-    wait: bool,
     timeout_minutes: float,
     cancel_on_timeout: bool,
 ) -> Plan:
-    """One trigger per project, under the invocation the idempotency key names."""
+    """One trigger per project, under the invocation the idempotency key names. Whether to wait
+    is the engine's setting alone (a mapping's own ``wait: false`` has no direct counterpart),
+    so a retry with ``--wait`` of a first try without it does wait."""
     if idempotency_key is not None and not _KEY.fullmatch(idempotency_key):
         raise ConfigError(
             f"--idempotency-key {idempotency_key!r}: expected 1 to 200 letters, digits or"
@@ -44,7 +45,7 @@ def direct_plan(
             name=project_id,
             project_id=project_id,
             request=request,
-            wait=wait,
+            wait=True,
             timeout_minutes=timeout_minutes,
             cancel_on_timeout=cancel_on_timeout,
             trigger_key=trigger_key(invocation_id, project_id, request.input_params),
