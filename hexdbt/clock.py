@@ -31,6 +31,11 @@ class Clock(Protocol):
         """Like ``sleep``, but cut short when ``event`` is set; True if it was."""
         ...
 
+    def from_real_s(self, seconds: float) -> float:
+        """How much of this clock's time passes in ``seconds`` of real time (an HTTP timeout is
+        real time; the windows computed from it are on this clock)."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -42,6 +47,9 @@ class SystemClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds))
+
+    def from_real_s(self, seconds: float) -> float:
+        return seconds
 
 
 class ScaledClock:
@@ -63,6 +71,9 @@ class ScaledClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds) / self.factor)
+
+    def from_real_s(self, seconds: float) -> float:
+        return seconds * self.factor
 
 
 class ManualClock:
@@ -97,6 +108,11 @@ class ManualClock:
             return True
         self.sleep(seconds)
         return False
+
+    def from_real_s(self, seconds: float) -> float:
+        # Time passes only when told: a real moment counts as what it is, the safe side for a
+        # window that must cover a request's real duration.
+        return seconds
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

@@ -735,6 +735,9 @@ class OffsetClock:
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return self.hex_clock.wait(event, seconds)
 
+    def from_real_s(self, seconds: float) -> float:
+        return self.hex_clock.from_real_s(seconds)
+
 
 @pytest.mark.parametrize("ahead_s", [5.0, 50.0])
 def test_a_lost_answer_adopts_the_run_its_post_started_when_the_clocks_disagree(

@@ -320,8 +320,9 @@ class HexClient:
 
     @property
     def longest_request_s(self) -> float:
-        """The longest one attempt can take before it has an answer or gives up."""
-        return self.timeout[0] + self.timeout[1]
+        """The longest one attempt can take before it has an answer or gives up, on the
+        client's clock (the timeouts themselves are real seconds)."""
+        return self.clock.from_real_s(self.timeout[0] + self.timeout[1])
 
     def __repr__(self) -> str:
         return f"HexClient(base_url={self.base_url!r})"
