@@ -221,7 +221,8 @@ class Engine:
         self.ledger = ledger
         self.settings = settings or EngineSettings()
         self.clock: Clock = client.clock
-        self.polls = polls or Polls(client, progress=progress)
+        # Not `polls or ...`: Polls has a length, and an empty one is falsy.
+        self.polls = polls if polls is not None else Polls(client, progress=progress)
         self._log: Log = log or (lambda _message: None)
         # Set by request_stop (and by a signal, through the client's stop event).
         self.stopping = client.stop
