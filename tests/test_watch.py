@@ -450,3 +450,31 @@ def test_a_restart_with_runs_live_in_hex_re_attaches_and_never_re_posts(
     }
     assert live <= polled
     assert {e["name"] for e in log.of("run_ended")} == {"health", "finance"}
+
+
+def test_a_file_written_while_no_watcher_ran_counts_only_in_a_target_watched_before(
+    harness: Harness,
+) -> None:
+    """The ledger decides what a restarted watcher finds: an invocation it has not seen, in a
+    target it took invocations from, was written after them and is handled; in a target it has
+    nothing from, the file predates every watcher and stays the baseline."""
+    watched, new = harness.target("one"), harness.target("two")
+    customers = {"model.shop.customers": "success"}
+    daemon, _ = harness.start(watched, new)
+    write_in_place(watched.run_results, run_results_document(customers, invocation_id="inv-a"))
+    harness.expect_posts({CUSTOMER_HEALTH_ID: 1}, settle_s=0)
+    harness.stop(daemon)
+    write_json(watched.run_results, run_results_document(customers, invocation_id="inv-a2"))
+    orders = {"model.shop.orders": "success"}
+    write_json(new.run_results, run_results_document(orders, invocation_id="inv-b"))
+
+    _, log = harness.start(watched, new)
+    harness.expect_posts({CUSTOMER_HEALTH_ID: 2})
+    (missed,) = log.of("invocation_missed")
+    assert (missed["target"], missed["invocation_id"]) == (str(watched.target_dir), "inv-a2")
+    assert [e["invocation_id"] for e in log.of("invocation_submitted")] == ["inv-a2"]
+    (skipped,) = log.of("invocation_skipped")
+    assert skipped["invocation_id"] == "inv-b"
+    assert "before the watcher started" in skipped["reason"]
+    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+        assert ledger.recent_invocations()[0].source == f"watch {watched.target_dir}"
