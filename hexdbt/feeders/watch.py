@@ -19,10 +19,10 @@ watcher goes on.
 Which invocations count: not the one already in a target when the watcher started (unless
 ``replay_latest``, or unless the ledger says it was missed: see ``ArtifactWatcher``), not one
 this process already took, not one already in the ledger (another process or an earlier daemon
-handled it), and not a command that refreshes nothing (``compile``,
-``show``, ``docs generate``, ``run-operation``): those are logged as skipped and deliberately not
-recorded in the ledger, because they can start nothing and an IDE running ``dbt compile`` all day
-would bury the invocations that matter in ``hexdbt status``.
+handled it), and not a command that refreshes nothing (``compile``, ``show``, ``docs generate``,
+``run-operation``): those are logged as skipped and deliberately not recorded in the ledger,
+because they can start nothing and an IDE running ``dbt compile`` all day would bury the
+invocations that matter in ``hexdbt status``.
 """
 
 from __future__ import annotations
@@ -452,7 +452,7 @@ class ArtifactWatcher:
             # the next write is looked at.
             return
         state.last_signature = signature_of(path)
-        newest = self._newest_recorded_before(state.target, invocation)
+        newest = self._missed_since(state.target, invocation)
         if newest is None:
             self._baseline.add(invocation.invocation_id)
             return
@@ -466,9 +466,10 @@ class ArtifactWatcher:
         state.due_at = now
         state.complete_hint = True
 
-    def _newest_recorded_before(self, target: WatchTarget, invocation: Invocation) -> str | None:
-        """The id of the newest invocation the ledger has from ``target``, when ``invocation``
-        (the one in its run_results.json now) is not in the ledger; otherwise None."""
+    def _missed_since(self, target: WatchTarget, invocation: Invocation) -> str | None:
+        """When ``invocation`` (the one in the target's run_results.json now) was missed: the id
+        of the newest invocation the ledger has from ``target``, written before it. None when
+        the ledger has ``invocation``, or nothing from ``target``."""
         if self.ledger is None or self.ledger.has_invocation(invocation.invocation_id):
             return None
         newest = self.ledger.newest_invocation_from(target.ledger_source)
