@@ -1,7 +1,8 @@
 """Status calls and detection delay: hexdbt's adaptive schedule vs the seed's fixed 10 s and 3 s.
 
-Runs of 1, 10 and 60 minutes, and 30 runs of 10 minutes waited on at once, on an in-process
-emulator sharing a ManualClock with the client (an hour passes in well under a second).
+Runs of 1, 10 and 60 minutes, and 30 runs of 10 minutes waited on at once, each triggered and
+followed by the engine (a direct plan, as ``hexdbt trigger`` makes), on an in-process emulator
+sharing a ManualClock with the client (an hour passes in well under a second).
 
     .venv/bin/python benchmarks/polling.py
 
@@ -18,16 +19,14 @@ from typing import Any
 
 from hexdbt.clock import ManualClock, from_iso
 from hexdbt.emulator import HexEmulator
+from hexdbt.engine import Engine, EngineSettings
+from hexdbt.feeders.direct import direct_plan, run_direct
 from hexdbt.hex.budget import SharedBudget
 from hexdbt.hex.client import HexClient
-from hexdbt.hex.waiter import (
-    AdaptiveSchedule,
-    FixedSchedule,
-    PollSchedule,
-    Waiter,
-    WatchedRun,
-    expected_duration_s,
-)
+from hexdbt.hex.models import RunRequest
+from hexdbt.hex.polls import AdaptiveSchedule, FixedSchedule, Polls, PollSchedule
+from hexdbt.ledger import Ledger
+from hexdbt.outcomes import OutcomeKind
 
 TOKEN = "hxtp_benchmark"
 CASES = [
@@ -65,7 +64,6 @@ class Row:
     case: str
     schedule: str
     status_calls: int
-    lookups: int
     max_delay_s: float
     rate_limited: int
     lost: int
@@ -78,67 +76,67 @@ def _measure(
     name: str,
     schedule: PollSchedule,
     budgeted: bool,
-    history: bool,
 ) -> Row:
     clock = ManualClock()
     with (
         HexEmulator(scenario=_scenario(length_s, count), clock=clock) as emu,
         tempfile.TemporaryDirectory() as state,
     ):
-        budget = SharedBudget(Path(state) / "budget.sqlite3", TOKEN, emu.url, clock=clock)
-        trigger_client = HexClient(emu.url, TOKEN, clock=clock, budget=budget)
-        watched = []
-        for number in range(count):
-            project_id = f"bench-{number:02d}"
-            started = clock.now()
-            run = trigger_client.run_project(project_id)
-            expected = expected_duration_s(trigger_client, project_id) if history else None
-            watched.append(
-                WatchedRun(
-                    project_id,
-                    run.run_id,
-                    started,
-                    timeout_s=4 * length_s,
-                    expected_duration_s=expected,
-                )
-            )
-        before = len(emu.journal())
         # The seed's schedules poll without a budget (as the seed and Hex's integrations do).
-        poll_client = HexClient(emu.url, TOKEN, clock=clock, budget=budget if budgeted else None)
-        waiter = Waiter(poll_client, schedule=schedule, min_spacing_s=None if budgeted else 0.0)
-        results = waiter.wait(watched)
+        budget = (
+            SharedBudget(Path(state) / "budget.sqlite3", TOKEN, emu.url, clock=clock)
+            if budgeted
+            else None
+        )
+        client = HexClient(emu.url, TOKEN, clock=clock, budget=budget)
+        plan = direct_plan(
+            [f"bench-{number:02d}" for number in range(count)],
+            RunRequest(),
+            idempotency_key=None,
+            wait=True,
+            timeout_minutes=4 * length_s / 60,
+            cancel_on_timeout=True,
+        )
+        with Ledger(Path(state) / "ledger.sqlite3", clock=clock) as ledger:
+            engine = Engine(
+                client,
+                ledger,
+                # All of them live at once: the scenario lets 100 run.
+                settings=EngineSettings(max_live_runs=count),
+                polls=Polls(client, schedule=schedule, min_spacing_s=None if budgeted else 0.0),
+            )
+            outcomes = run_direct(engine, plan)
+            ended_at = {r.run_id: r.ended_at for r in ledger.triggers_of(plan.invocation_id)}
         ends = {
             record.run_id: from_iso(record.end_time) for record in emu.runs() if record.end_time
         }
-        journal = emu.journal()
-        wait_phase = journal[before:]
+        polls = [entry for entry in emu.journal() if entry["operation"] == "GetRunStatus"]
+        completed = [o.run_id for o in outcomes if o.kind is OutcomeKind.COMPLETED and o.run_id]
         return Row(
             case,
             name,
-            status_calls=sum(1 for entry in wait_phase if entry["operation"] == "GetRunStatus"),
-            lookups=sum(1 for entry in journal if entry["operation"] == "GetProjectRuns"),
+            status_calls=len(polls),
             max_delay_s=max(
-                (result.ended_at - ends[result.run.run_id] for result in results if result.ok),
+                ((ended_at[run_id] or 0.0) - ends[run_id] for run_id in completed),
                 default=float("nan"),
             ),
-            rate_limited=sum(1 for entry in wait_phase if entry["status"] == 429),
-            lost=sum(1 for result in results if not result.ok),
+            rate_limited=sum(1 for entry in polls if entry["status"] == 429),
+            lost=len(outcomes) - len(completed),
         )
 
 
 def main() -> None:
-    schedules: list[tuple[str, PollSchedule, bool, bool]] = [
-        ("hexdbt", AdaptiveSchedule(), True, True),
-        ("hexdbt, no history", AdaptiveSchedule(), True, False),
-        ("fixed 10 s", FixedSchedule(10.0), False, False),
-        ("fixed 3 s", FixedSchedule(3.0), False, False),
+    schedules: list[tuple[str, PollSchedule, bool]] = [
+        ("hexdbt", AdaptiveSchedule(), True),
+        ("fixed 10 s", FixedSchedule(10.0), False),
+        ("fixed 3 s", FixedSchedule(3.0), False),
     ]
     rows = [
-        _measure(case, length, count, name, schedule, budgeted, history)
+        _measure(case, length, count, name, schedule, budgeted)
         for case, length, count in CASES
-        for name, schedule, budgeted, history in schedules
+        for name, schedule, budgeted in schedules
     ]
-    header = f"{'runs':<12} {'schedule':<20} {'status calls':>12} {'vs fixed 10 s':>13} {'+lookups':>8} {'max delay':>10} {'target':>7} {'429s':>5} {'not seen to end':>15}"
+    header = f"{'runs':<12} {'schedule':<20} {'status calls':>12} {'vs fixed 10 s':>13} {'max delay':>10} {'target':>7} {'429s':>5} {'not seen to end':>15}"
     print(header)
     print("-" * len(header))
     for case, length, _ in CASES:
@@ -148,10 +146,10 @@ def main() -> None:
             ratio = row.status_calls / baseline.status_calls
             print(
                 f"{row.case:<12} {row.schedule:<20} {row.status_calls:>12} {ratio:>12.2f}x"
-                f" {row.lookups:>8} {row.max_delay_s:>9.1f}s {target:>6.0f}s {row.rate_limited:>5} {row.lost:>15}"
+                f" {row.max_delay_s:>9.1f}s {target:>6.0f}s {row.rate_limited:>5} {row.lost:>15}"
             )
     print()
-    print("status calls: GetRunStatus during the wait; +lookups: GetProjectRuns for the history")
+    print("status calls: GetRunStatus during the wait")
     print("max delay: latest detection after a run's real end; target: max(10 s, 10 % of the run)")
     print("not seen to end: runs whose polling failed (429s past the retries) before they ended")
 

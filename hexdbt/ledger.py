@@ -374,6 +374,16 @@ class Ledger:
         )
         return [InvocationRecord(**dict(row)) for row in rows]
 
+    def newest_invocation_from(self, source: str) -> InvocationRecord | None:
+        """The invocation recorded last with ``source`` (``hexdbt watch`` names its target folder
+        there), or None."""
+        rows = self._read(
+            "SELECT * FROM invocations WHERE source = ?"
+            " ORDER BY first_seen_at DESC, rowid DESC LIMIT 1",
+            (source,),
+        )
+        return InvocationRecord(**dict(rows[0])) if rows else None
+
     # -- triggers -------------------------------------------------------------------------
 
     def plan_and_claim(

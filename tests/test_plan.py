@@ -9,6 +9,7 @@ import pytest
 from dbt_shapes import data_test, manifest_document, model, run_results_document, write_json
 
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results, node_result
+from hexdbt.hex.models import Notification
 from hexdbt.mapping import MappingSet, parse_mappings
 from hexdbt.mapping.selectors import SelectorIndex
 from hexdbt.planner.rules import FinishedNodes, Plan, decide, make_plan, trigger_key
@@ -153,9 +154,9 @@ def test_triggers_carry_rendered_params_and_run_options(tmp_path: Path, manifest
     result = plan(tmp_path, manifest, {ORDERS: "success"}, text, invocation_id="inv-9")
     (trigger,) = result.triggers
     assert trigger.input_params == {"as_of": "2026-01-31", "n": 3, "who": "orders"}
-    assert trigger.options.use_cached_sql_results
-    assert not trigger.options.update_published_results  # params given: Hex would ignore them
-    assert trigger.options.notifications == ({"type": "FAILURE"},)
+    assert trigger.request.use_cached_sql_results
+    assert not trigger.request.update_published_results  # params given: Hex would ignore them
+    assert trigger.request.notifications == (Notification(type="FAILURE"),)
     assert (trigger.wait, trigger.timeout_minutes, trigger.cancel_on_timeout) == (False, 5.0, True)
     assert trigger.models == (ORDERS,)
     assert trigger.trigger_key == trigger_key("inv-9", "fin", trigger.input_params)

@@ -21,10 +21,10 @@ import pytest
 from dbt_shapes import manifest_document, model, run_results_document, write_json
 
 from hexdbt.clock import ScaledClock, SystemClock
-from hexdbt.dispatch import DispatchSettings
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID
+from hexdbt.engine import EngineSettings
+from hexdbt.factory import open_client
 from hexdbt.feeders.watch import WatchDaemon, WatchOptions, WatchTarget
-from hexdbt.hex.client import connect
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.logs import MemoryEventLog
 from hexdbt.settings import resolve_state_dir
@@ -77,9 +77,7 @@ class Harness:
     emulator: Any
     clock: ScaledClock
     mappings: Path
-    daemons: list[tuple[WatchDaemon, threading.Event, threading.Thread]] = field(
-        default_factory=list
-    )
+    daemons: list[tuple[WatchDaemon, threading.Thread]] = field(default_factory=list)
 
     def target(self, name: str = "target") -> WatchTarget:
         folder = self.tmp_path / name.split("/")[0] / "target"
@@ -87,22 +85,23 @@ class Harness:
         write_json(folder / "manifest.json", MANIFEST)
         return WatchTarget(folder)
 
-    def start(self, *targets: WatchTarget, **options: Any) -> tuple[WatchDaemon, MemoryEventLog]:
+    def start(
+        self, *targets: WatchTarget, settings: EngineSettings | None = None, **options: Any
+    ) -> tuple[WatchDaemon, MemoryEventLog]:
         log = MemoryEventLog()
-        client = connect(token="hxtp_watch_test", base_url=self.emulator.url, clock=self.clock)
+        client = open_client(token="hxtp_watch_test", base_url=self.emulator.url, clock=self.clock)
         ledger = Ledger.in_state_dir(resolve_state_dir(), clock=self.clock)
         daemon = WatchDaemon(
             client,
             ledger,
             WatchOptions(targets=targets, mappings_file=self.mappings, debounce_s=0.05, **options),
             log,
-            settings=DispatchSettings(cancel_on_interrupt=False),
+            settings=settings or EngineSettings(cancel_on_interrupt=False),
         )
-        stop = threading.Event()
-        thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+        thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()
         wait_for(lambda: len(log.of("watching")) == len(targets), what="the watch to start")
-        self.daemons.append((daemon, stop, thread))
+        self.daemons.append((daemon, thread))
         return daemon, log
 
     def stop(self, daemon: WatchDaemon) -> None:
@@ -112,9 +111,9 @@ class Harness:
                 self.daemons.remove(item)
 
     @staticmethod
-    def _stop(item: tuple[WatchDaemon, threading.Event, threading.Thread]) -> None:
-        daemon, stop, thread = item
-        stop.set()
+    def _stop(item: tuple[WatchDaemon, threading.Thread]) -> None:
+        daemon, thread = item
+        daemon.stop()
         thread.join(timeout=8)
         assert not thread.is_alive(), "the daemon did not stop within 8 s"
         daemon.ledger.close()
@@ -282,7 +281,8 @@ def test_a_ledger_write_that_fails_is_logged_and_retried_and_nothing_is_lost(
     """As on a full disk: the invocation is not recorded, nothing is sent, the daemon says why
     and submits it again later."""
     target = harness.target()
-    _, log = harness.start(target, submit_retry_s=40.0)  # 2 s of real time
+    settings = EngineSettings(cancel_on_interrupt=False, submit_retry_s=40.0)  # 2 s of real time
+    _, log = harness.start(target, settings=settings)
     ledger_path = resolve_state_dir() / LEDGER_FILENAME
     with closing(sqlite3.connect(ledger_path)) as db:
         schema = [
@@ -293,11 +293,20 @@ def test_a_ledger_write_that_fails_is_logged_and_retried_and_nothing_is_lost(
         ]
         db.execute("DROP TABLE triggers")
     write_in_place(target.run_results, run_results_document(BOTH, invocation_id="inv-1"))
-    wait_for(lambda: log.of("invocation_failed"), what="the failed write")
-    failed = log.of("invocation_failed")[0]
-    assert (failed["invocation_id"], failed["attempt"], failed["retry_in_s"]) == ("inv-1", 1, 40.0)
-    assert "cannot write the ledger" in failed["error"]
-    assert "no such table: triggers" in failed["error"]
+
+    def failed_writes() -> list[str]:
+        return [
+            event["message"]
+            for event in log.of("dispatch")
+            if event["message"].startswith("cannot record dbt invocation inv-1")
+        ]
+
+    wait_for(lambda: bool(failed_writes()), what="the failed write")
+    failed = failed_writes()[0]
+    assert "cannot write the ledger" in failed
+    assert "no such table: triggers" in failed
+    assert failed.endswith("; trying again in 40 s")
+    assert not log.of("invocation_failed")  # not given up: it is tried again
     assert harness.posts() == Counter()
     with closing(sqlite3.connect(ledger_path)) as db:
         for sql in schema:
@@ -305,6 +314,7 @@ def test_a_ledger_write_that_fails_is_logged_and_retried_and_nothing_is_lost(
     harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
     (submitted,) = log.of("invocation_submitted")
     assert submitted["invocation_id"] == "inv-1"
+    assert len(failed_writes()) == 1  # the table was back in time for the second attempt
 
 
 def test_a_ledger_write_failing_after_a_post_restarts_the_dispatcher_and_nothing_doubles(
@@ -323,18 +333,19 @@ def test_a_ledger_write_failing_after_a_post_restarts_the_dispatcher_and_nothing
         )
     write_in_place(target.run_results, run_results_document(BOTH, invocation_id="inv-1"))
 
-    def dispatch_errors() -> list[dict[str, Any]]:
-        return [event for event in log.of("error") if event["during"] == "dispatching"]
+    def dispatch_errors() -> list[str]:
+        messages = [event["message"] for event in log.of("dispatch")]
+        return [message for message in messages if message.startswith("dispatching failed")]
 
-    wait_for(lambda: bool(dispatch_errors()), what="the dispatcher's failure")
+    wait_for(lambda: bool(dispatch_errors()), what="the engine's failure")
     error = dispatch_errors()[0]
-    assert "database or disk is full" in error["error"]
-    assert error["retry_in_s"] == 2.0
+    assert "database or disk is full" in error
+    assert error.endswith("starting afresh from the ledger in 2 s")
     assert sum(harness.posts().values()) == 1
     with closing(sqlite3.connect(ledger_path)) as db:
         db.execute("DROP TRIGGER no_run_ids")
     harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
-    found = [e for e in log.of("dispatch") if "which its POST had started" in e["message"]]
+    found = [e for e in log.of("dispatch") if "started inside its POST's window" in e["message"]]
     assert len(found) == 1
     ledger = harness.daemons[0][0].ledger
     wait_for(
@@ -439,3 +450,31 @@ def test_a_restart_with_runs_live_in_hex_re_attaches_and_never_re_posts(
     }
     assert live <= polled
     assert {e["name"] for e in log.of("run_ended")} == {"health", "finance"}
+
+
+def test_a_file_written_while_no_watcher_ran_counts_only_in_a_target_watched_before(
+    harness: Harness,
+) -> None:
+    """The ledger decides what a restarted watcher finds: an invocation it has not seen, in a
+    target it took invocations from, was written after them and is handled; in a target it has
+    nothing from, the file predates every watcher and stays the baseline."""
+    watched, new = harness.target("one"), harness.target("two")
+    customers = {"model.shop.customers": "success"}
+    daemon, _ = harness.start(watched, new)
+    write_in_place(watched.run_results, run_results_document(customers, invocation_id="inv-a"))
+    harness.expect_posts({CUSTOMER_HEALTH_ID: 1}, settle_s=0)
+    harness.stop(daemon)
+    write_json(watched.run_results, run_results_document(customers, invocation_id="inv-a2"))
+    orders = {"model.shop.orders": "success"}
+    write_json(new.run_results, run_results_document(orders, invocation_id="inv-b"))
+
+    _, log = harness.start(watched, new)
+    harness.expect_posts({CUSTOMER_HEALTH_ID: 2})
+    (missed,) = log.of("invocation_missed")
+    assert (missed["target"], missed["invocation_id"]) == (str(watched.target_dir), "inv-a2")
+    assert [e["invocation_id"] for e in log.of("invocation_submitted")] == ["inv-a2"]
+    (skipped,) = log.of("invocation_skipped")
+    assert skipped["invocation_id"] == "inv-b"
+    assert "before the watcher started" in skipped["reason"]
+    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+        assert ledger.recent_invocations()[0].source == f"watch {watched.target_dir}"

@@ -25,10 +25,20 @@ from hexdbt.emulator.scenario import (
     FINANCE_OVERVIEW_ID,
     MARKETING_ATTRIBUTION_ID,
 )
+from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.settings import resolve_state_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL = SystemClock()
 TOKEN = "hxtp_secret_watch_token"
+MANIFEST = manifest_document([model("customers"), model("orders")])
+BOTH = {"model.shop.customers": "success", "model.shop.orders": "success"}
+TWO_PROJECTS = f"""\
+version: 1
+projects:
+  - {{name: health, project_id: {CUSTOMER_HEALTH_ID}, models: [customers]}}
+  - {{name: finance, project_id: {FINANCE_OVERVIEW_ID}, models: [orders]}}
+"""
 
 
 def test_unpairable_targets_exit_2_with_one_line(tmp_path: Path) -> None:
@@ -107,6 +117,10 @@ class Daemon:
 
     def terminate(self) -> int:
         self.process.send_signal(signal.SIGTERM)
+        return self.close()
+
+    def close(self) -> int:
+        """Wait for the process to end (after a signal), and collect its output."""
         code = self.process.wait(timeout=10)
         self._reader.join(timeout=5)
         assert self.process.stdout is not None
@@ -219,3 +233,102 @@ def test_two_real_dbt_builds_next_to_the_daemon_start_each_project_once_per_buil
         if entry["operation"] == "RunProject" and EXECUTIVE_KPIS_ID in entry["path"]
     ]
     assert [params.get("dbt_invocation_id") for params in kpis] == invocations
+
+
+def test_a_watcher_killed_between_dbt_s_write_and_its_record_triggers_it_when_restarted(
+    tmp_path: Path, daemon_env: tuple[Any, dict[str, str]]
+) -> None:
+    """SIGSTOP holds the daemon just as dbt writes run_results.json (the file event waits in the
+    kernel, unread), SIGKILL ends it there: the invocation was never recorded. The next daemon
+    finds it in the file, not in the ledger, and newer than the last one the ledger has from that
+    target: it triggers it, once."""
+    emulator, env = daemon_env
+    target = tmp_path / "target"
+    target.mkdir()
+    write_json(target / "manifest.json", manifest_document([model("customers")]))
+    mappings = tmp_path / "hex_mappings.yml"
+    mappings.write_text(
+        f"version: 1\nprojects:\n  - {{name: health, project_id: {CUSTOMER_HEALTH_ID},"
+        " models: [customers]}\n"
+    )
+    args = ["--target-path", str(target), "--mappings", str(mappings), "--log-format", "json"]
+    customers = {"model.shop.customers": "success"}
+    first = Daemon(args, env, tmp_path)
+    try:
+        first.wait_for("watching")
+        write_json(
+            target / "run_results.json", run_results_document(customers, invocation_id="i-1")
+        )
+        first.wait_for("invocation_submitted")
+        first.process.send_signal(signal.SIGSTOP)
+        write_json(
+            target / "run_results.json", run_results_document(customers, invocation_id="i-2")
+        )
+    finally:
+        first.process.send_signal(signal.SIGKILL)
+        first.close()
+    assert first.process.returncode == -signal.SIGKILL
+    assert _posts(emulator) == Counter({CUSTOMER_HEALTH_ID: 1})
+    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+        assert not ledger.has_invocation("i-2")
+
+    second = Daemon(args, env, tmp_path)
+    try:
+        second.wait_for("invocation_submitted")
+    finally:
+        assert second.terminate() == 0
+    (missed,) = second.events("invocation_missed")
+    assert missed["invocation_id"] == "i-2"
+    assert "written after i-1" in missed["reason"]
+    assert [e["invocation_id"] for e in second.events("invocation_submitted")] == ["i-2"]
+    assert _posts(emulator) == Counter({CUSTOMER_HEALTH_ID: 2})
+    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+        (record,) = ledger.triggers_of("i-2")
+    assert record.run_id is not None
+
+
+def test_sigterm_while_a_trigger_waits_for_hex_s_hourly_window_exits_at_once_and_leaves_it_queued(
+    tmp_path: Path, hex_emulator_factory: Any
+) -> None:
+    """Hex allows one RunProject an hour here: the second trigger is answered 429 with
+    Retry-After 3600 and waits. SIGTERM ends the daemon within 2 s, exit 0, with nothing sent
+    after it; the waiting trigger stays queued in the ledger for the next start."""
+    emulator = hex_emulator_factory(  # a ManualClock: Hex's hour never passes
+        scenario={
+            "settings": {"run_project_per_hour": 1},
+            "projects": [
+                {"id": CUSTOMER_HEALTH_ID, "title": "Customer health"},
+                {"id": FINANCE_OVERVIEW_ID, "title": "Finance overview"},
+            ],
+        }
+    )
+    env = {**os.environ, "HEX_API_TOKEN": TOKEN, "HEX_BASE_URL": emulator.url}
+    target = tmp_path / "target"
+    target.mkdir()
+    write_json(target / "manifest.json", MANIFEST)
+    mappings = tmp_path / "hex_mappings.yml"
+    mappings.write_text(TWO_PROJECTS)
+    daemon = Daemon(
+        ["--target-path", str(target), "--mappings", str(mappings), "--log-format", "json"],
+        env,
+        tmp_path,
+    )
+    try:
+        daemon.wait_for("watching")
+        write_json(target / "run_results.json", run_results_document(BOTH, invocation_id="i-1"))
+        daemon.wait_for("dispatch", count=2)  # health started, finance answered 429
+        waiting = daemon.events("dispatch")[1]["message"]
+        assert waiting.startswith("finance: not started")
+        assert "HTTP 429" in waiting
+        assert waiting.endswith("trying again in 3600 s")  # Hex's Retry-After
+        posts_before = _posts(emulator)
+        signalled_at = REAL.now()
+    finally:
+        code = daemon.terminate()
+    assert REAL.now() - signalled_at < 2.0
+    assert code == 0
+    assert _posts(emulator) == posts_before  # nothing sent after the SIGTERM
+    assert daemon.events("stopped")
+    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+        states = {record.name: record.state for record in ledger.triggers_of("i-1")}
+    assert states == {"health": TriggerState.STARTED, "finance": TriggerState.QUEUED}

@@ -17,11 +17,12 @@ since the previous look. A file that stays unreadable once complete is reported 
 watcher goes on.
 
 Which invocations count: not the one already in a target when the watcher started (unless
-``replay_latest``), not one this process already took, not one already in the ledger (another
-process or an earlier daemon handled it), and not a command that refreshes nothing (``compile``,
-``show``, ``docs generate``, ``run-operation``): those are logged as skipped and deliberately not
-recorded in the ledger, because they can start nothing and an IDE running ``dbt compile`` all day
-would bury the invocations that matter in ``hexdbt status``.
+``replay_latest``, or unless the ledger says it was missed: see ``ArtifactWatcher``), not one
+this process already took, not one already in the ledger (another process or an earlier daemon
+handled it), and not a command that refreshes nothing (``compile``, ``show``, ``docs generate``,
+``run-operation``): those are logged as skipped and deliberately not recorded in the ledger,
+because they can start nothing and an IDE running ``dbt compile`` all day would bury the
+invocations that matter in ``hexdbt status``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 
 RUN_RESULTS = "run_results.json"
 MANIFEST = "manifest.json"
+# How the ledger names the watcher's invocations: by their target folder, so that a restarted
+# watcher knows which targets it has handled before.
+WATCH_SOURCE = "watch {target_dir}"
 
 
 # -- what to watch --------------------------------------------------------------------------------
@@ -71,6 +75,10 @@ class WatchTarget:
     @property
     def manifest(self) -> Path:
         return self.target_dir / MANIFEST
+
+    @property
+    def ledger_source(self) -> str:
+        return WATCH_SOURCE.format(target_dir=self.target_dir)
 
 
 def resolve_targets(
@@ -340,6 +348,12 @@ class ArtifactWatcher:
 
     ``deliver`` receives each new invocation (from this loop's thread). Without an observer
     (``start_observer=False``) the loop is driven by ``feed``: the scripted tests do that.
+
+    The run_results.json found in a target at start is the baseline, left alone, unless the
+    ``ledger`` shows it was missed: the ledger has invocations the watcher took from that target
+    and not this one. The newest of those was read from this very file, so the file was written
+    after it, while no watcher recorded it (one was killed between dbt's write and the ledger's).
+    A target the ledger has nothing from has never been watched: its file predates the watcher.
     """
 
     def __init__(
@@ -350,10 +364,12 @@ class ArtifactWatcher:
         *,
         clock: Clock | None = None,
         close_events: bool | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.options = options
         self.deliver = deliver
         self.log = log
+        self.ledger = ledger
         # File events happen in real time; this clock only spaces looks and debounces.
         self.clock: Clock = clock or SystemClock()
         self.events: queue.SimpleQueue[RawEvent | None] = queue.SimpleQueue()
@@ -435,8 +451,29 @@ class ArtifactWatcher:
             # Half-written right now (it ends after our start: it counts) or broken: either way
             # the next write is looked at.
             return
-        self._baseline.add(invocation.invocation_id)
         state.last_signature = signature_of(path)
+        newest = self._missed_since(state.target, invocation)
+        if newest is None:
+            self._baseline.add(invocation.invocation_id)
+            return
+        self.log.emit(
+            "invocation_missed",
+            target=str(state.target.target_dir),
+            invocation_id=invocation.invocation_id,
+            reason=f"written after {newest}, the newest invocation the ledger has from this"
+            " target, and never recorded: a watcher stopped in between",
+        )
+        state.due_at = now
+        state.complete_hint = True
+
+    def _missed_since(self, target: WatchTarget, invocation: Invocation) -> str | None:
+        """When ``invocation`` (the one in the target's run_results.json now) was missed: the id
+        of the newest invocation the ledger has from ``target``, written before it. None when
+        the ledger has ``invocation``, or nothing from ``target``."""
+        if self.ledger is None or self.ledger.has_invocation(invocation.invocation_id):
+            return None
+        newest = self.ledger.newest_invocation_from(target.ledger_source)
+        return newest.invocation_id if newest is not None else None
 
     # -- arming the folder watches ----------------------------------------------------------------
 
@@ -711,7 +748,9 @@ class WatchDaemon:
             polls=Polls(client, progress=EventProgress(log, heartbeat_s=3600.0)),
             log=lambda message: log.emit("dispatch", message=message),
         )
-        self.watcher = ArtifactWatcher(options, self._deliver, log, clock=watch_clock)
+        self.watcher = ArtifactWatcher(
+            options, self._deliver, log, clock=watch_clock, ledger=ledger
+        )
         self._start_observer = start_observer
 
     def stop(self) -> None:
@@ -740,7 +779,7 @@ class WatchDaemon:
 
     def _deliver(self, ready: ReadyInvocation) -> None:
         """On the watch loop's thread: hand the invocation to the engine's inbox."""
-        submitted = self.engine.submit(ready.plan, source="watch", only_new=True)
+        submitted = self.engine.submit(ready.plan, source=ready.target.ledger_source, only_new=True)
         submitted.add_done_callback(lambda future: self._submitted(ready, future))
 
     def _submitted(

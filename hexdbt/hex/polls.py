@@ -165,14 +165,19 @@ class Polls:
         schedule: PollSchedule | None = None,
         progress: Progress | None = None,
         budget_share: float = 0.9,
-        max_poll_failures: int = 3,
+        max_poll_failures: int | None = None,
         min_spacing_s: float | None = None,
     ) -> None:
         self.client = client
         self.clock: Clock = client.clock
         self.schedule: PollSchedule = schedule or AdaptiveSchedule()
         self.progress: Progress = progress or NoProgress()
-        self.max_poll_failures = max_poll_failures
+        # A poll on the engine's slot is one attempt (the client retries none of them): by
+        # default a run is given up after as many failed polls in a row as three polls of the
+        # client's own attempts would make, not after three failed requests.
+        self.max_poll_failures = (
+            3 * client.get_attempts if max_poll_failures is None else max_poll_failures
+        )
         # Leave the rest of the budget to triggers, listings and other processes.
         rate = client.budget.limits.sustained_rate_per_s(CallKind.OTHER) if client.budget else 0.5
         self.min_spacing_s = (
