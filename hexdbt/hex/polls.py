@@ -1,7 +1,6 @@
 """When to poll each open Hex run, and what one poll means: a passive scheduler, no loop.
 
-Each run is polled on its own schedule: short at first, growing with the run's age (and with what
-the project's earlier runs took, when known), capped. Polls keep a minimum spacing between them,
+Each run is polled on its own schedule: short at first, growing with the run's age, capped. Polls keep a minimum spacing between them,
 so however many runs are open they stay inside their share of Hex's budget of other calls; the
 shared budget behind the client is the hard guarantee on top.
 
@@ -11,7 +10,6 @@ calls ``poll`` for the run most due. Nothing here sleeps, and nothing here knows
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -20,13 +18,16 @@ from hexdbt.clock import Clock
 from hexdbt.errors import (
     HexApiError,
     HexdbtError,
+    HexRateLimitedError,
     HexRejectedError,
+    HexTransportError,
+    HexUnavailableError,
     RunFailedError,
     RunTimeoutError,
 )
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient
-from hexdbt.hex.models import RunStatus, Status
+from hexdbt.hex.models import RunStatus
 from hexdbt.outcomes import OutcomeKind, kind_of_final_status
 
 
@@ -40,7 +41,6 @@ class WatchedRun:
     run_url: str | None = None
     timeout_s: float | None = 3600.0
     label: str | None = None
-    expected_duration_s: float | None = None
     cancel_on_timeout: bool = True
 
 
@@ -58,14 +58,14 @@ class RunEnd:
 
 
 class PollSchedule(Protocol):
-    def first_delay_s(self, expected_s: float | None) -> float: ...
+    def first_delay_s(self) -> float: ...
 
-    def interval_s(self, age_s: float, expected_s: float | None) -> float: ...
+    def interval_s(self, age_s: float) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveSchedule:
-    """Intervals of ``age_fraction`` of the run's age (or of its expected length), clamped.
+    """Intervals of ``age_fraction`` of the run's age, clamped.
 
     A detection delay of at most a tenth of a run's length costs about
     ``1/age_fraction * ln(length / knee)`` polls instead of ``length / 10 s``.
@@ -76,12 +76,11 @@ class AdaptiveSchedule:
     max_interval_s: float = 120.0
     age_fraction: float = 0.1
 
-    def first_delay_s(self, expected_s: float | None) -> float:
+    def first_delay_s(self) -> float:
         return self.first_poll_s
 
-    def interval_s(self, age_s: float, expected_s: float | None) -> float:
-        reference = max(age_s, expected_s or 0.0)
-        return min(self.max_interval_s, max(self.min_interval_s, self.age_fraction * reference))
+    def interval_s(self, age_s: float) -> float:
+        return min(self.max_interval_s, max(self.min_interval_s, self.age_fraction * age_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +89,10 @@ class FixedSchedule:
 
     every_s: float = 10.0
 
-    def first_delay_s(self, expected_s: float | None) -> float:
+    def first_delay_s(self) -> float:
         return self.every_s
 
-    def interval_s(self, age_s: float, expected_s: float | None) -> float:
+    def interval_s(self, age_s: float) -> float:
         return self.every_s
 
 
@@ -130,16 +129,6 @@ class NoProgress:
 
     def close(self, now: float) -> None:
         pass
-
-
-def expected_duration_s(client: HexClient, project_id: str, *, sample: int = 10) -> float | None:
-    """The median length of the project's recent COMPLETED runs, or None (never raises)."""
-    try:
-        page = client.get_project_runs(project_id, limit=sample, status_filter=Status.COMPLETED)
-    except HexdbtError:
-        return None
-    lengths = [run.elapsed_time_ms / 1000 for run in page.runs if run.elapsed_time_ms]
-    return statistics.median(lengths) if lengths else None
 
 
 @dataclass
@@ -197,7 +186,7 @@ class Polls:
     def add(self, run: WatchedRun) -> None:
         if run.run_id in self._open:
             return
-        first = run.started_at + self.schedule.first_delay_s(run.expected_duration_s)
+        first = run.started_at + self.schedule.first_delay_s()
         item = _Open(run, next_due=first)
         self._open[run.run_id] = item
         self.progress.changed(item.view(), self.clock.now())
@@ -232,13 +221,16 @@ class Polls:
         try:
             status = self.client.get_run_status(run.project_id, run.run_id, slot=slot)
         except HexApiError as exc:
-            item.failures += 1
+            # A poll is one request on the engine's slot: a passing fault (5xx, 429, no answer)
+            # counts as one failed attempt, a lasting one (401, 403, 404) as a whole poll's.
+            passing = isinstance(exc, HexUnavailableError | HexRateLimitedError | HexTransportError)
+            item.failures += 1 if passing else self.client.get_attempts
             if item.failures >= self.max_poll_failures:
                 end = RunEnd(
                     run, OutcomeKind.POLL_FAILED, item.status, item.last, item.polls, error=exc
                 )
                 return self._finish(item, end)
-            item.next_due = now + self.schedule.interval_s(now - run.started_at, None)
+            item.next_due = now + self.schedule.interval_s(now - run.started_at)
             return None
         item.failures = 0
         after = self.clock.now()
@@ -255,7 +247,7 @@ class Polls:
         deadline = None if run.timeout_s is None else run.started_at + run.timeout_s
         if deadline is not None and after >= deadline:
             return self._finish(item, self._timed_out(item, status))
-        interval = self.schedule.interval_s(after - run.started_at, run.expected_duration_s)
+        interval = self.schedule.interval_s(after - run.started_at)
         item.next_due = after + interval
         if deadline is not None:
             item.next_due = min(item.next_due, deadline)
