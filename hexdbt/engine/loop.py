@@ -251,11 +251,21 @@ class Engine:
             f"dispatching failed ({type(exc).__name__}: {exc}); starting afresh from the"
             f" ledger in {pause_s:g} s"
         )
-        self._give_back([item.slot for item in self._pending if item.claimed])
+        self._give_back_claims("not sent yet when dispatching failed")
         self._pending = []
         self._elsewhere = {}
         self._next_resume = self.clock.now() + pause_s
         return self._next_resume
+
+    def _give_back_claims(self, reason: str) -> None:
+        """Triggers claimed and certainly not sent go back to the queue, with their slots (if the
+        ledger cannot say so, they stay ``sending`` and are looked up in Hex once their window
+        has closed: safe, only later)."""
+        for item in self._pending:
+            if item.claimed:
+                self._give_back([item.slot])
+                release = partial(self.ledger.release, item.record.trigger_key, reason=reason)
+                self._record_quietly(release)
 
     def _settle_unrecorded(self) -> None:
         """Submissions the loop never recorded (it was stopped first): their callers learn so."""
@@ -694,17 +704,9 @@ class Engine:
                         reason="hexdbt was interrupted and cancelled it",
                     )
                 )
+        self._give_back_claims("hexdbt was interrupted before sending it")
         pending, self._pending = self._pending, []
         for item in pending:
-            if item.claimed:
-                self._give_back([item.slot])
-                self._record_quietly(
-                    partial(
-                        self.ledger.release,
-                        item.record.trigger_key,
-                        reason="hexdbt was interrupted before sending it",
-                    )
-                )
             if item.reconcile:
                 self._interrupted[item.record.trigger_key] = (
                     "interrupted while its lost RunProject answer was being looked up; a later"
