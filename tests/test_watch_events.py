@@ -17,7 +17,7 @@ from dbt_shapes import manifest_document, model, run_results_document, write_jso
 
 from hexdbt.clock import ManualClock
 from hexdbt.errors import ConfigError
-from hexdbt.feeders.watch import (
+from hexdbt.feeders.artifact_watch import (
     ArtifactWatcher,
     PlanInputs,
     RawEvent,

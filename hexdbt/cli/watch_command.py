@@ -94,7 +94,8 @@ def watch(
     from hexdbt._version import __version__
     from hexdbt.engine import EngineSettings
     from hexdbt.factory import open_ledger
-    from hexdbt.feeders.watch import WatchDaemon, WatchOptions, resolve_targets
+    from hexdbt.feeders.artifact_watch import WatchOptions, resolve_targets
+    from hexdbt.feeders.watch import WatchDaemon
     from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.mapping import load_mappings, resolve_mappings_path
     from hexdbt.settings import resolve_state_dir
