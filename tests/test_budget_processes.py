@@ -9,8 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID
+
+pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
 
 TOKEN = "hxtp_shared_budget_secret"
 SCALE = 30.0  # one emulated minute is two real seconds

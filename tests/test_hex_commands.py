@@ -484,6 +484,7 @@ def test_list_projects_in_a_real_process(hex_emulator_factory: Factory) -> None:
     assert TOKEN not in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_wait_cancels_the_run_and_exits(
     hex_emulator_factory: Factory, signum: int, code: int
@@ -589,6 +590,7 @@ def _run_against(url: str, *args: str) -> tuple[subprocess.CompletedProcess[str]
     return done, time.monotonic() - began
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "call"),
     [
@@ -609,6 +611,7 @@ def test_a_silent_hex_ends_a_read_with_exit_4_within_the_documented_limits(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_silent_hex_leaves_a_trigger_ambiguous_and_exits_4(silent_hex: str) -> None:
     """The POST's answer is lost, so the run may have started; the look-up in Hex's runs gets no
     answer either, so the trigger is ambiguous: never sent again, exit 4."""
@@ -633,6 +636,7 @@ def _project_of(stdout: str) -> dict[str, Any]:
     return project
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_trigger_within_2_s_in_the_middle_of_its_post(silent_hex: str) -> None:
     """With the default 30 s read timeout, SIGTERM cuts the POST short instead of waiting it out."""
     process = _hexdbt(silent_hex, "trigger", CUSTOMER_HEALTH_ID, "--wait", "--json")
@@ -655,6 +659,7 @@ def test_sigterm_ends_a_trigger_within_2_s_in_the_middle_of_its_post(silent_hex:
     assert _ledger_states() == ["sending"]  # a later process reconciles it before sending
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_listing_that_gets_no_answer_with_exit_130(silent_hex: str) -> None:
     process = _hexdbt(silent_hex, "list-projects")
     try:

@@ -27,6 +27,8 @@ from hexdbt.outcomes import OutcomeKind
 from hexdbt.planner.files import plan_from_files
 from hexdbt.settings import resolve_state_dir
 
+pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
+
 PROJECTS = 3
 # After a crash with a claim committed and no run recorded (every point but the last leaves
 # such rows), the next run may conclude "nothing started" only once the POST's window has

@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "watch.py"
 
 

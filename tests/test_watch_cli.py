@@ -28,6 +28,8 @@ from hexdbt.emulator.scenario import (
 from hexdbt.ledger import Ledger, TriggerState
 from hexdbt.settings import resolve_state_dir
 
+pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL = SystemClock()
 TOKEN = "hxtp_secret_watch_token"
