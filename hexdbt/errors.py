@@ -185,6 +185,10 @@ class MoveRefusedError(StateError):
 class Interrupted(HexdbtError):
     """SIGINT or SIGTERM cut a wait or an HTTP request short: the command winds down."""
 
-    def __init__(self, message: str = "interrupted", *, exit_code: int = EXIT_SIGINT) -> None:
+    def __init__(
+        self, message: str = "interrupted", *, exit_code: int = EXIT_SIGINT, sent: bool = True
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        # False only when the request was provably not sent (stopped before it left).
+        self.sent = sent

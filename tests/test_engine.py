@@ -825,3 +825,29 @@ def test_a_run_another_process_recorded_ended_keeps_its_first_recorded_end(
     assert outcome.reason == "cancelled by another run"
     (run,) = world.emulator.runs()
     assert run.status == "COMPLETED"  # Hex's end came second: the ledger kept the first
+
+
+def test_a_dropped_post_never_adopts_a_run_another_client_started_before_its_intent(
+    world_factory: Callable[..., World],
+) -> None:
+    """Another client starts the project; five seconds later the engine's POST is dropped before
+    Hex handles it. The engine had read Hex's clock from an earlier answer, so the other run,
+    started before the intent, is no candidate: once the POST's window has closed, the trigger is
+    sent again and follows a run of its own (it once adopted the other client's run)."""
+    world = world_factory(1)
+    plan = world.plan()
+    with world.client() as other_client:
+        other_run = other_client.run_project(project_id(0))
+    world.hex_clock.advance(5)
+    world.emulator.inject_faults("RunProject", sequence=["drop"])
+    with world.client() as client:
+        client.list_projects(limit=1)  # an answer before the intent: Hex's clock is read
+        engine = Engine(client, world.ledger)
+        engine.submit(plan, source="test")
+        engine.close()
+        engine.run()
+        (outcome,) = engine.outcomes_of(plan)
+    runs = {record.run_id for record in world.emulator.runs(project_id(0))}
+    assert len(runs) == 2
+    assert outcome.kind is OutcomeKind.COMPLETED
+    assert outcome.run_id in runs - {other_run.run_id}

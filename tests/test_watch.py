@@ -346,7 +346,7 @@ def test_a_ledger_write_failing_after_a_post_restarts_the_dispatcher_and_nothing
     with closing(sqlite3.connect(ledger_path)) as db:
         db.execute("DROP TRIGGER no_run_ids")
     harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
-    found = [e for e in log.of("dispatch") if "started inside its POST's window" in e["message"]]
+    found = [e for e in log.of("dispatch") if "the one started after its intent" in e["message"]]
     assert len(found) == 1
     ledger = harness.daemons[0][0].ledger
     wait_for(

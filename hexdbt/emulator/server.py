@@ -7,6 +7,7 @@ algorithm off: a status poll on a keep-alive connection must not wait out a dela
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import socket
 import struct
 import threading
@@ -100,7 +101,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self._write(exchange, response)
 
     def _write(self, exchange: Exchange, response: Response) -> int:
-        lines = [f"HTTP/1.1 {response.status} {reason_phrase(response.status)}"]
+        lines = [
+            f"HTTP/1.1 {response.status} {reason_phrase(response.status)}",
+            # Hex's own clock, as every HTTP server sends it (clients may measure their skew).
+            f"Date: {email.utils.formatdate(self.emulator.clock.now(), usegmt=True)}",
+        ]
         if response.status != 204:
             lines.append(f"Content-Type: {response.content_type}")
             lines.append(f"Content-Length: {len(response.body)}")

@@ -5,11 +5,17 @@ everything in the ledger (``loop``), the one reconcile of a lost RunProject answ
 from __future__ import annotations
 
 from hexdbt.engine.loop import Engine, EngineSettings, Log
-from hexdbt.engine.reconcile import CLOCK_SKEW_S, find_run_of_lost_post, window_closes_at
+from hexdbt.engine.reconcile import (
+    CLOCK_SKEW_S,
+    MEASURED_SKEW_S,
+    find_run_of_lost_post,
+    window_closes_at,
+)
 from hexdbt.engine.records import dry_run_outcomes, new_trigger, outcome_of, skipped_outcomes
 
 __all__ = [
     "CLOCK_SKEW_S",
+    "MEASURED_SKEW_S",
     "Engine",
     "EngineSettings",
     "Log",

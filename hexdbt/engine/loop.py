@@ -159,6 +159,8 @@ class Engine:
         self._started_here: set[str] = set()
         self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
         self._interrupted: dict[str, str] = {}  # trigger key -> what stopping did to it
+        # Trigger key -> Hex's clock minus ours when this process committed its intent.
+        self._offset_at_intent: dict[str, float | None] = {}
         self._next_resume = float("inf")
 
     # -- feeding it: any thread -------------------------------------------------------------------
@@ -508,15 +510,23 @@ class Engine:
             self._line_up(self.ledger.get(record.trigger_key))
             return
         crash_point("before-post")
+        self._offset_at_intent[record.trigger_key] = self.client.hex_clock_offset_s
         try:
             run = self.client.run_project(
                 record.project_id, RunRequest.from_api(record.request), slot=slot
             )
-        except Interrupted:
-            self._interrupted[record.trigger_key] = (
-                "interrupted while RunProject was in flight; a later hexdbt run looks it up in"
-                " Hex's runs before sending anything"
-            )
+        except Interrupted as exc:
+            if exc.sent:
+                self._interrupted[record.trigger_key] = (
+                    "interrupted while RunProject was in flight; a later hexdbt run looks it up"
+                    " in Hex's runs before sending anything"
+                )
+            else:
+                self._give_back([slot])
+                reason = "hexdbt was interrupted before sending it"
+                self._record_quietly(
+                    partial(self.ledger.release, record.trigger_key, reason=reason)
+                )
             raise
         except HexApiError as exc:
             self._send_failed(item, exc)
@@ -587,7 +597,10 @@ class Engine:
         window_closes = window_closes_at(self.client, record)
         try:
             run = find_run_of_lost_post(
-                self.client, record, self.ledger.run_ids_of_project(record.project_id)
+                self.client,
+                record,
+                self.ledger.run_ids_of_project(record.project_id),
+                offset_at_intent=self._offset_at_intent.get(key),
             )
         except HexAmbiguousRunError as exc:
             reason = f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"
@@ -599,7 +612,7 @@ class Engine:
             return
         now = self.clock.now()
         if run is not None:
-            self._log(f"{record.name}: found run {run.run_id}, started inside its POST's window")
+            self._log(f"{record.name}: found run {run.run_id}, the one started after its intent")
             self._started_here.add(run.run_id)
             started = partial(
                 self.ledger.mark_started,

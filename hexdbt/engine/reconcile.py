@@ -1,10 +1,14 @@
 """The one answer to "did a RunProject whose answer was lost start a run?".
 
 Hex's run objects do not say who started a run. What a lost answer leaves is the intent's time
-(committed before the POST) and the project's API runs in Hex's run list, so the candidates are
-the runs no ledger row accounts for that started inside the POST's window: from the intent (less
-the clock skew) to the moment its answer could last have come (plus the skew). docs/exactly-once.md
-argues the window and states the one risk it leaves.
+(committed before the POST, on our clock) and the project's API runs in Hex's run list (on Hex's
+clock), so the candidates are the runs no ledger row accounts for that Hex had not started before
+the intent: still pending, or started at or after it. When the process that committed the intent
+had read Hex's clock by then (the Date header of an earlier answer: ``hex_clock_offset_s``), the
+two clocks are compared within ``MEASURED_SKEW_S``; otherwise (another process reconciles, or no
+answer had come yet) within ``CLOCK_SKEW_S``. No upper bound: a run may stay pending for minutes
+before Hex starts it. docs/exactly-once.md argues the rule and states the
+one risk it leaves.
 """
 
 from __future__ import annotations
@@ -14,19 +18,32 @@ from hexdbt.hex.client import HexClient
 from hexdbt.hex.models import RunStatus
 from hexdbt.ledger import TriggerRecord
 
-# Hex's clock and ours may disagree by this much: one margin, wherever a run's start is compared
-# with our intent.
+# Hex's clock and ours may disagree by this much when Hex's has not been read yet; it also covers
+# a request Hex goes on handling after our read timeout gave up on it.
 CLOCK_SKEW_S = 60.0
+# Once Hex's clock is read from a Date header (whole seconds, at the middle of an exchange).
+MEASURED_SKEW_S = 2.0
 
 
 def window_closes_at(client: HexClient, record: TriggerRecord) -> float:
-    """When the POST of ``record`` can no longer be in flight, on our clock plus the skew: only
-    after it may a run list without the run mean that nothing started."""
+    """When the POST of ``record`` can no longer be in flight (its read deadline, plus the
+    margin): only after it may a run list without the run mean that nothing started."""
     return (record.intent_at or record.created_at) + client.longest_request_s + CLOCK_SKEW_S
 
 
+def _earliest_start(intent_at: float, offset_at_intent: float | None) -> float:
+    """The earliest start time, on Hex's clock, that a run our POST created can have."""
+    if offset_at_intent is None:
+        return intent_at - CLOCK_SKEW_S
+    return intent_at + offset_at_intent - MEASURED_SKEW_S
+
+
 def find_run_of_lost_post(
-    client: HexClient, record: TriggerRecord, known_run_ids: set[str]
+    client: HexClient,
+    record: TriggerRecord,
+    known_run_ids: set[str],
+    *,
+    offset_at_intent: float | None = None,
 ) -> RunStatus | None:
     """The run a RunProject whose answer was lost started, or None when Hex lists none (yet).
 
@@ -34,18 +51,18 @@ def find_run_of_lost_post(
     for ours: the one risk Hex's API leaves); several raise HexAmbiguousRunError.
     """
     intent_at = record.intent_at or record.created_at
-    window_end = window_closes_at(client, record)
+    earliest = _earliest_start(intent_at, offset_at_intent)
     candidates = [
         run
-        for run in client.find_api_runs_since(record.project_id, intent_at - CLOCK_SKEW_S)
+        for run in client.find_api_runs_since(record.project_id, earliest)
         if run.run_id not in known_run_ids
-        and (run.start_time is None or run.start_time <= window_end)
+        and (run.start_time is None or run.start_time >= earliest)
     ]
     if len(candidates) > 1:
         urls = tuple(run.run_url or run.run_id for run in candidates)
         raise HexAmbiguousRunError(
             f"RunProject's answer was lost and {len(candidates)} API runs of project"
-            f" {record.project_id} started inside its window: {', '.join(urls)}",
+            f" {record.project_id} started after its intent: {', '.join(urls)}",
             run_urls=urls,
             hint="check those runs in Hex; nothing was sent again",
         )

@@ -316,6 +316,8 @@ class HexClient:
         self.get_attempts = max(1, get_attempts)
         # Set on SIGINT/SIGTERM (or by the engine's stop): every wait in here ends at once.
         self.stop = stop or threading.Event()
+        # Hex's clock minus ours, from the Date header of Hex's latest answer (None: none yet).
+        self.hex_clock_offset_s: float | None = None
         self._rng = rng or random.Random()
 
     @property
@@ -508,7 +510,8 @@ class HexClient:
                     # A signal that landed just before (not yet inside) this block only set stop:
                     # a RunProject is never sent after it, nor left to wait out its read timeout.
                     if method == "POST" and self.stop.is_set():
-                        raise Interrupted("stopped before RunProject was sent")
+                        raise Interrupted("stopped before RunProject was sent", sent=False)
+                    sent_at = self.clock.now()
                     response = self._session.request(
                         method,
                         url,
@@ -536,6 +539,7 @@ class HexClient:
                 self._pause(self._backoff(attempt, None))
                 continue
 
+            self._note_hex_time(response.headers.get("Date"), sent_at)
             status = response.status_code
             if 200 <= status < 300:
                 return self._body(response, method, path)
@@ -551,6 +555,17 @@ class HexClient:
             if status != 429 or self.budget is None:
                 self._pause(self._backoff(attempt, retry_after))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _note_hex_time(self, date_header: str | None, sent_at: float) -> None:
+        """Hex's clock minus ours, from an answer's Date header (whole seconds, so its middle)
+        against the middle of the exchange: what tells Hex's run start times from our own."""
+        if not date_header:
+            return
+        try:
+            hex_now = email.utils.parsedate_to_datetime(date_header).timestamp() + 0.5
+        except (TypeError, ValueError):
+            return
+        self.hex_clock_offset_s = hex_now - (sent_at + self.clock.now()) / 2
 
     def _pause(self, seconds: float) -> None:
         """Wait between attempts; ``stop`` ends the wait, and the call, at once."""
