@@ -30,6 +30,7 @@ from hexdbt.hex.polls import (
     PollSchedule,
     Progress,
     RunView,
+    expected_duration_s,
 )
 from hexdbt.hex.progress import LineProgress, TableProgress
 from hexdbt.ledger import Ledger
@@ -246,6 +247,11 @@ def test_fixed_schedule_polls_every_ten_seconds(follow: Follow) -> None:
     (outcome,) = run_direct(engine, follow.plan([CUSTOMER_HEALTH_ID]))  # ends after 28 s
     assert engine.polls.polls == 3
     assert outcome.elapsed_s == pytest.approx(30, abs=0.5)
+
+
+def test_expected_duration_comes_from_completed_runs(follow: Follow) -> None:
+    assert expected_duration_s(follow.client, SCHEDULED_ID) == pytest.approx(300)  # 540 and 60
+    assert expected_duration_s(follow.client, "unknown-project") is None
 
 
 def test_line_progress_prints_changes_and_a_heartbeat(follow: Follow) -> None:

@@ -371,6 +371,7 @@ class HexClient:
         offset: int = 0,
         status_filter: str | None = None,
         run_trigger_filter: RunTrigger | str | None = None,
+        slot: Slot | None = None,
     ) -> RunsPage:
         params: dict[str, str | int] = {"limit": _page_size(limit), "offset": max(0, offset)}
         if status_filter:
@@ -378,7 +379,7 @@ class HexClient:
         if run_trigger_filter:
             params["runTriggerFilter"] = str(run_trigger_filter)
         path = f"/projects/{_segment(project_id, 'project id')}/runs"
-        return RunsPage.from_api(self._call("GET", path, params=params))
+        return RunsPage.from_api(self._call("GET", path, params=params, slot=slot))
 
     def cancel_run(
         self,

@@ -1,6 +1,7 @@
 """When to poll each open Hex run, and what one poll means: a passive scheduler, no loop.
 
-Each run is polled on its own schedule: short at first, growing with the run's age, capped. Polls keep a minimum spacing between them,
+Each run is polled on its own schedule: short at first, growing with the run's age (and with what
+the project's earlier runs took, when known), capped. Polls keep a minimum spacing between them,
 so however many runs are open they stay inside their share of Hex's budget of other calls; the
 shared budget behind the client is the hard guarantee on top.
 
@@ -10,6 +11,7 @@ calls ``poll`` for the run most due. Nothing here sleeps, and nothing here knows
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -27,7 +29,7 @@ from hexdbt.errors import (
 )
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient
-from hexdbt.hex.models import RunStatus
+from hexdbt.hex.models import RunStatus, Status
 from hexdbt.outcomes import OutcomeKind, kind_of_final_status
 
 
@@ -58,14 +60,19 @@ class RunEnd:
 
 
 class PollSchedule(Protocol):
+    @property
+    def uses_history(self) -> bool:
+        """Whether intervals use what the project's earlier runs took (a lookup per project)."""
+        ...
+
     def first_delay_s(self) -> float: ...
 
-    def interval_s(self, age_s: float) -> float: ...
+    def interval_s(self, age_s: float, expected_s: float | None) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveSchedule:
-    """Intervals of ``age_fraction`` of the run's age, clamped.
+    """Intervals of ``age_fraction`` of the run's age (or of its expected length), clamped.
 
     A detection delay of at most a tenth of a run's length costs about
     ``1/age_fraction * ln(length / knee)`` polls instead of ``length / 10 s``.
@@ -75,12 +82,14 @@ class AdaptiveSchedule:
     min_interval_s: float = 10.0
     max_interval_s: float = 120.0
     age_fraction: float = 0.1
+    uses_history: bool = True
 
     def first_delay_s(self) -> float:
         return self.first_poll_s
 
-    def interval_s(self, age_s: float) -> float:
-        return min(self.max_interval_s, max(self.min_interval_s, self.age_fraction * age_s))
+    def interval_s(self, age_s: float, expected_s: float | None) -> float:
+        reference = max(age_s, expected_s or 0.0)
+        return min(self.max_interval_s, max(self.min_interval_s, self.age_fraction * reference))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +97,12 @@ class FixedSchedule:
     """The seed's schedule: every ``every_s`` seconds whatever the run's age."""
 
     every_s: float = 10.0
+    uses_history: bool = False
 
     def first_delay_s(self) -> float:
         return self.every_s
 
-    def interval_s(self, age_s: float) -> float:
+    def interval_s(self, age_s: float, expected_s: float | None) -> float:
         return self.every_s
 
 
@@ -129,6 +139,20 @@ class NoProgress:
 
     def close(self, now: float) -> None:
         pass
+
+
+def expected_duration_s(
+    client: HexClient, project_id: str, *, slot: Slot | None = None, sample: int = 10
+) -> float | None:
+    """The median length of the project's recent COMPLETED runs, or None (never raises)."""
+    try:
+        page = client.get_project_runs(
+            project_id, limit=sample, status_filter=Status.COMPLETED, slot=slot
+        )
+    except HexdbtError:
+        return None
+    lengths = [run.elapsed_time_ms / 1000 for run in page.runs if run.elapsed_time_ms]
+    return statistics.median(lengths) if lengths else None
 
 
 @dataclass
@@ -173,6 +197,8 @@ class Polls:
             1.0 / (rate * budget_share) if min_spacing_s is None else max(0.0, min_spacing_s)
         )
         self._open: dict[str, _Open] = {}
+        # Project id -> the median length of its recent completed runs (None: none known).
+        self._expected: dict[str, float | None] = {}
         self._last_poll_at = float("-inf")
         self._last_refresh_at = self.clock.now()
         self.polls = 0
@@ -211,11 +237,18 @@ class Polls:
 
     def poll(self, slot: Slot | None) -> RunEnd | None:
         """Poll the run most due, on ``slot`` (a budget slot the engine took); its end, if it
-        ended (or timed out, or could not be polled ``max_poll_failures`` times in a row)."""
+        ended (or timed out, or could not be polled ``max_poll_failures`` times in a row). The
+        first time a project's run is due, the slot goes to the project's history instead (what
+        its earlier runs took stretches the intervals); the run is polled on the next slot."""
         item = min(self._open.values(), key=lambda candidate: candidate.next_due)
         run = item.run
         now = self.clock.now()
         self._last_poll_at = now
+        if self.schedule.uses_history and run.project_id not in self._expected:
+            self._expected[run.project_id] = expected_duration_s(
+                self.client, run.project_id, slot=slot
+            )
+            return None
         item.polls += 1
         self.polls += 1
         try:
@@ -230,7 +263,8 @@ class Polls:
                     run, OutcomeKind.POLL_FAILED, item.status, item.last, item.polls, error=exc
                 )
                 return self._finish(item, end)
-            item.next_due = now + self.schedule.interval_s(now - run.started_at)
+            expected = self._expected.get(run.project_id)
+            item.next_due = now + self.schedule.interval_s(now - run.started_at, expected)
             return None
         item.failures = 0
         after = self.clock.now()
@@ -247,7 +281,8 @@ class Polls:
         deadline = None if run.timeout_s is None else run.started_at + run.timeout_s
         if deadline is not None and after >= deadline:
             return self._finish(item, self._timed_out(item, status))
-        interval = self.schedule.interval_s(after - run.started_at)
+        expected = self._expected.get(run.project_id)
+        interval = self.schedule.interval_s(after - run.started_at, expected)
         item.next_due = after + interval
         if deadline is not None:
             item.next_due = min(item.next_due, deadline)
