@@ -38,7 +38,10 @@ def _invoke(emulator: HexEmulator, clock: ManualClock, args: list[str]) -> dict[
 def test_a_lost_answer_with_hexdbt_s_clock_ahead_starts_the_project_once(
     hex_emulator_factory: EmulatorFactory, tmp_path: Path, command: str, ahead_s: float
 ) -> None:
-    emulator = hex_emulator_factory(scenario=scenario(1), clock=ManualClock())
+    # Started at once (no pending): Hex reports a start time, earlier than hexdbt's intent reads.
+    document = scenario(1)
+    document["projects"][0]["runs"]["pending_s"] = 0
+    emulator = hex_emulator_factory(scenario=document, clock=ManualClock())
     emulator.inject_faults("RunProject", sequence=["lost_reset"])  # run created, answer lost
     ahead = ManualClock(emulator.clock.now() + ahead_s)
     if command == "trigger":
@@ -47,8 +50,9 @@ def test_a_lost_answer_with_hexdbt_s_clock_ahead_starts_the_project_once(
         target, mappings = write_project(tmp_path, 1)
         args = ["run", "--project-dir", str(tmp_path), "--mappings", str(mappings), "--no-wait"]
         assert target.is_dir()
-    document = _invoke(emulator, ahead, args)
+    report = _invoke(emulator, ahead, args)
     (run,) = emulator.runs(project_id(0))
+    assert run.start_time is not None
     assert started_runs(emulator.journal()) == {project_id(0): 1}
-    (project,) = document["projects"]  # type: ignore[misc]
+    (project,) = report["projects"]  # type: ignore[misc]
     assert (project["outcome"], project["runId"]) == ("started", run.run_id)
