@@ -5,7 +5,8 @@ A clock gives ``now()`` (seconds since the epoch, UTC) and ``sleep(seconds)``. T
 - ``SystemClock``: the real one.
 - ``ScaledClock``: real time multiplied by a factor, so an hour of Hex passes in a minute
   (the emulator's ``--time-scale``, the demo, the benchmarks). Both sides of a conversation must
-  use the same factor for their notions of time to agree.
+  use the same factor for their notions of time to agree, and the same origin
+  (``ScaledClock.since``) for their readings to agree.
 - ``ManualClock``: time moves only when told; ``sleep`` advances it at once. Tests and the
   emulator's ``--manual-clock`` use it, so a one-hour timeout is checked in milliseconds.
 """
@@ -61,6 +62,13 @@ class ScaledClock:
         self.factor = factor
         self._start = time.time() if start is None else start
         self._real_start = time.monotonic()
+
+    @classmethod
+    def since(cls, origin: float, factor: float) -> ScaledClock:
+        """The scaled clock that read real time at ``origin`` (epoch s). Clocks made with one
+        origin and factor agree, in any process; two made at different moments without one
+        drift apart by ``factor - 1`` seconds per real second between their creations."""
+        return cls(factor, start=origin + (time.time() - origin) * factor)
 
     def now(self) -> float:
         return self._start + (time.monotonic() - self._real_start) * self.factor

@@ -12,6 +12,9 @@ Only the environment variables below are read, and only here:
                         the time limits of one HTTP attempt to Hex (10 s and 30 s)
     HEXDBT_TIME_SCALE   run hexdbt's clock this many times faster than real time; only for use
                         with `hexdbt emulator --time-scale` at the same factor (demos, benchmarks)
+    HEXDBT_TIME_ORIGIN  with HEXDBT_TIME_SCALE: the real moment (epoch s) at which the scaled clock
+                        reads real time. Processes that share a ledger and a budget need one
+                        origin; without it each clock starts from its own process's start
     DBT_PROJECT_DIR     the dbt project folder, as dbt itself reads it
     DBT_TARGET_PATH     dbt's target folder, as dbt itself reads it
     HEXDBT_CRASH_AT     crash tests only: exit hard at a named point (``hexdbt.crashpoints``)
@@ -33,6 +36,7 @@ TOKEN_ENV = "HEX_API_TOKEN"
 BASE_URL_ENV = "HEX_BASE_URL"
 STATE_DIR_ENV = "HEXDBT_STATE_DIR"
 TIME_SCALE_ENV = "HEXDBT_TIME_SCALE"
+TIME_ORIGIN_ENV = "HEXDBT_TIME_ORIGIN"
 BUDGET_ENV = "HEXDBT_BUDGET"
 CONNECT_TIMEOUT_ENV = "HEXDBT_CONNECT_TIMEOUT_S"
 READ_TIMEOUT_ENV = "HEXDBT_READ_TIMEOUT_S"
@@ -77,7 +81,8 @@ def resolve_state_dir(flag_value: str | Path | None = None) -> Path:
 
 
 def resolve_clock() -> Clock:
-    """The system clock, or a scaled one when ``HEXDBT_TIME_SCALE`` is set (emulator demos)."""
+    """The system clock, or a scaled one when ``HEXDBT_TIME_SCALE`` is set (emulator demos), from
+    ``HEXDBT_TIME_ORIGIN`` when that is set too."""
     text = os.environ.get(TIME_SCALE_ENV, "").strip()
     if not text:
         return SystemClock()
@@ -87,7 +92,16 @@ def resolve_clock() -> Clock:
         factor = 0.0
     if not factor > 0:
         raise ConfigError(f"{TIME_SCALE_ENV} must be a positive number, got {text!r}")
-    return ScaledClock(factor)
+    origin_text = os.environ.get(TIME_ORIGIN_ENV, "").strip()
+    if not origin_text:
+        return ScaledClock(factor)
+    try:
+        origin = float(origin_text)
+    except ValueError:
+        raise ConfigError(
+            f"{TIME_ORIGIN_ENV} must be a moment in seconds since the epoch, got {origin_text!r}"
+        ) from None
+    return ScaledClock.since(origin, factor)
 
 
 DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"

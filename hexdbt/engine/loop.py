@@ -66,6 +66,10 @@ Records = list[TriggerRecord] | None
 STOP_CHECK_S = 1.0
 # A RunProject that provably never reached Hex is tried again this many times (with backoff).
 UNREACHABLE_ATTEMPTS = 2
+# A lost POST's run list that Hex fails to give (5xx, 429, no answer: each after the client's
+# own attempts) is looked up this many times before the trigger is reported ambiguous. Twice:
+# one failed look-up is no longer a final verdict, and a silent Hex still ends the command soon.
+LOOKUP_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,8 @@ class _Pending:
 
     ``claimed``: claimed with its plan (the intent is committed), with the RunProject ``slot``
     taken for it; sent first. ``unreachable``: how many times its POST provably never reached
-    Hex. ``told``: the causes of waiting the log has named for it."""
+    Hex. ``lookups_failed``: how many times Hex failed to give its lost POST's run list.
+    ``told``: the causes of waiting the log has named for it."""
 
     record: TriggerRecord
     not_before: float = 0.0
@@ -109,6 +114,7 @@ class _Pending:
     slot: Slot | None = None
     reconcile: bool = False
     unreachable: int = 0
+    lookups_failed: int = 0
     told: set[str] = field(default_factory=set)
 
 
@@ -607,6 +613,22 @@ class Engine:
             self._line_up(self._move(partial(self.ledger.mark_ambiguous, key, reason=reason)))
             return
         except HexApiError as exc:
+            failures = item.lookups_failed + 1
+            passing = isinstance(exc, HexTransportError | HexRateLimitedError | HexUnavailableError)
+            if passing and failures < LOOKUP_ATTEMPTS:
+                # Hex failing for a moment proves nothing either way: look again, still sending.
+                retry_after = exc.retry_after_s if isinstance(exc, HexRateLimitedError) else None
+                delay = backoff_delay_s(failures, retry_after, jitter=0.5)
+                self._log(f"{record.name}: Hex's run list could not be read ({exc}); looking again")
+                self._pending.append(
+                    replace(
+                        item,
+                        record=record,
+                        not_before=self.clock.now() + delay,
+                        lookups_failed=failures,
+                    )
+                )
+                return
             reason = f"RunProject's answer was lost and Hex's run list could not be read: {exc}"
             self._line_up(self._move(partial(self.ledger.mark_ambiguous, key, reason=reason)))
             return
