@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -182,13 +183,13 @@ BAD_RUN_RESULTS = {
         lambda tmp: write_json(
             tmp / "run_results.json", {**run_results_document({}), "results": {"a": 1}}
         ),
-        "results is missing or not a list",
+        "results is not a list",
     ),
     "result_an_empty_object": (
         lambda tmp: write_json(
             tmp / "run_results.json", {**run_results_document({}), "results": [{}, "oops"]}
         ),
-        "results[0] has no unique_id or status",
+        "results[0].unique_id is missing",
     ),
     "second_result_not_an_object": (
         lambda tmp: write_json(
@@ -204,7 +205,7 @@ BAD_RUN_RESULTS = {
         lambda tmp: write_json(
             tmp / "run_results.json", {**run_results_document({}), "results": [{"status": "x"}]}
         ),
-        "results[0] has no unique_id or status",
+        "results[0].unique_id is missing",
     ),
 }
 
@@ -227,7 +228,7 @@ def test_bad_run_results_stop_with_a_message_naming_the_file(tmp_path: Path, cas
         ('{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v13.json"}}',
          "unknown schema manifest/v13: hexdbt reads manifest v4 to v12"),
         ('{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json"}}',
-         "nodes is missing or not an object"),
+         "nodes is missing"),
         ('{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json"},'
          ' "nodes": {"model.a.b": []}}', "nodes['model.a.b'] is not an object"),
     ],
@@ -288,15 +289,15 @@ def test_fixture_attribution_travels_with_the_files() -> None:
     assert json.loads((FIXTURES / "manifest_v12.json").read_text())["metadata"]
 
 
-def test_result_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:
-    """A later dbt or an odd adapter may write other types: the result stays readable."""
+def test_result_scalars_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:
+    """A later dbt or an odd adapter may write other scalar types: the result stays readable."""
     document = run_results_document({"model.shop.a": "success", "model.shop.b": "Success "})
     first, second = document["results"]
     first.update(
-        adapter_response=["not", "a", "dict"],
+        adapter_response={},
         execution_time=True,
         message=None,
-        timing=[{"name": "compile", "started_at": 7}, "junk"],
+        timing=[{"name": "compile", "started_at": 7}],
     )
     second.update(
         adapter_response={"rows_affected": "12"},
@@ -324,6 +325,26 @@ def test_result_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) ->
         None,
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("adapter_response", ["not", "a", "dict"], "results[0].adapter_response is not an object"),
+        ("timing", [{"name": "execute"}, "junk"], "results[0].timing[1] is not an object"),
+        ("unique_id", 7, "results[0].unique_id is int, expected str"),
+    ],
+)
+def test_result_objects_of_the_wrong_shape_name_the_field(
+    tmp_path: Path, field: str, value: Any, expected: str
+) -> None:
+    """dbt's schemas fix these shapes: another one is a file hexdbt cannot plan from."""
+    document = run_results_document({"model.shop.a": "success"})
+    document["results"][0][field] = value
+    path = write_json(tmp_path / "run_results.json", document)
+    with pytest.raises(ArtifactError) as caught:
+        load_run_results(path)
+    assert str(caught.value) == f"{path}: {expected}"
 
 
 def test_manifest_node_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:
