@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -275,12 +276,38 @@ def test_plan_command_exits_3_naming_the_bad_run_results(tmp_path: Path, case: s
     assert expected in result.output
 
 
-def test_plan_command_exits_3_naming_a_missing_manifest(tmp_path: Path) -> None:
+def test_plan_command_plans_from_run_results_alone(tmp_path: Path) -> None:
+    """dbt 1.0's run_results.json without its manifest: names are matched by the node names in
+    its unique ids; a project whose selectors need the manifest is skipped, saying so."""
     project = _project(tmp_path)
-    write_json(project / "target" / "run_results.json", run_results_document({}))
-    result = CliRunner().invoke(main, ["plan", "--project-dir", str(project)])
-    assert result.exit_code == 3
-    assert f"{project / 'target' / 'manifest.json'}: manifest.json not found" in result.output
+    shutil.copy(FIXTURES / "run_results_v4.json", project / "target" / "run_results.json")
+    (project / "hex_mappings.yml").write_text(
+        "version: 1\nprojects:\n"
+        "  - {name: by_name, project_id: p1, models: [customers, orders]}\n"
+        "  - {name: by_id, project_id: p2, models: [model.jaffle_shop.stg_orders]}\n"
+        "  - {name: by_tag, project_id: p3, models: [customers, 'tag:finance']}\n"
+        "  - {name: failed, project_id: p4, models: [test_insert_overwrite]}\n",
+        encoding="utf-8",
+    )
+    mappings = str(project / "hex_mappings.yml")
+    result = CliRunner().invoke(
+        main, ["plan", "--project-dir", str(project), "--json", "--mappings", mappings]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert [(t["name"], t["reason"]) for t in plan["triggers"]] == [
+        ("by_name", "customers, orders refreshed"),
+        ("by_id", "stg_orders refreshed"),
+    ]
+    assert [(s["name"], s["reason"], s["is_error"]) for s in plan["skipped"]] == [
+        (
+            "by_tag",
+            "no manifest.json: tag:finance needs it"
+            " (without it, only model names and unique ids are matched)",
+            False,
+        ),
+        ("failed", "test_insert_overwrite failed", False),
+    ]
 
 
 def test_fixture_attribution_travels_with_the_files() -> None:

@@ -422,12 +422,12 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes, path: Path, what: st
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise _invalid(str(exc), path, what) from None
+        raise _invalid(str(exc), path, what, raw) from None
     except msgspec.DecodeError as exc:
         raise _not_json(raw, path, what, exc) from None
 
 
-def _invalid(message: str, path: Path, what: str) -> ArtifactError:
+def _invalid(message: str, path: Path, what: str, raw: bytes) -> ArtifactError:
     missing = _MISSING_FIELD.match(message)
     if missing:
         at = (missing["at"] or "").lstrip(".")
@@ -436,7 +436,10 @@ def _invalid(message: str, path: Path, what: str) -> ArtifactError:
     if wrong:
         at = (wrong["at"] or "").lstrip(".")
         if not at:
-            return ArtifactError(f"{path}: {what} is not a JSON object")
+            # Said as the standard library would if it is not JSON at all (nested too deeply).
+            return _json_error(raw, path, what) or ArtifactError(
+                f"{path}: {what} is not a JSON object"
+            )
         # An optional object or list is `object | null` to msgspec: null is as good as absent.
         expected = {"object": "an object", "array": "a list"}.get(
             wrong["expected"].removesuffix(" | null")
@@ -450,6 +453,11 @@ def _invalid(message: str, path: Path, what: str) -> ArtifactError:
 def _not_json(raw: bytes, path: Path, what: str, error: msgspec.DecodeError) -> ArtifactError:
     """Why a file msgspec could not decode is not JSON, in the words of the standard library
     (which says where, by line): parsed again only on this error path."""
+    return _json_error(raw, path, what) or ArtifactError(f"{path}: {what} is not JSON ({error})")
+
+
+def _json_error(raw: bytes, path: Path, what: str) -> ArtifactError | None:
+    """What the standard library finds wrong with the text, or None if it reads it."""
     try:
         json.loads(raw)
     except UnicodeDecodeError:
@@ -472,7 +480,7 @@ def _not_json(raw: bytes, path: Path, what: str, error: msgspec.DecodeError) -> 
         return ArtifactError(
             f"{path}: {what} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         )
-    return ArtifactError(f"{path}: {what} is not JSON ({error})")
+    return None
 
 
 @contextmanager
@@ -505,7 +513,7 @@ def _read(
     except msgspec.ValidationError as exc:
         header: _Header = _decode(_HEADER_DECODER, raw, path, what)
         _schema_version(header.metadata, path, kind, supported)
-        raise _invalid(str(exc), path, what) from None
+        raise _invalid(str(exc), path, what, raw) from None
     except msgspec.DecodeError as exc:
         raise _not_json(raw, path, what, exc) from None
     return document, _schema_version(document.metadata, path, kind, supported)
@@ -675,7 +683,7 @@ def _decode_node(
         message = str(exc).replace("`$", f"`$.nodes[{unique_id!r}]", 1)
         if " - at `" not in message:
             message += f" - at `$.nodes[{unique_id!r}]`"
-        raise _invalid(message, path, "manifest.json") from None
+        raise _invalid(message, path, "manifest.json", b"") from None
 
 
 def _test_target(raw: _Node, by_name: Mapping[str, list[str]]) -> str | None:
