@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -182,13 +184,13 @@ BAD_RUN_RESULTS = {
         lambda tmp: write_json(
             tmp / "run_results.json", {**run_results_document({}), "results": {"a": 1}}
         ),
-        "results is missing or not a list",
+        "results is not a list",
     ),
     "result_an_empty_object": (
         lambda tmp: write_json(
             tmp / "run_results.json", {**run_results_document({}), "results": [{}, "oops"]}
         ),
-        "results[0] has no unique_id or status",
+        "results[0].unique_id is missing",
     ),
     "second_result_not_an_object": (
         lambda tmp: write_json(
@@ -204,7 +206,7 @@ BAD_RUN_RESULTS = {
         lambda tmp: write_json(
             tmp / "run_results.json", {**run_results_document({}), "results": [{"status": "x"}]}
         ),
-        "results[0] has no unique_id or status",
+        "results[0].unique_id is missing",
     ),
 }
 
@@ -227,7 +229,7 @@ def test_bad_run_results_stop_with_a_message_naming_the_file(tmp_path: Path, cas
         ('{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v13.json"}}',
          "unknown schema manifest/v13: hexdbt reads manifest v4 to v12"),
         ('{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json"}}',
-         "nodes is missing or not an object"),
+         "nodes is missing"),
         ('{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json"},'
          ' "nodes": {"model.a.b": []}}', "nodes['model.a.b'] is not an object"),
     ],
@@ -274,12 +276,38 @@ def test_plan_command_exits_3_naming_the_bad_run_results(tmp_path: Path, case: s
     assert expected in result.output
 
 
-def test_plan_command_exits_3_naming_a_missing_manifest(tmp_path: Path) -> None:
+def test_plan_command_plans_from_run_results_alone(tmp_path: Path) -> None:
+    """dbt 1.0's run_results.json without its manifest: names are matched by the node names in
+    its unique ids; a project whose selectors need the manifest is skipped, saying so."""
     project = _project(tmp_path)
-    write_json(project / "target" / "run_results.json", run_results_document({}))
-    result = CliRunner().invoke(main, ["plan", "--project-dir", str(project)])
-    assert result.exit_code == 3
-    assert f"{project / 'target' / 'manifest.json'}: manifest.json not found" in result.output
+    shutil.copy(FIXTURES / "run_results_v4.json", project / "target" / "run_results.json")
+    (project / "hex_mappings.yml").write_text(
+        "version: 1\nprojects:\n"
+        "  - {name: by_name, project_id: p1, models: [customers, orders]}\n"
+        "  - {name: by_id, project_id: p2, models: [model.jaffle_shop.stg_orders]}\n"
+        "  - {name: by_tag, project_id: p3, models: [customers, 'tag:finance']}\n"
+        "  - {name: failed, project_id: p4, models: [test_insert_overwrite]}\n",
+        encoding="utf-8",
+    )
+    mappings = str(project / "hex_mappings.yml")
+    result = CliRunner().invoke(
+        main, ["plan", "--project-dir", str(project), "--json", "--mappings", mappings]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert [(t["name"], t["reason"]) for t in plan["triggers"]] == [
+        ("by_name", "customers, orders refreshed"),
+        ("by_id", "stg_orders refreshed"),
+    ]
+    assert [(s["name"], s["reason"], s["is_error"]) for s in plan["skipped"]] == [
+        (
+            "by_tag",
+            "no manifest.json: tag:finance needs it"
+            " (without it, only model names and unique ids are matched)",
+            False,
+        ),
+        ("failed", "test_insert_overwrite failed", False),
+    ]
 
 
 def test_fixture_attribution_travels_with_the_files() -> None:
@@ -288,15 +316,15 @@ def test_fixture_attribution_travels_with_the_files() -> None:
     assert json.loads((FIXTURES / "manifest_v12.json").read_text())["metadata"]
 
 
-def test_result_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:
-    """A later dbt or an odd adapter may write other types: the result stays readable."""
+def test_result_scalars_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:
+    """A later dbt or an odd adapter may write other scalar types: the result stays readable."""
     document = run_results_document({"model.shop.a": "success", "model.shop.b": "Success "})
     first, second = document["results"]
     first.update(
-        adapter_response=["not", "a", "dict"],
+        adapter_response={},
         execution_time=True,
         message=None,
-        timing=[{"name": "compile", "started_at": 7}, "junk"],
+        timing=[{"name": "compile", "started_at": 7}],
     )
     second.update(
         adapter_response={"rows_affected": "12"},
@@ -324,6 +352,26 @@ def test_result_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) ->
         None,
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("adapter_response", ["not", "a", "dict"], "results[0].adapter_response is not an object"),
+        ("timing", [{"name": "execute"}, "junk"], "results[0].timing[1] is not an object"),
+        ("unique_id", 7, "results[0].unique_id is int, expected str"),
+    ],
+)
+def test_result_objects_of_the_wrong_shape_name_the_field(
+    tmp_path: Path, field: str, value: Any, expected: str
+) -> None:
+    """dbt's schemas fix these shapes: another one is a file hexdbt cannot plan from."""
+    document = run_results_document({"model.shop.a": "success"})
+    document["results"][0][field] = value
+    path = write_json(tmp_path / "run_results.json", document)
+    with pytest.raises(ArtifactError) as caught:
+        load_run_results(path)
+    assert str(caught.value) == f"{path}: {expected}"
 
 
 def test_manifest_node_fields_of_unexpected_types_are_read_as_absent(tmp_path: Path) -> None:

@@ -204,7 +204,8 @@ def test_without_a_manifest_bare_names_still_plan(tmp_path: Path) -> None:
     result = plan(tmp_path, None, {ORDERS: "success"}, text)
     assert outcome(result) == {
         "by_name": "trigger: orders refreshed",
-        "by_tag": "skip: needs manifest.json to resolve tag:finance",
+        "by_tag": "skip: no manifest.json: tag:finance needs it"
+        " (without it, only model names and unique ids are matched)",
         "tested": "skip: require_tests needs manifest.json to know each model's tests",
     }
 

@@ -437,3 +437,21 @@ def test_a_template_computing_a_secret_name_is_an_error_too(tmp_path: Path) -> N
         " be sent to Hex and kept in the plan and the ledger, so templates may not read it"
     )
     assert "pw-secret" not in result.output
+
+
+def test_without_a_manifest_selectors_other_than_names_are_warned_about(tmp_path: Path) -> None:
+    """A plan from run_results.json alone skips their projects: validate says so, line by line."""
+    folder = dbt_project(tmp_path, CLEAN, with_manifest=False)
+    result = validate(folder)
+    assert result.exit_code == 0, result.output
+    mapping_file = folder / "hex_mappings.yml"
+    warnings = [line for line in result.stdout.splitlines() if "[selector-needs-manifest]" in line]
+    hint = (
+        "hint: keep target/manifest.json beside run_results.json, or select by model name"
+        " [selector-needs-manifest]"
+    )
+    assert warnings == [
+        f"{mapping_file}:{line}: warning: finance: selector {text!r} needs manifest.json:"
+        f" without it this project is skipped; {hint}"
+        for line, text in ((8, "tag:finance"), (8, "path:models/marts/core/orders.sql"))
+    ]

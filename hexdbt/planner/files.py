@@ -15,7 +15,8 @@ from hexdbt.planner.rules import Plan, make_plan
 @dataclass(frozen=True, slots=True)
 class PlannedInvocation:
     invocation: Invocation
-    manifest: Manifest
+    # None when dbt's target folder holds run_results.json alone.
+    manifest: Manifest | None
     mappings: MappingSet
     plan: Plan
     mappings_path: Path
@@ -41,7 +42,8 @@ def load_mapping_set(
 def plan_from_artifacts(
     project_dir: Path | None, target_path: Path | None, mappings_file: Path | None
 ) -> PlannedInvocation:
-    """Plan from run_results.json and manifest.json where dbt put them (resolved as dbt does)."""
+    """Plan from run_results.json and manifest.json where dbt put them (resolved as dbt does);
+    without manifest.json, from run_results.json alone."""
     paths = locate_artifacts(project_dir, target_path)
     return plan_from_files(paths.run_results, paths.manifest, mappings_file)
 
@@ -50,7 +52,10 @@ def plan_from_files(
     run_results: Path, manifest_path: Path, mappings_file: Path | None
 ) -> PlannedInvocation:
     invocation = load_run_results(run_results)
-    manifest = load_manifest(manifest_path)
+    # Some teams keep run_results.json only (artifact uploads, --no-write-json pipelines, dbt
+    # Cloud's run artifacts): names are then matched by the node names in its unique ids, and
+    # each project whose selectors need the manifest is skipped with that reason.
+    manifest = load_manifest(manifest_path) if manifest_path.exists() else None
     mappings, mappings_path, used_file = load_mapping_set(mappings_file, manifest)
     return PlannedInvocation(
         invocation=invocation,

@@ -347,9 +347,14 @@ def make_plan(
         else:
             matched, unresolved = resolve_without_manifest(mapping.models, results)
             if unresolved:
+                # Not an error of the mapping: the manifest was not kept (artifact uploads,
+                # dbt Cloud's run artifacts). The project is skipped rather than planned on
+                # part of its models.
+                texts = ", ".join(selector.text for selector in unresolved)
+                verb = "needs" if len(unresolved) == 1 else "need"
                 skip(
-                    f"needs manifest.json to resolve {unresolved[0].text}",
-                    is_error=True,
+                    f"no manifest.json: {texts} {verb} it"
+                    " (without it, only model names and unique ids are matched)"
                 )
                 continue
         decision = decide(mapping, matched, finished, tests_of)

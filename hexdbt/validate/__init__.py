@@ -12,6 +12,8 @@ Codes (``Finding.code``), each with its severity:
     mapping-unreadable     error    the mapping file is missing or cannot be read
     no-mappings            error    no mapping file and no exposure declares a Hex project
     manifest-missing       warning  no manifest.json: selectors were not checked
+    selector-needs-manifest warning without manifest.json (a plan from run_results.json
+                                    alone), a selector other than a name skips its project
     exposure-invalid       error    an exposure's meta.hex (or its Hex link) is malformed
     selector-typo          error    a selector matches nothing and looks like a typo of a name
     selector-no-match      warning  a selector matches nothing (the project's others do)

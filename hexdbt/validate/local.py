@@ -146,6 +146,7 @@ def validate_mapping(
                 hint="run `dbt parse` (or any dbt command) first, or pass --project-dir",
             )
         )
+        findings.extend(_needs_manifest_findings(projects, lines))
     else:
         findings.extend(_selector_findings(projects, manifest, lines))
     findings.extend(_project_id_findings(projects))
@@ -239,6 +240,33 @@ def _exposure_projects(
             used_names.add(mapping.name)
             kept.append(MappedProject(mapping, file, line))
     return kept
+
+
+def _needs_manifest_findings(projects: Sequence[MappedProject], lines: _Lines) -> list[Finding]:
+    """Selectors that a plan from run_results.json alone cannot resolve: their projects are
+    skipped while manifest.json is missing."""
+    findings: list[Finding] = []
+    for entry in projects:
+        for position, selector in enumerate(entry.mapping.models):
+            if not selector.needs_manifest:
+                continue
+            line = (
+                lines.selectors.get((entry.file_index, position), entry.line)
+                if entry.file_index is not None
+                else entry.line
+            )
+            findings.append(
+                Finding(
+                    Severity.WARNING,
+                    "selector-needs-manifest",
+                    entry.file,
+                    line,
+                    f"{entry.mapping.name}: selector {selector.text!r} needs manifest.json:"
+                    " without it this project is skipped",
+                    hint="keep target/manifest.json beside run_results.json, or select by model name",
+                )
+            )
+    return findings
 
 
 def _selector_findings(
