@@ -50,9 +50,10 @@ DATA_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
 _SCHEMA_VERSION = re.compile(r"/(?P<kind>[a-z-]+)/v(?P<version>\d+)\.json$")
 
 
-@dataclass(frozen=True, slots=True)
-class NodeResult:
-    """What dbt did to one node in one invocation."""
+class NodeResult(msgspec.Struct, frozen=True, gc=False):
+    """What dbt did to one node in one invocation. A struct rather than a dataclass: tens of
+    thousands are built per run_results.json, and a struct is built in C and is not tracked by
+    the garbage collector (it holds no containers)."""
 
     unique_id: str
     status: str
@@ -173,9 +174,9 @@ class Invocation:
         return self._failed_ids
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestNode:
-    """A model, seed or snapshot: what selectors look at."""
+class ManifestNode(msgspec.Struct, frozen=True, gc=False):
+    """A model, seed or snapshot: what selectors look at. A struct for NodeResult's reasons
+    (its tuples hold strings, its meta and config no reference back to it)."""
 
     unique_id: str
     name: str
@@ -268,12 +269,16 @@ class _Timing(msgspec.Struct, gc=False):
     completed_at: Any = None
 
 
+class _AdapterResponse(msgspec.Struct, gc=False):
+    rows_affected: Any = None
+
+
 class _Result(msgspec.Struct, gc=False):
     unique_id: str
     status: str
     timing: list[_Timing] = []
     execution_time: Any = None
-    adapter_response: dict[str, Any] = {}
+    adapter_response: _AdapterResponse | None = None
     message: Any = None
 
 
@@ -356,22 +361,21 @@ class _JSONObject(Mapping[str, Any]):
 
 
 class _Node(msgspec.Struct, gc=False):
-    """A node of any resource type. Its strings are read as they are; its lists and objects are
-    kept undecoded (a view of the file's bytes) and decoded only for the data nodes, and for a
-    test only what finds its model: a manifest holds as many tests as models."""
+    """A node of any resource type (its unique id is its key in ``nodes``). Its strings and
+    short lists are read as they are; its meta and config are kept undecoded (a view of the
+    file's bytes): selectors rarely look into them."""
 
     resource_type: Any = None
-    unique_id: Any = None
     name: Any = None
     package_name: Any = None
     path: Any = None
     original_file_path: Any = None
     attached_node: Any = None
-    fqn: msgspec.Raw = _NULL
-    tags: msgspec.Raw = _NULL
+    fqn: Any = None
+    tags: Any = None
     meta: msgspec.Raw = _NULL
     config: msgspec.Raw = _NULL
-    depends_on: msgspec.Raw = _NULL
+    depends_on: Any = None
     # A test's arguments, read only for the rare test of dbt before 1.5 without attached_node.
     test_metadata: msgspec.Raw = _NULL
 
@@ -569,23 +573,32 @@ _NUMBER_TYPES = (float, int)  # not bool, which isinstance(x, int) would let thr
 def _results(raw_results: list[_Result]) -> tuple[NodeResult, ...]:
     # The hot loop of a large run_results.json: NodeResult is built directly rather than through
     # node_result(), with the same normalisation, and type() checks stand in for isinstance
-    # (JSON gives exact types).
+    # (JSON gives exact types). The decoder makes a new string for every value: statuses and
+    # messages repeat from node to node, so each is kept once; unique ids are interned, so that
+    # the manifest read next shares them.
     results: list[NodeResult] = []
     append = results.append
+    intern = sys.intern
+    statuses: dict[str, str] = {}
+    messages: dict[str, str] = {}
     for raw in raw_results:
         started_at, completed_at = _execute_timing(raw.timing)
-        rows = raw.adapter_response.get("rows_affected")
+        adapter_response = raw.adapter_response
+        rows = adapter_response.rows_affected if adapter_response is not None else None
         execution_time = raw.execution_time
+        status = statuses.get(raw.status)
+        if status is None:
+            status = statuses[raw.status] = intern(raw.status.strip().lower())
         message = raw.message
         append(
             NodeResult(
-                raw.unique_id,
-                raw.status.strip().lower(),
+                intern(raw.unique_id),
+                status,
                 started_at,
                 completed_at,
                 float(execution_time) if type(execution_time) in _NUMBER_TYPES else None,
                 rows if type(rows) is int else None,
-                message if type(message) is str else None,
+                messages.setdefault(message, message) if type(message) is str else None,
             )
         )
     return tuple(results)
@@ -658,6 +671,15 @@ def _string_tuple(value: Any) -> tuple[str, ...]:
     return ()
 
 
+def _interned_strings(value: Any) -> tuple[str, ...]:
+    """_string_tuple, each string interned (see _load_manifest)."""
+    if type(value) is list:
+        return tuple([sys.intern(item) for item in value if type(item) is str])
+    if type(value) is str:
+        return (sys.intern(value),)
+    return ()
+
+
 def _depends_on(raw: Mapping[str, Any]) -> tuple[str, ...]:
     depends_on = raw.get("depends_on")
     return _string_tuple(depends_on.get("nodes")) if isinstance(depends_on, dict) else ()
@@ -698,7 +720,7 @@ def _test_target(raw: _Node, by_name: Mapping[str, list[str]]) -> str | None:
             return by_name[match[1]][-1]
     parents = [
         parent
-        for parent in _depends_on({"depends_on": _ANY_DECODER.decode(raw.depends_on)})
+        for parent in _depends_on({"depends_on": raw.depends_on})
         if not parent.startswith("source.")
     ]
     return parents[0] if len(parents) == 1 else None
@@ -721,54 +743,70 @@ def _load_manifest(path: Path) -> Manifest:
         raise ArtifactError(f"{path}: nodes is missing")
 
     nodes: dict[str, ManifestNode] = {}
-    raw_tests: list[_Node] = []
+    # Each test with the node it checks or, without attached_node (dbt before 1.5, singular
+    # tests), the test itself, to find that node once all names are known.
+    tests: list[tuple[str, str | _Node]] = []
     by_name: defaultdict[str, list[str]] = defaultdict(list)
     by_tag: defaultdict[str, list[str]] = defaultdict(list)
     by_package: defaultdict[str, list[str]] = defaultdict(list)
     by_fqn_head: defaultdict[str, list[str]] = defaultdict(list)
-    decode = _ANY_DECODER.decode
+    # The decoder makes a new string for every value. Ids, packages, folders and tags repeat
+    # from node to node (and ids from run_results.json, read first): interned, each is kept
+    # once. Configs and metas repeat too (most nodes take their folder's config): one lazy
+    # object per distinct text.
+    intern = sys.intern
+    json_objects: dict[bytes, _JSONObject] = {}
+    config_metas: dict[bytes, _JSONObject] = {}
     # The hot loop of a large manifest (tens of thousands of nodes): type() checks and local
-    # names instead of helper calls, with the same results as _str_or_none and _string_tuple.
+    # names instead of helper calls, with the same results as _str_or_none.
     decode_node = _NODE_DECODER.decode
     for unique_id, node_text in document.nodes.items():
         raw = _decode_node(decode_node, node_text, unique_id, path)
         resource_type = raw.resource_type
         if resource_type == "test":
-            raw_tests.append(raw)
+            target = raw.attached_node  # dbt 1.5+: the common case
+            tests.append((unique_id, target if type(target) is str and target else raw))
             continue
         if resource_type not in DATA_RESOURCE_TYPES:
             continue
+        unique_id = intern(unique_id)
         name = raw.name
         if type(name) is not str or not name:
             name = node_name(unique_id)
         package_name = raw.package_name
-        if type(package_name) is not str:
-            package_name = ""
+        package_name = intern(package_name) if type(package_name) is str else ""
         node_path = raw.path
         original_file_path = raw.original_file_path
-        fqn = _string_tuple(decode(raw.fqn))
-        tags = _string_tuple(decode(raw.tags))
-        depends_on = decode(raw.depends_on)
+        fqn = _interned_strings(raw.fqn)
+        tags = _interned_strings(raw.tags)
+        depends_on = raw.depends_on
+        parents = _interned_strings(depends_on.get("nodes")) if type(depends_on) is dict else ()
         config_text = bytes(raw.config)
+        config = json_objects.get(config_text)
+        if config is None:
+            config = json_objects[config_text] = _JSONObject(config_text)
         meta_text = bytes(raw.meta)
         # An empty (or absent) meta is read from config.meta, where dbt 1.10 and later keep it.
-        meta = (
-            _JSONObject(config_text, "meta")
-            if meta_text in _EMPTY_OBJECTS
-            else _JSONObject(meta_text)
-        )
+        if meta_text in _EMPTY_OBJECTS:
+            meta = config_metas.get(config_text)
+            if meta is None:
+                meta = config_metas[config_text] = _JSONObject(config_text, "meta")
+        else:
+            meta = json_objects.get(meta_text)
+            if meta is None:
+                meta = json_objects[meta_text] = _JSONObject(meta_text)
         nodes[unique_id] = ManifestNode(
             unique_id,
             name,
-            resource_type,
+            intern(resource_type),
             package_name,
             node_path if type(node_path) is str else "",
             original_file_path if type(original_file_path) is str else "",
             fqn,
             tags,
             meta,
-            _JSONObject(config_text),
-            _string_tuple(depends_on.get("nodes")) if type(depends_on) is dict else (),
+            config,
+            parents,
         )
         by_name[name].append(unique_id)
         by_package[package_name].append(unique_id)
@@ -782,15 +820,10 @@ def _load_manifest(path: Path) -> Manifest:
                 by_fqn_head[fqn[1]].append(unique_id)
 
     tests_by_node: defaultdict[str, list[str]] = defaultdict(list)
-    for raw in raw_tests:
-        test_id = raw.unique_id
-        if type(test_id) is not str:
-            continue
-        target = raw.attached_node  # dbt 1.5+: the common case
-        if type(target) is not str or not target:
-            target = _test_target(raw, by_name)
+    for test_id, attached in tests:
+        target = attached if isinstance(attached, str) else _test_target(attached, by_name)
         if target is not None:
-            tests_by_node[target].append(test_id)
+            tests_by_node[intern(target)].append(intern(test_id))
 
     exposures: dict[str, Exposure] = {}
     raw_exposures = document.exposures
