@@ -345,7 +345,11 @@ class _ConfigValues:
         # A config selector costs one pass over every node's config, whatever it asks for; it
         # walks the key one level at a time over all nodes (list comprehensions, no object made
         # per node), which is several times faster than walking each node's key in turn.
-        values: list[Any] = [node.config for node in nodes.values()]
+        configs = [node.config for node in nodes.values()]
+        # Nodes with the same config text share one config object (load_manifest): each
+        # distinct object is looked into once.
+        distinct = {id(config): config for config in configs}
+        values: list[Any] = list(distinct.values())
         for part in key:
             # type() first: JSON gives dicts, and isinstance against an ABC is slow.
             values = [
@@ -354,6 +358,8 @@ class _ConfigValues:
                 else _MISSING
                 for value in values
             ]
+        value_of = dict(zip(distinct, values, strict=True))
+        values = [value_of[id(config)] for config in configs]
         texts: defaultdict[str, list[str]] = defaultdict(list)
         booleans: defaultdict[str, list[str]] = defaultdict(list)
         for uid, value in zip(nodes, values, strict=True):
