@@ -21,10 +21,15 @@ plan at most 10 % of the baseline (issue 4).
 The manifest's name, tag, package and fqn-head lookups are gathered while it is read, so their
 cost is in "load", and in "load + plan", which is timed as one piece per round. Peak memory is
 measured with tracemalloc in a separate pass (tracing slows the code down). Exits 0 when both
-targets are met, 1 otherwise.
+targets are met (at every size measured), 1 otherwise.
+
+A second size (--big: 100,000 models, best of 2 rounds) shows how time and memory grow: its
+table, then the growth per model from the first size to it (1.00x is linear). The bare json.load
+of the big size needs about 2 GB, and the run takes several minutes.
 
     .venv/bin/python benchmarks/artifacts.py [--models 20000] [--projects 500] [--rounds 5]
                                              [--manifest-first]
+                                             [--big [--big-models 100000] [--big-rounds 2]]
 """
 
 from __future__ import annotations
@@ -262,23 +267,24 @@ def peak_mib(work: Callable[[], Any]) -> float:
         tracemalloc.stop()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=int, default=20_000)
-    parser.add_argument("--projects", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--manifest-first",
-        action="store_true",
-        help="read manifest.json before run_results.json (both sides), unlike hexdbt.planner.files",
-    )
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class SizeResult:
+    """One size's measurements: the verdict and what the growth line compares."""
 
+    models: int
+    baseline_s: float
+    load_and_plan_s: float
+    peak_bare_mib: float
+    peak_ours_mib: float
+    targets_met: bool
+
+
+def run_size(models: int, projects: int, rounds: int, order: tuple[str, ...]) -> SizeResult:
+    """Generate a project of this size, measure it, print its table."""
     with tempfile.TemporaryDirectory(prefix="hexdbt-bench-") as tmp:
-        paths = generate(Path(tmp), args.models, args.projects)
+        paths = generate(Path(tmp), models, projects)
         sizes = {name: path.stat().st_size / 2**20 for name, path in paths.items()}
-        order = ("manifest", "run_results") if args.manifest_first else READ_ORDER
-        timings, plan = measure(paths, args.rounds, order)
+        timings, plan = measure(paths, rounds, order)
 
         def load_and_plan() -> None:
             invocation, manifest = load_both(paths, order)
@@ -291,10 +297,10 @@ def main() -> int:
     plan_ratio = timings.plan_s / baseline_s
     total_ratio = timings.load_and_plan_s / baseline_s
     print(
-        f"synthetic project: {args.models:,} models + {args.models:,} tests, "
-        f"{args.projects} projects; manifest {sizes['manifest']:.1f} MiB, "
+        f"synthetic project: {models:,} models + {models:,} tests, "
+        f"{projects} projects; manifest {sizes['manifest']:.1f} MiB, "
         f"run_results {sizes['run_results']:.1f} MiB; read {' then '.join(order)}; "
-        f"best of {args.rounds} rounds; "
+        f"best of {rounds} rounds; "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
     )
     print(f"plan: {len(plan.triggers)} triggers, {len(plan.skipped)} skipped")
@@ -304,7 +310,7 @@ def main() -> int:
     rows = [
         ("bare json.load of both (baseline)", baseline_s, ""),
         ("load_run_results, load_manifest", timings.load_s, ""),
-        (f"make_plan ({args.projects} projects)", timings.plan_s, "<= 0.10"),
+        (f"make_plan ({projects} projects)", timings.plan_s, "<= 0.10"),
         ("load + plan (timed together)", timings.load_and_plan_s, "<= 0.35"),
         ("load_mappings (not in the target)", timings.mappings_s, ""),
     ]
@@ -314,11 +320,11 @@ def main() -> int:
             f"| {seconds / baseline_s:>15.2f}x | {target:>8} |"
         )
     print()
+    memory_ratio = peak_ours / peak_bare
     print(
         f"peak memory (tracemalloc): bare json.load {peak_bare:.0f} MiB, "
-        f"load + mappings + plan {peak_ours:.0f} MiB ({peak_ours / peak_bare:.2f}x)"
+        f"load + mappings + plan {peak_ours:.0f} MiB ({memory_ratio:.2f}x)"
     )
-    memory_ratio = peak_ours / peak_bare
     ok = total_ratio <= 0.35 and memory_ratio <= 0.35 and plan_ratio <= 0.10
     print(
         "targets met"
@@ -326,7 +332,60 @@ def main() -> int:
         else f"TARGETS MISSED (load + plan {total_ratio:.2f}x, plan {plan_ratio:.2f}x,"
         f" peak memory {memory_ratio:.2f}x)"
     )
-    return 0 if ok else 1
+    return SizeResult(
+        models, baseline_s, timings.load_and_plan_s, peak_bare, peak_ours, targets_met=ok
+    )
+
+
+def print_growth(small: SizeResult, big: SizeResult) -> None:
+    """How time and memory grew from the small size to the big one, per model: 1.00x is
+    linear growth."""
+    scale = big.models / small.models
+    print()
+    print(f"growth from {small.models:,} to {big.models:,} models ({scale:.1f}x), per model:")
+    for label, small_value, big_value in (
+        ("load + plan time", small.load_and_plan_s, big.load_and_plan_s),
+        ("load + plan peak memory", small.peak_ours_mib, big.peak_ours_mib),
+        ("bare json.load time", small.baseline_s, big.baseline_s),
+        ("bare json.load peak memory", small.peak_bare_mib, big.peak_bare_mib),
+    ):
+        print(f"  {label:<27} {big_value / small_value / scale:.2f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=20_000)
+    parser.add_argument("--projects", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--manifest-first",
+        action="store_true",
+        help="read manifest.json before run_results.json (both sides), unlike hexdbt.planner.files",
+    )
+    parser.add_argument(
+        "--big",
+        action="store_true",
+        help="also measure --big-models models (the bare json.load alone then needs about 2 GB)",
+    )
+    parser.add_argument("--big-models", type=int, default=100_000)
+    parser.add_argument("--big-rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    order = ("manifest", "run_results") if args.manifest_first else READ_ORDER
+    results = [run_size(args.models, args.projects, args.rounds, order)]
+    if args.big:
+        print()
+        results.append(run_size(args.big_models, args.projects, args.big_rounds, order))
+        print_growth(*results)
+    if len(results) > 1:
+        print()
+        print(
+            "targets met at every size"
+            if all(result.targets_met for result in results)
+            else "TARGETS MISSED at "
+            + ", ".join(f"{r.models:,} models" for r in results if not r.targets_met)
+        )
+    return 0 if all(result.targets_met for result in results) else 1
 
 
 if __name__ == "__main__":
