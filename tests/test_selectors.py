@@ -91,6 +91,31 @@ def test_each_selector_kind_matches_like_dbt(
     assert index.resolve(parse_selector(selector)) is matched  # resolved once, then cached
 
 
+def test_nodes_with_the_same_config_text_share_it_and_are_each_selected(tmp_path: Path) -> None:
+    view = {"materialized": "view", "meta": {"hex": True}}
+    nodes = [
+        model("a", "x"),
+        model("b", "y"),
+        model("c", "y", config=view),
+        model("d", config=view),
+    ]
+    manifest = load_manifest(write_json(tmp_path / "manifest.json", manifest_document(nodes)))
+    a, b, c, d = (manifest.nodes[f"model.shop.{name}"] for name in "abcd")
+    assert a.config is b.config
+    assert c.config is d.config
+    assert a.config is not c.config
+    assert c.meta is d.meta
+    assert dict(c.meta) == {"hex": True}
+    index = SelectorIndex(manifest)
+    for selector, expected in (
+        ("config.materialized:table", {"a", "b"}),
+        ("config.materialized:view", {"c", "d"}),
+        ("config.meta.hex:true", {"c", "d"}),
+    ):
+        matched = index.resolve(parse_selector(selector))
+        assert {manifest.nodes[uid].name for uid in matched} == expected, selector
+
+
 def test_selectors_over_a_real_manifest() -> None:
     manifest = load_manifest(FIXTURES / "manifest_v12.json")
     index = SelectorIndex(manifest)
