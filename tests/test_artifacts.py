@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -397,3 +398,22 @@ def test_manifest_node_fields_of_unexpected_types_are_read_as_absent(tmp_path: P
     assert (dict(orders.config), dict(orders.meta), orders.depends_on) == ({}, {}, ())
     assert manifest.lookups is not None
     assert manifest.lookups.by_tag == {"finance": ["model.shop.orders"]}
+
+
+def test_reading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    """The collector is paused only while a parsed file becomes records, even when that fails."""
+    good = write_json(tmp_path / "run_results.json", run_results_document({"model.a.b": "success"}))
+    bad = write_json(
+        tmp_path / "bad.json", {**run_results_document({}), "results": [{"status": "x"}]}
+    )
+    was_enabled = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            load_run_results(good)
+            load_manifest(FIXTURES / "manifest_v12.json")
+            with pytest.raises(ArtifactError):
+                load_run_results(bad)
+            assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was_enabled else gc.disable)()

@@ -14,11 +14,13 @@ project, growing linearly with the project (benchmarks/artifacts.py).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -487,6 +489,25 @@ def _json_error(raw: bytes, path: Path, what: str) -> ArtifactError | None:
     return None
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while an artifact is decoded into records.
+
+    Reading a large manifest makes hundreds of thousands of objects (strings, tuples, the
+    records) and frees almost none, none of them in a cycle: the collections those allocations
+    trigger walk everything made so far to free nothing (measured on the 20,000-model
+    benchmark: 0.75 s with the collector on against 0.31 s paused). A caller that turned the
+    collector off finds it off afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _read(
     decoder: msgspec.json.Decoder[Any], path: Path, what: str, kind: str, supported: range
 ) -> tuple[Any, int]:
@@ -613,7 +634,11 @@ def _sortable_time(text: str) -> float:
 
 def load_run_results(path: str | Path) -> Invocation:
     """Read a run_results.json (schema v4 to v6) into an Invocation."""
-    path = Path(path)
+    with _collector_paused():
+        return _load_run_results(Path(path))
+
+
+def _load_run_results(path: Path) -> Invocation:
     document: _RunResultsFile
     document, _ = _read(
         _RUN_RESULTS_DECODER, path, "run_results.json", "run-results", RUN_RESULTS_VERSIONS
@@ -700,7 +725,11 @@ def _test_target(raw: _Node, by_name: Mapping[str, list[str]]) -> str | None:
 
 def load_manifest(path: str | Path) -> Manifest:
     """Read a manifest.json (schema v4 to v12): data nodes, exposures, and tests per node."""
-    path = Path(path)
+    with _collector_paused():
+        return _load_manifest(Path(path))
+
+
+def _load_manifest(path: Path) -> Manifest:
     document: _ManifestFile
     document, version = _read(
         _MANIFEST_DECODER, path, "manifest.json", "manifest", MANIFEST_VERSIONS
