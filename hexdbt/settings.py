@@ -41,6 +41,9 @@ BUDGET_ENV = "HEXDBT_BUDGET"
 CONNECT_TIMEOUT_ENV = "HEXDBT_CONNECT_TIMEOUT_S"
 READ_TIMEOUT_ENV = "HEXDBT_READ_TIMEOUT_S"
 MAPPINGS_ENV = "HEXDBT_MAPPINGS"
+CRASH_AT_ENV = "HEXDBT_CRASH_AT"
+DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"
+DBT_TARGET_PATH_ENV = "DBT_TARGET_PATH"
 
 
 def resolve_token(flag_value: str | None = None) -> str:
@@ -83,15 +86,9 @@ def resolve_state_dir(flag_value: str | Path | None = None) -> Path:
 def resolve_clock() -> Clock:
     """The system clock, or a scaled one when ``HEXDBT_TIME_SCALE`` is set (emulator demos), from
     ``HEXDBT_TIME_ORIGIN`` when that is set too."""
-    text = os.environ.get(TIME_SCALE_ENV, "").strip()
-    if not text:
+    factor = _positive_number(TIME_SCALE_ENV, "a positive number")
+    if factor is None:
         return SystemClock()
-    try:
-        factor = float(text)
-    except ValueError:
-        factor = 0.0
-    if not factor > 0:
-        raise ConfigError(f"{TIME_SCALE_ENV} must be a positive number, got {text!r}")
     origin_text = os.environ.get(TIME_ORIGIN_ENV, "").strip()
     if not origin_text:
         return ScaledClock(factor)
@@ -102,10 +99,6 @@ def resolve_clock() -> Clock:
             f"{TIME_ORIGIN_ENV} must be a moment in seconds since the epoch, got {origin_text!r}"
         ) from None
     return ScaledClock.since(origin, factor)
-
-
-DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"
-DBT_TARGET_PATH_ENV = "DBT_TARGET_PATH"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,19 +124,22 @@ def resolve_budget_limits_text() -> str:
 
 def resolve_timeout_s(name: str, default: float) -> float:
     """An HTTP time limit from the environment (``HEXDBT_CONNECT_TIMEOUT_S``, ...), in seconds."""
+    value = _positive_number(name, "a positive number of seconds")
+    return default if value is None else value
+
+
+def _positive_number(name: str, what: str) -> float | None:
+    """The environment variable ``name`` as a number above 0; None when unset or empty."""
     text = os.environ.get(name, "").strip()
     if not text:
-        return default
+        return None
     try:
         value = float(text)
     except ValueError:
         value = 0.0
     if not value > 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}")
+        raise ConfigError(f"{name} must be {what}, got {text!r}")
     return value
-
-
-CRASH_AT_ENV = "HEXDBT_CRASH_AT"
 
 
 def resolve_crash_point() -> tuple[str, int] | None:
