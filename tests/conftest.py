@@ -1,11 +1,19 @@
-"""Every test starts from a clean environment: no HEX_*, HEXDBT_* or DBT_* from the machine."""
+"""Every test starts from a clean environment: no HEX_*, HEXDBT_*, DBT_* or libpq's PG* from the
+machine.
+
+Tests that need PostgreSQL take `postgres_state_url` (a fresh schema of their own on one server
+shared by the session) or `postgres_server` itself; either marks them `postgres`.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import PostgresServer, PostgresServerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,8 +21,34 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith(("HEX_", "HEXDBT_", "DBT_")):
+        if name.startswith(("HEX_", "HEXDBT_", "DBT_", "PG")):
             monkeypatch.delenv(name)
     state_dir = tmp_path / "hexdbt-state"
     monkeypatch.setenv("HEXDBT_STATE_DIR", str(state_dir))
     monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session; a test that stops it starts it again."""
+    try:
+        server = PostgresServer.create()
+    except PostgresServerError as exc:
+        # A missing server is a broken setup, not a reason to skip half of the state tests.
+        pytest.fail(str(exc), pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def postgres_state_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The server's URL naming a schema of this test's own, dropped with its tables afterwards."""
+    schema = f"hexdbt_test_{secrets.token_hex(6)}"
+    yield f"{postgres_server.url}?schema={schema}"
+    postgres_server.drop_schema(schema)
