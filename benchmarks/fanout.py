@@ -26,6 +26,7 @@ from hexdbt.engine import Engine
 from hexdbt.factory import open_client
 from hexdbt.ledger import Ledger
 from hexdbt.planner.files import plan_from_files
+from hexdbt.settings import SqliteState
 
 PROJECTS = 100
 # 20 a minute for three minutes fills the hour's 60; the remaining 40 go 20 a minute after it.
@@ -47,9 +48,9 @@ def hexdbt_engine(folder: Path) -> tuple[float, int, int, int]:
         plan = plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
         begin = clock.now()
         with (
-            Ledger(folder / "ledger.sqlite3", clock=clock) as ledger,
+            Ledger.open(SqliteState(folder), clock=clock) as ledger,
             open_client(
-                token="hxtp_bench", base_url=emulator.url, clock=clock, state_dir=str(folder)
+                token="hxtp_bench", base_url=emulator.url, clock=clock, state=SqliteState(folder)
             ) as client,
         ):
             engine = Engine(client, ledger)

@@ -29,6 +29,7 @@ from hexdbt.hex.models import RunRequest
 from hexdbt.hex.polls import AdaptiveSchedule, FixedSchedule, Polls, PollSchedule
 from hexdbt.ledger import Ledger
 from hexdbt.outcomes import OutcomeKind
+from hexdbt.settings import SqliteState
 
 TOKEN = "hxtp_benchmark"
 CASES = [
@@ -87,7 +88,7 @@ def _measure(
     ):
         # The seed's schedules poll without a budget (as the seed and Hex's integrations do).
         budget = (
-            SharedBudget(Path(state) / "budget.sqlite3", TOKEN, emu.url, clock=clock)
+            SharedBudget.open(SqliteState(Path(state)), TOKEN, emu.url, clock=clock)
             if budgeted
             else None
         )
@@ -99,7 +100,7 @@ def _measure(
             timeout_minutes=4 * length_s / 60,
             cancel_on_timeout=True,
         )
-        with Ledger(Path(state) / "ledger.sqlite3", clock=clock) as ledger:
+        with Ledger.open(SqliteState(Path(state)), clock=clock) as ledger:
             engine = Engine(
                 client,
                 ledger,

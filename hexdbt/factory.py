@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import requests
 
@@ -22,10 +21,11 @@ from hexdbt.ledger import Ledger
 from hexdbt.settings import (
     CONNECT_TIMEOUT_ENV,
     READ_TIMEOUT_ENV,
+    StateLocation,
     resolve_base_url,
     resolve_budget_limits_text,
     resolve_clock,
-    resolve_state_dir,
+    resolve_state_location,
     resolve_timeout_s,
     resolve_token,
 )
@@ -37,13 +37,14 @@ def open_client(
     *,
     clock: Clock | None = None,
     session: requests.Session | None = None,
-    state_dir: str | Path | None = None,
+    state: StateLocation | None = None,
     allow_insecure_http: bool = False,
     shared_budget: bool = True,
     stop: threading.Event | None = None,
 ) -> HexClient:
-    """A client from flags or the environment, drawing on the budget shared by all processes.
-    ``stop``: set it (a signal handler does) and every wait of the client ends at once."""
+    """A client from flags or the environment, drawing on the budget shared by all processes
+    (in ``state``, else where the environment says). ``stop``: set it (a signal handler does) and
+    every wait of the client ends at once."""
     resolved_token = resolve_token(token)
     client = HexClient(
         resolve_base_url(base_url),
@@ -57,18 +58,20 @@ def open_client(
     )
     if shared_budget:
         limits_text = resolve_budget_limits_text()
-        client.budget = SharedBudget.in_state_dir(
-            resolve_state_dir(state_dir),
+        client.budget = SharedBudget.open(
+            state or resolve_state_location(),
             resolved_token,
             client.base_url,
             clock=client.clock,
             limits=BudgetLimits.parse(limits_text) if limits_text else BudgetLimits(),
+            stop=client.stop,
         )
     return client
 
 
-def open_ledger(client: HexClient, state_dir: str | Path | None = None) -> Ledger:
-    return Ledger.in_state_dir(resolve_state_dir(state_dir), clock=client.clock)
+def open_ledger(client: HexClient, state: StateLocation | None = None) -> Ledger:
+    """The ledger in ``state`` (else where the environment says), on the client's clock."""
+    return Ledger.open(state or resolve_state_location(), clock=client.clock, stop=client.stop)
 
 
 @contextmanager
@@ -80,10 +83,11 @@ def open_engine(
     schedule: PollSchedule | None = None,
     log: Log | None = None,
     ledger: Ledger | None = None,
+    state: StateLocation | None = None,
 ) -> Iterator[Engine]:
-    """An engine on ``client`` and the ledger of the state folder (or ``ledger``, left open)."""
+    """An engine on ``client`` and the ledger in ``state`` (or ``ledger``, left open)."""
     own_ledger = ledger is None
-    ledger = ledger or open_ledger(client)
+    ledger = ledger or open_ledger(client, state)
     try:
         yield Engine(
             client,

@@ -24,20 +24,24 @@ row, and that is no error.
 
 ``sending`` is committed *before* the POST and ``started`` (with the run id) right after it, so a
 crash between the two leaves a row that says "a run may exist": the dispatcher reconciles it
-through GetProjectRuns instead of posting again. Claiming a row for sending is atomic
-(``BEGIN IMMEDIATE``), so two processes handling the same invocation never both post.
+through GetProjectRuns instead of posting again. Claiming a row for sending is one guarded UPDATE,
+so two processes handling the same invocation never both post, on one machine or many.
 
-The schema is versioned with ``PRAGMA user_version``; ``_MIGRATIONS[n]`` takes version n to n+1.
+A ``sending`` row names its owner's lease: host, pid, boot id and an expiry that the owner renews
+while it lives (``keep_lease``). The owner is gone, and the row an orphan, when the lease is
+released or has expired; on the owner's own host (same boot) at once when its pid has ended. The
+rule is the same on SQLite and PostgreSQL (``hexdbt.store``); ``_MIGRATIONS[n]`` takes the
+schema from version n to n+1 on either.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
+import socket
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -46,8 +50,15 @@ from typing import Any
 
 from hexdbt.clock import Clock, SystemClock
 from hexdbt.errors import MoveRefusedError, StateError
+from hexdbt.settings import StateLocation
+from hexdbt.store import Row, Session, Store, open_store
 
 LEDGER_FILENAME = "ledger.sqlite3"
+# A lease lasts this long (real seconds) unless renewed; its owner renews it well before.
+LEASE_TTL_S = 60.0
+LEASE_RENEW_EVERY_S = 20.0
+# A lease expired this long ago is deleted when a new one is taken.
+LEASE_FORGOTTEN_AFTER_S = 86_400.0
 
 
 class TriggerState(StrEnum):
@@ -123,12 +134,14 @@ _MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1
     """
     CREATE TABLE invocations (
+        {rowid}
         invocation_id TEXT PRIMARY KEY,
         command       TEXT NOT NULL,
         source        TEXT NOT NULL,
-        first_seen_at REAL NOT NULL
+        first_seen_at DOUBLE PRECISION NOT NULL
     );
     CREATE TABLE triggers (
+        {rowid}
         trigger_key   TEXT PRIMARY KEY,
         invocation_id TEXT NOT NULL REFERENCES invocations(invocation_id),
         name          TEXT NOT NULL,
@@ -138,20 +151,35 @@ _MIGRATIONS: tuple[str, ...] = (
         options_json  TEXT NOT NULL,
         state         TEXT NOT NULL,
         owner_pid     INTEGER,
-        deadline_at   REAL,
-        intent_at     REAL,
+        deadline_at   DOUBLE PRECISION,
+        intent_at     DOUBLE PRECISION,
         run_id        TEXT,
         run_url       TEXT,
         hex_status    TEXT,
         timed_out     INTEGER NOT NULL DEFAULT 0,
         trace_id      TEXT,
         reason        TEXT,
-        created_at    REAL NOT NULL,
-        updated_at    REAL NOT NULL,
-        ended_at      REAL
+        created_at    DOUBLE PRECISION NOT NULL,
+        updated_at    DOUBLE PRECISION NOT NULL,
+        ended_at      DOUBLE PRECISION
     );
     CREATE INDEX triggers_by_invocation ON triggers(invocation_id);
     CREATE INDEX triggers_by_state ON triggers(state);
+    """,
+    # 1 -> 2: owners are leases, not pids (a pid means nothing on another host); the Hex clock
+    # offset known at the intent is kept with it, for whichever process reconciles.
+    """
+    CREATE TABLE leases (
+        lease_id   TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        boot_id    TEXT NOT NULL,
+        renewed_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE triggers ADD COLUMN owner_lease TEXT;
+    ALTER TABLE triggers ADD COLUMN hex_clock_offset_s DOUBLE PRECISION;
+    ALTER TABLE triggers DROP COLUMN owner_pid
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -169,9 +197,10 @@ class TriggerRecord:
     request: dict[str, Any]
     options: dict[str, Any]
     state: TriggerState
-    owner_pid: int | None
+    owner_lease: str | None
     deadline_at: float | None
     intent_at: float | None
+    hex_clock_offset_s: float | None  # Hex's clock minus ours, as known at the intent
     run_id: str | None
     run_url: str | None
     hex_status: str | None
@@ -203,47 +232,48 @@ class InvocationRecord:
     first_seen_at: float
 
 
-def _unreadable(path: Path, trigger_key: str, what: str) -> StateError:
+def _unreadable(where: str, trigger_key: str, what: str) -> StateError:
     return StateError(
-        f"the ledger {path} has an unreadable trigger {trigger_key}: {what}",
-        hint=f"move {path} aside to start afresh (hexdbt then forgets what it sent before),"
+        f"the ledger {where} has an unreadable trigger {trigger_key}: {what}",
+        hint=f"move {where} aside to start afresh (hexdbt then forgets what it sent before),"
         " or use the hexdbt that wrote it",
     )
 
 
-def _state_of(row: sqlite3.Row, path: Path) -> TriggerState:
+def _state_of(row: Row, where: str) -> TriggerState:
     try:
         return TriggerState(row["state"])
     except ValueError:
         known = ", ".join(TriggerState)
         what = f"its state {row['state']!r} is none of {known}"
-        raise _unreadable(path, row["trigger_key"], what) from None
+        raise _unreadable(where, row["trigger_key"], what) from None
 
 
-def _json_object_of(row: sqlite3.Row, column: str, path: Path) -> dict[str, Any]:
+def _json_object_of(row: Row, column: str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(row[column])
-    except ValueError as exc:
-        raise _unreadable(path, row["trigger_key"], f"its {column} is not JSON ({exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise _unreadable(where, row["trigger_key"], f"its {column} is not JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise _unreadable(path, row["trigger_key"], f"its {column} is not a JSON object")
+        raise _unreadable(where, row["trigger_key"], f"its {column} is not a JSON object")
     return value
 
 
-def _trigger_from_row(row: sqlite3.Row, path: Path) -> TriggerRecord:
-    """The record of a row of the ledger at ``path``; a StateError when it cannot be read."""
+def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
+    """The record of a row of the ledger at ``where``; a StateError when it cannot be read."""
     return TriggerRecord(
         trigger_key=row["trigger_key"],
         invocation_id=row["invocation_id"],
         name=row["name"],
         project_id=row["project_id"],
         base_url=row["base_url"],
-        request=_json_object_of(row, "request_json", path),
-        options=_json_object_of(row, "options_json", path),
-        state=_state_of(row, path),
-        owner_pid=row["owner_pid"],
+        request=_json_object_of(row, "request_json", where),
+        options=_json_object_of(row, "options_json", where),
+        state=_state_of(row, where),
+        owner_lease=row["owner_lease"],
         deadline_at=row["deadline_at"],
         intent_at=row["intent_at"],
+        hex_clock_offset_s=row["hex_clock_offset_s"],
         run_id=row["run_id"],
         run_url=row["run_url"],
         hex_status=row["hex_status"],
@@ -257,7 +287,7 @@ def _trigger_from_row(row: sqlite3.Row, path: Path) -> TriggerRecord:
 
 
 def pid_is_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this machine (the owner of a ``sending`` row)."""
+    """Whether a process with this pid runs on this machine."""
     if pid == os.getpid():
         return True
     try:
@@ -269,39 +299,83 @@ def pid_is_alive(pid: int) -> bool:
     return True
 
 
-class Ledger:
-    """The SQLite ledger. Each call is its own short transaction; one instance may be shared by
-    the threads of a process (a lock keeps their transactions apart)."""
+def _boot_id() -> str:
+    """This boot of this machine (Linux); empty elsewhere, where leases go by expiry alone."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
 
-    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
-        self.path = path
-        self._clock = clock or SystemClock()
-        self._lock = threading.RLock()
-        self._synchronous: str | None = None  # the connection's PRAGMA synchronous, once set
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so a
-            # writer takes the lock before reading the row it is about to change.
-            self._db = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except (OSError, sqlite3.Error) as exc:
-            raise StateError(
-                f"cannot open the ledger {path}: {exc}",
-                hint="check that HEXDBT_STATE_DIR is writable, or move it elsewhere",
-            ) from exc
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a lease: a process of a host, since the host's last boot."""
+
+    host: str
+    pid: int
+    boot_id: str
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path, *, clock: Clock | None = None) -> Ledger:
-        return cls(state_dir / LEDGER_FILENAME, clock=clock)
+    def this_process(cls) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), _boot_id())
+
+
+def owner_is_gone(lease: Row | None, me: Holder, now: float) -> bool:
+    """Whether the owner of a ``sending`` row is gone, from its lease (None: released)."""
+    if lease is None:
+        return True
+    if lease["host"] == me.host and me.boot_id:
+        if lease["boot_id"] != me.boot_id:
+            return True  # the host has restarted since
+        # Here a pid says for certain, long before the expiry would.
+        return not pid_is_alive(lease["pid"])
+    return bool(lease["expires_at"] < now)
+
+
+class Ledger:
+    """The ledger, on a ``Store``. Each call is its own short transaction; one instance may be
+    shared by the threads of a process (the store keeps their transactions apart)."""
+
+    def __init__(self, store: Store, *, clock: Clock | None = None, holder: Holder | None = None):
+        self.store = store
+        self.where = store.describe()
+        self._clock = clock or SystemClock()
+        self._holder = holder or Holder.this_process()
+        self._lease_lock = threading.Lock()
+        self._lease_id: str | None = None  # taken with the first claim
+        self._lease_renewed_at = 0.0
+        try:
+            store.migrate("ledger", _MIGRATIONS)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        location: StateLocation,
+        *,
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+    ) -> Ledger:
+        return cls(
+            open_store(location, LEDGER_FILENAME, what="ledger", clock=clock, stop=stop),
+            clock=clock,
+        )
 
     def close(self) -> None:
-        self._db.close()
+        """Release the lease (rows still ``sending`` are orphans from now on) and disconnect."""
+        try:
+            if self._lease_id is not None:
+                lease_id, self._lease_id = self._lease_id, None
+                self.store.write(
+                    lambda session: session.execute(
+                        "DELETE FROM leases WHERE lease_id = ?", (lease_id,)
+                    ),
+                    durable=False,
+                )
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -309,58 +383,51 @@ class Ledger:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction. ``durable``: fsync at commit, so it survives a power cut.
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.store.read(lambda session: session.execute(sql, params).rows)
 
-        What is only planned may be lost with the machine (nothing was sent yet); the intent to
-        send, and all that follows it, may not. A durable commit also makes every earlier one in
-        the write-ahead log durable, so the order of events is kept either way.
-        """
-        with self._lock:
-            synchronous = "FULL" if durable else "NORMAL"
-            if synchronous != self._synchronous:  # most writes are durable: set it when it changes
-                self._db.execute(f"PRAGMA synchronous={synchronous}")
-                self._synchronous = synchronous
-            with self._transaction() as db:
-                yield db
+    # -- the lease ------------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write the ledger {self.path}: {exc}") from exc
+    @property
+    def lease_ttl_s(self) -> float:
+        return self._clock.from_real_s(LEASE_TTL_S)
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        try:
-            with self._lock:
-                return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read the ledger {self.path}: {exc}") from exc
-
-    def _migrate(self) -> None:
-        with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StateError(
-                    f"the ledger {self.path} has schema version {version}, newer than this "
-                    f"hexdbt knows ({SCHEMA_VERSION})",
-                    hint="upgrade hexdbt, or point HEXDBT_STATE_DIR at another folder",
+    def _lease(self, session: Session, now: float) -> str:
+        """In a write transaction: this process's lease, taken or renewed (for a claim)."""
+        with self._lease_lock:
+            if self._lease_id is None:
+                self._lease_id = uuid.uuid4().hex
+                session.execute(
+                    "DELETE FROM leases WHERE expires_at < ?",
+                    (now - self._clock.from_real_s(LEASE_FORGOTTEN_AFTER_S),),
                 )
-            for step in range(version, SCHEMA_VERSION):
-                # executescript() would commit on its own; one statement at a time keeps the
-                # whole migration inside this transaction.
-                for statement in _MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            holder = self._holder
+            session.execute(
+                "INSERT INTO leases (lease_id, host, pid, boot_id, renewed_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (lease_id) DO UPDATE"
+                " SET renewed_at = excluded.renewed_at, expires_at = excluded.expires_at",
+                (
+                    self._lease_id,
+                    holder.host,
+                    holder.pid,
+                    holder.boot_id,
+                    now,
+                    now + self.lease_ttl_s,
+                ),
+            )
+            self._lease_renewed_at = now
+            return self._lease_id
+
+    def keep_lease(self) -> float | None:
+        """Renew this process's lease when it is due (the engine calls this every turn). Returns
+        when to call again; None while no lease is held."""
+        if self._lease_id is None:
+            return None
+        every = self._clock.from_real_s(LEASE_RENEW_EVERY_S)
+        now = self._clock.now()
+        if now - self._lease_renewed_at >= every:
+            self.store.write(lambda session: self._lease(session, now), durable=False)
+        return self._lease_renewed_at + every
 
     # -- invocations ----------------------------------------------------------------------
 
@@ -370,19 +437,21 @@ class Ledger:
 
     def recent_invocations(self, limit: int = 10) -> list[InvocationRecord]:
         rows = self._read(
-            "SELECT * FROM invocations ORDER BY first_seen_at DESC, rowid DESC LIMIT ?", (limit,)
+            "SELECT invocation_id, command, source, first_seen_at FROM invocations"
+            " ORDER BY first_seen_at DESC, rowid DESC LIMIT ?",
+            (limit,),
         )
-        return [InvocationRecord(**dict(row)) for row in rows]
+        return [InvocationRecord(**row) for row in rows]
 
     def newest_invocation_from(self, source: str) -> InvocationRecord | None:
         """The invocation recorded last with ``source`` (``hexdbt watch`` names its target folder
         there), or None."""
         rows = self._read(
-            "SELECT * FROM invocations WHERE source = ?"
-            " ORDER BY first_seen_at DESC, rowid DESC LIMIT 1",
+            "SELECT invocation_id, command, source, first_seen_at FROM invocations"
+            " WHERE source = ? ORDER BY first_seen_at DESC, rowid DESC LIMIT 1",
             (source,),
         )
-        return InvocationRecord(**dict(rows[0])) if rows else None
+        return InvocationRecord(**rows[0]) if rows else None
 
     # -- triggers -------------------------------------------------------------------------
 
@@ -395,6 +464,7 @@ class Ledger:
         claim: Collection[str],
         *,
         only_new_invocation: bool = False,
+        hex_clock_offset_s: float | None = None,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         """Record an invocation and its triggers as planned, in one transaction (a key already in
         the ledger keeps its row and its state), and in the same transaction claim the keys in
@@ -403,17 +473,23 @@ class Ledger:
         holds is left alone); None, recording nothing, when ``only_new_invocation`` and the
         ledger has the invocation."""
         now = self._clock.now()
-        with self._write(durable=bool(claim)) as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?)",
+
+        def plan(session: Session) -> tuple[list[TriggerRecord], set[str]] | None:
+            inserted = session.execute(
+                "INSERT INTO invocations (invocation_id, command, source, first_seen_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (invocation_id) DO NOTHING",
                 (invocation_id, command, source, now),
             )
-            if only_new_invocation and cursor.rowcount == 0:
+            if (
+                only_new_invocation
+                and inserted.rowcount == 0
+                and not self._recorded_by_me(session, invocation_id, now)
+            ):
                 return None
-            db.executemany(
-                "INSERT OR IGNORE INTO triggers (trigger_key, invocation_id, name, project_id,"
+            session.executemany(
+                "INSERT INTO triggers (trigger_key, invocation_id, name, project_id,"
                 " base_url, request_json, options_json, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trigger_key) DO NOTHING",
                 [
                     (
                         trigger.trigger_key,
@@ -430,38 +506,80 @@ class Ledger:
                     for trigger in triggers
                 ],
             )
-            claimed = {key for key in claim if self._claim(db, key, now)}
+            claimed = {key for key in claim if self._claim(session, key, now, hex_clock_offset_s)}
             keys = [trigger.trigger_key for trigger in triggers]
-            rows = db.execute(
+            if not keys:  # an invocation that triggers nothing (PostgreSQL refuses "IN ()")
+                return [], claimed
+            rows = session.execute(
                 f"SELECT * FROM triggers WHERE trigger_key IN ({', '.join('?' * len(keys))})",
                 keys,
-            ).fetchall()
+            ).rows
             # Read in the transaction: a row that cannot be read undoes the claims.
-            by_key = {row["trigger_key"]: _trigger_from_row(row, self.path) for row in rows}
-        return [by_key[key] for key in keys], claimed
+            by_key = {row["trigger_key"]: _trigger_from_row(row, self.where) for row in rows}
+            return [by_key[key] for key in keys], claimed
+
+        return self.store.write(plan, durable=bool(claim))
+
+    def _recorded_by_me(self, session: Session, invocation_id: str, now: float) -> bool:
+        """After a lost connection: whether the invocation's row is this transaction's own
+        earlier attempt, whose commit stood."""
+        if not session.retried:
+            return False
+        row = session.execute(
+            "SELECT first_seen_at FROM invocations WHERE invocation_id = ?", (invocation_id,)
+        ).first()
+        return row is not None and row["first_seen_at"] == now
 
     def get(self, trigger_key: str) -> TriggerRecord:
         rows = self._read("SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,))
         if not rows:
             raise self._no_trigger(trigger_key)
-        return _trigger_from_row(rows[0], self.path)
+        return _trigger_from_row(rows[0], self.where)
 
-    def claim_for_sending(self, trigger_key: str) -> bool:
-        """Commit the intent to POST. False when the row is not sendable (someone else has it)."""
-        with self._write() as db:
-            return self._claim(db, trigger_key, self._clock.now())
+    def claim_for_sending(
+        self, trigger_key: str, *, hex_clock_offset_s: float | None = None
+    ) -> bool:
+        """Commit the intent to POST. False when the row is not sendable (someone else has it).
+        ``hex_clock_offset_s``: Hex's clock minus ours, when an answer has told it."""
+        now = self._clock.now()
+        return self.store.write(
+            lambda session: self._claim(session, trigger_key, now, hex_clock_offset_s)
+        )
 
     def take_over_orphan(self, trigger_key: str) -> bool:
-        """Adopt a ``sending`` row whose owner process is gone, so this process reconciles it.
+        """Adopt a ``sending`` row whose owner is gone, so this process reconciles it.
         False when the row is no longer ``sending`` or its owner lives."""
-        with self._write() as db:
-            row = self._row(db, trigger_key)
-            owner = row["owner_pid"]
-            if owner is not None and owner != os.getpid() and pid_is_alive(owner):
-                return False
+        now = self._clock.now()
+
+        def take(session: Session) -> bool:
+            row = self._row(session, trigger_key)
+            owner = row["owner_lease"]
+            # A row of this very ledger (an earlier engine of this process left it) is ours.
+            if owner is not None and owner != self._lease_id:
+                lease = session.execute(
+                    "SELECT host, pid, boot_id, expires_at FROM leases WHERE lease_id = ?",
+                    (owner,),
+                ).first()
+                if not owner_is_gone(lease, self._holder, now):
+                    return False
+            # Guarded by the owner read above: of two processes adopting at once, one wins.
             return self._move(
-                db, trigger_key, Move.TAKE_OVER_ORPHAN, self._clock.now(), owner_pid=os.getpid()
+                session,
+                trigger_key,
+                Move.TAKE_OVER_ORPHAN,
+                now,
+                expected_owner=owner,
+                owner_lease=self._lease(session, now),
             )
+
+        return self.store.write(take)
+
+    def owner_of(self, record: TriggerRecord) -> str:
+        """Who holds a ``sending`` row, for messages: ``host pid N`` (or "nobody")."""
+        if record.owner_lease is None:
+            return "nobody"
+        rows = self._read("SELECT host, pid FROM leases WHERE lease_id = ?", (record.owner_lease,))
+        return f"{rows[0]['host']} pid {rows[0]['pid']}" if rows else "a process that has ended"
 
     def mark_started(
         self, trigger_key: str, *, run_id: str, run_url: str | None, trace_id: str | None
@@ -521,71 +639,109 @@ class Ledger:
     def release(self, trigger_key: str, *, reason: str) -> TriggerRecord:
         """Give a claimed trigger back: nothing was sent (interrupted before the POST, 429, 503),
         or reconciling found that Hex started no run."""
-        return self._make(trigger_key, Move.RELEASE, reason=reason, owner_pid=None, intent_at=None)
+        return self._make(
+            trigger_key,
+            Move.RELEASE,
+            reason=reason,
+            owner_lease=None,
+            intent_at=None,
+            hex_clock_offset_s=None,
+        )
 
     def reopen_ambiguous(self, trigger_key: str) -> TriggerRecord:
         """The user asked to send an ambiguous trigger again (``--resend-ambiguous``)."""
         return self._make(
-            trigger_key, Move.REOPEN_AMBIGUOUS, reason=None, ended_at=None, owner_pid=None
+            trigger_key, Move.REOPEN_AMBIGUOUS, reason=None, ended_at=None, owner_lease=None
         )
 
-    def _claim(self, db: sqlite3.Connection, trigger_key: str, now: float) -> bool:
+    def _claim(
+        self, session: Session, trigger_key: str, now: float, hex_clock_offset_s: float | None
+    ) -> bool:
         """In a write transaction: make a sendable row ``sending``, owned by this process."""
         return self._move(
-            db, trigger_key, Move.CLAIM_FOR_SENDING, now, owner_pid=os.getpid(), intent_at=now
+            session,
+            trigger_key,
+            Move.CLAIM_FOR_SENDING,
+            now,
+            owner_lease=self._lease(session, now),
+            intent_at=now,
+            hex_clock_offset_s=hex_clock_offset_s,
         )
 
     def _make(self, trigger_key: str, move: Move, **fields: Any) -> TriggerRecord:
         """Make ``move`` on a row, setting ``fields`` too; a StateError when the row is in a
         state the move does not start from."""
-        with self._write() as db:
-            if not self._move(db, trigger_key, move, self._clock.now(), **fields):
-                row = self._row(db, trigger_key)
+        now = self._clock.now()
+
+        def make(session: Session) -> TriggerRecord:
+            if not self._move(session, trigger_key, move, now, **fields):
+                row = self._row(session, trigger_key)
                 transition = ALLOWED_MOVES[move]
                 sources = " or ".join(sorted(transition.sources))
                 raise MoveRefusedError(
-                    f"the ledger {self.path} refuses to move trigger {row['name']} ({trigger_key})"
-                    f" from {_state_of(row, self.path)} to {transition.target}"
+                    f"the ledger {self.where} refuses to move trigger {row['name']}"
+                    f" ({trigger_key}) from {_state_of(row, self.where)} to {transition.target}"
                     f" ({move} moves only {sources} triggers)",
                     hint="another hexdbt process may have moved it first; hexdbt status shows it",
                 )
-            return _trigger_from_row(self._row(db, trigger_key), self.path)
+            return _trigger_from_row(self._row(session, trigger_key), self.where)
+
+        return self.store.write(make)
 
     def _move(
-        self, db: sqlite3.Connection, trigger_key: str, move: Move, now: float, **fields: Any
+        self,
+        session: Session,
+        trigger_key: str,
+        move: Move,
+        now: float,
+        *,
+        expected_owner: str | None = None,
+        **fields: Any,
     ) -> bool:
         """In a write transaction: make ``move`` on a row in one UPDATE guarded by the states it
-        starts from. False, changing nothing, when the row is in another state."""
+        starts from (and, for ``TAKE_OVER_ORPHAN``, by the owner the caller saw). False, changing
+        nothing, when the row is in another state."""
         transition = ALLOWED_MOVES[move]
         changes = {"state": transition.target.value, **fields, "updated_at": now}
         sources = sorted(state.value for state in transition.sources)
-        cursor = db.execute(
+        guard = f"state IN ({', '.join('?' * len(sources))})"
+        params: list[Any] = [*changes.values(), trigger_key, *sources]
+        if move is Move.TAKE_OVER_ORPHAN:
+            guard += " AND coalesce(owner_lease, '') = ?"
+            params.append(expected_owner or "")
+        changed = session.execute(
             f"UPDATE triggers SET {', '.join(f'{column} = ?' for column in changes)}"
-            f" WHERE trigger_key = ? AND state IN ({', '.join('?' * len(sources))})",
-            (*changes.values(), trigger_key, *sources),
+            f" WHERE trigger_key = ? AND {guard}",
+            params,
         )
-        if cursor.rowcount == 1:
+        if changed.rowcount == 1:
             return True
-        self._row(db, trigger_key)  # no such row is an error, not a refusal
-        return False
+        row = self._row(session, trigger_key)  # no such row is an error, not a refusal
+        # An earlier attempt of this transaction whose commit stood (its answer was lost).
+        return (
+            session.retried
+            and row["updated_at"] == now
+            and row["state"] == transition.target.value
+            and row["owner_lease"] == changes.get("owner_lease", row["owner_lease"])
+        )
 
-    def _row(self, db: sqlite3.Connection, trigger_key: str) -> sqlite3.Row:
-        row: sqlite3.Row | None = db.execute(
+    def _row(self, session: Session, trigger_key: str) -> Row:
+        row = session.execute(
             "SELECT * FROM triggers WHERE trigger_key = ?", (trigger_key,)
-        ).fetchone()
+        ).first()
         if row is None:
             raise self._no_trigger(trigger_key)
         return row
 
     def _no_trigger(self, trigger_key: str) -> StateError:
-        return StateError(f"the ledger {self.path} has no trigger {trigger_key}")
+        return StateError(f"the ledger {self.where} has no trigger {trigger_key}")
 
     def triggers_of(self, invocation_id: str) -> list[TriggerRecord]:
         rows = self._read(
             "SELECT * FROM triggers WHERE invocation_id = ? ORDER BY created_at, rowid",
             (invocation_id,),
         )
-        return [_trigger_from_row(row, self.path) for row in rows]
+        return [_trigger_from_row(row, self.where) for row in rows]
 
     def run_ids_of_project(self, project_id: str) -> set[str]:
         """Every Hex run id the ledger has recorded for a project (to tell ours from others')."""
@@ -600,4 +756,4 @@ class Ledger:
             " ORDER BY created_at, rowid",
             tuple(state.value for state in states),
         )
-        return [_trigger_from_row(row, self.path) for row in rows]
+        return [_trigger_from_row(row, self.where) for row in rows]

@@ -4,7 +4,10 @@ Only the environment variables below are read, and only here:
 
     HEX_API_TOKEN       the Hex API token (never printed, logged or stored)
     HEX_BASE_URL        Hex's address, default https://app.hex.tech
-    HEXDBT_STATE_DIR    where the ledger and the shared rate budget live
+    HEXDBT_STATE_DIR    the folder of the ledger and the shared rate budget (SQLite files)
+    HEXDBT_STATE_URL    where the state lives instead: ``postgresql://user:password@host/db``
+                        (tables in the schema ``hexdbt``, or ``?schema=NAME``) to share it between
+                        machines, or ``sqlite:///folder``; the password is never printed
     HEXDBT_MAPPINGS     the mapping file, when no --mappings is given
     HEXDBT_BUDGET       Hex's rate limits when a workspace has others, e.g.
                         ``run_project=20/60,60/3600;other=30/60`` (calls/seconds)
@@ -25,8 +28,10 @@ A template's ``env_var`` reads the environment too (the user's own variables, as
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from hexdbt.clock import Clock, ScaledClock, SystemClock
 from hexdbt.errors import ConfigError, StateError
@@ -35,6 +40,7 @@ DEFAULT_BASE_URL = "https://app.hex.tech"
 TOKEN_ENV = "HEX_API_TOKEN"
 BASE_URL_ENV = "HEX_BASE_URL"
 STATE_DIR_ENV = "HEXDBT_STATE_DIR"
+STATE_URL_ENV = "HEXDBT_STATE_URL"
 TIME_SCALE_ENV = "HEXDBT_TIME_SCALE"
 TIME_ORIGIN_ENV = "HEXDBT_TIME_ORIGIN"
 BUDGET_ENV = "HEXDBT_BUDGET"
@@ -81,6 +87,112 @@ def resolve_state_dir(flag_value: str | Path | None = None) -> Path:
             hint=f"point {STATE_DIR_ENV} at a writable folder",
         ) from exc
     return path
+
+
+DEFAULT_STATE_SCHEMA = "hexdbt"
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteState:
+    """The state in SQLite files in one folder of this machine (the default)."""
+
+    folder: Path
+
+    def describe(self) -> str:
+        return str(self.folder)
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresState:
+    """The state in one schema of a PostgreSQL database, shared by every machine that uses it.
+
+    ``url`` is a libpq URL without hexdbt's own ``schema`` parameter; it holds the password, so
+    it is never shown: ``describe`` is what messages say."""
+
+    url: str
+    schema: str = DEFAULT_STATE_SCHEMA
+
+    def __repr__(self) -> str:
+        return f"PostgresState({self.describe()!r})"
+
+    @property
+    def password(self) -> str | None:
+        password = urlsplit(self.url).password
+        return unquote(password) if password else None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (or the socket folder), as a message names the server."""
+        parts = urlsplit(self.url)
+        query = dict(parse_qsl(parts.query))
+        host = parts.hostname or query.get("host") or "localhost"
+        return f"{host}:{parts.port or query.get('port') or 5432}"
+
+    def describe(self) -> str:
+        """The URL with its password masked, and the schema."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:***@{host}"
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)])
+        shown = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        return f"{shown} (schema {self.schema})"
+
+
+StateLocation = SqliteState | PostgresState
+
+
+def resolve_state_location(
+    flag_url: str | None = None, flag_dir: str | Path | None = None
+) -> StateLocation:
+    """Where the ledger and the budget live: ``--state-url`` > ``HEXDBT_STATE_URL`` > the state
+    folder (``HEXDBT_STATE_DIR``, else the user's state folder)."""
+    text = (flag_url or os.environ.get(STATE_URL_ENV, "")).strip()
+    if not text:
+        return SqliteState(resolve_state_dir(flag_dir))
+    return parse_state_url(text)
+
+
+def parse_state_url(text: str) -> StateLocation:
+    """A state URL: ``postgresql://...`` (or ``postgres://``) or ``sqlite:///folder``."""
+    scheme, _, rest = text.partition("://")
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(
+                f"{STATE_URL_ENV}: a sqlite URL names a folder, as sqlite:///path/to/folder",
+            )
+        return SqliteState(resolve_state_dir(unquote(rest)))
+    if scheme in ("postgresql", "postgres"):
+        parts = urlsplit(text)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schemas = [value for key, value in query if key == "schema"]
+        schema = schemas[-1] if schemas else DEFAULT_STATE_SCHEMA
+        location = PostgresState(
+            urlunsplit(
+                parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"]))
+            ),
+            schema,
+        )
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigError(
+                f"{STATE_URL_ENV}: the schema {schema!r} is not a plain PostgreSQL name",
+                hint="use letters, digits and _ (at most 63), starting with a letter or _",
+            )
+        try:
+            parts.port  # noqa: B018 (reading it checks it)
+        except ValueError:
+            raise ConfigError(
+                f"{STATE_URL_ENV}: the port of {location.describe()} is not a number"
+            ) from None
+        return location
+    # Only the scheme is shown: the rest of what was meant as a URL may hold a password.
+    what = f"the scheme {scheme!r}" if rest else "a value without a scheme"
+    raise ConfigError(
+        f"{STATE_URL_ENV}: {what} is neither postgresql:// nor sqlite:///",
+        hint="e.g. postgresql://hexdbt@db.internal/analytics or sqlite:///var/lib/hexdbt",
+    )
 
 
 def resolve_clock() -> Clock:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from postgres_server import PostgresServer, PostgresServerError
 
+from hexdbt.settings import StateLocation, parse_state_url
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,7 +32,9 @@ def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "postgres_server" in getattr(item, "fixturenames", ()):
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("state_url") == "postgresql"
+        if on_postgres or "postgres_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
 
 
@@ -52,3 +56,18 @@ def postgres_state_url(postgres_server: PostgresServer) -> Iterator[str]:
     schema = f"hexdbt_test_{secrets.token_hex(6)}"
     yield f"{postgres_server.url}?schema={schema}"
     postgres_server.drop_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A state URL of each backend: a SQLite folder of this test, or a PostgreSQL schema of its
+    own. Tests of the ledger, the budget and dispatch take it (or ``state_location``) to run on both."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'state'}"
+    url: str = request.getfixturevalue("postgres_state_url")
+    return url
+
+
+@pytest.fixture
+def state_location(state_url: str) -> StateLocation:
+    return parse_state_url(state_url)

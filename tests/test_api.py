@@ -13,13 +13,14 @@ from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, ERRORS_ID, FLAKY_ID, SCHEDULED_ID
 from hexdbt.hex.budget import SharedBudget
 from hexdbt.hex.client import HexClient
+from hexdbt.settings import SqliteState
 
 TOKEN = "hxtp_api_secret_987"
 
 
 def _client(emu: HexEmulator, tmp_path: Path) -> HexClient:
     assert isinstance(emu.clock, ManualClock)
-    budget = SharedBudget(tmp_path / "budget.sqlite3", TOKEN, emu.url, clock=emu.clock)
+    budget = SharedBudget.open(SqliteState(tmp_path), TOKEN, emu.url, clock=emu.clock)
     return HexClient(emu.url, TOKEN, clock=emu.clock, budget=budget)
 
 
@@ -141,7 +142,7 @@ def test_a_lost_answer_with_the_clock_ahead_of_hex_finds_the_run_it_started(
     emu = hex_emulator_factory(scenario={"projects": [project]})
     emu.inject_faults("RunProject", sequence=[{"kind": "lost_reset"}])
     ahead = ManualClock(emu.clock.now() + 5)
-    budget = SharedBudget(tmp_path / "budget.sqlite3", TOKEN, emu.url, clock=ahead)
+    budget = SharedBudget.open(SqliteState(tmp_path), TOKEN, emu.url, clock=ahead)
     client = HexClient(emu.url, TOKEN, clock=ahead, budget=budget)
     result = hexdbt.trigger_hex_project("p-skew", client=client)
     (run,) = emu.runs("p-skew")

@@ -22,13 +22,14 @@ from hexdbt.hex.budget import (
     budget_scope,
     plan_slots,
 )
+from hexdbt.settings import SqliteState
 
 TOKEN = "hxtp_budget_secret_token"
 URL = "http://127.0.0.1:9"
 
 
 def _budget(tmp_path: Path, clock: ManualClock, **kwargs: object) -> SharedBudget:
-    return SharedBudget.in_state_dir(tmp_path, TOKEN, URL, clock=clock, **kwargs)  # type: ignore[arg-type]
+    return SharedBudget.open(SqliteState(tmp_path), TOKEN, URL, clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
 def _acquire(budget: SharedBudget, kind: CallKind) -> None:
@@ -81,8 +82,8 @@ def test_another_token_or_host_has_its_own_budget(tmp_path: Path) -> None:
     mine = _budget(tmp_path, clock)
     for _ in range(30):
         _acquire(mine, CallKind.OTHER)
-    other_token = SharedBudget.in_state_dir(tmp_path, "hxtp_another", URL, clock=clock)
-    other_host = SharedBudget.in_state_dir(tmp_path, TOKEN, "https://eu.hex.tech", clock=clock)
+    other_token = SharedBudget.open(SqliteState(tmp_path), "hxtp_another", URL, clock=clock)
+    other_host = SharedBudget.open(SqliteState(tmp_path), TOKEN, "https://eu.hex.tech", clock=clock)
     assert other_token.next_slot_at(CallKind.OTHER) == 0.0
     assert other_host.next_slot_at(CallKind.OTHER) == 0.0
 
@@ -248,10 +249,10 @@ def test_the_client_s_budget_takes_its_limits_from_hexdbt_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HEXDBT_BUDGET", "other=5/10")
-    with open_client(TOKEN, URL, allow_insecure_http=True, state_dir=tmp_path) as client:
+    with open_client(TOKEN, URL, allow_insecure_http=True, state=SqliteState(tmp_path)) as client:
         assert isinstance(client.budget, SharedBudget)
         assert client.budget.limits.other == (Limit(5, 10.0),)
         assert client.budget.limits.run_project == BudgetLimits().run_project
     monkeypatch.setenv("HEXDBT_BUDGET", "other=ten/60")
     with pytest.raises(ConfigError, match="HEXDBT_BUDGET: 'ten/60' is not calls/seconds"):
-        open_client(TOKEN, URL, allow_insecure_http=True, state_dir=tmp_path)
+        open_client(TOKEN, URL, allow_insecure_http=True, state=SqliteState(tmp_path))

@@ -35,6 +35,7 @@ from hexdbt.hex.budget import SharedBudget
 from hexdbt.hex.client import HexClient, HexRunOutcomeUnknownError, run_may_have_started
 from hexdbt.hex.models import RunRequest
 from hexdbt.outcomes import Outcome, OutcomeKind
+from hexdbt.settings import SqliteState
 
 TOKEN = "hxtp_client_http_secret_0123456789"
 Factory = Callable[..., HexEmulator]
@@ -42,7 +43,7 @@ Factory = Callable[..., HexEmulator]
 
 def _client(emu: HexEmulator, tmp_path: Path, token: str = TOKEN, **options: Any) -> HexClient:
     assert isinstance(emu.clock, ManualClock)
-    budget = SharedBudget(tmp_path / "budget.sqlite3", token, emu.url, clock=emu.clock)
+    budget = SharedBudget.open(SqliteState(tmp_path), token, emu.url, clock=emu.clock)
     options.setdefault("read_timeout_s", 2.0)
     return HexClient(emu.url, token, clock=emu.clock, budget=budget, **options)
 

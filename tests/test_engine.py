@@ -26,7 +26,7 @@ from hexdbt.ledger import LEDGER_FILENAME, Ledger, NewTrigger, TriggerRecord, Tr
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.planner.files import plan_from_files
 from hexdbt.planner.rules import Plan
-from hexdbt.settings import resolve_state_dir
+from hexdbt.settings import resolve_state_dir, resolve_state_location
 
 TOKEN = "hxtp_dispatch_test_token"
 EmulatorFactory = Callable[..., HexEmulator]
@@ -56,7 +56,7 @@ class World:
         )
         self.folder = folder
         self.count = count
-        self.ledger = Ledger.in_state_dir(resolve_state_dir(), clock=self.clock)
+        self.ledger = Ledger.open(resolve_state_location(), clock=self.clock)
 
     def client(self) -> HexClient:
         return open_client(token=TOKEN, base_url=self.emulator.url, clock=self.clock)

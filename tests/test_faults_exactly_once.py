@@ -37,7 +37,7 @@ from hexdbt.hex.polls import RunView
 from hexdbt.ledger import LEDGER_FILENAME, Ledger
 from hexdbt.outcomes import OutcomeKind
 from hexdbt.planner.files import plan_from_files
-from hexdbt.settings import resolve_state_dir
+from hexdbt.settings import resolve_state_dir, resolve_state_location
 
 TOKEN = "hxtp_faults_exactly_once"
 TIME_SCALE = 20.0
@@ -431,7 +431,7 @@ def test_a_run_whose_cancel_gets_422_is_reported_interrupted_as_ended_already(
     target, mappings = write_project(tmp_path, 1)
     plan = plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
     with (
-        Ledger.in_state_dir(resolve_state_dir(), clock=clock) as ledger,
+        Ledger.open(resolve_state_location(), clock=clock) as ledger,
         open_client(token=TOKEN, base_url=emulator.url, clock=clock) as client,
     ):
         engine = Engine(client, ledger)

@@ -1,9 +1,11 @@
-"""The ledger: real SQLite files, real processes racing for the same trigger."""
+"""The ledger on both backends (a real SQLite file, a real PostgreSQL schema): real processes
+racing for the same trigger, owners' leases on one host and across hosts."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +15,17 @@ import pytest
 
 from hexdbt.clock import ManualClock
 from hexdbt.errors import StateError
-from hexdbt.ledger import SCHEMA_VERSION, Ledger, NewTrigger, TriggerState
+from hexdbt.ledger import (
+    LEDGER_FILENAME,
+    LEASE_TTL_S,
+    SCHEMA_VERSION,
+    Holder,
+    Ledger,
+    NewTrigger,
+    TriggerState,
+)
+from hexdbt.settings import SqliteState, StateLocation, parse_state_url
+from hexdbt.store import SqliteStore, open_store
 
 
 def _trigger(key: str) -> NewTrigger:
@@ -31,9 +43,11 @@ def _plan(ledger: Ledger, key: str = "k1", invocation_id: str = "inv-1") -> None
     ledger.plan_and_claim(invocation_id, "build", "run", [_trigger(key)], ())
 
 
-def test_a_trigger_moves_from_planned_to_ended_with_timestamps(tmp_path: Path) -> None:
+def test_a_trigger_moves_from_planned_to_ended_with_timestamps(
+    state_location: StateLocation,
+) -> None:
     clock = ManualClock(start=1000.0)
-    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+    with Ledger.open(state_location, clock=clock) as ledger:
         _plan(ledger)
         assert ledger.get("k1").state is TriggerState.PLANNED
         assert ledger.claim_for_sending("k1")
@@ -52,8 +66,8 @@ def test_a_trigger_moves_from_planned_to_ended_with_timestamps(tmp_path: Path) -
         assert ended.request == {"inputParams": {"as_of": "2026-01-01"}}
 
 
-def test_planning_the_same_key_twice_keeps_the_first_row(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+def test_planning_the_same_key_twice_keeps_the_first_row(state_location: StateLocation) -> None:
+    with Ledger.open(state_location) as ledger:
         _plan(ledger)
         ledger.claim_for_sending("k1")
         ledger.mark_started("k1", run_id="r-1", run_url=None, trace_id=None)
@@ -62,8 +76,8 @@ def test_planning_the_same_key_twice_keeps_the_first_row(tmp_path: Path) -> None
         assert len(ledger.triggers_of("inv-1")) == 1
 
 
-def test_plan_and_claim_commits_the_intent_with_the_plan(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.sqlite3", clock=ManualClock(start=1000.0)) as ledger:
+def test_plan_and_claim_commits_the_intent_with_the_plan(state_location: StateLocation) -> None:
+    with Ledger.open(state_location, clock=ManualClock(start=1000.0)) as ledger:
         _plan(ledger, "held")
         assert ledger.claim_for_sending("held")  # another sender has it
         records, claimed = ledger.plan_and_claim(
@@ -76,16 +90,19 @@ def test_plan_and_claim_commits_the_intent_with_the_plan(tmp_path: Path) -> None
             ("held", TriggerState.SENDING),
             ("later", TriggerState.PLANNED),
         ]
-        assert (records[0].owner_pid, records[0].intent_at) == (os.getpid(), 1000.0)
+        assert records[0].intent_at == 1000.0
+        assert ledger.owner_of(records[0]) == f"{socket.gethostname()} pid {os.getpid()}"
         assert not ledger.claim_for_sending("new")
 
 
 def test_the_intent_to_send_is_synced_to_disk_and_a_mere_plan_is_not(tmp_path: Path) -> None:
     """PRAGMA synchronous on the ledger's own connection: FULL (2) fsyncs at commit."""
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+    with Ledger(SqliteStore(tmp_path / "ledger.sqlite3", what="ledger")) as ledger:
 
         def synchronous() -> int:
-            return int(ledger._db.execute("PRAGMA synchronous").fetchone()[0])
+            return int(
+                ledger.store.read(lambda s: s.execute("PRAGMA synchronous").rows[0]["synchronous"])
+            )
 
         _plan(ledger, "k1", "inv-1")
         assert synchronous() == 1  # NORMAL: a power cut may forget a plan, never an intent
@@ -97,8 +114,8 @@ def test_the_intent_to_send_is_synced_to_disk_and_a_mere_plan_is_not(tmp_path: P
         assert synchronous() == 1
 
 
-def test_only_a_new_invocation_is_planned_when_asked(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+def test_only_a_new_invocation_is_planned_when_asked(state_location: StateLocation) -> None:
+    with Ledger.open(state_location) as ledger:
         _plan(ledger, "k1")
         again = [_trigger("k2")]
         assert (
@@ -115,26 +132,25 @@ def test_only_a_new_invocation_is_planned_when_asked(tmp_path: Path) -> None:
         assert [r.trigger_key for r in planned[0]] == ["k2"]
 
 
-def test_a_claimed_trigger_cannot_be_claimed_again(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+def test_a_claimed_trigger_cannot_be_claimed_again(state_location: StateLocation) -> None:
+    with Ledger.open(state_location) as ledger:
         _plan(ledger)
         assert ledger.claim_for_sending("k1")
         assert not ledger.claim_for_sending("k1")
 
 
-def _claim_in_child(path: str, results: multiprocessing.Queue[bool]) -> None:
-    with Ledger(Path(path)) as ledger:
+def _claim_in_child(state_url: str, results: multiprocessing.Queue[bool]) -> None:
+    with Ledger.open(parse_state_url(state_url)) as ledger:
         results.put(ledger.claim_for_sending("k1"))
 
 
-def test_processes_racing_for_one_trigger_let_exactly_one_win(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
-    with Ledger(path) as ledger:
+def test_processes_racing_for_one_trigger_let_exactly_one_win(state_url: str) -> None:
+    with Ledger.open(parse_state_url(state_url)) as ledger:
         _plan(ledger)
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[bool] = context.Queue()
     children = [
-        context.Process(target=_claim_in_child, args=(str(path), results)) for _ in range(6)
+        context.Process(target=_claim_in_child, args=(state_url, results)) for _ in range(6)
     ]
     for child in children:
         child.start()
@@ -144,41 +160,37 @@ def test_processes_racing_for_one_trigger_let_exactly_one_win(tmp_path: Path) ->
     assert outcomes.count(True) == 1
 
 
+# A child that claims k1 and then dies without a word (its lease stays, unreleased).
+_CLAIM_AND_DIE = (
+    "import os, sys; from hexdbt.ledger import Ledger; from hexdbt.settings import parse_state_url;"
+    "assert Ledger.open(parse_state_url(sys.argv[1])).claim_for_sending('k1'); os._exit(0)"
+)
+
+
 def test_an_orphaned_sending_row_is_taken_over_only_when_its_owner_is_dead(
-    tmp_path: Path,
+    state_url: str,
 ) -> None:
-    path = tmp_path / "ledger.sqlite3"
-    with Ledger(path) as ledger:
+    with Ledger.open(parse_state_url(state_url)) as ledger:
         _plan(ledger)
     # A real process claims the row and dies before recording a run id.
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; from hexdbt.ledger import Ledger;"
-            "assert Ledger(Path(sys.argv[1])).claim_for_sending('k1')",
-            str(path),
-        ],
-        check=True,
-    )
-    with Ledger(path) as ledger:
+    subprocess.run([sys.executable, "-c", _CLAIM_AND_DIE, state_url], check=True)
+    with Ledger.open(parse_state_url(state_url)) as ledger:
         assert ledger.get("k1").state is TriggerState.SENDING
         assert not ledger.claim_for_sending("k1")
         assert ledger.take_over_orphan("k1")
 
 
-def test_a_live_owner_keeps_its_sending_row(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
-    with Ledger(path) as ledger:
+def test_a_live_owner_keeps_its_sending_row(state_url: str) -> None:
+    with Ledger.open(parse_state_url(state_url)) as ledger:
         _plan(ledger)
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from hexdbt.ledger import Ledger;"
-            "assert Ledger(Path(sys.argv[1])).claim_for_sending('k1'); print('claimed', flush=True);"
-            "sys.stdin.read()",
-            str(path),
+            "import sys; from hexdbt.ledger import Ledger; from hexdbt.settings import"
+            " parse_state_url; ledger = Ledger.open(parse_state_url(sys.argv[1]));"
+            "assert ledger.claim_for_sending('k1'); print('claimed', flush=True); sys.stdin.read()",
+            state_url,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -187,14 +199,65 @@ def test_a_live_owner_keeps_its_sending_row(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "claimed"
-        with Ledger(path) as ledger:
+        with Ledger.open(parse_state_url(state_url)) as ledger:
             assert not ledger.take_over_orphan("k1")
+            assert ledger.owner_of(ledger.get("k1")).endswith(f"pid {holder.pid}")
     finally:
         holder.communicate("")
 
 
-def test_queued_triggers_are_listed_with_their_deadline(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+def test_a_process_that_closes_its_ledger_releases_its_lease(state_location: StateLocation) -> None:
+    with Ledger.open(state_location) as ledger:
+        _plan(ledger)
+        assert ledger.claim_for_sending("k1")
+    with Ledger.open(state_location) as ledger:
+        assert ledger.owner_of(ledger.get("k1")) == "a process that has ended"
+        assert ledger.take_over_orphan("k1")
+
+
+def _on_host(state: StateLocation, host: str, clock: ManualClock) -> Ledger:
+    """The ledger as a process of another machine opens it (its own host name and boot)."""
+    store = open_store(state, LEDGER_FILENAME, what="ledger", clock=clock)
+    return Ledger(store, clock=clock, holder=Holder(host, 4242, boot_id=f"boot of {host}"))
+
+
+def test_another_host_s_sending_row_is_adopted_only_once_its_lease_expires(
+    state_location: StateLocation,
+) -> None:
+    clock = ManualClock(start=1000.0)
+    worker_1 = _on_host(state_location, "worker-1", clock)
+    worker_2 = _on_host(state_location, "worker-2", clock)
+    try:
+        _plan(worker_1)
+        assert worker_1.claim_for_sending("k1")
+        # A pid of another machine says nothing: only the lease's expiry does.
+        assert not worker_2.take_over_orphan("k1")
+        clock.advance(LEASE_TTL_S / 2)
+        worker_1.keep_lease()
+        clock.advance(LEASE_TTL_S / 2 + 1)
+        assert not worker_2.take_over_orphan("k1"), "renewed: its owner lives"
+        clock.advance(LEASE_TTL_S)  # worker-1 stopped renewing: it died with its machine
+        assert worker_2.take_over_orphan("k1")
+        assert worker_2.owner_of(worker_2.get("k1")) == "worker-2 pid 4242"
+        assert not worker_1.take_over_orphan("k1"), "the new owner's lease is fresh"
+    finally:
+        worker_1.close()
+        worker_2.close()
+
+
+def test_a_lease_is_renewed_only_when_due_and_says_when_next(state_location: StateLocation) -> None:
+    clock = ManualClock(start=1000.0)
+    with Ledger.open(state_location, clock=clock) as ledger:
+        assert ledger.keep_lease() is None  # nothing claimed: no lease to keep
+        _plan(ledger)
+        ledger.claim_for_sending("k1")
+        assert ledger.keep_lease() == 1020.0
+        clock.advance(25)
+        assert ledger.keep_lease() == 1045.0
+
+
+def test_queued_triggers_are_listed_with_their_deadline(state_location: StateLocation) -> None:
+    with Ledger.open(state_location) as ledger:
         _plan(ledger, key="k1")
         _plan(ledger, key="k2")
         ledger.mark_queued("k2", deadline_at=5000.0, reason="hourly RunProject budget spent")
@@ -205,8 +268,8 @@ def test_queued_triggers_are_listed_with_their_deadline(tmp_path: Path) -> None:
         assert ledger.get("k2").state is TriggerState.QUEUED
 
 
-def test_an_invocation_is_recorded_once(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+def test_an_invocation_is_recorded_once(state_location: StateLocation) -> None:
+    with Ledger.open(state_location) as ledger:
         assert not ledger.has_invocation("inv-1")
         ledger.plan_and_claim("inv-1", "build", "run", [], ())
         ledger.plan_and_claim("inv-1", "build", "watch", [], ())
@@ -219,7 +282,7 @@ def test_a_ledger_from_a_newer_hexdbt_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StateError, match="newer than this hexdbt knows") as caught:
-        Ledger(path)
+        Ledger.open(SqliteState(tmp_path))
     assert caught.value.exit_code == 7
 
 
@@ -227,13 +290,13 @@ def test_an_unusable_ledger_path_is_a_state_error(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the state folder should be")
     with pytest.raises(StateError, match="cannot open the ledger") as caught:
-        Ledger(blocker / "ledger.sqlite3")
+        Ledger.open(SqliteState(blocker))
     assert caught.value.exit_code == 7
 
 
-def test_unknown_trigger_is_a_state_error(tmp_path: Path) -> None:
+def test_unknown_trigger_is_a_state_error(state_location: StateLocation) -> None:
     with (
-        Ledger(tmp_path / "ledger.sqlite3") as ledger,
+        Ledger.open(state_location) as ledger,
         pytest.raises(StateError, match="no trigger"),
     ):
         ledger.mark_failed("nope", reason="x")

@@ -1,12 +1,10 @@
 """The ledger's state machine: every move it allows works, every other one is refused and changes
-nothing, and a row it cannot read is a StateError. Real SQLite files, a ManualClock."""
+nothing, and a row it cannot read is a StateError. On both backends (a real SQLite file, a real
+PostgreSQL schema), with a ManualClock."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import closing
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +18,7 @@ from hexdbt.ledger import (
     TriggerRecord,
     TriggerState,
 )
+from hexdbt.settings import StateLocation
 
 KEY = "inv-1/p-1/3f2a"
 
@@ -74,8 +73,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+def ledger(state_location: StateLocation, clock: ManualClock) -> Iterator[Ledger]:
+    with Ledger.open(state_location, clock=clock) as ledger:
         yield ledger
 
 
@@ -106,7 +105,7 @@ def _refusal(ledger: Ledger, source: TriggerState, move: Move) -> str:
     transition = ALLOWED_MOVES[move]
     sources = " or ".join(sorted(transition.sources))
     return (
-        f"the ledger {ledger.path} refuses to move trigger app_3 ({KEY}) from {source} to"
+        f"the ledger {ledger.where} refuses to move trigger app_3 ({KEY}) from {source} to"
         f" {transition.target} ({move} moves only {sources} triggers)"
     )
 
@@ -151,7 +150,7 @@ def test_an_ended_trigger_cannot_be_started_again(ledger: Ledger, clock: ManualC
     with pytest.raises(StateError) as caught:
         ledger.mark_started(KEY, run_id="r-2", run_url=None, trace_id=None)
     assert str(caught.value) == (
-        f"the ledger {ledger.path} refuses to move trigger app_3 ({KEY}) from ended to started"
+        f"the ledger {ledger.where} refuses to move trigger app_3 ({KEY}) from ended to started"
         " (mark_started moves only sending triggers)"
     )
     assert caught.value.hint is not None
@@ -206,7 +205,7 @@ def test_an_ambiguous_trigger_is_sent_again_only_once_reopened(
     _row_in(ledger, clock, TriggerState.AMBIGUOUS)
     assert not ledger.claim_for_sending(KEY)
     reopened = ledger.reopen_ambiguous(KEY)
-    assert (reopened.state, reopened.reason, reopened.ended_at, reopened.owner_pid) == (
+    assert (reopened.state, reopened.reason, reopened.ended_at, reopened.owner_lease) == (
         TriggerState.PLANNED,
         None,
         None,
@@ -224,7 +223,7 @@ def test_an_ambiguous_trigger_is_sent_again_only_once_reopened(
 def test_releasing_a_claim_forgets_the_intent(ledger: Ledger, clock: ManualClock) -> None:
     _row_in(ledger, clock, TriggerState.SENDING)
     released = ledger.release(KEY, reason="HTTP 503: no free kernel")
-    assert (released.state, released.owner_pid, released.intent_at, released.reason) == (
+    assert (released.state, released.owner_lease, released.intent_at, released.reason) == (
         TriggerState.QUEUED,
         None,
         None,
@@ -241,16 +240,19 @@ def test_only_ended_failed_and_expired_are_final() -> None:
 def test_a_move_of_an_unknown_trigger_is_a_state_error(ledger: Ledger, move: Move) -> None:
     with pytest.raises(StateError) as caught:
         MAKE[move](ledger, "nope")
-    assert str(caught.value) == f"the ledger {ledger.path} has no trigger nope"
+    assert str(caught.value) == f"the ledger {ledger.where} has no trigger nope"
 
 
 # -- rows that cannot be read --------------------------------------------------------------------
 
 
-def _spoil(path: Path, column: str, value: object, key: str = KEY) -> None:
+def _spoil(ledger: Ledger, column: str, value: str, key: str = KEY) -> None:
     """Write a value into a row behind the ledger's back, as a bug or a hand edit would."""
-    with closing(sqlite3.connect(path)) as db, db:
-        db.execute(f"UPDATE triggers SET {column} = ? WHERE trigger_key = ?", (value, key))
+    ledger.store.write(
+        lambda session: session.execute(
+            f"UPDATE triggers SET {column} = ? WHERE trigger_key = ?", (value, key)
+        )
+    )
 
 
 SPOILED = [
@@ -264,7 +266,9 @@ SPOILED = [
     pytest.param(
         "options_json", "", "its options_json is not JSON (Expecting value:", id="options-empty"
     ),
-    pytest.param("options_json", 7, "its options_json is not a JSON object", id="options-a-number"),
+    pytest.param(
+        "options_json", "7", "its options_json is not a JSON object", id="options-a-number"
+    ),
     pytest.param(
         "request_json", "[1, 2]", "its request_json is not a JSON object", id="request-a-list"
     ),
@@ -273,10 +277,10 @@ SPOILED = [
 
 @pytest.mark.parametrize(("column", "value", "what"), SPOILED)
 def test_a_row_with_bad_json_is_a_state_error_on_every_read(
-    ledger: Ledger, column: str, value: object, what: str
+    ledger: Ledger, column: str, value: str, what: str
 ) -> None:
     _plan(ledger)
-    _spoil(ledger.path, column, value)
+    _spoil(ledger, column, value)
     reads: list[Callable[[], object]] = [
         lambda: ledger.get(KEY),
         lambda: ledger.triggers_of("inv-1"),
@@ -286,18 +290,18 @@ def test_a_row_with_bad_json_is_a_state_error_on_every_read(
         with pytest.raises(StateError) as caught:
             read()
         message = str(caught.value)
-        assert message.startswith(f"the ledger {ledger.path} has an unreadable trigger {KEY}: ")
+        assert message.startswith(f"the ledger {ledger.where} has an unreadable trigger {KEY}: ")
         assert what in message
         assert caught.value.hint is not None
-        assert f"move {ledger.path} aside to start afresh" in caught.value.hint
+        assert f"move {ledger.where} aside to start afresh" in caught.value.hint
         assert caught.value.exit_code == 7
 
 
 def test_a_row_in_an_unknown_state_is_a_state_error(ledger: Ledger) -> None:
     _plan(ledger)
-    _spoil(ledger.path, "state", "paused")
+    _spoil(ledger, "state", "paused")
     expected = (
-        f"the ledger {ledger.path} has an unreadable trigger {KEY}: its state 'paused' is none of"
+        f"the ledger {ledger.where} has an unreadable trigger {KEY}: its state 'paused' is none of"
         " planned, queued, sending, started, ended, failed, ambiguous, expired"
     )
     for read in (lambda: ledger.get(KEY), lambda: ledger.triggers_of("inv-1")):
@@ -313,7 +317,7 @@ def test_a_row_in_an_unknown_state_is_a_state_error(ledger: Ledger) -> None:
 def test_in_state_lists_a_corrupt_row_of_that_state_as_a_state_error(ledger: Ledger) -> None:
     _plan(ledger, "fine")
     _plan(ledger)
-    _spoil(ledger.path, "request_json", "null", key="fine")  # valid JSON, not an object
+    _spoil(ledger, "request_json", "null", key="fine")  # valid JSON, not an object
     with pytest.raises(StateError, match="unreadable trigger fine: its request_json is not a"):
         ledger.in_state(TriggerState.PLANNED)
     assert ledger.in_state(TriggerState.QUEUED) == []
@@ -321,10 +325,15 @@ def test_in_state_lists_a_corrupt_row_of_that_state_as_a_state_error(ledger: Led
 
 def test_planning_over_a_corrupt_row_claims_nothing(ledger: Ledger) -> None:
     _plan(ledger)
-    _spoil(ledger.path, "options_json", "{")
+    _spoil(ledger, "options_json", "{")
     trigger = NewTrigger(KEY, "app_3", "p-1", "http://127.0.0.1:1", {}, {})
     with pytest.raises(StateError, match=f"unreadable trigger {KEY}: its options_json"):
         ledger.plan_and_claim("inv-1", "build", "run", [trigger], [KEY])
-    with closing(sqlite3.connect(ledger.path)) as db:
-        (state,) = db.execute("SELECT state FROM triggers WHERE trigger_key = ?", (KEY,)).fetchone()
-    assert state == "planned"
+    rows = ledger.store.read(
+        lambda session: (
+            session.execute(
+                "SELECT state, owner_lease FROM triggers WHERE trigger_key = ?", (KEY,)
+            ).rows
+        )
+    )
+    assert rows == [{"state": "planned", "owner_lease": None}]

@@ -36,7 +36,7 @@ from hexdbt.hex.progress import LineProgress, TableProgress
 from hexdbt.ledger import Ledger
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan
-from hexdbt.settings import resolve_state_dir
+from hexdbt.settings import resolve_state_location
 
 TOKEN = "hxtp_polls_secret"
 
@@ -89,7 +89,7 @@ class Follow:
 def follow(hex_emulator: HexEmulator) -> Iterator[Follow]:
     assert isinstance(hex_emulator.clock, ManualClock)
     client = open_client(TOKEN, hex_emulator.url, clock=hex_emulator.clock)
-    ledger = Ledger.in_state_dir(resolve_state_dir(), clock=hex_emulator.clock)
+    ledger = Ledger.open(resolve_state_location(), clock=hex_emulator.clock)
     yield Follow(hex_emulator, client, ledger)
     ledger.close()
     client.close()

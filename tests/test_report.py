@@ -13,13 +13,14 @@ from hexdbt.errors import EXIT_SIGINT, ConfigError
 from hexdbt.ledger import Ledger, NewTrigger
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.report import render_table, summary_line, write_junit
+from hexdbt.settings import SqliteState
 
 RUN_URL = "http://127.0.0.1:9/app/p-1/runs/0f6a1c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "ledger.sqlite3", clock=ManualClock(start=100.0))
+    return Ledger.open(SqliteState(tmp_path), clock=ManualClock(start=100.0))
 
 
 def _row(ledger: Ledger, key: str, *, claim: bool = True) -> None:

@@ -25,7 +25,7 @@ from hexdbt.factory import open_client
 from hexdbt.ledger import Ledger, TriggerState
 from hexdbt.outcomes import OutcomeKind
 from hexdbt.planner.files import plan_from_files
-from hexdbt.settings import resolve_state_dir
+from hexdbt.settings import resolve_state_location
 
 pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
 
@@ -122,7 +122,7 @@ def test_faults_on_every_endpoint_still_end_each_project_once_with_its_true_stat
     target, mappings = write_project(tmp_path, count)
     plan = plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
     with (
-        Ledger.in_state_dir(resolve_state_dir(), clock=clock) as ledger,
+        Ledger.open(resolve_state_location(), clock=clock) as ledger,
         open_client(token="hxtp_faults", base_url=emulator.url, clock=clock) as client,
     ):
         engine = Engine(client, ledger)

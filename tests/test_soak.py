@@ -61,7 +61,7 @@ from hexdbt.factory import open_client
 from hexdbt.ledger import LEDGER_FILENAME, Ledger
 from hexdbt.outcomes import OutcomeKind, kind_of_final_status
 from hexdbt.planner.files import plan_from_files
-from hexdbt.settings import resolve_clock, resolve_state_dir
+from hexdbt.settings import resolve_clock, resolve_state_location
 
 SEED = int(os.environ.get("HEXDBT_SOAK_SEED", "14"))
 PROJECTS = 25
@@ -274,7 +274,7 @@ def test_a_lost_posts_run_list_that_hex_fails_to_give_once_is_looked_up_again(
     plan = plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
     logged: list[str] = []
     with (
-        Ledger.in_state_dir(resolve_state_dir(), clock=clock) as ledger,
+        Ledger.open(resolve_state_location(), clock=clock) as ledger,
         open_client(token=TOKEN, base_url=emulator.url, clock=clock) as client,
     ):
         engine = Engine(client, ledger, log=logged.append)

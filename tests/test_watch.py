@@ -28,7 +28,7 @@ from hexdbt.feeders.artifact_watch import WatchOptions, WatchTarget
 from hexdbt.feeders.watch import WatchDaemon
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.logs import MemoryEventLog
-from hexdbt.settings import resolve_state_dir
+from hexdbt.settings import resolve_state_dir, resolve_state_location
 
 REAL = SystemClock()
 # Hex time runs this much faster than real time: the default scenario's 28 s run takes 1.4 s.
@@ -91,7 +91,7 @@ class Harness:
     ) -> tuple[WatchDaemon, MemoryEventLog]:
         log = MemoryEventLog()
         client = open_client(token="hxtp_watch_test", base_url=self.emulator.url, clock=self.clock)
-        ledger = Ledger.in_state_dir(resolve_state_dir(), clock=self.clock)
+        ledger = Ledger.open(resolve_state_location(), clock=self.clock)
         daemon = WatchDaemon(
             client,
             ledger,
@@ -188,7 +188,7 @@ def test_a_compile_overwriting_run_results_triggers_nothing(harness: Harness) ->
     assert skipped["invocation_id"] == "inv-compile"
     assert skipped["reason"] == "dbt compile refreshes no model"
     # Not recorded: a compile can start nothing, and would crowd `hexdbt status`.
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+    with Ledger.open(resolve_state_location()) as ledger:
         assert not ledger.has_invocation("inv-compile")
         assert ledger.has_invocation("inv-1")
 
@@ -398,7 +398,7 @@ def test_a_file_there_before_the_start_is_ignored_unless_replay_latest(harness: 
 def test_an_invocation_in_the_ledger_is_not_triggered_again(harness: Harness) -> None:
     target = harness.target()
     write_json(target.run_results, run_results_document(BOTH, invocation_id="inv-1"))
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+    with Ledger.open(resolve_state_location()) as ledger:
         ledger.plan_and_claim("inv-1", "build", "run", [], ())
     _, log = harness.start(target, replay_latest=True)
     wait_for(lambda: log.of("invocation_skipped"), what="the ledger check")
@@ -426,7 +426,7 @@ def test_a_restart_with_runs_live_in_hex_re_attaches_and_never_re_posts(
     harness.stop(first)
     # Stopping left the runs running: no CancelRun, and the ledger still has them started.
     assert not [e for e in harness.emulator.journal() if e["operation"] == "CancelRun"]
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+    with Ledger.open(resolve_state_location()) as ledger:
         states = {r.name: r.state for r in ledger.triggers_of("inv-1")}
     assert states == {"health": TriggerState.STARTED, "finance": TriggerState.STARTED}
     live = {run.run_id for run in harness.emulator.runs(CUSTOMER_HEALTH_ID)}
@@ -439,7 +439,7 @@ def test_a_restart_with_runs_live_in_hex_re_attaches_and_never_re_posts(
     assert log.of("resumed")[0]["triggers"] == 2
 
     def ended() -> bool:
-        with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+        with Ledger.open(resolve_state_location()) as ledger:
             return all(r.state is TriggerState.ENDED for r in ledger.triggers_of("inv-1"))
 
     wait_for(ended, timeout_s=15, what="the re-attached runs to end")
@@ -477,5 +477,5 @@ def test_a_file_written_while_no_watcher_ran_counts_only_in_a_target_watched_bef
     (skipped,) = log.of("invocation_skipped")
     assert skipped["invocation_id"] == "inv-b"
     assert "before the watcher started" in skipped["reason"]
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+    with Ledger.open(resolve_state_location()) as ledger:
         assert ledger.recent_invocations()[0].source == f"watch {watched.target_dir}"

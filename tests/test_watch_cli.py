@@ -26,7 +26,7 @@ from hexdbt.emulator.scenario import (
     MARKETING_ATTRIBUTION_ID,
 )
 from hexdbt.ledger import Ledger, TriggerState
-from hexdbt.settings import resolve_state_dir
+from hexdbt.settings import resolve_state_location
 
 pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
 
@@ -271,7 +271,7 @@ def test_a_watcher_killed_between_dbt_s_write_and_its_record_triggers_it_when_re
         first.close()
     assert first.process.returncode == -signal.SIGKILL
     assert _posts(emulator) == Counter({CUSTOMER_HEALTH_ID: 1})
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+    with Ledger.open(resolve_state_location()) as ledger:
         assert not ledger.has_invocation("i-2")
 
     second = Daemon(args, env, tmp_path)
@@ -284,7 +284,7 @@ def test_a_watcher_killed_between_dbt_s_write_and_its_record_triggers_it_when_re
     assert "written after i-1" in missed["reason"]
     assert [e["invocation_id"] for e in second.events("invocation_submitted")] == ["i-2"]
     assert _posts(emulator) == Counter({CUSTOMER_HEALTH_ID: 2})
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+    with Ledger.open(resolve_state_location()) as ledger:
         (record,) = ledger.triggers_of("i-2")
     assert record.run_id is not None
 
@@ -331,6 +331,6 @@ def test_sigterm_while_a_trigger_waits_for_hex_s_hourly_window_exits_at_once_and
     assert code == 0
     assert _posts(emulator) == posts_before  # nothing sent after the SIGTERM
     assert daemon.events("stopped")
-    with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+    with Ledger.open(resolve_state_location()) as ledger:
         states = {record.name: record.state for record in ledger.triggers_of("i-1")}
     assert states == {"health": TriggerState.STARTED, "finance": TriggerState.QUEUED}

@@ -23,6 +23,7 @@ from hexdbt.cli import main
 from hexdbt.clock import ScaledClock, from_iso
 from hexdbt.emulator.server import HexEmulator
 from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.settings import SqliteState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = str(REPO_ROOT / "hex_mappings.yml")
@@ -177,7 +178,7 @@ def test_ctrl_c_mid_build_goes_to_dbt_cancels_started_runs_and_leaves_a_consiste
     assert "Exited because of keyboard interrupt" in stderr, stderr  # dbt got the Ctrl-C
     started = {name for name, _ in run_projects(emulator)}
     assert "marketing_attribution" not in started  # its slow model was still running
-    with Ledger.in_state_dir(state_dir) as ledger:
+    with Ledger.open(SqliteState(state_dir)) as ledger:
         records = ledger.triggers_of(report["invocation_id"])
     states = {record.name: record.state for record in records}
     assert TriggerState.SENDING not in states.values()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from hexdbt.hex.polls import Progress
     from hexdbt.logs import EventLog
     from hexdbt.outcomes import Outcome
+    from hexdbt.settings import StateLocation
 
 
 def error_payload(exc: HexdbtError) -> dict[str, Any]:
@@ -78,8 +79,14 @@ def err_line(line: str) -> None:
     click.echo(line, err=True)
 
 
-def hex_client(allow_insecure_http: bool, *, stop: threading.Event | None = None) -> HexClient:
-    """The client of a command; ``stop``: the event its signal handlers set (see ``Signals``)."""
+def hex_client(
+    allow_insecure_http: bool,
+    *,
+    stop: threading.Event | None = None,
+    state: StateLocation | None = None,
+) -> HexClient:
+    """The client of a command; ``stop``: the event its signal handlers set (see ``Signals``);
+    ``state``: where its rate budget lives (``--state-url``)."""
     from hexdbt.factory import open_client
 
     # The clock is a seam: ``CliRunner.invoke(main, ..., obj={"clock": clock})`` shares a test's
@@ -87,7 +94,7 @@ def hex_client(allow_insecure_http: bool, *, stop: threading.Event | None = None
     context = click.get_current_context(silent=True)
     options = context.obj if context is not None and isinstance(context.obj, dict) else {}
     return open_client(
-        allow_insecure_http=allow_insecure_http, clock=options.get("clock"), stop=stop
+        allow_insecure_http=allow_insecure_http, clock=options.get("clock"), stop=stop, state=state
     )
 
 
@@ -121,6 +128,14 @@ def _json_log() -> EventLog:
 
 
 # -- options several commands share: one definition each ------------------------------------------
+
+state_url_option = click.option(
+    "--state-url",
+    metavar="URL",
+    help="Where the ledger and the rate budget live: postgresql://user@host/db shares them"
+    " between machines, sqlite:///folder keeps files (default: HEXDBT_STATE_URL, else"
+    " HEXDBT_STATE_DIR or the user's state folder).",
+)
 
 project_dir_option = click.option(
     "--project-dir",

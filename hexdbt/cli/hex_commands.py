@@ -28,6 +28,7 @@ from hexdbt.cli._common import (
     print_json,
     report_junit_option,
     report_markdown_option,
+    state_url_option,
     write_reports,
 )
 from hexdbt.errors import ConfigError, HexdbtError
@@ -135,6 +136,7 @@ def parse_project_ids(values: Sequence[str]) -> list[str]:
 @report_junit_option
 @report_markdown_option
 @log_format_option
+@state_url_option
 @allow_insecure_http_option
 @json_option
 def trigger(
@@ -154,6 +156,7 @@ def trigger(
     report_junit: Path | None,
     report_markdown: Path | None,
     log_format: str,
+    state_url: str | None,
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
@@ -171,6 +174,7 @@ def trigger(
     from hexdbt.hex.polls import FixedSchedule
     from hexdbt.outcomes import exit_code_of
     from hexdbt.report import render_table, summary_line
+    from hexdbt.settings import resolve_state_location
 
     signals = Signals()
     log = make_log(log_format)
@@ -199,7 +203,11 @@ def trigger(
                 "Note: sending updatePublishedResults=false because input params were given"
                 " (Hex ignores them otherwise); the published app keeps its results"
             )
-        with signals.installed(), hex_client(allow_insecure_http, stop=signals.stop) as client:
+        state = resolve_state_location(state_url)
+        with (
+            signals.installed(),
+            hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+        ):
             if dry_run:
                 outcomes = dry_run_outcomes(plan, client)
             else:
@@ -210,6 +218,7 @@ def trigger(
                     progress=make_progress(log_format),
                     schedule=FixedSchedule(poll_interval) if poll_interval else None,
                     log=log,
+                    state=state,
                 ) as engine:
                     outcomes = run_direct(engine, plan)
     except HexdbtError as exc:

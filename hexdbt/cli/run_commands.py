@@ -24,6 +24,7 @@ from hexdbt.cli._common import (
     project_dir_option,
     report_junit_option,
     report_markdown_option,
+    state_url_option,
     target_path_option,
     wait_option,
     write_reports,
@@ -84,6 +85,7 @@ def _report(
 @report_junit_option
 @report_markdown_option
 @log_format_option
+@state_url_option
 @allow_insecure_http_option
 @json_option
 def run(
@@ -98,6 +100,7 @@ def run(
     report_junit: Path | None,
     report_markdown: Path | None,
     log_format: str,
+    state_url: str | None,
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
@@ -115,15 +118,20 @@ def run(
     from hexdbt.feeders.after_build import run_after_build
     from hexdbt.outcomes import exit_code_of
     from hexdbt.planner.files import plan_from_artifacts
+    from hexdbt.settings import resolve_state_location
 
     log = make_log(log_format)
     signals = Signals()
     try:
+        state = resolve_state_location(state_url)
         planned = plan_from_artifacts(project_dir, target_path, mappings_file)
         plan = planned.plan
         header = {"invocation_id": plan.invocation_id, "command": plan.command, "dryRun": dry_run}
         earlier: list[Outcome] = []
-        with signals.installed(), hex_client(allow_insecure_http, stop=signals.stop) as client:
+        with (
+            signals.installed(),
+            hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+        ):
             if dry_run:
                 outcomes = dry_run_outcomes(plan, client)
             else:
@@ -134,7 +142,11 @@ def run(
                     cancel_on_interrupt=cancel_on_interrupt,
                 )
                 with open_engine(
-                    client, settings=settings, progress=make_progress(log_format), log=log
+                    client,
+                    settings=settings,
+                    progress=make_progress(log_format),
+                    log=log,
+                    state=state,
                 ) as engine:
                     outcomes, earlier = run_after_build(engine, plan, log=log)
     except HexdbtError as exc:
@@ -152,8 +164,9 @@ COMMANDS.append(run)
 
 @click.command(cls=JsonAwareCommand)
 @click.option("--limit", default=5, show_default=True, help="How many recent dbt invocations.")
+@state_url_option
 @json_option
-def status(limit: int, as_json: bool) -> None:
+def status(limit: int, state_url: str | None, as_json: bool) -> None:
     """Show what the ledger knows: recent invocations, their triggers and runs, and the queue.
 
     \b
@@ -163,22 +176,22 @@ def status(limit: int, as_json: bool) -> None:
     from hexdbt.engine import outcome_of
     from hexdbt.ledger import Ledger, TriggerState
     from hexdbt.report import render_table
-    from hexdbt.settings import resolve_state_dir
+    from hexdbt.settings import resolve_state_location
 
     try:
-        with Ledger.in_state_dir(resolve_state_dir()) as ledger:
+        with Ledger.open(resolve_state_location(state_url)) as ledger:
             invocations = ledger.recent_invocations(limit)
             per_invocation = [(inv, ledger.triggers_of(inv.invocation_id)) for inv in invocations]
             queue = ledger.in_state(TriggerState.QUEUED, TriggerState.PLANNED)
             live = ledger.in_state(TriggerState.STARTED, TriggerState.SENDING)
-            ledger_path = ledger.path
+            ledger_path = ledger.where
     except HexdbtError as exc:
         fail(exc, as_json=as_json)
 
     if as_json:
         print_json(
             {
-                "ledger": str(ledger_path),
+                "ledger": ledger_path,
                 "invocations": [
                     {
                         "invocation_id": inv.invocation_id,

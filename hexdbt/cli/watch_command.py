@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hexdbt.cli._common import allow_insecure_http_option, hex_client
+from hexdbt.cli._common import allow_insecure_http_option, hex_client, state_url_option
 from hexdbt.signals import Signals
 
 COMMANDS: list[click.Command] = []
@@ -67,6 +67,7 @@ COMMANDS: list[click.Command] = []
     type=click.IntRange(min=1, max=25),
     help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
 )
+@state_url_option
 @allow_insecure_http_option
 def watch(
     project_dirs: tuple[Path, ...],
@@ -77,6 +78,7 @@ def watch(
     log_format: str,
     debounce_ms: int,
     max_live_runs: int,
+    state_url: str | None,
     allow_insecure_http: bool,
 ) -> None:
     """Watch dbt target folders and trigger Hex for every new dbt invocation, until stopped.
@@ -98,7 +100,7 @@ def watch(
     from hexdbt.feeders.watch import WatchDaemon
     from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.mapping import load_mappings, resolve_mappings_path
-    from hexdbt.settings import resolve_state_dir
+    from hexdbt.settings import resolve_state_location
 
     targets = resolve_targets(list(project_dirs), list(target_paths))
     mappings_path, explicit = resolve_mappings_path(mappings_file)
@@ -116,16 +118,19 @@ def watch(
     )
     log = StreamEventLog(log_format=LogFormat(log_format))
     signals = Signals()
-    state_dir = resolve_state_dir()
-    with signals.installed(), hex_client(allow_insecure_http, stop=signals.stop) as client:
+    state = resolve_state_location(state_url)
+    with (
+        signals.installed(),
+        hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+    ):
         log.emit(
             "started",
             version=__version__,
             hex=client.base_url,
-            state_dir=str(state_dir),
+            state=state.describe(),
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
-        with open_ledger(client, state_dir) as ledger:
+        with open_ledger(client, state) as ledger:
             settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
             WatchDaemon(client, ledger, options, log, settings=settings).run()
     # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.

@@ -22,6 +22,7 @@ from hexdbt.cli._common import (
     print_json,
     report_junit_option,
     report_markdown_option,
+    state_url_option,
     wait_option,
     write_reports,
 )
@@ -47,6 +48,7 @@ def _stdout_line(line: str) -> None:
 @report_junit_option
 @report_markdown_option
 @log_format_option
+@state_url_option
 @allow_insecure_http_option
 @click.option(
     "--json",
@@ -63,6 +65,7 @@ def dbt_wrapper(
     report_junit: Path | None,
     report_markdown: Path | None,
     log_format: str,
+    state_url: str | None,
     allow_insecure_http: bool,
     as_json: bool,
     dbt_args: tuple[str, ...],
@@ -96,11 +99,13 @@ def dbt_wrapper(
     from hexdbt.planner.files import load_mapping_set
     from hexdbt.planner.stream import StreamPlanner
     from hexdbt.report import render_table, summary_line
+    from hexdbt.settings import resolve_state_location
 
     log = make_log(log_format, prefix="hexdbt: ")
 
     echo_line = err_line if as_json else _stdout_line
     try:
+        state = resolve_state_location(state_url)
         args = parse_dbt_args(dbt_args)
         executable = find_dbt_executable()
         paths = locate_artifacts(args.project_dir, args.target_path)
@@ -117,8 +122,10 @@ def dbt_wrapper(
         progress = make_progress(log_format, table=False, prefix="hexdbt: ")
         with (
             signals.installed(),
-            hex_client(allow_insecure_http, stop=signals.stop) as client,
-            open_engine(client, settings=settings, progress=progress, log=log) as engine,
+            hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+            open_engine(
+                client, settings=settings, progress=progress, log=log, state=state
+            ) as engine,
         ):
             planner = StreamPlanner(
                 load_mappings=lambda manifest: load_mapping_set(mappings_file, manifest)[0],

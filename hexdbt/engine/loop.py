@@ -166,7 +166,6 @@ class Engine:
         self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
         self._interrupted: dict[str, str] = {}  # trigger key -> what stopping did to it
         # Trigger key -> Hex's clock minus ours when this process committed its intent.
-        self._offset_at_intent: dict[str, float | None] = {}
         self._next_resume = float("inf")
 
     # -- feeding it: any thread -------------------------------------------------------------------
@@ -311,7 +310,9 @@ class Engine:
         busy = self._pending or self._elsewhere or len(self.polls) or self._waiting_submissions
         if self._closed and not busy and self._inbox.empty():
             return None
-        moments = [send_at, poll_at, self._next_resume, *self._elsewhere.values()]
+        # Other hosts judge this process's sending rows by its lease: renew it while alive.
+        renew_at = self.ledger.keep_lease()
+        moments = [send_at, poll_at, renew_at, self._next_resume, *self._elsewhere.values()]
         moments += [item.not_before for item in self._waiting_submissions]
         if len(self.polls):
             moments.append(self.polls.next_refresh_at())
@@ -348,6 +349,7 @@ class Engine:
                 list(sending_now),
                 # A retry takes up what an attempt that failed halfway may have recorded.
                 only_new_invocation=item.only_new and item.attempts == 0,
+                hex_clock_offset_s=self.client.hex_clock_offset_s,
             )
             claimed = recorded[1] if recorded else set()
         except HexdbtError as exc:
@@ -511,12 +513,13 @@ class Engine:
         """POST one trigger, on the RunProject ``slot`` taken for it."""
         self._pending.remove(item)
         record = item.record
-        if not item.claimed and not self.ledger.claim_for_sending(record.trigger_key):
+        if not item.claimed and not self.ledger.claim_for_sending(
+            record.trigger_key, hex_clock_offset_s=self.client.hex_clock_offset_s
+        ):
             self._give_back([slot])  # another process holds it
             self._line_up(self.ledger.get(record.trigger_key))
             return
         crash_point("before-post")
-        self._offset_at_intent[record.trigger_key] = self.client.hex_clock_offset_s
         try:
             run = self.client.run_project(
                 record.project_id, RunRequest.from_api(record.request), slot=slot
@@ -553,8 +556,8 @@ class Engine:
         self._line_up(started)
 
     def _move(self, move: partial[TriggerRecord]) -> TriggerRecord:
-        """Make a move on a row this process owns. Another engine of this process (its owner is
-        a pid) may have moved it first, once the POST's window closed: then its row stands."""
+        """Make a move on a row this process owns. Another engine (on a ledger of its own) may
+        have adopted and moved it first, once the POST's window closed: then its row stands."""
         try:
             return move()
         except MoveRefusedError:
@@ -606,7 +609,6 @@ class Engine:
                 self.client,
                 record,
                 self.ledger.run_ids_of_project(record.project_id),
-                offset_at_intent=self._offset_at_intent.get(key),
             )
         except HexAmbiguousRunError as exc:
             reason = f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"

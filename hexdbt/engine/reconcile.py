@@ -4,9 +4,10 @@ Hex's run objects do not say who started a run. What a lost answer leaves is the
 (committed before the POST, on our clock) and the project's API runs in Hex's run list (on Hex's
 clock), so the candidates are the runs no ledger row accounts for that Hex had not started before
 the intent: still pending, or started at or after it. When the process that committed the intent
-had read Hex's clock by then (the Date header of an earlier answer: ``hex_clock_offset_s``), the
-two clocks are compared within ``MEASURED_SKEW_S``; otherwise (another process reconciles, or no
-answer had come yet) within ``CLOCK_SKEW_S``. No upper bound: a run may stay pending for minutes
+had read Hex's clock by then (the Date header of an earlier answer), the ledger keeps the offset
+with the intent (``hex_clock_offset_s``), and whichever process reconciles, on whichever host,
+compares the two clocks within ``MEASURED_SKEW_S``; otherwise (no answer had come yet) within
+``CLOCK_SKEW_S``. No upper bound: a run may stay pending for minutes
 before Hex starts it. docs/exactly-once.md argues the rule and states the
 one risk it leaves.
 """
@@ -39,11 +40,7 @@ def _earliest_start(intent_at: float, offset_at_intent: float | None) -> float:
 
 
 def find_run_of_lost_post(
-    client: HexClient,
-    record: TriggerRecord,
-    known_run_ids: set[str],
-    *,
-    offset_at_intent: float | None = None,
+    client: HexClient, record: TriggerRecord, known_run_ids: set[str]
 ) -> RunStatus | None:
     """The run a RunProject whose answer was lost started, or None when Hex lists none (yet).
 
@@ -51,7 +48,7 @@ def find_run_of_lost_post(
     for ours: the one risk Hex's API leaves); several raise HexAmbiguousRunError.
     """
     intent_at = record.intent_at or record.created_at
-    earliest = _earliest_start(intent_at, offset_at_intent)
+    earliest = _earliest_start(intent_at, record.hex_clock_offset_s)
     candidates = [
         run
         for run in client.find_api_runs_since(record.project_id, earliest)

@@ -2,15 +2,17 @@
 
 Hex allows RunProject 20 a minute and 60 an hour, everything else about 30 a minute, per user
 behind the token. A watcher, a CI step and a person at a terminal using the same token must draw
-from one budget, so the budget lives in a small SQLite file in hexdbt's state folder
-(``budget.sqlite3``), keyed by a SHA-256 of the token and the base URL, never the token itself.
+from one budget, so the budget lives in hexdbt's state (``hexdbt.store``): a small SQLite file in
+the state folder (``budget.sqlite3``), or the PostgreSQL schema that every host shares. It is
+keyed by a SHA-256 of the token and the base URL, never the token itself.
 
 Each call is logged with its time; a call fits when, for every limit, fewer than ``calls`` calls
 lie in the last ``window_s`` (plus a small margin). Hex's windows are fixed and start at its first
 request; a sliding log on our side keeps every 60-second interval within the limit, so whatever the
 phase of Hex's window, it never sees more than the limit. The margin absorbs the network delay
-between our clock reading and Hex's. ``BEGIN IMMEDIATE`` serialises the check-and-record between
-processes.
+between our clock reading and Hex's. The check-and-record is one short transaction under the
+store's lock for the budget key (SQLite's ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock), never
+held across an HTTP call; a 429 that one process sees blocks every process until Retry-After.
 
 Why not a library: pyrate-limiter (the one well-kept limiter with a SQLite bucket and a file lock
 for processes) takes a clock for ``now`` but waits with its own ``time.sleep``, so an hour-long
@@ -21,20 +23,19 @@ then"; and its "how long until a slot" is internal. What hexdbt needs is about 1
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.errors import ConfigError, HexRateLimitedError, Interrupted, StateError
-from hexdbt.settings import BUDGET_ENV
+from hexdbt.errors import ConfigError, HexRateLimitedError, Interrupted
+from hexdbt.settings import BUDGET_ENV, StateLocation
+from hexdbt.store import Session, Store, open_store
 
 BUDGET_FILE = "budget.sqlite3"
+T = TypeVar("T")
 
 
 class CallKind(StrEnum):
@@ -136,6 +137,10 @@ class Budget(Protocol):
         """When the next call of ``kind`` would fit (now, if it fits now). Takes nothing."""
         ...
 
+    def close(self) -> None:
+        """Let go of the store (the client closes its budget with itself)."""
+        ...
+
 
 def budget_scope(token: str, base_url: str) -> str:
     """The key of a budget: a hash of the token (never the token) and the base URL."""
@@ -183,111 +188,94 @@ def plan_slots(
 # The row a slot recorded (slots taken together share a time: any one of them will do).
 _ROW_OF_SLOT = "SELECT rowid FROM calls WHERE scope = ? AND kind = ? AND at = ? LIMIT 1"
 
+_MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1 (files from before versions had these tables already)
+    """
+    CREATE TABLE IF NOT EXISTS calls (
+        {rowid}
+        scope TEXT NOT NULL,
+        kind  TEXT NOT NULL,
+        at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS calls_by_scope ON calls (scope, kind, at);
+    CREATE TABLE IF NOT EXISTS blocks (
+        scope TEXT NOT NULL,
+        kind  TEXT NOT NULL,
+        until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, kind)
+    )
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
 
 class SharedBudget:
-    """The budget of one (token, base URL), in a SQLite file shared by all processes."""
+    """The budget of one (token, base URL), in the store that every process shares."""
 
     def __init__(
         self,
-        path: Path,
+        store: Store,
         token: str,
         base_url: str,
         *,
         clock: Clock | None = None,
         limits: BudgetLimits | None = None,
     ) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
+        self.store = store
         self.scope = budget_scope(token, base_url)
         self.clock: Clock = clock or SystemClock()
         self.limits = limits or BudgetLimits()
         self._longest_window_s = max(
             limit.window_s for limit in (*self.limits.run_project, *self.limits.other)
         )
-        with self._transaction() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS calls (scope TEXT NOT NULL, kind TEXT NOT NULL,"
-                " at REAL NOT NULL)"
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS calls_by_scope ON calls (scope, kind, at)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS blocks (scope TEXT NOT NULL, kind TEXT NOT NULL,"
-                " until REAL NOT NULL, PRIMARY KEY (scope, kind))"
-            )
+        try:
+            store.migrate("budget", _MIGRATIONS)
+        except BaseException:
+            store.close()
+            raise
 
     @classmethod
-    def in_state_dir(
+    def open(
         cls,
-        state_dir: Path,
+        location: StateLocation,
         token: str,
         base_url: str,
         *,
         clock: Clock | None = None,
         limits: BudgetLimits | None = None,
+        stop: threading.Event | None = None,
     ) -> SharedBudget:
-        return cls(state_dir / BUDGET_FILE, token, base_url, clock=clock, limits=limits)
+        store = open_store(location, BUDGET_FILE, what="budget store", clock=clock, stop=stop)
+        return cls(store, token, base_url, clock=clock, limits=limits)
 
     def __repr__(self) -> str:
-        return f"SharedBudget(path={str(self.path)!r})"
+        return f"SharedBudget({self.store.describe()!r})"
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            try:
-                db = sqlite3.connect(
-                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-                )
-                # WAL lets processes read while one writes; NORMAL skips an fsync per call: a
-                # power cut may forget the last calls' records, which only makes the budget
-                # briefly generous, never wrong about a run.
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise StateError(f"cannot open the budget store {self.path}: {exc}") from exc
-            self._db = db
-        return self._db
+    def close(self) -> None:
+        self.store.close()
 
-    @contextmanager
-    def _store(self) -> Iterator[sqlite3.Connection]:
-        """The connection, under this process's lock, with SQLite's errors as StateError."""
-        with self._lock:
-            db = self._connection()
-            try:
-                yield db
-            except sqlite3.Error as exc:
-                raise StateError(f"the budget store {self.path} cannot be used: {exc}") from exc
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._store() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+    def _write(self, work: Callable[[Session], T]) -> T:
+        # A power cut may forget the last calls' records: that only makes the budget briefly
+        # generous, never wrong about a run, so no write waits for the disk.
+        return self.store.write(work, durable=False, lock_key=self.scope)
 
     def _oldest_that_counts(self, now: float) -> float:
         """Calls made before this lie outside every window: they count no more."""
         return now - self._longest_window_s - self.limits.margin_s
 
-    def _state(
-        self, db: sqlite3.Connection, kind: CallKind, now: float
-    ) -> tuple[list[float], float]:
+    def _state(self, session: Session, kind: CallKind, now: float) -> tuple[list[float], float]:
         oldest = self._oldest_that_counts(now)
         times = [
-            row[0]
-            for row in db.execute(
+            row["at"]
+            for row in session.execute(
                 "SELECT at FROM calls WHERE scope = ? AND kind = ? AND at >= ?",
                 (self.scope, kind.value, oldest),
-            )
+            ).rows
         ]
-        row = db.execute(
+        row = session.execute(
             "SELECT until FROM blocks WHERE scope = ? AND kind = ?", (self.scope, kind.value)
-        ).fetchone()
-        return times, (row[0] if row else 0.0)
+        ).first()
+        return times, (row["until"] if row else 0.0)
 
     def acquire(self, kind: CallKind, *, deadline: float, stop: threading.Event) -> None:
         while True:
@@ -316,61 +304,78 @@ class SharedBudget:
         many were taken and when the first one not taken would fit (``now`` if all were)."""
         if calls <= 0:
             return 0, now
-        with self._transaction() as db:
-            times, blocked_until = self._state(db, kind, now)
+
+        def take(session: Session) -> tuple[int, float]:
+            times, blocked_until = self._state(session, kind, now)
+            if session.retried:  # an earlier attempt's commit may stand: count it once
+                times = [at for at in times if at != now]
+                session.execute(
+                    "DELETE FROM calls WHERE scope = ? AND kind = ? AND at = ?",
+                    (self.scope, kind.value, now),
+                )
             slots = plan_slots(
                 times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
             )
             taken = sum(1 for slot in slots if slot <= now)  # slots never come earlier in the list
             if taken:
-                db.executemany(
+                session.executemany(
                     "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
                     [(self.scope, kind.value, now)] * taken,
                 )
-                db.execute(
+                session.execute(
                     "DELETE FROM calls WHERE scope = ? AND at < ?",
                     (self.scope, self._oldest_that_counts(now)),
                 )
-        return taken, slots[taken] if taken < calls else now
+            return taken, slots[taken] if taken < calls else now
+
+        return self._write(take)
 
     def use(self, slot: Slot) -> None:
         now = self.clock.now()
         if now - slot.at <= self.limits.margin_s / 10:
             return  # fresh: Hex's window and ours start together, well within the margin
+
         # Taken a while ago (behind other sends): the call counts from now, as Hex counts it.
         # Moving a call later only makes the budget stricter, so it needs no check.
-        with self._transaction() as db:
-            moved = db.execute(
+        def move(session: Session) -> None:
+            moved = session.execute(
                 f"UPDATE calls SET at = ? WHERE rowid = ({_ROW_OF_SLOT})",
                 (now, self.scope, slot.kind.value, slot.at),
             )
             if moved.rowcount == 0:  # forgotten after its window: record the call afresh
-                db.execute(
+                session.execute(
                     "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
                     (self.scope, slot.kind.value, now),
                 )
 
+        self._write(move)
+
     def give_back(self, slots: Sequence[Slot]) -> None:
         if not slots:
             return
-        with self._transaction() as db:
+
+        def forget(session: Session) -> None:
             for slot in slots:
-                db.execute(
+                session.execute(
                     f"DELETE FROM calls WHERE rowid = ({_ROW_OF_SLOT})",
                     (self.scope, slot.kind.value, slot.at),
                 )
+
+        self._write(forget)
 
     def note_rate_limited(self, kind: CallKind, retry_after_s: float | None) -> None:
         now = self.clock.now()
         if retry_after_s is None:
             retry_after_s = min(limit.window_s for limit in self.limits.for_kind(kind))
         until = now + max(0.0, retry_after_s)
-        with self._transaction() as db:
-            db.execute(
+        self._write(
+            lambda session: session.execute(
                 "INSERT INTO blocks (scope, kind, until) VALUES (?, ?, ?)"
-                " ON CONFLICT (scope, kind) DO UPDATE SET until = max(until, excluded.until)",
+                " ON CONFLICT (scope, kind) DO UPDATE SET until = CASE"
+                " WHEN excluded.until > blocks.until THEN excluded.until ELSE blocks.until END",
                 (self.scope, kind.value, until),
             )
+        )
 
     def next_slot_at(self, kind: CallKind) -> float:
         return self.slots_for(kind, 1)[0]
@@ -378,10 +383,9 @@ class SharedBudget:
     def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
         """When ``calls`` calls of ``kind`` made one after another would each fit. Takes nothing."""
         now = self.clock.now()
-        # Reads only, outside a transaction: they block no writer, and a call recorded between
-        # them makes this advice (``acquire`` decides) a moment old, no more.
-        with self._store() as db:
-            times, blocked_until = self._state(db, kind, now)
+        # Reads only, outside a write: they block no writer, and a call recorded between them
+        # makes this advice (``acquire`` decides) a moment old, no more.
+        times, blocked_until = self.store.read(lambda session: self._state(session, kind, now))
         return plan_slots(
             times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
         )

@@ -332,6 +332,8 @@ class HexClient:
     def close(self) -> None:
         if self._owns_session:
             self._session.close()
+        if self.budget is not None:
+            self.budget.close()
 
     def __enter__(self) -> HexClient:
         return self
