@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
+import re
 import threading
-from contextlib import closing
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,14 +23,30 @@ from hexdbt.hex.budget import (
     budget_scope,
     plan_slots,
 )
-from hexdbt.settings import SqliteState
+from hexdbt.settings import SqliteState, StateLocation
 
 TOKEN = "hxtp_budget_secret_token"
 URL = "http://127.0.0.1:9"
 
 
-def _budget(tmp_path: Path, clock: ManualClock, **kwargs: object) -> SharedBudget:
-    return SharedBudget.open(SqliteState(tmp_path), TOKEN, URL, clock=clock, **kwargs)  # type: ignore[arg-type]
+@pytest.fixture
+def open_budget(state_location: StateLocation) -> Iterator[Callable[..., SharedBudget]]:
+    """Opens budgets on this test's state (SQLite, PostgreSQL), and closes them afterwards."""
+    opened: list[SharedBudget] = []
+
+    def open_budget(
+        clock: ManualClock, token: str = TOKEN, url: str = URL, **kwargs: Any
+    ) -> SharedBudget:
+        opened.append(SharedBudget.open(state_location, token, url, clock=clock, **kwargs))
+        return opened[-1]
+
+    yield open_budget
+    for budget in opened:
+        budget.close()
+
+
+def _rows(budget: SharedBudget, sql: str) -> list[dict[str, Any]]:
+    return budget.store.read(lambda session: session.execute(sql).rows)
 
 
 def _acquire(budget: SharedBudget, kind: CallKind) -> None:
@@ -38,10 +55,10 @@ def _acquire(budget: SharedBudget, kind: CallKind) -> None:
 
 
 def test_thirty_other_calls_fit_a_minute_and_the_thirty_first_waits_for_the_window(
-    tmp_path: Path,
+    open_budget: Callable[..., SharedBudget],
 ) -> None:
     clock = ManualClock(start=1000.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     for _ in range(30):
         _acquire(budget, CallKind.OTHER)
     assert clock.now() == 1000.0
@@ -50,9 +67,11 @@ def test_thirty_other_calls_fit_a_minute_and_the_thirty_first_waits_for_the_wind
     assert clock.now() == 1061.0
 
 
-def test_run_project_obeys_both_the_minute_and_the_hour(tmp_path: Path) -> None:
+def test_run_project_obeys_both_the_minute_and_the_hour(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     started = []
     for _ in range(61):
         _acquire(budget, CallKind.RUN_PROJECT)
@@ -67,9 +86,9 @@ def test_run_project_obeys_both_the_minute_and_the_hour(tmp_path: Path) -> None:
         assert len(in_minute) <= 20
 
 
-def test_two_budgets_on_one_file_share_the_slots(tmp_path: Path) -> None:
+def test_two_budgets_on_one_file_share_the_slots(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
-    first, second = _budget(tmp_path, clock), _budget(tmp_path, clock)
+    first, second = open_budget(clock), open_budget(clock)
     for _ in range(15):
         _acquire(first, CallKind.OTHER)
         _acquire(second, CallKind.OTHER)
@@ -77,31 +96,38 @@ def test_two_budgets_on_one_file_share_the_slots(tmp_path: Path) -> None:
     assert second.next_slot_at(CallKind.OTHER) == 61.0
 
 
-def test_another_token_or_host_has_its_own_budget(tmp_path: Path) -> None:
+def test_another_token_or_host_has_its_own_budget(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
-    mine = _budget(tmp_path, clock)
+    mine = open_budget(clock)
     for _ in range(30):
         _acquire(mine, CallKind.OTHER)
-    other_token = SharedBudget.open(SqliteState(tmp_path), "hxtp_another", URL, clock=clock)
-    other_host = SharedBudget.open(SqliteState(tmp_path), TOKEN, "https://eu.hex.tech", clock=clock)
+    other_token = open_budget(clock, token="hxtp_another")
+    other_host = open_budget(clock, url="https://eu.hex.tech")
     assert other_token.next_slot_at(CallKind.OTHER) == 0.0
     assert other_host.next_slot_at(CallKind.OTHER) == 0.0
 
 
-def test_the_store_holds_a_hash_of_the_token_never_the_token(tmp_path: Path) -> None:
-    budget = _budget(tmp_path, ManualClock())
+def test_the_store_holds_a_hash_of_the_token_never_the_token(
+    open_budget: Callable[..., SharedBudget], state_location: StateLocation
+) -> None:
+    budget = open_budget(ManualClock())
     _acquire(budget, CallKind.RUN_PROJECT)
     budget.note_rate_limited(CallKind.OTHER, 5)
-    # The store is in WAL mode: recent writes are in the -wal file beside it.
-    raw = b"".join(path.read_bytes() for path in tmp_path.glob(f"{BUDGET_FILE}*"))
-    assert TOKEN.encode() not in raw
-    assert budget_scope(TOKEN, URL).encode() in raw
+    stored = repr(_rows(budget, "SELECT * FROM calls") + _rows(budget, "SELECT * FROM blocks"))
+    assert TOKEN not in stored
+    assert stored.count(budget_scope(TOKEN, URL)) == 2
+    if isinstance(state_location, SqliteState):
+        # The store is in WAL mode: recent writes are in the -wal file beside it.
+        files = state_location.folder.glob(f"{BUDGET_FILE}*")
+        raw = b"".join(path.read_bytes() for path in files)
+        assert TOKEN.encode() not in raw
+        assert budget_scope(TOKEN, URL).encode() in raw
     assert TOKEN not in repr(budget)
 
 
-def test_a_429_blocks_the_kind_until_retry_after(tmp_path: Path) -> None:
+def test_a_429_blocks_the_kind_until_retry_after(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     budget.note_rate_limited(CallKind.OTHER, 42.0)
     assert budget.next_slot_at(CallKind.OTHER) == 42.0
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 0.0
@@ -109,16 +135,20 @@ def test_a_429_blocks_the_kind_until_retry_after(tmp_path: Path) -> None:
     assert clock.now() == 42.0
 
 
-def test_a_429_without_retry_after_blocks_a_whole_window(tmp_path: Path) -> None:
+def test_a_429_without_retry_after_blocks_a_whole_window(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     budget.note_rate_limited(CallKind.RUN_PROJECT, None)
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 60.0
 
 
-def test_acquire_past_the_deadline_raises_rate_limited(tmp_path: Path) -> None:
+def test_acquire_past_the_deadline_raises_rate_limited(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     for _ in range(30):
         _acquire(budget, CallKind.OTHER)
     with pytest.raises(HexRateLimitedError, match="no slot before the deadline") as caught:
@@ -127,9 +157,11 @@ def test_acquire_past_the_deadline_raises_rate_limited(tmp_path: Path) -> None:
     assert clock.now() == 0.0
 
 
-def test_a_set_stop_event_ends_the_wait_for_a_slot_at_once(tmp_path: Path) -> None:
+def test_a_set_stop_event_ends_the_wait_for_a_slot_at_once(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     for _ in range(30):
         _acquire(budget, CallKind.OTHER)
     stop = threading.Event()
@@ -140,9 +172,9 @@ def test_a_set_stop_event_ends_the_wait_for_a_slot_at_once(tmp_path: Path) -> No
     assert budget.next_slot_at(CallKind.OTHER) == 61.0  # nothing was taken
 
 
-def test_non_blocking_queries_plan_without_taking(tmp_path: Path) -> None:
+def test_non_blocking_queries_plan_without_taking(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     slots = budget.slots_for(CallKind.RUN_PROJECT, 61)
     assert slots[:20] == (0.0,) * 20
     assert slots[59] == 122.0  # three minutes of 20: the hour's 60 fit within it
@@ -151,9 +183,9 @@ def test_non_blocking_queries_plan_without_taking(tmp_path: Path) -> None:
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 0.0
 
 
-def test_take_now_takes_what_fits_and_never_waits(tmp_path: Path) -> None:
+def test_take_now_takes_what_fits_and_never_waits(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
-    budget, other_process = _budget(tmp_path, clock), _budget(tmp_path, clock)
+    budget, other_process = open_budget(clock), open_budget(clock)
     for _ in range(18):
         _acquire(other_process, CallKind.RUN_PROJECT)
     taken = budget.take_now(CallKind.RUN_PROJECT, 5)
@@ -163,9 +195,9 @@ def test_take_now_takes_what_fits_and_never_waits(tmp_path: Path) -> None:
     assert clock.now() == 0.0
 
 
-def test_slots_given_back_count_no_more(tmp_path: Path) -> None:
+def test_slots_given_back_count_no_more(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
-    budget, other_process = _budget(tmp_path, clock), _budget(tmp_path, clock)
+    budget, other_process = open_budget(clock), open_budget(clock)
     taken = budget.take_now(CallKind.RUN_PROJECT, 20)
     assert other_process.next_slot_at(CallKind.RUN_PROJECT) == 61.0
     budget.give_back(taken[:3])
@@ -174,9 +206,11 @@ def test_slots_given_back_count_no_more(tmp_path: Path) -> None:
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 61.0
 
 
-def test_a_slot_used_a_while_after_it_was_taken_counts_from_its_use(tmp_path: Path) -> None:
+def test_a_slot_used_a_while_after_it_was_taken_counts_from_its_use(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     first, *others = budget.take_now(CallKind.RUN_PROJECT, 20)
     budget.use(others[0])  # at once: it keeps its time
     clock.advance(5)
@@ -186,16 +220,18 @@ def test_a_slot_used_a_while_after_it_was_taken_counts_from_its_use(tmp_path: Pa
     assert budget.next_slot_at(CallKind.RUN_PROJECT) == 66.0
 
 
-def test_a_slot_used_after_its_record_was_forgotten_is_recorded_again(tmp_path: Path) -> None:
+def test_a_slot_used_after_its_record_was_forgotten_is_recorded_again(
+    open_budget: Callable[..., SharedBudget], tmp_path: Path
+) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     (slot,) = budget.take_now(CallKind.RUN_PROJECT, 1)
     clock.advance(4000)
     _acquire(budget, CallKind.OTHER)  # forgets the calls older than every window
 
     def calls() -> list[tuple[str, float]]:
-        with closing(sqlite3.connect(tmp_path / BUDGET_FILE)) as db:
-            return db.execute("SELECT kind, at FROM calls ORDER BY kind").fetchall()
+        rows = _rows(budget, "SELECT kind, at FROM calls ORDER BY kind")
+        return [(row["kind"], row["at"]) for row in rows]
 
     assert calls() == [("other", 4000.0)]
     budget.use(slot)
@@ -208,29 +244,34 @@ def test_plan_slots_is_pure_and_respects_a_block() -> None:
     assert plan_slots([], limits, 0.0, 5.0, 7.5, 1) == (7.5,)
 
 
-def test_old_calls_are_forgotten(tmp_path: Path) -> None:
+def test_old_calls_are_forgotten(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
-    budget = _budget(tmp_path, clock)
+    budget = open_budget(clock)
     for _ in range(5):
         _acquire(budget, CallKind.OTHER)
     clock.advance(7200)
     _acquire(budget, CallKind.OTHER)
-    with sqlite3.connect(tmp_path / BUDGET_FILE) as db:
-        (count,) = db.execute("SELECT count(*) FROM calls").fetchone()
-    assert count == 1
+    assert _rows(budget, "SELECT count(*) AS calls FROM calls") == [{"calls": 1}]
 
 
-def test_a_budget_store_that_cannot_be_used_is_a_state_error_naming_it(tmp_path: Path) -> None:
-    budget = _budget(tmp_path, ManualClock(start=0.0))
-    with sqlite3.connect(tmp_path / BUDGET_FILE) as db:
-        db.execute("DROP TABLE calls")
-    with pytest.raises(StateError, match=f"budget store {tmp_path / BUDGET_FILE}.*no such table"):
+def test_a_budget_store_that_cannot_be_used_is_a_state_error_naming_it(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
+    budget = open_budget(ManualClock(start=0.0))
+    budget.store.write(lambda session: session.execute("DROP TABLE calls"))
+    where = re.escape(budget.store.describe())
+    with pytest.raises(
+        StateError, match=f"budget store (at )?{where}.*(no such table|does not ex)"
+    ):
         budget.next_slot_at(CallKind.RUN_PROJECT)
+
+
+def test_a_file_that_is_no_database_is_a_state_error_naming_it(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage" / BUDGET_FILE
     garbage.parent.mkdir()
     garbage.write_bytes(b"not a database, not at all" * 100)
     with pytest.raises(StateError, match=f"budget store {garbage}") as caught:
-        SharedBudget(garbage, "tok", "http://127.0.0.1:1", clock=ManualClock())
+        SharedBudget.open(SqliteState(garbage.parent), "tok", "http://127.0.0.1:1")
     assert caught.value.exit_code == 7
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import closing
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from hexdbt.ledger import LEDGER_FILENAME, Ledger, NewTrigger, TriggerRecord, Tr
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.planner.files import plan_from_files
 from hexdbt.planner.rules import Plan
-from hexdbt.settings import resolve_state_dir, resolve_state_location
+from hexdbt.settings import parse_state_url
+from hexdbt.store import Store, open_store
 
 TOKEN = "hxtp_dispatch_test_token"
 EmulatorFactory = Callable[..., HexEmulator]
@@ -42,6 +42,7 @@ class World:
         self,
         factory: EmulatorFactory,
         folder: Path,
+        state_url: str,
         count: int,
         *,
         hex_clock: ManualClock | None = None,
@@ -56,10 +57,14 @@ class World:
         )
         self.folder = folder
         self.count = count
-        self.ledger = Ledger.open(resolve_state_location(), clock=self.clock)
+        self.state_url = state_url
+        self.state = parse_state_url(state_url)
+        self.ledger = Ledger.open(self.state, clock=self.clock)
 
     def client(self) -> HexClient:
-        return open_client(token=TOKEN, base_url=self.emulator.url, clock=self.clock)
+        return open_client(
+            token=TOKEN, base_url=self.emulator.url, clock=self.clock, state=self.state
+        )
 
     def plan(self, *, invocation_id: str = "inv-1", **options: Any) -> Plan:
         target, mappings = write_project(
@@ -82,21 +87,37 @@ class World:
 
     def run_project_slots_taken(self) -> int:
         """RunProject calls recorded in the shared budget, as every other process sees them."""
-        with closing(sqlite3.connect(resolve_state_dir() / BUDGET_FILE)) as db:
-            (count,) = db.execute(
-                "SELECT count(*) FROM calls WHERE kind = 'run_project'"
-            ).fetchone()
-        return int(count)
+        with world_store(self, BUDGET_FILE) as store:
+            rows = store.read(
+                lambda session: (
+                    session.execute(
+                        "SELECT count(*) AS calls FROM calls WHERE kind = 'run_project'"
+                    ).rows
+                )
+            )
+        return int(rows[0]["calls"])
+
+
+@contextmanager
+def world_store(world: World, filename: str) -> Iterator[Store]:
+    """The world's state as another process sees it: a store of its own."""
+    store = open_store(world.state, filename, what="state")
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture
 def world_factory(
-    hex_emulator_factory: EmulatorFactory, tmp_path: Path
+    hex_emulator_factory: EmulatorFactory, tmp_path: Path, state_url: str
 ) -> Iterator[Callable[..., World]]:
+    """Worlds on each backend of the state: SQLite files, a PostgreSQL schema."""
     worlds: list[World] = []
 
     def make(count: int, **options: Any) -> World:
-        world = World(hex_emulator_factory, tmp_path / f"w{len(worlds)}", count, **options)
+        folder = tmp_path / f"w{len(worlds)}"
+        world = World(hex_emulator_factory, folder, state_url, count, **options)
         worlds.append(world)
         return world
 
@@ -164,15 +185,15 @@ def test_a_ledger_write_that_fails_keeps_no_slot_from_the_budget(
     sent, and the slots taken for it go back to the shared budget."""
     world = world_factory(2)
     plan = world.plan()
-    with closing(sqlite3.connect(resolve_state_dir() / LEDGER_FILENAME)) as db:
-        db.execute("DROP TABLE triggers")
+    with world_store(world, LEDGER_FILENAME) as store:
+        store.write(lambda session: session.execute("DROP TABLE triggers"))
     messages: list[str] = []
     with world.client() as client:
         engine = Engine(client, world.ledger, log=messages.append)
         recorded = engine.submit(plan, source="test")
         engine.close()
         engine.run()
-    with pytest.raises(StateError, match=r"cannot write the ledger .*no such table: triggers"):
+    with pytest.raises(StateError, match=r"ledger .*(no such table: triggers|\"triggers\" does)"):
         recorded.result()
     # Tried again a few times (a full disk may clear), then given up; each try logged.
     assert len(messages) == EngineSettings().submit_attempts
@@ -242,18 +263,18 @@ def test_a_post_that_never_arrived_is_sent_after_reconciling(
     assert world.started() == {project_id(0): 1}
 
 
-def _claim_and_die(ledger_path: Path, trigger_key: str, now: float) -> None:
+def _claim_and_die(state_url: str, trigger_key: str, now: float) -> None:
     """A real process commits the intent to send at ``now`` (the test's clock), then dies
     before posting."""
     subprocess.run(
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from hexdbt.clock import ManualClock;"
-            " from hexdbt.ledger import Ledger;"
-            "ledger = Ledger(Path(sys.argv[1]), clock=ManualClock(float(sys.argv[3])));"
-            "assert ledger.claim_for_sending(sys.argv[2])",
-            str(ledger_path),
+            "import os, sys; from hexdbt.clock import ManualClock; from hexdbt.ledger import"
+            " Ledger; from hexdbt.settings import parse_state_url;"
+            "ledger = Ledger.open(parse_state_url(sys.argv[1]), clock=ManualClock(float(sys.argv[3])));"
+            "assert ledger.claim_for_sending(sys.argv[2]); os._exit(0)",
+            state_url,
             trigger_key,
             repr(now),
         ],
@@ -269,7 +290,7 @@ def _crashed_after_intent(world: World, plan: Plan, *, posts_that_arrived: int) 
         world.ledger.plan_and_claim(
             plan.invocation_id, plan.command, "test", [new_trigger(trigger, client.base_url)], ()
         )
-        _claim_and_die(world.ledger.path, trigger.trigger_key, world.clock.now())
+        _claim_and_die(world.state_url, trigger.trigger_key, world.clock.now())
         for _ in range(posts_that_arrived):
             client.run_project(trigger.project_id)
 
@@ -326,6 +347,7 @@ class HookedLedger(Ledger):
         claim: Collection[str],
         *,
         only_new_invocation: bool = False,
+        hex_clock_offset_s: float | None = None,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         recorded = super().plan_and_claim(
             invocation_id,
@@ -334,6 +356,7 @@ class HookedLedger(Ledger):
             triggers,
             claim,
             only_new_invocation=only_new_invocation,
+            hex_clock_offset_s=hex_clock_offset_s,
         )
         if recorded is not None:
             self.after_recording(recorded[0])
@@ -347,7 +370,7 @@ def test_a_trigger_that_can_go_at_once_is_claimed_with_its_plan(
     nothing twice and reconciles nothing."""
     world = world_factory(2)
     plan = world.plan()
-    ledger = HookedLedger(world.ledger.path, clock=world.clock)
+    ledger = HookedLedger.open(world.state, clock=world.clock)
     states: list[dict[str, TriggerState]] = []
 
     def look_and_resume(records: list[TriggerRecord]) -> None:
@@ -373,7 +396,7 @@ def test_a_trigger_claimed_with_its_plan_is_given_back_when_interrupted(
     budget slot are given back, and the caller is told what was recorded."""
     world = world_factory(1)
     plan = world.plan()
-    ledger = HookedLedger(world.ledger.path, clock=world.clock)
+    ledger = HookedLedger.open(world.state, clock=world.clock)
     ledger.after_recording = lambda records: engine.request_stop()
     with world.client() as client, ledger:
         engine = Engine(client, ledger)
@@ -382,7 +405,7 @@ def test_a_trigger_claimed_with_its_plan_is_given_back_when_interrupted(
         outcomes = engine.outcomes_of(plan)
     assert [record.name for record in recorded.result() or []] == ["app_0"]
     (record,) = world.ledger.triggers_of(plan.invocation_id)
-    assert (record.state, record.owner_pid) == (TriggerState.QUEUED, None)
+    assert (record.state, record.owner_lease) == (TriggerState.QUEUED, None)
     assert kinds(outcomes) == {"app_0": OutcomeKind.QUEUED}
     assert world.started() == {}
     assert world.run_project_slots_taken() == 0  # its slot went back to the budget
@@ -673,23 +696,16 @@ def test_a_stop_during_an_hour_long_wait_for_hex_s_budget_ends_run_at_once(
 def test_a_second_engine_on_the_same_invocation_follows_the_runs_to_their_true_end(
     world_factory: Callable[..., World],
 ) -> None:
-    """Two engines (two ledgers on one file) on one invocation; the first claims every trigger
-    with its plan. The second sees rows another live process is sending and follows them
-    through the ledger to the run's end: ERRORED, exit code 5, not in_progress_elsewhere with
-    exit 0. Nothing is started twice, nothing is reconciled.
-
-    Both engines live in this test's process, and the ledger takes a row owned by its own pid
-    for an orphan (a crashed earlier engine of this process): the claims are handed to a live
-    helper process, as the first engine's own process would hold them. The clock's
-    ``real_wait_s`` keeps the two loops, which both move the one ManualClock, from racing it
-    through the runs' timeout while the other is busy with HTTP."""
+    """Two engines (two ledgers, each with its own lease) on one invocation; the first claims
+    every trigger with its plan. The second sees rows another live owner is sending and follows
+    them through the ledger to the run's end: ERRORED, exit code 5, not in_progress_elsewhere
+    with exit 0. Nothing is started twice, nothing is reconciled. The clock's ``real_wait_s``
+    keeps the two loops, which both move the one ManualClock, from racing it through the runs'
+    timeout while the other is busy with HTTP."""
     world = world_factory(2, hex_clock=ManualClock(real_wait_s=0.002), outcome="ERRORED")
     plan = world.plan()
-    first_ledger = HookedLedger(world.ledger.path, clock=world.clock)
-    second_ledger = Ledger(world.ledger.path, clock=world.clock)
-    other_process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
-    )
+    first_ledger = HookedLedger.open(world.state, clock=world.clock)
+    second_ledger = Ledger.open(world.state, clock=world.clock)
     with world.client() as first_client, world.client() as second_client:
         first = Engine(first_client, first_ledger)
         second = Engine(second_client, second_ledger)
@@ -698,20 +714,15 @@ def test_a_second_engine_on_the_same_invocation_follows_the_runs_to_their_true_e
         def start_the_second(records: list[TriggerRecord]) -> None:
             """The first has recorded and claimed everything: the second comes now."""
             assert {r.state for r in records} == {TriggerState.SENDING}
-            with closing(sqlite3.connect(world.ledger.path)) as db, db:
-                db.execute("UPDATE triggers SET owner_pid = ?", (other_process.pid,))
             second.submit(plan, source="second")
             second.close()
             second_loop.start()
 
         first_ledger.after_recording = start_the_second
-        try:
-            first.submit(plan, source="first")
-            first.close()
-            first.run()
-            second_loop.join(timeout=30)
-        finally:
-            other_process.communicate(b"")
+        first.submit(plan, source="first")
+        first.close()
+        first.run()
+        second_loop.join(timeout=30)
         assert not second_loop.is_alive()
         seconds = second.outcomes_of(plan)
         firsts = first.outcomes_of(plan)
@@ -808,7 +819,7 @@ def test_a_run_another_process_recorded_ended_keeps_its_first_recorded_end(
     end is reported, nothing crashes."""
     world = world_factory(1)
     plan = world.plan()
-    other_process = Ledger(world.ledger.path, clock=world.clock)
+    other_process = Ledger.open(world.state, clock=world.clock)
 
     class EndElsewhereWhenRunning(StopWhenLive):
         def changed(self, view: RunView, now: float) -> None:

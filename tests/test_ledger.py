@@ -16,8 +16,8 @@ import pytest
 from hexdbt.clock import ManualClock
 from hexdbt.errors import StateError
 from hexdbt.ledger import (
-    LEDGER_FILENAME,
     LEASE_TTL_S,
+    LEDGER_FILENAME,
     SCHEMA_VERSION,
     Holder,
     Ledger,
