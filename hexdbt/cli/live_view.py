@@ -66,7 +66,8 @@ def _table() -> Table:
 
 
 def _name_column(table: Table) -> None:
-    table.add_column("PROJECT", no_wrap=True, overflow="ellipsis", max_width=30)
+    # A project id (36 characters) is shown whole; a longer name is cut.
+    table.add_column("PROJECT", no_wrap=True, overflow="ellipsis", max_width=36)
 
 
 def _run_column(table: Table) -> None:
