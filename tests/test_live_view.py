@@ -7,10 +7,12 @@ import io
 import os
 import pty
 import re
+import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from hexdbt.cli.live_view import LiveView, outcome_table, short_url
 from hexdbt.clock import ScaledClock
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.pytest_plugin import EmulatorFactory
-from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, ERRORS_ID
+from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, ERRORS_ID, KILLED_ID
 from hexdbt.hex.polls import RunView, WatchedRun
 from hexdbt.outcomes import Outcome, OutcomeKind
 
@@ -240,3 +242,131 @@ def test_status_in_a_terminal_is_a_table_that_fits(
         [CUSTOMER_HEALTH_ID, "completed"],
         [ERRORS_ID, "errored"],
     ]
+
+
+# -- in tmux: what a person sees ------------------------------------------------------------------
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ID_START = re.compile(r"[0-9a-f]{8}-[0-9a-f-]*")
+
+
+@dataclass
+class Tmux:
+    """A detached tmux session of a fixed size on a server of its own, running one script."""
+
+    socket: str
+    width: int
+    height: int
+
+    def tmux(self, *args: str) -> str:
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def start(self, script: Path) -> None:
+        size = ["-x", str(self.width), "-y", str(self.height)]
+        self.tmux("-f", "/dev/null", "new-session", "-d", *size, "-s", "live", "sh", str(script))
+
+    def screen(self) -> str:
+        """The pane as it shows now; a line the terminal wrapped is joined again (-J)."""
+        return self.tmux("capture-pane", "-p", "-J", "-t", "live")
+
+    def wait_for(self, pattern: str, timeout_s: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            screen = self.screen()
+            if re.search(pattern, screen):
+                return screen
+            assert time.monotonic() < deadline, f"never on screen: {pattern!r}\n{screen}"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Callable[[int, int], Tmux]]:
+    sessions: list[Tmux] = []
+
+    def open_session(width: int, height: int) -> Tmux:
+        session = Tmux(f"hexdbt-test-{os.getpid()}-{tmp_path.name}", width, height)
+        sessions.append(session)
+        return session
+
+    yield open_session
+    for session in sessions:
+        session.kill()
+
+
+def _script(path: Path, environment: dict[str, str], command: list[str]) -> Path:
+    """A shell script that runs ``command`` and then keeps the pane open, showing its exit."""
+    exports = "\n".join(
+        f"export {key}={shlex.quote(value)}"
+        for key, value in environment.items()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
+    )
+    path.write_text(f'{exports}\n{shlex.join(command)}\necho "hexdbt exited $?"\nread _\n')
+    return path
+
+
+def _check_ids(screen: str, known: set[str]) -> None:
+    """Every id on screen is whole and real, or a real one's beginning cut with an ellipsis."""
+    for match in ID_START.finditer(screen):
+        token = match.group(0).rstrip("-")
+        whole = UUID.fullmatch(token) is not None
+        cut = screen[match.end() : match.end() + 1] == "…"
+        assert (
+            (token in known) if whole and not cut else any(each.startswith(token) for each in known)
+        ), f"{token!r} is no id hexdbt was given\n{screen}"
+
+
+TITLES = {
+    CUSTOMER_HEALTH_ID: "Customer health",
+    ERRORS_ID: "Broken pipeline monitor",
+    KILLED_ID: "Runaway notebook",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_trigger_wait_in_tmux_redraws_in_place_at_any_width(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+    tmux: Callable[[int, int], Tmux],
+    tmp_path: Path,
+    width: int,
+) -> None:
+    emulator, environment = scaled_emulator
+    command = [sys.executable, "-m", "hexdbt", "trigger", ",".join(TITLES), "--wait"]
+    session = tmux(width, 40)
+    session.start(_script(tmp_path / "trigger.sh", environment, command))
+
+    live = session.wait_for(r"(?m)^1 of 3 done")
+    known = set(TITLES) | {run.run_id for each in TITLES for run in emulator.runs(each)}
+    assert len(known) == 6
+    lines = live.splitlines()
+    assert [line.split()[0] for line in lines if line.startswith("PROJECT")] == ["PROJECT"]
+    for title in TITLES.values():
+        rows = [line for line in lines if line.startswith(title)]
+        assert len(rows) == 1, live
+    # The table fits; only the log lines above it are long (the terminal wraps them, -J joins).
+    header_at = next(index for index, line in enumerate(lines) if line.startswith("PROJECT"))
+    assert all(len(line) <= width for line in lines[header_at:]), live
+    _check_ids(live, known)
+
+    ended = session.wait_for(r"hexdbt exited \d+")
+    assert "hexdbt exited 5" in ended
+    assert "3 mapped Hex projects: 1 completed, 1 errored, 1 killed" in ended
+    lines = ended.splitlines()
+    headers = [line for line in lines if line.startswith("PROJECT")]
+    assert len(headers) == 1, ended  # the live table gave way to the final one
+    assert headers[0].split()[:4] == ["PROJECT", "OUTCOME", "STATUS", "RUN"]
+    outcomes = {"Customer health": "completed", "Broken pipeline monitor": "errored"}
+    outcomes["Runaway notebook"] = "killed"
+    for title, outcome in outcomes.items():
+        (row,) = [line for line in lines if line.startswith(title)]
+        assert row.split()[len(title.split())] == outcome, row
+    assert not any(line.endswith("of 3 done") for line in lines), ended
+    _check_ids(ended, known)
+    assert TOKEN not in ended
