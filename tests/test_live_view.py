@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -370,3 +371,45 @@ def test_trigger_wait_in_tmux_redraws_in_place_at_any_width(
     assert not any(line.endswith("of 3 done") for line in lines), ended
     _check_ids(ended, known)
     assert TOKEN not in ended
+
+
+@pytest.mark.slow
+@pytest.mark.dbt
+def test_dbt_build_in_tmux_keeps_the_live_view_below_dbts_lines(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+    tmux: Callable[[int, int], Tmux],
+    tmp_path: Path,
+) -> None:
+    _emulator, environment = scaled_emulator
+    repo = Path(__file__).resolve().parent.parent
+    project = tmp_path / "sample_dbt_project"
+    shutil.copytree(
+        repo / "sample_dbt_project",
+        project,
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", ".user.yml"),
+    )
+    mappings = str(repo / "hex_mappings.yml")
+    dbt_build = ["dbt", "--mappings", mappings, "build", "--profiles-dir", str(project)]
+    command = [sys.executable, "-m", "hexdbt", *dbt_build, "--project-dir", str(project)]
+    session = tmux(100, 40)
+    session.start(_script(tmp_path / "dbt.sh", environment, command))
+
+    live = session.wait_for(r"(?m)^\d+ of \d+ done")
+    lines = live.rstrip("\n").splitlines()
+    header_at = next(index for index, line in enumerate(lines) if line.startswith("PROJECT"))
+    assert re.match(r"\d+ of \d+ done", lines[-1]), live  # the view is the last thing shown
+    dbt_lines = [
+        index for index, line in enumerate(lines) if re.search(r"\d+ of \d+ (START|OK)", line)
+    ]
+    assert dbt_lines, live
+    assert max(dbt_lines) < header_at, live
+    assert all(len(line) <= 100 for line in lines[header_at:]), live
+
+    ended = session.wait_for(r"hexdbt exited \d+", timeout_s=180)
+    assert "hexdbt exited 0" in ended, ended
+    lines = ended.splitlines()
+    headers = [index for index, line in enumerate(lines) if line.startswith("PROJECT")]
+    assert len(headers) == 1, ended
+    done_at = next(index for index, line in enumerate(lines) if "Done. PASS=" in line)
+    assert done_at < headers[0], ended
+    assert re.search(r"mapped Hex projects: \d+ completed", ended), ended
