@@ -32,7 +32,7 @@ from hexdbt.hex.polls import (
     RunView,
     expected_duration_s,
 )
-from hexdbt.hex.progress import LineProgress, TableProgress
+from hexdbt.hex.progress import LineProgress
 from hexdbt.ledger import Ledger
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan
@@ -265,12 +265,9 @@ def test_line_progress_prints_changes_and_a_heartbeat(follow: Follow) -> None:
     assert len(heartbeats) >= 5  # a 10-minute run, at least one line a minute
 
 
-def test_table_progress_redraws_in_place(follow: Follow) -> None:
-    frames: list[str] = []
-    progress = TableProgress(frames.append)
-    (outcome,) = follow.run(follow.plan([CUSTOMER_HEALTH_ID]), progress=progress)
-    assert frames[0].startswith("\x1b[2KPROJECT")
-    assert frames[-1].startswith("\x1b[2F")
-    assert "COMPLETED" in frames[-1]
-    assert outcome.run_url
-    assert outcome.run_url in frames[-1]
+def test_views_carry_the_length_the_projects_history_leads_to_expect(follow: Follow) -> None:
+    """What a display shows as "expected": the median of the project's completed runs."""
+    views = Views()
+    follow.run(follow.plan([SCHEDULED_ID]), progress=views)
+    assert views.views[0].expected_s is None  # followed before its history is read
+    assert views.views[-1].expected_s == 300.0  # completed runs of 540 s and 60 s

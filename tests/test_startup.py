@@ -1,4 +1,4 @@
-"""`hexdbt --help` and `hexdbt <command> --help` stay fast: no dbt, emulator or watchdog import.
+"""`hexdbt --help` and `hexdbt <command> --help` stay fast: no dbt, emulator, watchdog or rich import.
 
 Each check runs in a fresh interpreter (this test process has imported everything already). An
 import hook in that interpreter records where a forbidden module was first imported from, so a
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 # Top-level packages whose import costs a --help real time (dbt alone: seconds).
-FORBIDDEN = ("dbt", "watchdog", "requests", "urllib3", "jinja2", "duckdb")
+FORBIDDEN = ("dbt", "watchdog", "requests", "urllib3", "jinja2", "duckdb", "rich")
 FORBIDDEN_HEXDBT = (
     "hexdbt.emulator",
     "hexdbt.engine",

@@ -6,9 +6,9 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -76,7 +76,9 @@ class JsonAwareCommand(click.Command):
 
 
 def err_line(line: str) -> None:
-    click.echo(line, err=True)
+    # sys.stderr as it is now: while a live view is drawn it is rich's proxy, which prints the
+    # line above the view (click's own err=True would write past it, to the terminal beneath).
+    click.echo(line, file=sys.stderr)
 
 
 def hex_client(
@@ -98,19 +100,58 @@ def hex_client(
     )
 
 
+def draws_in_place(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal that can redraw in place (``TERM=dumb`` cannot)."""
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def make_progress(
-    log_format: str = "text", *, heartbeat_s: float = 60.0, table: bool = True, prefix: str = ""
+    log_format: str = "text",
+    *,
+    heartbeat_s: float = 60.0,
+    prefix: str = "",
+    client: HexClient | None = None,
+    expect: Iterable[tuple[str, str]] = (),
+    titles: Mapping[str, str] | None = None,
 ) -> Progress:
     """What a person (or a log shipper) sees while runs are waited on, on stderr: a live table
-    on a terminal, else a line per change; with ``--log-format json``, one event per line."""
-    from hexdbt.hex.progress import EventProgress, LineProgress, TableProgress
+    on a terminal, else a line per change; with ``--log-format json``, one event per line.
+
+    For the live table: ``expect``, the (name, project id) of the triggers planned, shown before
+    their runs start; ``titles``, Hex titles by project id; ``client``, whose budget says when
+    the next trigger may go."""
+    from hexdbt.hex.progress import EventProgress, LineProgress
 
     if log_format == "json":
         return EventProgress(_json_log(), heartbeat_s=heartbeat_s)
-    # A dumb terminal cannot redraw in place.
-    if table and sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
-        return TableProgress(err_line)
-    return LineProgress(make_log(prefix=prefix), heartbeat_s=heartbeat_s)
+    if not draws_in_place(sys.stderr):
+        return LineProgress(make_log(prefix=prefix), heartbeat_s=heartbeat_s)
+    from hexdbt.cli.live_view import LiveView, terminal_console
+    from hexdbt.hex.budget import CallKind
+
+    budget = client.budget if client is not None else None
+    view = LiveView(
+        terminal_console(sys.stderr),
+        titles=titles,
+        next_slot_at=(lambda: budget.next_slot_at(CallKind.RUN_PROJECT)) if budget else None,
+        # Lines written to stdout meanwhile (dbt's) scroll above the live table.
+        redirect_stdout=draws_in_place(sys.stdout),
+    )
+    view.expect(expect)
+    return view
+
+
+def echo_outcomes(outcomes: Sequence[Outcome], titles: Mapping[str, str] | None = None) -> None:
+    """The human result on stdout: on a terminal a table that fits its width, else plain lines
+    with ids and URLs whole. ``titles``: Hex titles by project id, for projects named by id."""
+    if draws_in_place(sys.stdout):
+        from hexdbt.cli.live_view import outcome_table, terminal_console
+
+        terminal_console(sys.stdout).print(outcome_table(outcomes, titles))
+        return
+    from hexdbt.report import render_table
+
+    click.echo(render_table(outcomes))
 
 
 def make_log(log_format: str = "text", *, prefix: str = "") -> Callable[[str], None]:

@@ -18,6 +18,8 @@ import click
 from hexdbt.cli._common import (
     JsonAwareCommand,
     allow_insecure_http_option,
+    draws_in_place,
+    echo_outcomes,
     err_line,
     fail,
     hex_client,
@@ -173,10 +175,11 @@ def trigger(
     from hexdbt.hex.models import Notification, RunRequest
     from hexdbt.hex.polls import FixedSchedule
     from hexdbt.outcomes import exit_code_of
-    from hexdbt.report import render_table, summary_line
+    from hexdbt.report import summary_line
     from hexdbt.settings import resolve_state_location
 
     signals = Signals()
+    titles: dict[str, str] = {}
     log = make_log(log_format)
     try:
         ids = parse_project_ids(project_ids)
@@ -212,10 +215,18 @@ def trigger(
                 outcomes = dry_run_outcomes(plan, client)
             else:
                 settings = EngineSettings(wait=wait, cancel_on_interrupt=cancel_on_interrupt)
+                if wait and (draws_in_place(sys.stderr) or draws_in_place(sys.stdout)):
+                    titles = project_titles(client, ids)
+                progress = make_progress(
+                    log_format,
+                    client=client,
+                    expect=[(each.name, each.project_id) for each in plan.triggers],
+                    titles=titles,
+                )
                 with open_engine(
                     client,
                     settings=settings,
-                    progress=make_progress(log_format),
+                    progress=progress,
                     schedule=FixedSchedule(poll_interval) if poll_interval else None,
                     log=log,
                     state=state,
@@ -236,9 +247,21 @@ def trigger(
             }
         )
     else:
-        click.echo(render_table(outcomes))
+        echo_outcomes(outcomes, titles)
         click.echo(summary_line(outcomes))
     sys.exit(code)
+
+
+def project_titles(client: HexClient, project_ids: Sequence[str]) -> dict[str, str]:
+    """The Hex titles of the projects a person is about to watch run, by id (one call each; a
+    project Hex will not describe keeps its id, and its trigger says why)."""
+    titles: dict[str, str] = {}
+    for project_id in project_ids:
+        try:
+            titles[project_id] = client.get_project(project_id).title
+        except HexdbtError:
+            continue
+    return titles
 
 
 def _api_command(as_json: bool, allow_insecure_http: bool, body: Callable[[HexClient], Any]) -> Any:

@@ -11,6 +11,7 @@ from hexdbt.cli._common import (
     JsonAwareCommand,
     allow_insecure_http_option,
     cancel_on_interrupt_option,
+    echo_outcomes,
     error_payload,
     fail,
     hex_client,
@@ -46,7 +47,7 @@ def _report(
     earlier: list[Outcome],
     exit_code: int,
 ) -> None:
-    from hexdbt.report import render_table, summary_line
+    from hexdbt.report import summary_line
 
     if as_json:
         print_json(
@@ -58,10 +59,10 @@ def _report(
             }
         )
         return
-    click.echo(render_table(outcomes))
+    echo_outcomes(outcomes)
     if earlier:
         click.echo("\nFrom the queue of earlier invocations:")
-        click.echo(render_table(earlier))
+        echo_outcomes(earlier)
     click.echo(summary_line(outcomes))
 
 
@@ -141,12 +142,13 @@ def run(
                     resend_ambiguous=resend_ambiguous,
                     cancel_on_interrupt=cancel_on_interrupt,
                 )
+                progress = make_progress(
+                    log_format,
+                    client=client,
+                    expect=[(each.name, each.project_id) for each in plan.triggers],
+                )
                 with open_engine(
-                    client,
-                    settings=settings,
-                    progress=make_progress(log_format),
-                    log=log,
-                    state=state,
+                    client, settings=settings, progress=progress, log=log, state=state
                 ) as engine:
                     outcomes, earlier = run_after_build(engine, plan, log=log)
     except HexdbtError as exc:
@@ -175,7 +177,6 @@ def status(limit: int, state_url: str | None, as_json: bool) -> None:
     """
     from hexdbt.engine import outcome_of
     from hexdbt.ledger import Ledger, TriggerState
-    from hexdbt.report import render_table
     from hexdbt.settings import resolve_state_location
 
     try:
@@ -215,7 +216,7 @@ def status(limit: int, state_url: str | None, as_json: bool) -> None:
     for inv, records in per_invocation:
         click.echo(f"\nInvocation {inv.invocation_id} (dbt {inv.command}, via {inv.source})")
         if records:
-            click.echo(render_table([outcome_of(record) for record in records]))
+            echo_outcomes([outcome_of(record) for record in records])
         else:
             click.echo("  no Hex project triggered")
     click.echo(f"\nQueue: {len(queue)} trigger(s) waiting for the budget; live runs: {len(live)}")

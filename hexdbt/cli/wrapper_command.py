@@ -11,6 +11,7 @@ from hexdbt.cli._common import (
     JsonAwareCommand,
     allow_insecure_http_option,
     cancel_on_interrupt_option,
+    echo_outcomes,
     err_line,
     error_payload,
     hex_client,
@@ -33,7 +34,8 @@ COMMANDS: list[click.Command] = []
 
 
 def _stdout_line(line: str) -> None:
-    click.echo(line)
+    # sys.stdout as it is now: under the live view, rich's proxy that prints above the view.
+    click.echo(line, file=sys.stdout)
 
 
 @click.command(
@@ -98,7 +100,7 @@ def dbt_wrapper(
     from hexdbt.outcomes import exit_code_of
     from hexdbt.planner.files import load_mapping_set
     from hexdbt.planner.stream import StreamPlanner
-    from hexdbt.report import render_table, summary_line
+    from hexdbt.report import summary_line
     from hexdbt.settings import resolve_state_location
 
     log = make_log(log_format, prefix="hexdbt: ")
@@ -118,13 +120,15 @@ def dbt_wrapper(
         settings = EngineSettings(
             wait=wait, max_live_runs=max_live_runs, cancel_on_interrupt=cancel_on_interrupt
         )
-        # Line progress, not the redrawn table: dbt's own lines interleave with it.
-        progress = make_progress(log_format, table=False, prefix="hexdbt: ")
         with (
             signals.installed(),
             hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
             open_engine(
-                client, settings=settings, progress=progress, log=log, state=state
+                client,
+                settings=settings,
+                progress=make_progress(log_format, prefix="hexdbt: ", client=client),
+                log=log,
+                state=state,
             ) as engine,
         ):
             planner = StreamPlanner(
@@ -175,7 +179,7 @@ def dbt_wrapper(
         )
     else:
         click.echo("")
-        click.echo(render_table(outcomes))
+        echo_outcomes(outcomes)
         click.echo(summary_line(outcomes))
     if result.dbt_exit_code != 0 and result.interrupted_by is None:
         err_line(f"dbt exited with code {result.dbt_exit_code}")

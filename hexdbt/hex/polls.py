@@ -115,6 +115,7 @@ class RunView:
     outcome: OutcomeKind | None
     polls: int
     error: str | None = None  # why the run did not end well, once it has an outcome
+    expected_s: float | None = None  # what the project's recent completed runs took, if known
 
 
 class Progress(Protocol):
@@ -164,9 +165,6 @@ class _Open:
     last: RunStatus | None = None
     failures: int = 0
 
-    def view(self, outcome: OutcomeKind | None = None, error: str | None = None) -> RunView:
-        return RunView(self.run, self.status, outcome, self.polls, error)
-
 
 class Polls:
     """The open runs and when each is due. Used from the engine's thread only."""
@@ -215,7 +213,7 @@ class Polls:
         first = run.started_at + self.schedule.first_delay_s()
         item = _Open(run, next_due=first)
         self._open[run.run_id] = item
-        self.progress.changed(item.view(), self.clock.now())
+        self.progress.changed(self._view(item), self.clock.now())
 
     def next_poll_at(self) -> float | None:
         """When the run most due may be polled (None: no run is open)."""
@@ -232,7 +230,7 @@ class Polls:
         if now < self.next_refresh_at():
             return
         if self._open:
-            self.progress.refresh([item.view() for item in self._open.values()], now)
+            self.progress.refresh([self._view(item) for item in self._open.values()], now)
         self._last_refresh_at = now
 
     def poll(self, slot: Slot | None) -> RunEnd | None:
@@ -274,7 +272,7 @@ class Polls:
             item.status = status.status
             # A final status is shown once, with the run's outcome, when the run is finished.
             if not status.is_terminal:
-                self.progress.changed(item.view(), after)
+                self.progress.changed(self._view(item), after)
         item.last = status
         if status.is_terminal:
             return self._finish(item, self._ended(item, status))
@@ -292,7 +290,7 @@ class Polls:
         """Stop following every open run (the engine was stopped); the runs that were open."""
         now = self.clock.now()
         for item in self._open.values():
-            self.progress.changed(item.view(OutcomeKind.INTERRUPTED), now)
+            self.progress.changed(self._view(item, OutcomeKind.INTERRUPTED), now)
         runs = [item.run for item in self._open.values()]
         self._open.clear()
         return runs
@@ -300,8 +298,14 @@ class Polls:
     def _finish(self, item: _Open, end: RunEnd) -> RunEnd:
         del self._open[item.run.run_id]
         error = str(end.error) if end.error is not None else None
-        self.progress.changed(item.view(end.kind, error), self.clock.now())
+        self.progress.changed(self._view(item, end.kind, error), self.clock.now())
         return end
+
+    def _view(
+        self, item: _Open, outcome: OutcomeKind | None = None, error: str | None = None
+    ) -> RunView:
+        expected_s = self._expected.get(item.run.project_id)
+        return RunView(item.run, item.status, outcome, item.polls, error, expected_s)
 
     def _ended(self, item: _Open, status: RunStatus) -> RunEnd:
         run = item.run

@@ -1,9 +1,9 @@
-"""Progress a person can see while runs are waited on, always on stderr.
+"""Progress a person can see while runs are waited on, always on stderr, where no terminal
+draws it (a terminal gets ``hexdbt.cli.live_view``, the only user of rich).
 
-- ``TableProgress`` (a terminal): a live table of runs (project, status, elapsed, URL), redrawn in
-  place every second.
-- ``LineProgress`` (anything else: CI logs, pipes): one line per status change, and a heartbeat
+- ``LineProgress`` (CI logs, pipes, ``TERM=dumb``): one line per status change, and a heartbeat
   line at least every ``heartbeat_s`` (60 s by default), never truncating ids or URLs.
+- ``EventProgress`` (``--log-format json``, the watcher): one event per change.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def format_elapsed(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _state(view: RunView) -> str:
+def state_of(view: RunView) -> str:
     """Hex's status; for an outcome that is not Hex's final status, the outcome with it."""
     if view.outcome is not None and view.outcome is not kind_of_final_status(view.status):
         return f"{view.outcome.value.upper()} ({view.status or 'no status yet'})"
@@ -39,7 +39,7 @@ class LineProgress:
         run = view.run
         name = run.label or run.project_id
         self._write(
-            f"{name}: run {run.run_id} {_state(view)} after"
+            f"{name}: run {run.run_id} {state_of(view)} after"
             f" {format_elapsed(now - run.started_at)}" + (f"  {run.run_url}" if run.run_url else "")
         )
         self._last_line_at = now
@@ -49,7 +49,7 @@ class LineProgress:
             return
         counts: dict[str, int] = {}
         for view in views:
-            counts[_state(view)] = counts.get(_state(view), 0) + 1
+            counts[state_of(view)] = counts.get(state_of(view), 0) + 1
         summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
         oldest = max((now - view.run.started_at for view in views), default=0.0)
         self._write(f"waiting on {len(views)} run(s): {summary}; longest {format_elapsed(oldest)}")
@@ -57,50 +57,6 @@ class LineProgress:
 
     def close(self, now: float) -> None:
         pass
-
-
-class TableProgress:
-    """A table redrawn in place with ANSI cursor movement; finished runs stay on it."""
-
-    refresh_s = 1.0
-
-    def __init__(self, write: Callable[[str], None]) -> None:
-        self._write = write
-        self._rows: dict[str, RunView] = {}
-        self._drawn_lines = 0
-
-    def changed(self, view: RunView, now: float) -> None:
-        self._rows[view.run.run_id] = view
-        self._draw(now)
-
-    def refresh(self, views: Sequence[RunView], now: float) -> None:
-        self._draw(now)
-
-    def close(self, now: float) -> None:
-        self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        header = ("PROJECT", "STATUS", "ELAPSED", "URL")
-        rows = [
-            (
-                view.run.label or view.run.project_id,
-                _state(view),
-                format_elapsed(now - view.run.started_at),
-                view.run.run_url or view.run.run_id,
-            )
-            for view in self._rows.values()
-        ]
-        widths = [max(len(row[index]) for row in [header, *rows]) for index in range(3)]
-        lines = [
-            "  ".join(
-                cell.ljust(widths[index]) if index < 3 else cell for index, cell in enumerate(row)
-            )
-            for row in [header, *rows]
-        ]
-        # Move up over the previous drawing and clear each line before writing it again.
-        prefix = f"\x1b[{self._drawn_lines}F" if self._drawn_lines else ""
-        self._write(prefix + "\n".join(f"\x1b[2K{line}" for line in lines))
-        self._drawn_lines = len(lines)
 
 
 class EventProgress:
@@ -138,7 +94,7 @@ class EventProgress:
     def refresh(self, views: Sequence[RunView], now: float) -> None:
         counts: dict[str, int] = {}
         for view in views:
-            counts[_state(view)] = counts.get(_state(view), 0) + 1
+            counts[state_of(view)] = counts.get(state_of(view), 0) + 1
         self._log.emit("waiting", runs=len(views), states=counts)
 
     def close(self, now: float) -> None:

@@ -1,0 +1,219 @@
+"""What a person sees on a terminal: a live table of runs redrawn in place, and tables of outcomes
+that fit the terminal's width. The only module that imports rich; ``hexdbt.cli._common`` imports
+it only when a terminal view is drawn, so ``hexdbt --help`` and piped output never load rich.
+
+A row never wraps: names and runs are cut with an ellipsis, and a run is a hyperlink (OSC 8) whose
+visible text is a shortened URL. Wrapped rows are what broke the hand-made table this replaces:
+its cursor-up count went wrong and every refresh printed the table again below the last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from hexdbt.hex.polls import RunView
+from hexdbt.hex.progress import format_elapsed, state_of
+from hexdbt.outcomes import Outcome, OutcomeKind
+
+_STATUS_STYLES = {
+    "PENDING": "yellow",
+    "RUNNING": "cyan",
+    "COMPLETED": "green",
+    "TRIGGERED": "yellow",
+}
+_WAITING = "waiting to start"
+
+
+def terminal_console(stream: TextIO) -> Console:
+    """A console on ``stream``; rich honours NO_COLOR. Nothing is highlighted (a number or an id
+    in a name is not code), and lines printed above a live view are left to the terminal to wrap
+    (rich would break a URL at its hyphens); tables set their own wrapping per column."""
+    return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+def status_text(state: str) -> Text:
+    """A status in its colour: green done, yellow and cyan on the way, red anything else."""
+    style = _STATUS_STYLES.get(state, "dim" if state == _WAITING else "red")
+    return Text(state, style=style)
+
+
+def short_url(url: str) -> str:
+    """``host/…/last-segment``: enough to tell runs apart; the link itself holds the full URL."""
+    parts = urlsplit(url)
+    segments = [segment for segment in parts.path.split("/") if segment]
+    if len(segments) <= 1:
+        return f"{parts.netloc}{parts.path}"
+    return f"{parts.netloc}/…/{segments[-1]}"
+
+
+def run_link(url: str | None, fallback: str = "-") -> Text:
+    """A run's URL as a hyperlink showing its short form (terminals without OSC 8 show the text)."""
+    if not url:
+        return Text(fallback, no_wrap=True, overflow="ellipsis")
+    return Text(short_url(url), style=f"link {url}", no_wrap=True, overflow="ellipsis")
+
+
+def _table() -> Table:
+    return Table(box=None, pad_edge=False, header_style="bold", expand=False)
+
+
+def _name_column(table: Table) -> None:
+    # A project id (36 characters) is shown whole; a longer name is cut.
+    table.add_column("PROJECT", no_wrap=True, overflow="ellipsis", max_width=36)
+
+
+def _run_column(table: Table) -> None:
+    """The column that gives way when the terminal is narrow: rich narrows wrapping columns
+    first, and its cells (``run_link``) are cut with an ellipsis instead of wrapping."""
+    table.add_column("RUN", overflow="ellipsis")
+
+
+@dataclass(frozen=True, slots=True)
+class _Expected:
+    """A trigger of the plan that has no run followed yet (waiting for the budget or a slot)."""
+
+    name: str
+    project_id: str
+
+
+class LiveView:
+    """The engine's progress on a terminal: one row per project, a footer of counts.
+
+    ``titles``: Hex titles by project id, shown for projects known only by their id.
+    ``next_slot_at``: when the budget next lets a RunProject through (for the footer).
+    ``console``: where to draw (stderr); ``redirect_stdout``: print the process's stdout above
+    the live region (when both are the one terminal, as for dbt's lines under ``hexdbt dbt``).
+    """
+
+    refresh_s = 1.0
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        titles: Mapping[str, str] | None = None,
+        next_slot_at: Callable[[], float] | None = None,
+        redirect_stdout: bool = False,
+    ) -> None:
+        self._console = console
+        self._titles = dict(titles or {})
+        self._next_slot_at = next_slot_at
+        # The final table of outcomes replaces the live one when it goes to the same terminal.
+        self._live = Live(
+            console=console,
+            auto_refresh=False,
+            transient=redirect_stdout,
+            redirect_stdout=redirect_stdout,
+            redirect_stderr=True,
+        )
+        self._expected: dict[str, _Expected] = {}
+        self._views: dict[str, RunView] = {}  # run id -> its latest view, in order of arrival
+        self._ended_at: dict[str, float] = {}
+
+    def expect(self, triggers: Iterable[tuple[str, str]]) -> None:
+        """Rows for triggers (name, project id) that have no run yet: the plan is seen whole."""
+        for name, project_id in triggers:
+            self._expected.setdefault(name, _Expected(name, project_id))
+
+    def changed(self, view: RunView, now: float) -> None:
+        self._expected.pop(view.run.label or view.run.project_id, None)
+        self._views[view.run.run_id] = view
+        if view.outcome is not None:
+            self._ended_at.setdefault(view.run.run_id, now)
+        self._draw(now)
+
+    def refresh(self, views: Sequence[RunView], now: float) -> None:
+        for view in views:
+            self._views[view.run.run_id] = view
+        self._draw(now)
+
+    def close(self, now: float) -> None:
+        if self._live.is_started:
+            self._draw(now)
+            self._live.stop()
+
+    def render(self, now: float) -> Group:
+        """The table and its footer as they stand at ``now``."""
+        table = _table()
+        _name_column(table)
+        table.add_column("STATUS", no_wrap=True)
+        table.add_column("ELAPSED", no_wrap=True, justify="right")
+        table.add_column("EXPECTED", no_wrap=True, justify="right")
+        _run_column(table)
+        for view in self._views.values():
+            run = view.run
+            ended = self._ended_at.get(run.run_id, now)
+            expected = format_elapsed(view.expected_s) if view.expected_s is not None else "-"
+            table.add_row(
+                self._name_of(run.label, run.project_id),
+                status_text(state_of(view)),
+                format_elapsed(ended - run.started_at),
+                expected,
+                run_link(run.run_url, run.run_id),
+            )
+        for item in self._expected.values():
+            name = self._name_of(item.name, item.project_id)
+            table.add_row(name, status_text(_WAITING), "-", "-", "-")
+        return Group(table, Text(self.footer(now), no_wrap=True, overflow="ellipsis"))
+
+    def footer(self, now: float) -> str:
+        """``3 of 7 done, 1 failed, 2 waiting to start (Hex's budget: next slot in 41 s)``."""
+        ends = [view.outcome for view in self._views.values() if view.outcome is not None]
+        failed = sum(1 for outcome in ends if outcome is not OutcomeKind.COMPLETED)
+        total = len(self._views) + len(self._expected)
+        parts = [f"{len(ends)} of {total} done"]
+        if failed:
+            parts.append(f"{failed} failed")
+        if self._expected:
+            waiting = f"{len(self._expected)} {_WAITING}"
+            slot_in = self._next_slot_at() - now if self._next_slot_at is not None else 0.0
+            if slot_in >= 1:
+                waiting += f" (Hex's budget: next slot in {slot_in:.0f} s)"
+            parts.append(waiting)
+        return ", ".join(parts)
+
+    def _name_of(self, label: str | None, project_id: str) -> str:
+        """The mapping's name; for a project known only by its id, its Hex title when known."""
+        if label and label != project_id:
+            return label
+        return self._titles.get(project_id, project_id)
+
+    def _draw(self, now: float) -> None:
+        if not self._live.is_started:
+            self._live.start()
+        self._live.update(self.render(now), refresh=True)
+
+
+def outcome_table(outcomes: Sequence[Outcome], titles: Mapping[str, str] | None = None) -> Table:
+    """The outcomes as a table that fits the console: runs are links, reasons wrap on words.
+    ``titles``: Hex titles by project id, for projects named by their id."""
+    titles = titles or {}
+    table = _table()
+    _name_column(table)
+    table.add_column("OUTCOME", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    _run_column(table)
+    table.add_column("REASON", ratio=1)
+    for outcome in outcomes:
+        name = outcome.name
+        if name == outcome.project_id:
+            name = titles.get(name, name)
+        style = "red" if outcome.exit_code else "green"
+        if outcome.kind is not OutcomeKind.COMPLETED and not outcome.exit_code:
+            style = "yellow"  # started, queued, skipped: nothing went wrong, nothing ended
+        table.add_row(
+            name,
+            Text(outcome.kind.value, style=style),
+            outcome.hex_status or "-",
+            run_link(outcome.run_url),
+            outcome.reason or "",
+        )
+    return table

@@ -1,0 +1,415 @@
+"""The live view and the tables a person reads on a terminal: rendered at several widths, with the
+rows, names, footer and links they promise, and no terminal control outside a terminal."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from hexdbt.cli.live_view import LiveView, outcome_table, short_url
+from hexdbt.clock import ScaledClock
+from hexdbt.emulator import HexEmulator
+from hexdbt.emulator.pytest_plugin import EmulatorFactory
+from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, ERRORS_ID, KILLED_ID
+from hexdbt.hex.polls import RunView, WatchedRun
+from hexdbt.outcomes import Outcome, OutcomeKind
+
+TOKEN = "hxtp_live_view_secret"
+URL = "https://app.hex.tech/acme/app/{project}/runs/{run}"
+NOW = 1_000_000.0
+# The emulator's and hexdbt's clocks run this much faster than real time: a run of 30 emulated
+# seconds ends in 3 real seconds.
+TIME_SCALE = 10.0
+
+
+def _view(
+    name: str, project_id: str, run_id: str, status: str, expected_s: float | None = None
+) -> RunView:
+    run = WatchedRun(
+        project_id=project_id,
+        run_id=run_id,
+        started_at=NOW - 75,
+        run_url=URL.format(project=project_id, run=run_id),
+        label=name,
+    )
+    return RunView(run, status, None, 1, expected_s=expected_s)
+
+
+def _text(renderable: object, width: int) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
+    console.print(renderable)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(output, str)
+    return output
+
+
+def _live(
+    titles: dict[str, str] | None = None, next_slot_at: Callable[[], float] | None = None
+) -> LiveView:
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    return LiveView(console, titles=titles, next_slot_at=next_slot_at)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120, 200])
+def test_the_live_table_fits_the_width_one_line_per_project(width: int) -> None:
+    view = _live(titles={"p-2": "Finance overview"})
+    view.changed(_view("customer_health", "p-1", "r-1" * 12, "RUNNING", expected_s=600.0), NOW)
+    view.changed(_view("p-2", "p-2", "r-2" * 12, "PENDING"), NOW)
+    text = _text(view.render(NOW), width)
+    lines = text.splitlines()
+    assert all(len(line) <= width for line in lines), text
+    assert lines[0].split()[:2] == ["PROJECT", "STATUS"]
+    assert len(lines) == 4  # header, two rows, footer
+    assert lines[1].startswith("customer_health")
+    assert lines[2].startswith("Finance overvi")
+    assert lines[3] == "0 of 2 done"
+    if width >= 80:  # narrower, every column gives way (the run's first)
+        assert "RUNNING" in lines[1]
+        assert "PENDING" in lines[2]
+        assert "app.hex.tech/…/r-1r-1" in lines[1]
+        assert re.search(r"1m15s\s+10m00s", lines[1]), lines[1]  # elapsed, expected
+        assert re.search(r"1m15s\s+-", lines[2]), lines[2]
+
+
+def test_a_project_known_only_by_its_id_keeps_its_id() -> None:
+    view = _live(titles={})
+    project_id = "5d4e6f7a-8b9c-4dae-9f1a-3b4c5d6e7f80"
+    view.changed(_view(project_id, project_id, "run-1", "RUNNING"), NOW)
+    assert project_id in _text(view.render(NOW), 120)
+
+
+def test_the_footer_counts_ends_failures_and_triggers_waiting_for_the_budget() -> None:
+    view = _live(next_slot_at=lambda: NOW + 41)
+    view.expect([("a", "p-a"), ("b", "p-b"), ("c", "p-c"), ("d", "p-d")])
+    done = _view("a", "p-a", "run-a", "COMPLETED")
+    view.changed(RunView(done.run, "COMPLETED", OutcomeKind.COMPLETED, 3), NOW)
+    failed = _view("b", "p-b", "run-b", "ERRORED")
+    view.changed(RunView(failed.run, "ERRORED", OutcomeKind.ERRORED, 3), NOW)
+    assert view.footer(NOW) == (
+        "2 of 4 done, 1 failed, 2 waiting to start (Hex's budget: next slot in 41 s)"
+    )
+    lines = _text(view.render(NOW), 100).splitlines()
+    assert [line.split()[0] for line in lines[1:5]] == ["a", "b", "c", "d"]
+    assert "waiting to start" in lines[3]
+
+
+def test_the_budget_is_not_mentioned_when_the_next_slot_is_now() -> None:
+    view = _live(next_slot_at=lambda: NOW)
+    view.expect([("a", "p-a")])
+    assert view.footer(NOW) == "0 of 1 done, 1 waiting to start"
+
+
+def test_runs_are_links_to_their_full_url_showing_a_short_one() -> None:
+    url = URL.format(project="p-1", run="run-1")
+    assert short_url(url) == "app.hex.tech/…/run-1"
+    outcome = Outcome("sales", "p-1", OutcomeKind.COMPLETED, run_url=url, hex_status="COMPLETED")
+    console = Console(file=io.StringIO(), width=60, force_terminal=True, color_system="standard")
+    console.print(outcome_table([outcome]))
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b]8;id=" in output
+    assert f";{url}\x1b\\" in output
+    assert "app.hex.tech/…/run-1" in output
+
+
+def test_the_outcome_table_wraps_reasons_on_words_and_fits() -> None:
+    reason = "run abc of project sales ended ERRORED; see the run for its failing cell"
+    outcomes = [
+        Outcome("sales", "p-1", OutcomeKind.ERRORED, reason=reason, hex_status="ERRORED"),
+        Outcome("p-2", "p-2", OutcomeKind.SKIPPED, reason="no model of it refreshed"),
+    ]
+    text = _text(outcome_table(outcomes, {"p-2": "Finance overview"}), 60)
+    assert all(len(line) <= 60 for line in text.splitlines()), text
+    assert "Finance overview" in text
+    words = " ".join(text.split())
+    assert "failing cell" in words
+    assert "ERRORED;" in words
+
+
+# -- the real command -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scaled_emulator(
+    hex_emulator_factory: EmulatorFactory,
+) -> tuple[HexEmulator, dict[str, str]]:
+    """An emulator on a scaled clock, and the environment that puts hexdbt on the same clock."""
+    origin = time.time()
+    emulator = hex_emulator_factory(clock=ScaledClock.since(origin, TIME_SCALE))
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith(("HEX_", "DBT_"))
+    }
+    environment.update(
+        HEX_API_TOKEN=TOKEN,
+        HEX_BASE_URL=emulator.url,
+        HEXDBT_TIME_SCALE=str(TIME_SCALE),
+        HEXDBT_TIME_ORIGIN=repr(origin),
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+    )
+    return emulator, environment
+
+
+TRIGGER = ["trigger", f"{CUSTOMER_HEALTH_ID},{ERRORS_ID}", "--wait"]
+
+
+def _in_a_terminal(args: list[str], environment: dict[str, str]) -> tuple[int, bytes]:
+    """Exit code and all a command writes to a pseudo-terminal (stdout and stderr both)."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hexdbt", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=follower,
+            env=environment,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = process.wait(timeout=60)
+    finally:
+        os.close(leader)
+    return code, b"".join(chunks)
+
+
+@pytest.mark.slow
+def test_a_dumb_terminal_gets_lines_without_control_sequences(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+) -> None:
+    _emulator, environment = scaled_emulator
+    code, output = _in_a_terminal(TRIGGER, {**environment, "TERM": "dumb"})
+    assert code == 5, output  # one run errored
+    assert b"\x1b" not in output, output[:400]
+    text = output.decode()
+    assert re.search(rf"{CUSTOMER_HEALTH_ID}: run \S+ COMPLETED after", text), text
+    assert "1 completed, 1 errored" in text
+    assert TOKEN not in text
+
+
+@pytest.mark.slow
+def test_piped_output_has_no_control_sequences_and_whole_urls(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+) -> None:
+    emulator, environment = scaled_emulator
+    done = subprocess.run(
+        [sys.executable, "-m", "hexdbt", *TRIGGER],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 5, done.stderr
+    assert "\x1b" not in done.stdout + done.stderr
+    run_urls = re.findall(rf"{re.escape(emulator.url)}/app/\S+/runs/[0-9a-f-]{{36}}", done.stdout)
+    assert len(run_urls) == 2, done.stdout
+    assert re.search(rf"^{ERRORS_ID}: run \S+ ERRORED after", done.stderr, re.MULTILINE)
+    assert TOKEN not in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_status_in_a_terminal_is_a_table_that_fits(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+) -> None:
+    _emulator, environment = scaled_emulator
+    code, _output = _in_a_terminal(TRIGGER, environment)
+    assert code == 5
+    code, output = _in_a_terminal(["status"], {**environment, "COLUMNS": "70"})
+    assert code == 0
+    plain = re.sub(rb"\x1b\[[0-9;]*m|\x1b\]8;[^\x1b]*\x1b\\", b"", output).decode()
+    table = plain[plain.index("PROJECT") :].split("\r\n\r\n")[0].splitlines()
+    assert all(len(line) <= 70 for line in table), table
+    assert table[0].split()[:3] == ["PROJECT", "OUTCOME", "STATUS"]
+    assert [line.split()[:2] for line in table[1:]] == [
+        [CUSTOMER_HEALTH_ID, "completed"],
+        [ERRORS_ID, "errored"],
+    ]
+
+
+# -- in tmux: what a person sees ------------------------------------------------------------------
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ID_START = re.compile(r"[0-9a-f]{8}-[0-9a-f-]*")
+
+
+@dataclass
+class Tmux:
+    """A detached tmux session of a fixed size on a server of its own, running one script."""
+
+    socket: str
+    width: int
+    height: int
+
+    def tmux(self, *args: str) -> str:
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def start(self, script: Path) -> None:
+        size = ["-x", str(self.width), "-y", str(self.height)]
+        self.tmux("-f", "/dev/null", "new-session", "-d", *size, "-s", "live", "sh", str(script))
+
+    def screen(self) -> str:
+        """The pane as it shows now; a line the terminal wrapped is joined again (-J)."""
+        return self.tmux("capture-pane", "-p", "-J", "-t", "live")
+
+    def wait_for(self, pattern: str, timeout_s: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            screen = self.screen()
+            if re.search(pattern, screen):
+                return screen
+            assert time.monotonic() < deadline, f"never on screen: {pattern!r}\n{screen}"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Callable[[int, int], Tmux]]:
+    sessions: list[Tmux] = []
+
+    def open_session(width: int, height: int) -> Tmux:
+        session = Tmux(f"hexdbt-test-{os.getpid()}-{tmp_path.name}", width, height)
+        sessions.append(session)
+        return session
+
+    yield open_session
+    for session in sessions:
+        session.kill()
+
+
+def _script(path: Path, environment: dict[str, str], command: list[str]) -> Path:
+    """A shell script that runs ``command`` and then keeps the pane open, showing its exit."""
+    exports = "\n".join(
+        f"export {key}={shlex.quote(value)}"
+        for key, value in environment.items()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
+    )
+    path.write_text(f'{exports}\n{shlex.join(command)}\necho "hexdbt exited $?"\nread _\n')
+    return path
+
+
+def _check_ids(screen: str, known: set[str]) -> None:
+    """Every id on screen is whole and real, or a real one's beginning cut with an ellipsis."""
+    for match in ID_START.finditer(screen):
+        token = match.group(0).rstrip("-")
+        whole = UUID.fullmatch(token) is not None
+        cut = screen[match.end() : match.end() + 1] == "…"
+        assert (
+            (token in known) if whole and not cut else any(each.startswith(token) for each in known)
+        ), f"{token!r} is no id hexdbt was given\n{screen}"
+
+
+TITLES = {
+    CUSTOMER_HEALTH_ID: "Customer health",
+    ERRORS_ID: "Broken pipeline monitor",
+    KILLED_ID: "Runaway notebook",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_trigger_wait_in_tmux_redraws_in_place_at_any_width(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+    tmux: Callable[[int, int], Tmux],
+    tmp_path: Path,
+    width: int,
+) -> None:
+    emulator, environment = scaled_emulator
+    command = [sys.executable, "-m", "hexdbt", "trigger", ",".join(TITLES), "--wait"]
+    session = tmux(width, 40)
+    session.start(_script(tmp_path / "trigger.sh", environment, command))
+
+    live = session.wait_for(r"(?m)^1 of 3 done")
+    known = set(TITLES) | {run.run_id for each in TITLES for run in emulator.runs(each)}
+    assert len(known) == 6
+    lines = live.splitlines()
+    assert [line.split()[0] for line in lines if line.startswith("PROJECT")] == ["PROJECT"]
+    for title in TITLES.values():
+        rows = [line for line in lines if line.startswith(title)]
+        assert len(rows) == 1, live
+    # The table fits; only the log lines above it are long (the terminal wraps them, -J joins).
+    header_at = next(index for index, line in enumerate(lines) if line.startswith("PROJECT"))
+    assert all(len(line) <= width for line in lines[header_at:]), live
+    _check_ids(live, known)
+
+    ended = session.wait_for(r"hexdbt exited \d+")
+    assert "hexdbt exited 5" in ended
+    assert "3 mapped Hex projects: 1 completed, 1 errored, 1 killed" in ended
+    lines = ended.splitlines()
+    headers = [line for line in lines if line.startswith("PROJECT")]
+    assert len(headers) == 1, ended  # the live table gave way to the final one
+    assert headers[0].split()[:4] == ["PROJECT", "OUTCOME", "STATUS", "RUN"]
+    outcomes = {"Customer health": "completed", "Broken pipeline monitor": "errored"}
+    outcomes["Runaway notebook"] = "killed"
+    for title, outcome in outcomes.items():
+        (row,) = [line for line in lines if line.startswith(title)]
+        assert row.split()[len(title.split())] == outcome, row
+    assert not any(line.endswith("of 3 done") for line in lines), ended
+    _check_ids(ended, known)
+    assert TOKEN not in ended
+
+
+@pytest.mark.slow
+@pytest.mark.dbt
+def test_dbt_build_in_tmux_keeps_the_live_view_below_dbts_lines(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+    tmux: Callable[[int, int], Tmux],
+    tmp_path: Path,
+) -> None:
+    _emulator, environment = scaled_emulator
+    repo = Path(__file__).resolve().parent.parent
+    project = tmp_path / "sample_dbt_project"
+    shutil.copytree(
+        repo / "sample_dbt_project",
+        project,
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", ".user.yml"),
+    )
+    mappings = str(repo / "hex_mappings.yml")
+    dbt_build = ["dbt", "--mappings", mappings, "build", "--profiles-dir", str(project)]
+    command = [sys.executable, "-m", "hexdbt", *dbt_build, "--project-dir", str(project)]
+    session = tmux(100, 40)
+    session.start(_script(tmp_path / "dbt.sh", environment, command))
+
+    live = session.wait_for(r"(?m)^\d+ of \d+ done")
+    lines = live.rstrip("\n").splitlines()
+    header_at = next(index for index, line in enumerate(lines) if line.startswith("PROJECT"))
+    assert re.match(r"\d+ of \d+ done", lines[-1]), live  # the view is the last thing shown
+    dbt_lines = [
+        index for index, line in enumerate(lines) if re.search(r"\d+ of \d+ (START|OK)", line)
+    ]
+    assert dbt_lines, live
+    assert max(dbt_lines) < header_at, live
+    assert all(len(line) <= 100 for line in lines[header_at:]), live
+
+    ended = session.wait_for(r"hexdbt exited \d+", timeout_s=180)
+    assert "hexdbt exited 0" in ended, ended
+    lines = ended.splitlines()
+    headers = [index for index, line in enumerate(lines) if line.startswith("PROJECT")]
+    assert len(headers) == 1, ended
+    done_at = next(index for index, line in enumerate(lines) if "Done. PASS=" in line)
+    assert done_at < headers[0], ended
+    assert re.search(r"mapped Hex projects: \d+ completed", ended), ended
