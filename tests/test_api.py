@@ -104,12 +104,14 @@ def test_errors_from_hex_are_dicts_without_the_token(
     hex_emulator: HexEmulator, tmp_path: Path
 ) -> None:
     client = _client(hex_emulator, tmp_path)
-    result = hexdbt.get_run_status(CUSTOMER_HEALTH_ID, "nope", client=client)
+    result = hexdbt.get_run_status(
+        CUSTOMER_HEALTH_ID, "0badc0de-0000-4000-8000-000000000000", client=client
+    )
     assert result["status"] == "error"
     assert result["httpStatus"] == 404
     assert result["traceId"]
     assert TOKEN not in repr(result)
-    missing = hexdbt.trigger_hex_project("no-such-project", client=client)
+    missing = hexdbt.trigger_hex_project("0badc0de-1111-4000-8000-000000000000", client=client)
     assert (missing["status"], missing["outcome"]) == ("error", "failed_to_start")
     assert "HTTP 404" in missing["message"]
     assert missing["runId"] is None

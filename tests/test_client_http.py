@@ -39,6 +39,8 @@ from hexdbt.settings import SqliteState
 
 TOKEN = "hxtp_client_http_secret_0123456789"
 Factory = Callable[..., HexEmulator]
+# A well-formed id that names nothing: Hex answers 400 to ids that are not UUIDs.
+NO_SUCH_RUN_ID = "0badc0de-0000-4000-8000-000000000000"
 
 
 def _client(emu: HexEmulator, tmp_path: Path, token: str = TOKEN, **options: Any) -> HexClient:
@@ -139,14 +141,14 @@ def test_auth_errors_on_poll(
 ) -> None:
     emu = hex_emulator_factory(scenario=_scenario_with_tokens([token_spec]))
     with pytest.raises(error_class) as caught:
-        _client(emu, tmp_path).get_run_status(CUSTOMER_HEALTH_ID, "no-such-run")
+        _client(emu, tmp_path).get_run_status(CUSTOMER_HEALTH_ID, NO_SUCH_RUN_ID)
     assert caught.value.status == status
     assert TOKEN not in str(caught.value)
 
 
 def test_unknown_run_is_not_found(hex_emulator: HexEmulator, tmp_path: Path) -> None:
     with pytest.raises(HexNotFoundError, match="not found") as caught:
-        _client(hex_emulator, tmp_path).get_run_status(CUSTOMER_HEALTH_ID, "nope")
+        _client(hex_emulator, tmp_path).get_run_status(CUSTOMER_HEALTH_ID, NO_SUCH_RUN_ID)
     assert caught.value.status == 404
 
 

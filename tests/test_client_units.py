@@ -17,6 +17,7 @@ from hexdbt.hex.models import (
     ProjectsPage,
     Run,
     RunRequest,
+    RunsPage,
     RunStatus,
     is_terminal,
 )
@@ -138,50 +139,87 @@ def test_run_request_defaults_and_null_inputs() -> None:
         RunRequest(input_params={"n": 1}, view_id="v")
 
 
+RUN_STARTED = {
+    "projectId": "p",
+    "runId": "r",
+    "runUrl": "https://app.hex.tech/app/p/runs/r",
+    "runStatusUrl": "https://app.hex.tech/api/v1/projects/p/runs/r",
+    "traceId": "t",
+    "projectVersion": 3,
+}
+RUN_OBJECT = {
+    "projectId": "p",
+    "projectVersion": "draft",
+    "runId": "r",
+    "runUrl": "https://app.hex.tech/app/p/runs/r",
+    "status": "RUNNING",
+    "runTrigger": "API",
+    "startTime": None,
+    "endTime": None,
+    "elapsedTime": None,
+    "traceId": "t",
+}
+PROJECT_OBJECT = {
+    "id": "p1",
+    "title": "One",
+    "description": None,
+    "type": "PROJECT",
+    "creator": {"email": "c@b.c"},
+    "owner": {"email": "a@b.c"},
+    "status": {"name": "Live"},
+    "categories": [{"name": "Sales", "description": None}],
+    "reviews": {"required": False},
+    "analytics": {
+        "appViews": {"allTime": 1, "lastSevenDays": 1, "lastFourteenDays": 1, "lastThirtyDays": 1},
+        "lastViewedAt": None,
+        "publishedResultsUpdatedAt": None,
+    },
+    "lastEditedAt": "2026-01-01T00:00:00Z",
+    "lastPublishedAt": "2026-01-01T00:00:00Z",
+    "createdAt": "2026-01-01T00:00:00Z",
+    "archivedAt": None,
+    "trashedAt": None,
+    "schedules": [],
+}
+
+
 def test_records_accept_both_version_types_null_times_and_unknown_fields() -> None:
-    run = Run.from_api({"projectId": "p", "runId": "r", "projectVersion": 3, "extra": 1})
+    run = Run.from_api({**RUN_STARTED, "extra": 1})
     assert run.project_version == 3
-    status = RunStatus.from_api(
-        {
-            "projectId": "p",
-            "runId": "r",
-            "status": "RUNNING",
-            "projectVersion": "draft",
-            "startTime": None,
-            "elapsedTime": None,
-            "brandNew": True,
-        }
-    )
+    status = RunStatus.from_api({**RUN_OBJECT, "brandNew": True})
     assert status.project_version == "draft"
     assert status.start_time is None
     assert not status.is_terminal
-    with pytest.raises(HexApiError, match="no 'runId'"):
-        Run.from_api({"projectId": "p"})
+
+
+def test_an_answer_missing_a_required_field_names_it_and_keeps_the_trace_id() -> None:
+    answer = {key: value for key, value in RUN_STARTED.items() if key != "runId"}
+    with pytest.raises(
+        HexApiError, match=r"RunProject answer .*missing required field `runId`"
+    ) as info:
+        Run.from_api(answer)
+    assert info.value.trace_id == "t"
+    with pytest.raises(HexApiError, match=r"Expected `str`, got `int` - at `\$.runs\[0\].status`"):
+        RunsPage.from_api(
+            {
+                "runs": [{**RUN_OBJECT, "status": 3}],
+                "nextPage": None,
+                "previousPage": None,
+                "traceId": "t",
+            }
+        )
 
 
 def test_an_unknown_status_ends_the_wait_and_is_never_success() -> None:
     assert is_terminal("SOMETHING_NEW")
-    status = RunStatus.from_api({"projectId": "p", "runId": "r", "status": "SOMETHING_NEW"})
+    status = RunStatus.from_api({**RUN_OBJECT, "status": "SOMETHING_NEW"})
     assert status.is_terminal
     assert not status.is_success
 
 
 def test_projects_page_reads_cursors_and_project_fields() -> None:
     page = ProjectsPage.from_api(
-        {
-            "values": [
-                {
-                    "id": "p1",
-                    "title": "One",
-                    "status": {"name": "Live"},
-                    "lastPublishedAt": "2026-01-01T00:00:00Z",
-                    "archivedAt": None,
-                    "owner": {"email": "a@b.c"},
-                    "categories": [{"name": "Sales"}],
-                }
-            ],
-            "pagination": {"after": "c2", "before": None},
-        }
+        {"values": [PROJECT_OBJECT], "pagination": {"after": "c2", "before": None}}
     )
     assert page.after == "c2"
     project = page.values[0]
@@ -189,7 +227,8 @@ def test_projects_page_reads_cursors_and_project_fields() -> None:
     assert not project.archived
     assert project.to_json()["projectId"] == "p1"
     assert project.to_json()["status"] == "Live"
-    assert Project.from_api({"id": "x"}).title == ""
+    assert project.to_json()["categories"] == ["Sales"]
+    assert Project.from_api({**PROJECT_OBJECT, "status": None}).status is None
 
 
 def test_a_run_request_survives_the_ledger_round_trip() -> None:

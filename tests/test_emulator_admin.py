@@ -17,14 +17,14 @@ def test_the_journal_lists_every_api_request_oldest_first(hex_emulator: HexEmula
     api = HexApi(hex_emulator, token="hxtp_secret_value")
     api.run(CUSTOMER_HEALTH, {"inputParams": {"region": "EU"}})
     api.get("/projects", params={"limit": 3})
-    api.get("/projects/nope")
+    api.get("/projects/0badc0de-1111-4000-8000-000000000000")
     requests.get(hex_emulator.url + "/_emulator/status", timeout=10)  # admin calls stay out
     journal = requests.get(hex_emulator.url + "/_emulator/requests", timeout=10).json()
     assert journal == hex_emulator.journal()
     assert [(e["method"], e["path"], e["status"]) for e in journal] == [
         ("POST", f"/api/v1/projects/{CUSTOMER_HEALTH}/runs", 201),
         ("GET", "/api/v1/projects?limit=3", 200),
-        ("GET", "/api/v1/projects/nope", 404),
+        ("GET", "/api/v1/projects/0badc0de-1111-4000-8000-000000000000", 404),
     ]
     assert journal[0]["body"] == {"inputParams": {"region": "EU"}}
     assert journal[1]["body"] is None

@@ -172,6 +172,46 @@ def _invoke(*args: str) -> Any:
             "projects[0].created_at: expected an ISO-8601 time",
         ),
         ("- just a list\n", "s.yml", "s.yml: expected a mapping, got a list"),
+        (
+            "projects:\n  - {id: p, title: P, schedules: [{cadence: YEARLY}]}\n",
+            "s.yml",
+            "projects[0].schedules[0].cadence: 'YEARLY' is not one of HOURLY, DAILY, WEEKLY,",
+        ),
+        (
+            "projects:\n  - {id: p, title: P, schedules: [{cadence: DAILY, hour: 24}]}\n",
+            "s.yml",
+            "projects[0].schedules[0].hour: expected a whole number from 0 to 23, got 24",
+        ),
+        (
+            "projects:\n  - {id: p, title: P, schedules: [{cadence: HOURLY, cron: x}]}\n",
+            "s.yml",
+            "projects[0].schedules[0].cron: unknown key",
+        ),
+        (
+            "projects:\n  - {id: p, title: P, sharing: {workspace: ADMIN}}\n",
+            "s.yml",
+            "projects[0].sharing.workspace: 'ADMIN' is not one of NONE, APP_ONLY,",
+        ),
+        (
+            "projects:\n  - {id: p, title: P, sharing: {groups: [{id: g, access: CAN_VIEW}]}}\n",
+            "s.yml",
+            "s.yml: projects[0].sharing.groups[0].id: no groups entry with id 'g'",
+        ),
+        (
+            "projects:\n  - {id: p, title: P, version: beta}\n",
+            "s.yml",
+            "projects[0].version: expected a whole number >= 1 or draft, got 'beta'",
+        ),
+        (
+            "projects:\n  - {id: p, title: P, status: ''}\n",
+            "s.yml",
+            "projects[0].status: expected a status label or null, got ''",
+        ),
+        (
+            "projects:\n  - {id: p, title: P}\nslack_channels:\n  - {id: C1, private: 1}\n",
+            "s.yml",
+            "s.yml: slack_channels[0].name: expected a non-empty string",
+        ),
     ],
 )
 def test_a_bad_scenario_file_exits_2_with_one_line_naming_file_and_key(

@@ -18,8 +18,20 @@ from emulator_helpers import (
 
 from hexdbt.clock import from_iso
 from hexdbt.emulator import HexEmulator
-from hexdbt.emulator.scenario import ARCHIVED_ID, COMPONENT_ID, TRASHED_ID, UNPUBLISHED_ID
+from hexdbt.emulator.scenario import (
+    ALERTS_CHANNEL_ID,
+    ANALYST_USER_ID,
+    ARCHIVED_ID,
+    COMPONENT_ID,
+    DATA_TEAM_GROUP_ID,
+    FINANCE_COLLECTION_ID,
+    SCHEDULED_ID,
+    TRASHED_ID,
+    UNPUBLISHED_ID,
+)
 
+NO_SUCH_RUN = "0badc0de-0000-4000-8000-000000000000"
+NO_SUCH_PROJECT = "0badc0de-1111-4000-8000-000000000000"
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
 
 # (plural path, legacy singular path) for each run endpoint, with {p} and {r} to fill in.
@@ -123,8 +135,6 @@ def test_get_project_runs_pages_with_limit_and_offset(
 def test_get_project_runs_filters_by_status_and_trigger(
     api: HexApi, hex_emulator: HexEmulator
 ) -> None:
-    from hexdbt.emulator.scenario import SCHEDULED_ID
-
     api.run(SCHEDULED_ID)  # stays PENDING for 30 s
     scheduled = api.get(f"/projects/{SCHEDULED_ID}/runs", params={"runTriggerFilter": "SCHEDULED"})
     assert {r["runTrigger"] for r in scheduled.json()["runs"]} == {"SCHEDULED"}
@@ -218,12 +228,33 @@ def test_cancel_of_an_ended_run_is_204_when_the_setting_says_so(
 
 
 def test_unknown_run_is_404_for_status_and_cancel(api: HexApi) -> None:
-    status = api.get(f"/projects/{CUSTOMER_HEALTH}/runs/no-such-run")
+    status = api.get(f"/projects/{CUSTOMER_HEALTH}/runs/{NO_SUCH_RUN}")
     assert status.status_code == 404
     assert status.json()["code"] == "NOT_FOUND"
-    cancel = api.delete(f"/projects/{CUSTOMER_HEALTH}/runs/no-such-run")
+    cancel = api.delete(f"/projects/{CUSTOMER_HEALTH}/runs/{NO_SUCH_RUN}")
     assert cancel.status_code == 404
-    assert "no-such-run" in cancel.json()["reason"]
+    assert NO_SUCH_RUN in cancel.json()["reason"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "shape"),
+    [
+        ("GET", "/projects/{p}/runs/no-such-run", "code"),
+        ("DELETE", "/projects/{p}/runs/no-such-run", "reason"),
+        ("GET", "/project/{p}/run/no-such-run", "reason"),
+        ("GET", "/projects/not-a-uuid", "code"),
+        ("POST", "/projects/not-a-uuid/runs", "code"),
+        ("GET", "/project/not-a-uuid/runs", "reason"),
+    ],
+)
+def test_an_id_that_is_not_a_uuid_is_400_not_404(
+    api: HexApi, method: str, path: str, shape: str
+) -> None:
+    response = api.request(method, path.format(p=CUSTOMER_HEALTH))
+    assert response.status_code == 400
+    body = response.json()
+    assert "is not a UUID" in body[shape if shape == "reason" else "message"]
+    assert body["traceId"]
 
 
 def test_a_run_is_not_found_under_another_project(api: HexApi) -> None:
@@ -245,8 +276,62 @@ def test_get_project_answers_the_project_shape(api: HexApi) -> None:
     assert ISO_UTC.match(project["lastEditedAt"])
     assert project["archivedAt"] is None
     assert project["trashedAt"] is None
-    assert project["traceId"]
-    assert {"categories", "schedules", "analytics", "status", "description"} <= set(project)
+    assert project["status"] == {"name": "Approved"}
+    assert project["categories"] == [{"name": "Customers", "description": "Accounts and churn"}]
+    assert project["reviews"] == {"required": False}
+    assert project["analytics"]["appViews"] == {
+        "allTime": 0,
+        "lastSevenDays": 0,
+        "lastFourteenDays": 0,
+        "lastThirtyDays": 0,
+    }
+    assert project["schedules"][0] == {
+        "cadence": "DAILY",
+        "enabled": True,
+        "hourly": None,
+        "daily": {"hour": 6, "minute": 30, "timezone": "Europe/Berlin"},
+        "weekly": None,
+        "monthly": None,
+        "custom": None,
+    }
+    assert "sharing" not in project  # only with includeSharing=true
+    assert "traceId" not in project  # the project object has none
+
+
+def test_get_project_with_include_sharing_answers_hexs_sharing_shape(api: HexApi) -> None:
+    sharing = api.get(f"/projects/{CUSTOMER_HEALTH}", params={"includeSharing": "true"}).json()[
+        "sharing"
+    ]
+    assert sharing == {
+        "users": [{"user": {"email": "ana@example.com"}, "access": "FULL_ACCESS"}],
+        "collections": [{"collection": {"name": "Finance"}, "access": "APP_ONLY"}],
+        "groups": [{"group": {"name": "Data team"}, "access": "CAN_EDIT"}],
+        "workspace": {"access": "CAN_VIEW"},
+        "publicWeb": {"access": "NONE"},
+        "support": {"access": "NONE"},
+    }
+
+
+def test_status_is_the_workspaces_label_and_never_derived_from_publishing(api: HexApi) -> None:
+    assert api.get(f"/projects/{FINANCE_OVERVIEW}").json()["status"] is None
+    assert api.get(f"/projects/{UNPUBLISHED_ID}").json()["status"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"statuses": "Approved"}, {CUSTOMER_HEALTH}),
+        ({"categories": ["Finance", "Customers"]}, {CUSTOMER_HEALTH, FINANCE_OVERVIEW}),
+        ({"creatorEmail": "ana@example.com"}, {CUSTOMER_HEALTH}),
+        ({"ownerEmail": "finance@example.com"}, {FINANCE_OVERVIEW}),
+        ({"collectionId": FINANCE_COLLECTION_ID}, {CUSTOMER_HEALTH, FINANCE_OVERVIEW}),
+        ({"statuses": "Approved", "ownerEmail": "finance@example.com"}, set()),
+    ],
+)
+def test_list_projects_filters(api: HexApi, params: dict[str, Any], expected: set[str]) -> None:
+    body = api.get("/projects", params={"limit": 100, **params}).json()
+    assert set(body) == {"values", "pagination"}
+    assert {project["id"] for project in body["values"]} == expected
 
 
 def test_get_project_shows_unpublished_archived_and_trashed_states(api: HexApi) -> None:
@@ -509,7 +594,7 @@ def test_an_archived_published_project_still_runs(api: HexApi) -> None:
 
 
 def test_run_project_of_an_unknown_project_is_404(api: HexApi) -> None:
-    response = api.run("no-such-project")
+    response = api.run(NO_SUCH_PROJECT)
     assert response.status_code == 404
     assert response.json()["code"] == "NOT_FOUND"
 
@@ -582,11 +667,84 @@ def test_deprecated_update_cache_means_update_and_refresh(
     assert run.use_cached_sql_results is False
 
 
-def test_notifications_are_echoed(api: HexApi) -> None:
-    notifications = [{"type": "FAILURE", "includeSuccessScreenshot": False}]
-    body = api.run(CUSTOMER_HEALTH, {"notifications": notifications}).json()
-    assert body["notifications"] == notifications
-    assert api.status(CUSTOMER_HEALTH, body["runId"])["notifications"] == notifications
+NOTIFY_EVERYONE = {
+    "type": "FAILURE",
+    "includeSuccessScreenshot": True,
+    "screenshotFormat": "pdf",
+    "userIds": [ANALYST_USER_ID],
+    "groupIds": [DATA_TEAM_GROUP_ID],
+    "slackChannelIds": [ALERTS_CHANNEL_ID],
+    "subject": "Customer health failed",
+}
+EXPANDED_NOTIFICATIONS = [
+    {
+        "type": "FAILURE",
+        "recipientType": recipient_type,
+        "includeSuccessScreenshot": True,
+        "recipient": recipient,
+        "screenshotFormat": ["pdf"],
+    }
+    for recipient_type, recipient in (
+        ("USER", {"id": ANALYST_USER_ID, "name": "Ana Lyst"}),
+        ("GROUP", {"id": DATA_TEAM_GROUP_ID, "name": "Data team"}),
+        ("SLACK_CHANNEL", {"id": ALERTS_CHANNEL_ID, "name": "data-alerts", "isPrivate": False}),
+    )
+]
+
+
+def test_notifications_are_answered_per_recipient_with_the_scenarios_names(api: HexApi) -> None:
+    body = api.run(CUSTOMER_HEALTH, {"notifications": [NOTIFY_EVERYONE]}).json()
+    assert body["notifications"] == EXPANDED_NOTIFICATIONS
+    assert api.status(CUSTOMER_HEALTH, body["runId"])["notifications"] == EXPANDED_NOTIFICATIONS
+    listed = api.get(f"/projects/{CUSTOMER_HEALTH}/runs").json()["runs"][0]
+    assert listed["notifications"] == EXPANDED_NOTIFICATIONS
+
+
+def test_every_item_of_get_project_runs_carries_its_own_trace_id(api: HexApi) -> None:
+    started = [api.run(CUSTOMER_HEALTH).json()["traceId"] for _ in range(2)]
+    page = api.get(f"/projects/{CUSTOMER_HEALTH}/runs").json()
+    assert [run["traceId"] for run in page["runs"]] == started[::-1]
+    assert page["traceId"] not in started
+
+
+@pytest.mark.parametrize(
+    ("notification", "issue"),
+    [
+        ({"type": "ALL"}, "notifications[0].includeSuccessScreenshot: required, true or false"),
+        (
+            {"type": "ALL", "includeSuccessScreenshot": True, "screenshotFormat": "jpeg"},
+            "notifications[0].screenshotFormat: 'jpeg' is not png or pdf",
+        ),
+        (
+            {"type": "ALL", "includeSuccessScreenshot": False, "userIds": ["u1"]},
+            "notifications[0].userIds: 'u1' is not a valid id",
+        ),
+        (
+            {"type": "ALL", "includeSuccessScreenshot": False, "slackChannelIds": ["#alerts"]},
+            "notifications[0].slackChannelIds: '#alerts' is not a valid id",
+        ),
+        (
+            {"type": "ALL", "includeSuccessScreenshot": False, "groupIds": [NO_SUCH_PROJECT]},
+            f"notifications[0].groupIds: no recipient with id {NO_SUCH_PROJECT}",
+        ),
+    ],
+)
+def test_notifications_are_checked_as_hex_checks_them(
+    api: HexApi, hex_emulator: HexEmulator, notification: dict[str, Any], issue: str
+) -> None:
+    response = api.run(CUSTOMER_HEALTH, {"notifications": [notification]})
+    assert response.status_code == 400
+    assert response.json()["issues"] == [{"message": issue}]
+    assert hex_emulator.runs() == []
+
+
+def test_a_scenario_can_make_runs_report_the_draft_version(
+    hex_emulator_factory: Any,
+) -> None:
+    api = HexApi(hex_emulator_factory(scenario=scenario_with(version="draft")))
+    run = api.run("p-1").json()
+    assert run["projectVersion"] == "draft"
+    assert api.status("p-1", run["runId"])["projectVersion"] == "draft"
 
 
 # --------------------------------------------------------------- the rest
@@ -614,17 +772,43 @@ def test_the_run_url_serves_a_small_page(api: HexApi) -> None:
     assert missing.status_code == 404
 
 
-def test_every_json_answer_carries_a_trace_id(api: HexApi) -> None:
+def test_every_run_and_error_answer_carries_a_trace_id(api: HexApi) -> None:
+    """Projects have none: ListProjects is exactly {values, pagination}, GetProject a project."""
     run = api.run(CUSTOMER_HEALTH).json()
     answers = [
-        api.get("/projects"),
-        api.get(f"/projects/{CUSTOMER_HEALTH}"),
         api.get(f"/projects/{CUSTOMER_HEALTH}/runs"),
         api.get(f"/projects/{CUSTOMER_HEALTH}/runs/{run['runId']}"),
-        api.get("/projects/nope"),
+        api.get(f"/projects/{NO_SUCH_PROJECT}"),
         api.delete(f"/projects/{CUSTOMER_HEALTH}/runs/nope"),
     ]
     assert run["traceId"]
     for answer in answers:
         assert answer.headers["Content-Type"] == "application/json"
         assert answer.json()["traceId"], answer.url
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/project/{p}/run"),
+        ("GET", "/project/{p}/runs"),
+        ("GET", "/project/{p}/run/" + NO_SUCH_RUN),
+        ("DELETE", "/project/{p}/run/" + NO_SUCH_RUN),
+    ],
+)
+def test_the_singular_paths_answer_errors_as_reason_and_trace_id(
+    api: HexApi, method: str, path: str
+) -> None:
+    response = api.request(method, path.format(p=NO_SUCH_PROJECT))
+    assert response.status_code == 404
+    body = response.json()
+    assert set(body) == {"reason", "traceId"}
+    assert NO_SUCH_PROJECT in body["reason"]
+
+
+def test_the_singular_get_project_runs_lists_api_runs_only(api: HexApi) -> None:
+    started = api.run(SCHEDULED_ID).json()["runId"]
+    plural = api.get(f"/projects/{SCHEDULED_ID}/runs").json()["runs"]
+    singular = api.get(f"/project/{SCHEDULED_ID}/runs", params={"runTriggerFilter": "ALL"}).json()
+    assert len(plural) == 4  # the scenario's three scheduled and app-refresh runs, and ours
+    assert [run["runId"] for run in singular["runs"]] == [started]

@@ -13,11 +13,27 @@ from hexdbt.emulator import HexEmulator, default_scenario
 def _small_limits(**settings: Any) -> dict[str, Any]:
     return {
         "projects": [{"id": "p-1", "title": "One", "runs": {"pending_s": 1, "running_s": 1000}}],
-        "settings": settings,
+        "settings": {"rate_limit_headers": True, **settings},
     }
 
 
+def test_rate_limit_headers_are_off_by_default_and_retry_after_stays(
+    hex_emulator_factory: Any,
+) -> None:
+    """Hex names no rate-limit headers: X-RateLimit-* is a guess, sent only when a scenario asks."""
+    scenario = _small_limits(run_project_per_minute=1)
+    del scenario["settings"]["rate_limit_headers"]
+    api = HexApi(hex_emulator_factory(scenario=scenario))
+    admitted = api.run("p-1")
+    limited = api.run("p-1")
+    assert (admitted.status_code, limited.status_code) == (201, 429)
+    for response in (admitted, limited):
+        assert not [name for name in response.headers if name.lower().startswith("x-ratelimit")]
+    assert limited.headers["Retry-After"] == "60"
+
+
 def test_run_project_allows_20_a_minute_then_429_with_headers(hex_emulator: HexEmulator) -> None:
+    hex_emulator.load_scenario(default_scenario().with_settings(rate_limit_headers=True))
     api = HexApi(hex_emulator)
     remaining = []
     for _ in range(20):
@@ -72,6 +88,7 @@ def test_run_project_allows_60_an_hour(hex_emulator_factory: Any) -> None:
 
 
 def test_other_endpoints_share_30_a_minute_and_polls_count(hex_emulator: HexEmulator) -> None:
+    hex_emulator.load_scenario(default_scenario().with_settings(rate_limit_headers=True))
     api = HexApi(hex_emulator)
     run_id = api.run(CUSTOMER_HEALTH).json()["runId"]
     for i in range(30):

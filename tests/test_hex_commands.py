@@ -29,6 +29,9 @@ from hexdbt.emulator.scenario import (
     default_scenario_document,
 )
 
+# Well-formed ids that name nothing: Hex answers 400 to ids that are not UUIDs.
+NO_SUCH_PROJECT_ID = "0badc0de-1111-4000-8000-000000000000"
+NO_SUCH_RUN_ID = "0badc0de-0000-4000-8000-000000000000"
 TOKEN = "hxtp_cli_secret_abcdef123456"
 Factory = Callable[..., HexEmulator]
 
@@ -92,7 +95,7 @@ def test_trigger_prints_one_run_document(hex_emulator: HexEmulator) -> None:
 def test_trigger_wait_judges_each_project_on_its_own(hex_emulator: HexEmulator) -> None:
     result = _invoke(
         hex_emulator,
-        ["trigger", f"{CUSTOMER_HEALTH_ID},{ERRORS_ID}", "no-such-project", "--wait", "--json"],
+        ["trigger", f"{CUSTOMER_HEALTH_ID},{ERRORS_ID}", NO_SUCH_PROJECT_ID, "--wait", "--json"],
     )
     assert result.exit_code == 5  # the highest of 0 (completed), 5 (errored) and 4 (not found)
     document = _json(result)
@@ -106,7 +109,7 @@ def test_trigger_wait_judges_each_project_on_its_own(hex_emulator: HexEmulator) 
     assert missing["runId"] is None
     assert "HTTP 404" in missing["reason"]
     assert missing["traceId"]
-    assert "no-such-project: Hex refused the run: " in result.stderr
+    assert f"{NO_SUCH_PROJECT_ID}: Hex refused the run: " in result.stderr
 
 
 def test_trigger_wait_human_output_never_truncates(hex_emulator: HexEmulator) -> None:
@@ -236,7 +239,7 @@ def test_a_bad_base_url_exits_2_before_any_call(
     [
         ({"token": "hxtp_someone_else"}, CUSTOMER_HEALTH_ID, 401),
         ({"token": TOKEN, "scopes": ["read"]}, CUSTOMER_HEALTH_ID, 403),
-        ({"token": TOKEN}, "no-such-project", 404),
+        ({"token": TOKEN}, NO_SUCH_PROJECT_ID, 404),
         ({"token": TOKEN}, UNPUBLISHED_ID, 422),
     ],
 )
@@ -418,7 +421,7 @@ def test_runs_list_status_and_cancel(hex_emulator: HexEmulator) -> None:
 
 
 def test_runs_status_of_an_unknown_run_is_one_json_error(hex_emulator: HexEmulator) -> None:
-    result = _invoke(hex_emulator, ["runs", "status", CUSTOMER_HEALTH_ID, "nope", "--json"])
+    result = _invoke(hex_emulator, ["runs", "status", CUSTOMER_HEALTH_ID, NO_SUCH_RUN_ID, "--json"])
     assert result.exit_code == 4
     assert _json(result)["error"]["type"] == "HexNotFoundError"
 

@@ -13,9 +13,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from hexdbt.emulator.faults import Fault
+from hexdbt.hex.models import WireObject
 
 JsonObject = dict[str, Any]
 _REASON_BY_STATUS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -108,14 +112,14 @@ class ApiError(Exception):
         *,
         issues: list[str] | None = None,
         headers: tuple[tuple[str, str], ...] = (),
-        body: JsonObject | None = None,
+        body: WireObject | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.issues = issues
         self.headers = headers
-        self.body = body  # a complete body that replaces the usual shape (legacy 422)
+        self.body = body  # a complete body that replaces the usual shape (old input 422)
 
 
 @dataclass(slots=True)

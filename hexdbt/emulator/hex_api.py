@@ -1,8 +1,10 @@
 """Hex's public API as the emulator answers it: routes, auth, scopes, validation and error shapes.
 
 Each of the six operations follows HEX_API.md: what it accepts, what it refuses and with which
-status and message, and the body it answers. Errors take the shape of the operation's
-generation: older endpoints answer {reason, traceId, details}, newer ones {code, message, issues}.
+status and message, and the body it answers. Every body is one of the wire objects of
+``hexdbt.hex.models``, the description hexdbt's client reads with. Errors take the shape of the
+endpoint's generation: older endpoints and every singular (legacy) path answer
+{reason, traceId, details}, newer ones {code, message, issues, traceId}.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from msgspec import UNSET, UnsetType
+
 from hexdbt.clock import Clock, to_iso
 from hexdbt.emulator.exchange import (
     ApiError,
@@ -23,19 +27,69 @@ from hexdbt.emulator.exchange import (
     Request,
     Response,
     error_code,
-    json_bytes,
     query_value,
     token_fingerprint,
 )
 from hexdbt.emulator.rate_limits import RateWindows
 from hexdbt.emulator.runs import Run, RunStore
-from hexdbt.emulator.scenario import RUN_STATUSES, ProjectSpec, Scenario, TokenSpec
+from hexdbt.emulator.scenario import (
+    RUN_STATUSES,
+    ProjectSpec,
+    Recipient,
+    Scenario,
+    TokenSpec,
+    find_named,
+)
+from hexdbt.hex.models import (
+    Access,
+    Analytics,
+    AppViews,
+    CollectionAccess,
+    EmailRef,
+    ErrorAnswer,
+    ErrorIssue,
+    GroupAccess,
+    InputErrorAnswer,
+    NameRef,
+    NotificationRecipient,
+    Pagination,
+    ProjectObject,
+    ProjectsAnswer,
+    ReasonAnswer,
+    Reviews,
+    RunNotification,
+    RunObject,
+    RunsAnswer,
+    RunStarted,
+    Sharing,
+    StatusLabel,
+    UserAccess,
+    WireObject,
+    encode,
+)
 
 API_PREFIX = "/api/v1"
 DRY_RUN_ID = "00000000-0000-0000-0000-000000000000"
 # Older endpoints answer errors as {reason, traceId, details}; newer ones as {code, message, issues}.
 _OLDER_SHAPE_OPERATIONS = frozenset({"CancelRun", "ListProjects"})
 _RUN_SCOPE_OPERATIONS = frozenset({"RunProject", "CancelRun"})
+_LEGACY_PREFIX = API_PREFIX + "/project/"
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+_SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+_NOTIFICATION_TYPES = ("SUCCESS", "FAILURE", "ALL")
+_SCREENSHOT_FORMATS = ("png", "pdf")
+_NOTIFICATION_KEYS = frozenset(
+    {
+        "type",
+        "includeSuccessScreenshot",
+        "screenshotFormat",
+        "slackChannelIds",
+        "userIds",
+        "groupIds",
+        "subject",
+        "body",
+    }
+)
 _ID = r"([^/]+)"
 _ROUTES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
     (re.compile(r"^/projects$"), {"GET": "ListProjects"}),
@@ -95,21 +149,31 @@ class HexApi:
         return self._error_response(exchange, ApiError(404, f"no Hex endpoint at {path}"))
 
     def _error_response(self, exchange: Exchange, error: ApiError) -> Response:
+        body: WireObject
         if error.body is not None:
-            body = {**error.body, "traceId": exchange.trace_id}
-        elif exchange.operation in _OLDER_SHAPE_OPERATIONS:
-            body = {"reason": error.message, "traceId": exchange.trace_id}
+            body = error.body
+        elif exchange.operation in _OLDER_SHAPE_OPERATIONS or exchange.request.path.startswith(
+            _LEGACY_PREFIX
+        ):
+            body = ReasonAnswer(reason=error.message, trace_id=exchange.trace_id)
             if error.issues:
-                body["details"] = "; ".join(error.issues)
+                body = ReasonAnswer(
+                    reason=error.message,
+                    trace_id=exchange.trace_id,
+                    details="; ".join(error.issues),
+                )
         else:
-            body = {
-                "code": error_code(error.status),
-                "message": error.message,
-                "traceId": exchange.trace_id,
-            }
+            body = ErrorAnswer(
+                code=error_code(error.status), message=error.message, trace_id=exchange.trace_id
+            )
             if error.issues:
-                body["issues"] = [{"message": issue} for issue in error.issues]
-        return Response(error.status, json_bytes(body), headers=error.headers)
+                body = ErrorAnswer(
+                    code=error_code(error.status),
+                    message=error.message,
+                    issues=[ErrorIssue(message=issue) for issue in error.issues],
+                    trace_id=exchange.trace_id,
+                )
+        return Response(error.status, encode(body), headers=error.headers)
 
     def _api(self, exchange: Exchange) -> Response:
         request = exchange.request
@@ -129,6 +193,7 @@ class HexApi:
         project_id = parts[2] if len(parts) > 2 else None
         run_id = parts[4] if len(parts) > 4 else None
         try:
+            self._check_ids(project_id, run_id)
             status, body = self._operate(
                 operation, token, user, request, exchange, project_id, run_id
             )
@@ -137,8 +202,22 @@ class HexApi:
             raise
         if body is None:
             return Response(status, b"", headers=rate_headers)
-        body["traceId"] = exchange.trace_id
-        return Response(status, json_bytes(body), headers=rate_headers)
+        return Response(status, encode(body), headers=rate_headers)
+
+    def _check_ids(self, project_id: str | None, run_id: str | None) -> None:
+        """Path ids are UUIDs, as Hex checks them: anything else is a 400, not a 404.
+
+        A project id the scenario declares is taken as it is, so small scenarios may use short
+        ids; run ids are always the emulator's own UUIDs.
+        """
+        for name, value in (("projectId", project_id), ("runId", run_id)):
+            if value is None or _UUID.match(value):
+                continue
+            if name == "projectId" and self.scenario.project(value) is not None:
+                continue
+            raise ApiError(
+                400, f"{name} {value!r} is not a UUID", issues=[f"{name}: expected a UUID"]
+            )
 
     def _operate(
         self,
@@ -149,19 +228,20 @@ class HexApi:
         exchange: Exchange,
         project_id: str | None,
         run_id: str | None,
-    ) -> tuple[int, JsonObject | None]:
+    ) -> tuple[int, WireObject | None]:
         if operation == "ListProjects":
             return self._list_projects(token, request)
         project = self._visible_project(token, project_id or "")
         if operation == "GetProject":
-            return 200, self._project_json(project)
+            include_sharing = _bool_param(request.query, "includeSharing")
+            return 200, self._project_object(project, include_sharing=include_sharing)
         if operation == "RunProject":
             return self._run_project(token, user, project, request, exchange)
         if operation == "GetProjectRuns":
-            return self._project_runs(project, request)
+            return self._project_runs(project, request, exchange)
         run = self._find_run(project, run_id)
         if operation == "GetRunStatus":
-            return 200, self._run_json(run)
+            return 200, self._run_object(run, exchange.trace_id)
         return self._cancel_run(run)
 
     def _authenticate(self, authorization: str | None) -> TokenSpec:
@@ -195,31 +275,63 @@ class HexApi:
         return run
 
     # ------------------------------------------------------------- bodies
-    def _project_json(self, project: ProjectSpec) -> JsonObject:
+    def _project_object(self, project: ProjectSpec, *, include_sharing: bool) -> ProjectObject:
         one_day = 86_400.0
-        return {
-            "id": project.id,
-            "title": project.title,
-            "description": project.description,
-            "type": project.type,
-            "creator": {"email": project.owner_email},
-            "owner": {"email": project.owner_email},
-            "status": {"name": "Published"} if project.last_published_at is not None else None,
-            "categories": [],
-            "lastEditedAt": to_iso(project.last_edited_at),
-            "lastPublishedAt": None
+        return ProjectObject(
+            id=project.id,
+            title=project.title,
+            description=project.description,
+            type=project.type,
+            creator=EmailRef(email=project.creator_email),
+            owner=EmailRef(email=project.owner_email),
+            status=None if project.status is None else StatusLabel(name=project.status),
+            categories=list(project.categories),
+            reviews=Reviews(required=project.reviews_required),
+            analytics=Analytics(
+                app_views=AppViews(
+                    all_time=0, last_seven_days=0, last_fourteen_days=0, last_thirty_days=0
+                ),
+                last_viewed_at=None,
+                published_results_updated_at=None,
+            ),
+            last_edited_at=to_iso(project.last_edited_at),
+            last_published_at=None
             if project.last_published_at is None
             else to_iso(project.last_published_at),
-            "createdAt": to_iso(project.created_at),
-            "archivedAt": to_iso(project.last_edited_at + one_day) if project.archived else None,
-            "trashedAt": to_iso(project.last_edited_at + 2 * one_day) if project.trashed else None,
-            "schedules": [],
-            "analytics": {
-                "appViews": {"allTime": 0, "lastThirtyDays": 0, "lastSevenDays": 0},
-                "lastViewedAt": None,
-                "publishedResultsUpdatedAt": None,
-            },
-        }
+            created_at=to_iso(project.created_at),
+            archived_at=to_iso(project.last_edited_at + one_day) if project.archived else None,
+            trashed_at=to_iso(project.last_edited_at + 2 * one_day) if project.trashed else None,
+            schedules=list(project.schedules),
+            sharing=self._sharing(project) if include_sharing else UNSET,
+        )
+
+    def _sharing(self, project: ProjectSpec) -> Sharing:
+        sharing = project.sharing
+
+        def name_of(items: tuple[Recipient, ...], item_id: str) -> str:
+            found = find_named(items, item_id)
+            assert found is not None, "the scenario checks sharing's ids when it loads"
+            return found.name
+
+        return Sharing(
+            users=[UserAccess(user=EmailRef(email=g.who), access=g.access) for g in sharing.users],
+            collections=[
+                CollectionAccess(
+                    collection=NameRef(name=name_of(self.scenario.collections, g.who)),
+                    access=g.access,
+                )
+                for g in sharing.collections
+            ],
+            groups=[
+                GroupAccess(
+                    group=NameRef(name=name_of(self.scenario.groups, g.who)), access=g.access
+                )
+                for g in sharing.groups
+            ],
+            workspace=Access(access=sharing.workspace),
+            public_web=Access(access=sharing.public_web),
+            support=Access(access=sharing.support),
+        )
 
     def _run_url(self, project_id: str, run_id: str) -> str:
         return f"{self.base_url}/app/{project_id}/runs/{run_id}"
@@ -227,32 +339,31 @@ class HexApi:
     def _run_status_url(self, project_id: str, run_id: str) -> str:
         return f"{self.base_url}{API_PREFIX}/projects/{project_id}/runs/{run_id}"
 
-    def _run_json(self, run: Run) -> JsonObject:
+    def _run_object(self, run: Run, trace_id: str) -> RunObject:
         now = self.clock.now()
         status, started, ended = run.timeline(now)
         if started is None:
             elapsed = None
         else:
             elapsed = round(((ended if ended is not None else now) - started) * 1000)
-        body: JsonObject = {
-            "projectId": run.project_id,
+        return RunObject(
+            project_id=run.project_id,
             # Status answers carry the version as a string, the trigger answer as an integer:
             # Hex's own sources show both, and clients must accept either.
-            "projectVersion": str(run.project_version),
-            "runId": run.run_id,
-            "runUrl": self._run_url(run.project_id, run.run_id),
-            "status": status,
-            "runTrigger": run.run_trigger,
-            "startTime": None if started is None else to_iso(started),
-            "endTime": None if ended is None else to_iso(ended),
-            "elapsedTime": elapsed,
-        }
-        if run.notifications is not None:
-            body["notifications"] = run.notifications
-        return body
+            project_version=str(run.project_version),
+            run_id=run.run_id,
+            run_url=self._run_url(run.project_id, run.run_id),
+            status=status,
+            run_trigger=run.run_trigger,
+            start_time=None if started is None else to_iso(started),
+            end_time=None if ended is None else to_iso(ended),
+            elapsed_time=elapsed,
+            trace_id=trace_id,
+            notifications=UNSET if run.notifications is None else run.notifications,
+        )
 
     # ---------------------------------------------------------- operations
-    def _list_projects(self, token: TokenSpec, request: Request) -> tuple[int, JsonObject]:
+    def _list_projects(self, token: TokenSpec, request: Request) -> tuple[int, ProjectsAnswer]:
         query = request.query
         limit = _int_param(query, "limit", 25, 1, 100)
         include_archived = _bool_param(query, "includeArchived")
@@ -266,6 +377,11 @@ class HexApi:
         before = query_value(query, "before")
         if after and before:
             raise ApiError(400, "give either 'after' or 'before', not both")
+        statuses = set(query.get("statuses", []))
+        categories = set(query.get("categories", []))
+        creator_email = query_value(query, "creatorEmail")
+        owner_email = query_value(query, "ownerEmail")
+        collection_id = query_value(query, "collectionId")
         chosen = [
             p
             for p in self.scenario.projects
@@ -273,6 +389,14 @@ class HexApi:
             and (include_archived or not p.archived)
             and (include_trashed or not p.trashed)
             and (include_components or p.type != "COMPONENT")
+            and (not statuses or p.status in statuses)
+            and (not categories or any(c.name in categories for c in p.categories))
+            and (creator_email is None or p.creator_email == creator_email)
+            and (owner_email is None or p.owner_email == owner_email)
+            and (
+                collection_id is None
+                or any(grant.who == collection_id for grant in p.sharing.collections)
+            )
         ]
 
         def sort_field(project: ProjectSpec) -> float | None:
@@ -298,13 +422,13 @@ class HexApi:
             start = min(_decode_cursor(after), len(chosen)) if after else 0
             end = min(start + limit, len(chosen))
         page = chosen[start:end]
-        return 200, {
-            "values": [self._project_json(p) for p in page],
-            "pagination": {
-                "after": _encode_cursor(end) if end < len(chosen) else None,
-                "before": _encode_cursor(start) if start > 0 else None,
-            },
-        }
+        return 200, ProjectsAnswer(
+            values=[self._project_object(p, include_sharing=False) for p in page],
+            pagination=Pagination(
+                after=_encode_cursor(end) if end < len(chosen) else None,
+                before=_encode_cursor(start) if start > 0 else None,
+            ),
+        )
 
     def _runnable(self, project: ProjectSpec) -> None:
         if project.trashed:
@@ -322,7 +446,7 @@ class HexApi:
         project: ProjectSpec,
         request: Request,
         exchange: Exchange,
-    ) -> tuple[int, JsonObject]:
+    ) -> tuple[int, RunStarted]:
         body = _json_body(request.body)
         input_params = body.get("inputParams")
         if input_params is not None and not isinstance(input_params, dict):
@@ -364,9 +488,9 @@ class HexApi:
                 "viewId and inputParams cannot be used together",
                 issues=["give either a saved view (viewId) or inputParams, not both"],
             )
-        notifications = body.get("notifications")
-        if notifications is not None:
-            _check_notifications(notifications)
+        notifications = (
+            None if body.get("notifications") is None else self._recipients(body["notifications"])
+        )
         self._runnable(project)
         settings = self.scenario.settings
         if input_params and flags["updatePublishedResults"]:
@@ -383,7 +507,10 @@ class HexApi:
         if unknown:
             if settings.unknown_inputs == "reject":
                 if settings.input_error_shape == "legacy":
-                    raise ApiError(422, "unknown inputs", body={"invalid": [], "notFound": unknown})
+                    legacy = InputErrorAnswer(
+                        invalid=[], not_found=unknown, trace_id=exchange.trace_id
+                    )
+                    raise ApiError(422, "unknown inputs", body=legacy)
                 raise ApiError(
                     422,
                     f"the published app has no input named {', '.join(unknown)}",
@@ -394,16 +521,7 @@ class HexApi:
                 )
             input_params = {k: v for k, v in input_params.items() if k in project.inputs}
         if flags["dryRun"]:
-            answer: JsonObject = {
-                "projectId": project.id,
-                "runId": DRY_RUN_ID,
-                "runUrl": self._run_url(project.id, DRY_RUN_ID),
-                "runStatusUrl": self._run_status_url(project.id, DRY_RUN_ID),
-                "projectVersion": project.version,
-            }
-            if notifications is not None:
-                answer["notifications"] = notifications
-            return 201, answer
+            return 201, self._run_started(project, DRY_RUN_ID, notifications, exchange)
         now = self.clock.now()
         if settings.limits_enabled:
             live = self.runs.live_count(user, now)
@@ -422,20 +540,105 @@ class HexApi:
             view_id=view_id,
             notifications=notifications,
             token_fingerprint=token_fingerprint(token.token),
+            trace_id=exchange.trace_id,
         )
         exchange.entry["runId"] = run.run_id
-        answer = {
-            "projectId": project.id,
-            "runId": run.run_id,
-            "runUrl": self._run_url(project.id, run.run_id),
-            "runStatusUrl": self._run_status_url(project.id, run.run_id),
-            "projectVersion": project.version,
-        }
-        if notifications is not None:
-            answer["notifications"] = notifications
-        return 201, answer
+        return 201, self._run_started(project, run.run_id, notifications, exchange)
 
-    def _project_runs(self, project: ProjectSpec, request: Request) -> tuple[int, JsonObject]:
+    def _run_started(
+        self,
+        project: ProjectSpec,
+        run_id: str,
+        notifications: list[RunNotification] | None,
+        exchange: Exchange,
+    ) -> RunStarted:
+        return RunStarted(
+            project_id=project.id,
+            run_id=run_id,
+            run_url=self._run_url(project.id, run_id),
+            run_status_url=self._run_status_url(project.id, run_id),
+            trace_id=exchange.trace_id,
+            project_version=project.version,
+            notifications=UNSET if notifications is None else notifications,
+        )
+
+    def _recipients(self, notifications: Any) -> list[RunNotification]:
+        """The request's notifications, checked as Hex checks them, one entry per recipient."""
+        if not isinstance(notifications, list):
+            raise ApiError(400, "notifications must be a list")
+        expanded: list[RunNotification] = []
+        for i, item in enumerate(notifications):
+            where = f"notifications[{i}]"
+            if not isinstance(item, dict):
+                raise ApiError(400, "invalid notification", issues=[f"{where}: expected an object"])
+            unknown = sorted(set(item) - _NOTIFICATION_KEYS)
+            if unknown:
+                raise ApiError(
+                    400, "invalid notification", issues=[f"{where}.{unknown[0]}: unknown field"]
+                )
+            if item.get("type") not in _NOTIFICATION_TYPES:
+                raise ApiError(
+                    400,
+                    "invalid notification",
+                    issues=[f"{where}.type: expected SUCCESS, FAILURE or ALL"],
+                )
+            screenshot = item.get("includeSuccessScreenshot")
+            if not isinstance(screenshot, bool):
+                raise ApiError(
+                    400,
+                    "invalid notification",
+                    issues=[f"{where}.includeSuccessScreenshot: required, true or false"],
+                )
+            formats = _screenshot_formats(item.get("screenshotFormat"), where)
+            for key in ("subject", "body"):
+                if key in item and not isinstance(item[key], str):
+                    raise ApiError(
+                        400, "invalid notification", issues=[f"{where}.{key}: expected a string"]
+                    )
+            for key, recipient_type, known, pattern in (
+                ("userIds", "USER", self.scenario.users, _UUID),
+                ("groupIds", "GROUP", self.scenario.groups, _UUID),
+                ("slackChannelIds", "SLACK_CHANNEL", self.scenario.slack_channels, _SLACK_CHANNEL),
+            ):
+                ids = item.get(key, [])
+                if not isinstance(ids, list):
+                    raise ApiError(
+                        400, "invalid notification", issues=[f"{where}.{key}: expected a list"]
+                    )
+                for item_id in ids:
+                    if not isinstance(item_id, str) or not pattern.match(item_id):
+                        raise ApiError(
+                            400,
+                            "invalid notification",
+                            issues=[f"{where}.{key}: {item_id!r} is not a valid id"],
+                        )
+                    found = find_named(known, item_id)
+                    if found is None:
+                        raise ApiError(
+                            400,
+                            "invalid notification",
+                            issues=[f"{where}.{key}: no recipient with id {item_id}"],
+                        )
+                    expanded.append(
+                        RunNotification(
+                            type=item["type"],
+                            recipient_type=recipient_type,
+                            include_success_screenshot=screenshot,
+                            recipient=NotificationRecipient(
+                                id=found.id,
+                                name=found.name,
+                                is_private=found.private
+                                if recipient_type == "SLACK_CHANNEL"
+                                else UNSET,
+                            ),
+                            screenshot_format=formats,
+                        )
+                    )
+        return expanded
+
+    def _project_runs(
+        self, project: ProjectSpec, request: Request, exchange: Exchange
+    ) -> tuple[int, RunsAnswer]:
         query = request.query
         limit = _int_param(query, "limit", 25, 1, 100)
         offset = _int_param(query, "offset", 0, 0, None)
@@ -448,6 +651,9 @@ class HexApi:
         trigger_filter = _choice_param(
             query, "runTriggerFilter", ("SCHEDULED", "API", "APP_REFRESH", "ALL"), "ALL"
         )
+        if request.path.startswith(_LEGACY_PREFIX):
+            # The singular path lists the runs the API started, and no others.
+            trigger_filter = "API"
         if project.last_published_at is None:
             raise ApiError(422, f"project {project.id} has no published version")
         now = self.clock.now()
@@ -468,11 +674,12 @@ class HexApi:
             params["limit"] = str(limit)
             return f"{self.base_url}{request.path}?{urlencode(params)}"
 
-        return 200, {
-            "runs": [self._run_json(run) for run in page],
-            "nextPage": page_url(offset + limit) if offset + limit < len(runs) else None,
-            "previousPage": page_url(max(0, offset - limit)) if offset > 0 else None,
-        }
+        return 200, RunsAnswer(
+            runs=[self._run_object(run, run.trace_id) for run in page],
+            next_page=page_url(offset + limit) if offset + limit < len(runs) else None,
+            previous_page=page_url(max(0, offset - limit)) if offset > 0 else None,
+            trace_id=exchange.trace_id,
+        )
 
     def _cancel_run(self, run: Run) -> tuple[int, None]:
         now = self.clock.now()
@@ -511,16 +718,19 @@ def _json_body(raw: bytes) -> JsonObject:
     return document
 
 
-def _check_notifications(notifications: Any) -> None:
-    if not isinstance(notifications, list):
-        raise ApiError(400, "notifications must be a list")
-    for i, item in enumerate(notifications):
-        if not isinstance(item, dict) or item.get("type") not in ("SUCCESS", "FAILURE", "ALL"):
+def _screenshot_formats(value: Any, where: str) -> list[str] | UnsetType:
+    """``screenshotFormat``: png or pdf, given alone or as a list; a list in run answers."""
+    if value is None:
+        return UNSET
+    formats = value if isinstance(value, list) else [value]
+    for item in formats:
+        if item not in _SCREENSHOT_FORMATS:
             raise ApiError(
                 400,
                 "invalid notification",
-                issues=[f"notifications[{i}].type: expected SUCCESS, FAILURE or ALL"],
+                issues=[f"{where}.screenshotFormat: {item!r} is not png or pdf"],
             )
+    return list(formats)
 
 
 def _int_param(

@@ -1,7 +1,9 @@
 """Hex's rate limits: fixed windows per user and bucket, and the headers each answer carries.
 
 RunProject has its own bucket; every other endpoint shares one. Each bucket has a per-minute and
-a per-hour limit, both from the scenario's settings.
+a per-hour limit, both from the scenario's settings. A 429 carries ``Retry-After`` (HTTP's own
+header); ``X-RateLimit-*`` headers are sent only when the scenario's ``rate_limit_headers`` asks,
+since Hex names none.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class RateWindows:
                 (settings.hour_window_s, settings.other_per_hour),
             ]
         admitted, headers = self._admit(user, bucket, limits, now)
+        if not settings.rate_limit_headers:
+            headers = tuple((name, value) for name, value in headers if name == "Retry-After")
         if not admitted:
             raise ApiError(
                 429, "rate limit exceeded: retry after the window resets", headers=headers

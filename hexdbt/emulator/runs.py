@@ -22,6 +22,7 @@ from hexdbt.emulator.scenario import (
     RunBehaviour,
     Scenario,
 )
+from hexdbt.hex.models import RunNotification
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class Run:
 
     run_id: str
     project_id: str
-    project_version: int
+    project_version: int | str
     user: str
     run_trigger: str
     created_at: float
@@ -74,8 +75,10 @@ class Run:
     update_published_results: bool = False
     use_cached_sql_results: bool = True
     view_id: str | None = None
-    notifications: list[Any] | None = None
+    notifications: list[RunNotification] | None = None
     token_fingerprint: str | None = None
+    # The trace id of the request that started the run; GetProjectRuns' items carry it.
+    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     from_history: bool = False
     killed_at: float | None = None
 
@@ -157,8 +160,9 @@ class RunStore:
         update_published_results: bool,
         use_cached_sql_results: bool,
         view_id: str | None,
-        notifications: list[Any] | None,
+        notifications: list[RunNotification] | None,
         token_fingerprint: str,
+        trace_id: str,
     ) -> Run:
         """A new API run, unfolding as the project's behaviour for its n-th run says."""
         number = self._run_counts.get(project.id, 0)
@@ -179,6 +183,7 @@ class RunStore:
             view_id=view_id,
             notifications=notifications,
             token_fingerprint=token_fingerprint,
+            trace_id=trace_id,
         )
         self._runs[run.run_id] = run
         return run

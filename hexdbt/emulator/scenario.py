@@ -16,6 +16,15 @@ from typing import Any
 
 from hexdbt.clock import from_iso
 from hexdbt.errors import ConfigError
+from hexdbt.hex.models import (
+    Category,
+    CustomSchedule,
+    DailySchedule,
+    HourlySchedule,
+    MonthlySchedule,
+    Schedule,
+    WeeklySchedule,
+)
 
 RUN_OUTCOMES = ("COMPLETED", "ERRORED", "KILLED", "UNABLE_TO_ALLOCATE_KERNEL")
 RUN_STATUSES = ("PENDING", "RUNNING", *RUN_OUTCOMES)
@@ -23,6 +32,9 @@ TERMINAL_STATUSES = frozenset(RUN_OUTCOMES)
 RUN_TRIGGERS = ("API", "SCHEDULED", "APP_REFRESH")
 SCOPES = ("read", "run")
 PROJECT_TYPES = ("PROJECT", "COMPONENT")
+ACCESS_LEVELS = ("NONE", "APP_ONLY", "CAN_VIEW", "CAN_EDIT", "FULL_ACCESS")
+CADENCES = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY", "CUSTOM")
+DAYS_OF_WEEK = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 
 # Fixed so that project timestamps (createdAt, lastEditedAt, ...) and therefore ListProjects
 # ordering are the same on every machine, independent of the emulator's clock.
@@ -54,6 +66,33 @@ class HistoryRun:
 
 
 @dataclass(frozen=True, slots=True)
+class Recipient:
+    """A user, group or Slack channel that notifications can name, and collections' entries."""
+
+    id: str
+    name: str
+    private: bool = False  # Slack channels only
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One entry of a project's sharing: who (an email, or a group or collection id), how much."""
+
+    who: str
+    access: str
+
+
+@dataclass(frozen=True, slots=True)
+class SharingSpec:
+    users: tuple[Grant, ...] = ()
+    groups: tuple[Grant, ...] = ()
+    collections: tuple[Grant, ...] = ()
+    workspace: str = "CAN_VIEW"
+    public_web: str = "NONE"
+    support: str = "NONE"
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectSpec:
     id: str
     title: str
@@ -63,7 +102,15 @@ class ProjectSpec:
     type: str = "PROJECT"
     description: str | None = None
     owner_email: str = "analytics@example.com"
-    version: int = 1
+    creator_email: str = "analytics@example.com"
+    # The workspace's status label ("Approved"); nothing to do with publishing.
+    status: str | None = None
+    categories: tuple[Category, ...] = ()
+    reviews_required: bool = False
+    schedules: tuple[Schedule, ...] = ()
+    sharing: SharingSpec = SharingSpec()
+    # An integer, or "draft": the version a run's status answers name.
+    version: int | str = 1
     inputs: tuple[str, ...] = ()
     # Successive runs take successive behaviours; the last one repeats.
     runs: tuple[RunBehaviour, ...] = (RunBehaviour(),)
@@ -102,6 +149,8 @@ class Settings:
     inputs_with_update_published_results: str = "ignore"  # ignore | reject (400)
     input_error_shape: str = "current"  # current {code,message,issues} | legacy {invalid,notFound}
     cancel_ended_run: str = "reject"  # reject (422) | accept (204)
+    # Hex names no rate-limit headers; X-RateLimit-* is a guess, sent only when asked for.
+    rate_limit_headers: bool = False
 
 
 _SETTING_CHOICES: dict[str, tuple[str, ...]] = {
@@ -117,6 +166,10 @@ class Scenario:
     projects: tuple[ProjectSpec, ...]
     tokens: tuple[TokenSpec, ...] = ()
     settings: Settings = field(default_factory=Settings)
+    users: tuple[Recipient, ...] = ()
+    groups: tuple[Recipient, ...] = ()
+    slack_channels: tuple[Recipient, ...] = ()
+    collections: tuple[Recipient, ...] = ()
     source: str = "<scenario>"
 
     def project(self, project_id: str) -> ProjectSpec | None:
@@ -154,6 +207,14 @@ class Scenario:
         if isinstance(value, Mapping):
             return cls.from_dict(value)
         return cls.from_file(value)
+
+
+def find_named(items: Sequence[Recipient], item_id: str) -> Recipient | None:
+    """The user, group, Slack channel or collection with this id, among ``items``."""
+    for item in items:
+        if item.id == item_id:
+            return item
+    return None
 
 
 def _parse_text(text: str, source: str, *, json_only: bool) -> Any:
@@ -320,6 +381,12 @@ _PROJECT_KEYS = (
     "trashed",
     "type",
     "owner_email",
+    "creator_email",
+    "status",
+    "categories",
+    "reviews_required",
+    "schedules",
+    "sharing",
     "version",
     "inputs",
     "runs",
@@ -328,6 +395,130 @@ _PROJECT_KEYS = (
     "last_edited_at",
     "last_published_at",
 )
+
+
+def _parse_category(document: Any, where: str) -> Category:
+    if isinstance(document, str):
+        document = {"name": document}
+    document = _mapping(document, where)
+    _no_unknown_keys(document, ("name", "description"), where)
+    description = document.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _fail(f"{where}.description", f"expected a string, got {_kind(description)}")
+    return Category(name=_string(document, "name", where), description=description)
+
+
+def _bounded(document: Mapping[str, Any], key: str, where: str, low: int, high: int) -> int:
+    value = document.get(key, low)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(
+            f"{where}.{key}", f"expected a whole number from {low} to {high}, got {value!r}"
+        )
+    return int(value)
+
+
+def _parse_schedule(document: Any, where: str) -> Schedule:
+    """One schedule: ``cadence`` and the fields of that cadence (hour, minute, ...)."""
+    document = _mapping(document, where)
+    cadence = _choice(document.get("cadence"), CADENCES, f"{where}.cadence")
+    fields_by_cadence = {
+        "HOURLY": ("minute",),
+        "DAILY": ("hour", "minute"),
+        "WEEKLY": ("day_of_week", "hour", "minute"),
+        "MONTHLY": ("day", "hour", "minute"),
+        "CUSTOM": ("cron",),
+    }
+    _no_unknown_keys(
+        document, ("cadence", "enabled", "timezone", *fields_by_cadence[cadence]), where
+    )
+    timezone = _string(document, "timezone", where, "UTC")
+    minute = _bounded(document, "minute", where, 0, 59)
+    hour = _bounded(document, "hour", where, 0, 23)
+    return Schedule(
+        cadence=cadence,
+        enabled=_bool(document, "enabled", where, True),
+        hourly=HourlySchedule(minute=minute, timezone=timezone) if cadence == "HOURLY" else None,
+        daily=DailySchedule(hour=hour, minute=minute, timezone=timezone)
+        if cadence == "DAILY"
+        else None,
+        weekly=WeeklySchedule(
+            day_of_week=_choice(document.get("day_of_week"), DAYS_OF_WEEK, f"{where}.day_of_week"),
+            hour=hour,
+            minute=minute,
+            timezone=timezone,
+        )
+        if cadence == "WEEKLY"
+        else None,
+        monthly=MonthlySchedule(
+            day=_bounded(document, "day", where, 1, 31), hour=hour, minute=minute, timezone=timezone
+        )
+        if cadence == "MONTHLY"
+        else None,
+        custom=CustomSchedule(cron=_string(document, "cron", where), timezone=timezone)
+        if cadence == "CUSTOM"
+        else None,
+    )
+
+
+def _parse_grants(document: Mapping[str, Any], key: str, who: str, where: str) -> tuple[Grant, ...]:
+    items = document.get(key, [])
+    if not isinstance(items, list):
+        raise _fail(f"{where}.{key}", f"expected a list, got {_kind(items)}")
+    grants = []
+    for i, item in enumerate(items):
+        item_where = f"{where}.{key}[{i}]"
+        item = _mapping(item, item_where)
+        _no_unknown_keys(item, (who, "access"), item_where)
+        grants.append(
+            Grant(
+                who=_string(item, who, item_where),
+                access=_choice(item.get("access"), ACCESS_LEVELS, f"{item_where}.access"),
+            )
+        )
+    return tuple(grants)
+
+
+def _parse_sharing(document: Any, where: str) -> SharingSpec:
+    """Who may see a project: users by email, groups and collections by their scenario ids."""
+    document = _mapping(document, where)
+    keys = ("users", "groups", "collections", "workspace", "public_web", "support")
+    _no_unknown_keys(document, keys, where)
+    default = SharingSpec()
+    return SharingSpec(
+        users=_parse_grants(document, "users", "email", where),
+        groups=_parse_grants(document, "groups", "id", where),
+        collections=_parse_grants(document, "collections", "id", where),
+        workspace=_choice(
+            document.get("workspace", default.workspace), ACCESS_LEVELS, f"{where}.workspace"
+        ),
+        public_web=_choice(
+            document.get("public_web", default.public_web), ACCESS_LEVELS, f"{where}.public_web"
+        ),
+        support=_choice(
+            document.get("support", default.support), ACCESS_LEVELS, f"{where}.support"
+        ),
+    )
+
+
+def _parse_named(document: Any, key: str, where: str) -> tuple[Recipient, ...]:
+    """``users``, ``groups``, ``slack_channels`` or ``collections``: ``[{id, name}]``."""
+    items = document.get(key, [])
+    if not isinstance(items, list):
+        raise _fail(f"{where}: {key}", f"expected a list, got {_kind(items)}")
+    allowed = ("id", "name", "private") if key == "slack_channels" else ("id", "name")
+    named = []
+    for i, item in enumerate(items):
+        item_where = f"{where}: {key}[{i}]"
+        item = _mapping(item, item_where)
+        _no_unknown_keys(item, allowed, item_where)
+        named.append(
+            Recipient(
+                id=_string(item, "id", item_where),
+                name=_string(item, "name", item_where),
+                private=_bool(item, "private", item_where, False),
+            )
+        )
+    return tuple(named)
 
 
 def _parse_project(document: Any, where: str, position: int) -> ProjectSpec:
@@ -361,8 +552,20 @@ def _parse_project(document: Any, where: str, position: int) -> ProjectSpec:
     if not isinstance(history_document, list):
         raise _fail(f"{where}.history", f"expected a list, got {_kind(history_document)}")
     version = document.get("version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise _fail(f"{where}.version", f"expected a whole number >= 1, got {version!r}")
+    if version != "draft" and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise _fail(f"{where}.version", f"expected a whole number >= 1 or draft, got {version!r}")
+    status = document.get("status")
+    if status is not None and (not isinstance(status, str) or not status.strip()):
+        raise _fail(f"{where}.status", f"expected a status label or null, got {status!r}")
+    categories_document = document.get("categories", [])
+    if not isinstance(categories_document, list):
+        raise _fail(f"{where}.categories", f"expected a list, got {_kind(categories_document)}")
+    schedules_document = document.get("schedules", [])
+    if not isinstance(schedules_document, list):
+        raise _fail(f"{where}.schedules", f"expected a list, got {_kind(schedules_document)}")
+    owner_email = _string(document, "owner_email", where, "analytics@example.com")
     return ProjectSpec(
         id=project_id,
         title=_string(document, "title", where),
@@ -371,7 +574,19 @@ def _parse_project(document: Any, where: str, position: int) -> ProjectSpec:
         trashed=_bool(document, "trashed", where, False),
         type=_choice(document.get("type", "PROJECT"), PROJECT_TYPES, f"{where}.type"),
         description=description,
-        owner_email=_string(document, "owner_email", where, "analytics@example.com"),
+        owner_email=owner_email,
+        creator_email=_string(document, "creator_email", where, owner_email),
+        status=status,
+        categories=tuple(
+            _parse_category(item, f"{where}.categories[{i}]")
+            for i, item in enumerate(categories_document)
+        ),
+        reviews_required=_bool(document, "reviews_required", where, False),
+        schedules=tuple(
+            _parse_schedule(item, f"{where}.schedules[{i}]")
+            for i, item in enumerate(schedules_document)
+        ),
+        sharing=_parse_sharing(document.get("sharing", {}), f"{where}.sharing"),
         version=version,
         inputs=tuple(inputs),
         runs=runs,
@@ -413,7 +628,8 @@ def _parse_token(document: Any, where: str) -> TokenSpec:
 
 def _parse_scenario(document: Any, source: str) -> Scenario:
     document = _mapping(document, source)
-    _no_unknown_keys(document, ("projects", "tokens", "settings"), source)
+    named_keys = ("users", "groups", "slack_channels", "collections")
+    _no_unknown_keys(document, ("projects", "tokens", "settings", *named_keys), source)
     projects_document = document.get("projects")
     if not isinstance(projects_document, list) or not projects_document:
         raise _fail(f"{source}: projects", "expected a non-empty list of projects")
@@ -433,7 +649,28 @@ def _parse_scenario(document: Any, source: str) -> Scenario:
         _parse_token(item, f"{source}: tokens[{i}]") for i, item in enumerate(tokens_document)
     )
     settings = _parse_settings(document.get("settings"), f"{source}: settings")
-    return Scenario(projects=projects, tokens=tokens, settings=settings, source=source)
+    users, groups, slack_channels, collections = (
+        _parse_named(document, key, source) for key in named_keys
+    )
+    for i, project in enumerate(projects):
+        where = f"{source}: projects[{i}].sharing"
+        for kind, grants, known in (
+            ("groups", project.sharing.groups, groups),
+            ("collections", project.sharing.collections, collections),
+        ):
+            for j, grant in enumerate(grants):
+                if find_named(known, grant.who) is None:
+                    raise _fail(f"{where}.{kind}[{j}].id", f"no {kind} entry with id {grant.who!r}")
+    return Scenario(
+        projects=projects,
+        tokens=tokens,
+        settings=settings,
+        users=users,
+        groups=groups,
+        slack_channels=slack_channels,
+        collections=collections,
+        source=source,
+    )
 
 
 # The projects that the sample dbt project's hex_mappings.yml names, plus one of each other kind.
@@ -452,6 +689,10 @@ FLAKY_ID = "7f6a8b9c-adbe-4fc0-9b3c-5d6e7f8091a2"
 COMPONENT_ID = "8a7b9cad-becf-4ad1-8c4d-6e7f8091a2b3"
 SCHEDULED_ID = "9b8cadbe-cfd0-4be2-9d5e-7f8091a2b3c4"
 FILLER_COUNT = 24
+ANALYST_USER_ID = "11111111-2222-4333-8444-555555555555"
+DATA_TEAM_GROUP_ID = "22222222-3333-4444-8555-666666666666"
+ALERTS_CHANNEL_ID = "C0123ALERTS"
+FINANCE_COLLECTION_ID = "33333333-4444-4555-8666-777777777777"
 
 
 def filler_project_id(number: int) -> str:
@@ -468,6 +709,18 @@ def default_scenario_document() -> dict[str, Any]:
             "inputs": ["as_of", "region"],
             "version": 7,
             "runs": {"pending_s": 3, "running_s": 25, "outcome": "COMPLETED"},
+            "creator_email": "ana@example.com",
+            "status": "Approved",
+            "categories": [{"name": "Customers", "description": "Accounts and churn"}],
+            "schedules": [
+                {"cadence": "DAILY", "hour": 6, "minute": 30, "timezone": "Europe/Berlin"},
+                {"cadence": "CUSTOM", "cron": "0 */4 * * 1-5", "enabled": False},
+            ],
+            "sharing": {
+                "users": [{"email": "ana@example.com", "access": "FULL_ACCESS"}],
+                "groups": [{"id": DATA_TEAM_GROUP_ID, "access": "CAN_EDIT"}],
+                "collections": [{"id": FINANCE_COLLECTION_ID, "access": "APP_ONLY"}],
+            },
         },
         {
             "id": FINANCE_OVERVIEW_ID,
@@ -476,6 +729,10 @@ def default_scenario_document() -> dict[str, Any]:
             "inputs": ["as_of", "currency"],
             "version": 12,
             "runs": {"pending_s": 2, "running_s": 40, "outcome": "COMPLETED"},
+            "owner_email": "finance@example.com",
+            "categories": ["Finance"],
+            "reviews_required": True,
+            "sharing": {"collections": [{"id": FINANCE_COLLECTION_ID, "access": "CAN_VIEW"}]},
         },
         {
             "id": MARKETING_ATTRIBUTION_ID,
@@ -555,7 +812,13 @@ def default_scenario_document() -> dict[str, Any]:
                 "runs": {"pending_s": 2, "running_s": 15, "outcome": "COMPLETED"},
             }
         )
-    return {"projects": projects}
+    return {
+        "users": [{"id": ANALYST_USER_ID, "name": "Ana Lyst"}],
+        "groups": [{"id": DATA_TEAM_GROUP_ID, "name": "Data team"}],
+        "slack_channels": [{"id": ALERTS_CHANNEL_ID, "name": "data-alerts", "private": False}],
+        "collections": [{"id": FINANCE_COLLECTION_ID, "name": "Finance"}],
+        "projects": projects,
+    }
 
 
 def default_scenario() -> Scenario:

@@ -1,8 +1,15 @@
-"""Typed records of Hex's API: what the client sends (RunRequest) and reads (Run, RunStatus, ...).
+"""Hex's API described once: the wire objects, and the records hexdbt's client makes of them.
 
-Readers are lenient on purpose: unknown fields are ignored, optional ones may be missing or null,
-``projectVersion`` may be an integer or a string. A field the record cannot live without (a run's
-id) missing is a ``HexApiError``: Hex answered something hexdbt cannot use.
+The wire objects (``msgspec`` structs, camelCase on the wire) are Hex's objects field for field,
+required and nullable as HEX_API.md and Hex's OpenAPI document say. The emulator answers by
+encoding them and the client reads Hex's answers by converting into them, so the two cannot
+drift; ``wire_schemas()`` gives their JSON Schemas, which the conformance test checks every
+emulator answer against. Open enumerations (statuses, cadences, access levels) are plain strings:
+a value Hex adds later must not break a reader.
+
+The client's records (``Run``, ``RunStatus``, ``Project``, ...) are what hexdbt works with:
+times as epoch seconds, a project's status as its label. Unknown fields are ignored; a required
+field missing or of the wrong type is a ``HexApiError`` naming it.
 """
 
 from __future__ import annotations
@@ -10,12 +17,294 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from hexdbt.clock import from_iso, to_iso
 from hexdbt.errors import ConfigError, HexApiError
 
 JSONValue = Any  # JSON's recursive type is not expressible in a way mypy checks usefully
+
+
+class WireObject(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One of Hex's JSON objects; fields are snake_case here and camelCase on the wire."""
+
+
+# -- projects: GetProject, ListProjects ---------------------------------------------------------
+
+
+class EmailRef(WireObject, frozen=True):
+    email: str
+
+
+class StatusLabel(WireObject, frozen=True):
+    name: str
+
+
+class Category(WireObject, frozen=True):
+    name: str
+    description: str | None
+
+
+class Reviews(WireObject, frozen=True):
+    required: bool
+
+
+class AppViews(WireObject, frozen=True):
+    all_time: int
+    last_seven_days: int
+    last_fourteen_days: int
+    last_thirty_days: int
+
+
+class Analytics(WireObject, frozen=True):
+    app_views: AppViews
+    last_viewed_at: str | None
+    published_results_updated_at: str | None
+
+
+class HourlySchedule(WireObject, frozen=True):
+    minute: int
+    timezone: str
+
+
+class DailySchedule(WireObject, frozen=True):
+    hour: int
+    minute: int
+    timezone: str
+
+
+class WeeklySchedule(WireObject, frozen=True):
+    day_of_week: str
+    hour: int
+    minute: int
+    timezone: str
+
+
+class MonthlySchedule(WireObject, frozen=True):
+    day: int
+    hour: int
+    minute: int
+    timezone: str
+
+
+class CustomSchedule(WireObject, frozen=True):
+    cron: str
+    timezone: str
+
+
+class Schedule(WireObject, frozen=True):
+    """One schedule; the field named after its ``cadence`` is set, the others are null."""
+
+    cadence: str  # HOURLY | DAILY | WEEKLY | MONTHLY | CUSTOM
+    enabled: bool
+    hourly: HourlySchedule | None
+    daily: DailySchedule | None
+    weekly: WeeklySchedule | None
+    monthly: MonthlySchedule | None
+    custom: CustomSchedule | None
+
+
+class NameRef(WireObject, frozen=True):
+    name: str
+
+
+class UserAccess(WireObject, frozen=True):
+    user: EmailRef
+    access: str  # NONE | APP_ONLY | CAN_VIEW | CAN_EDIT | FULL_ACCESS
+
+
+class CollectionAccess(WireObject, frozen=True):
+    collection: NameRef
+    access: str
+
+
+class GroupAccess(WireObject, frozen=True):
+    group: NameRef
+    access: str
+
+
+class Access(WireObject, frozen=True):
+    access: str
+
+
+class Sharing(WireObject, frozen=True):
+    users: list[UserAccess]
+    collections: list[CollectionAccess]
+    groups: list[GroupAccess]
+    workspace: Access
+    public_web: Access
+    support: Access
+
+
+class ProjectObject(WireObject, frozen=True):
+    """A project as GetProject and each item of ListProjects describe it."""
+
+    id: str
+    title: str
+    description: str | None
+    type: str  # PROJECT | COMPONENT
+    creator: EmailRef
+    owner: EmailRef
+    status: StatusLabel | None  # the workspace's status label, not publishing
+    categories: list[Category]
+    reviews: Reviews
+    analytics: Analytics
+    last_edited_at: str
+    last_published_at: str | None
+    created_at: str
+    archived_at: str | None
+    trashed_at: str | None
+    schedules: list[Schedule]
+    sharing: Sharing | UnsetType = UNSET  # only with includeSharing=true
+
+
+class Pagination(WireObject, frozen=True):
+    after: str | None
+    before: str | None
+
+
+class ProjectsAnswer(WireObject, frozen=True):
+    """ListProjects' 200 body: exactly these two fields."""
+
+    values: list[ProjectObject]
+    pagination: Pagination
+
+
+# -- runs: RunProject, GetRunStatus, GetProjectRuns --------------------------------------------
+
+
+class NotificationRecipient(WireObject, frozen=True):
+    id: str
+    name: str
+    is_private: bool | UnsetType = UNSET  # Slack channels only
+
+
+class RunNotification(WireObject, frozen=True):
+    """One recipient of a run's notification, as run answers describe it."""
+
+    type: str  # SUCCESS | FAILURE | ALL
+    recipient_type: str  # USER | GROUP | SLACK_CHANNEL
+    include_success_screenshot: bool
+    recipient: NotificationRecipient
+    screenshot_format: list[str] | UnsetType = UNSET  # png | pdf
+
+
+class RunStarted(WireObject, frozen=True):
+    """RunProject's 201 body."""
+
+    project_id: str
+    run_id: str
+    run_url: str
+    run_status_url: str
+    trace_id: str
+    project_version: int | str
+    notifications: list[RunNotification] | UnsetType = UNSET
+
+
+class RunObject(WireObject, frozen=True):
+    """A run as GetRunStatus and each item of GetProjectRuns describe it."""
+
+    project_id: str
+    project_version: int | str  # an integer, or a string such as "3" or "draft"
+    run_id: str
+    run_url: str
+    status: str
+    run_trigger: str  # API | SCHEDULED | APP_REFRESH
+    start_time: str | None
+    end_time: str | None
+    elapsed_time: int | None  # milliseconds
+    trace_id: str
+    notifications: list[RunNotification] | UnsetType = UNSET
+
+
+class RunsAnswer(WireObject, frozen=True):
+    """GetProjectRuns' 200 body, newest run first."""
+
+    runs: list[RunObject]
+    next_page: str | None
+    previous_page: str | None
+    trace_id: str
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ErrorIssue(WireObject, frozen=True):
+    message: str
+
+
+class ErrorAnswer(WireObject, frozen=True):
+    """The error body of the newer endpoints (plural run paths, GetProject)."""
+
+    code: str
+    message: str
+    issues: list[ErrorIssue] | UnsetType = UNSET
+    trace_id: str | UnsetType = UNSET
+
+
+class ReasonAnswer(WireObject, frozen=True):
+    """The error body of the older endpoints (CancelRun, ListProjects) and the singular paths."""
+
+    reason: str
+    trace_id: str
+    details: str | UnsetType = UNSET
+
+
+class InvalidInput(WireObject, frozen=True):
+    param_name: str
+    param_value: JSONValue
+    data_type: str
+    input_cell_type: str
+
+
+class InputErrorAnswer(WireObject, frozen=True):
+    """Old RunProject input errors (422)."""
+
+    invalid: list[InvalidInput]
+    not_found: list[str]
+    trace_id: str
+
+
+WIRE_ANSWERS: tuple[type[WireObject], ...] = (
+    ProjectObject,
+    ProjectsAnswer,
+    RunStarted,
+    RunObject,
+    RunsAnswer,
+    ErrorAnswer,
+    ReasonAnswer,
+    InputErrorAnswer,
+)
+
+
+def wire_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each answer body, by its struct's name."""
+    return {kind.__name__: msgspec.json.schema(kind) for kind in WIRE_ANSWERS}
+
+
+def encode(answer: WireObject) -> bytes:
+    """An answer as JSON bytes, unset optional fields left out."""
+    return msgspec.json.encode(answer)
+
+
+_Wire = TypeVar("_Wire", bound=WireObject)
+
+
+def _read(payload: Any, kind: type[_Wire], what: str) -> _Wire:
+    """``payload`` (parsed JSON) as ``kind``, or a ``HexApiError`` naming the field at fault."""
+    if not isinstance(payload, Mapping):
+        raise HexApiError(f"Hex's {what} answer is not a JSON object")
+    try:
+        return msgspec.convert(payload, kind)
+    except msgspec.ValidationError as exc:
+        trace_id = payload.get("traceId")
+        raise HexApiError(
+            f"Hex's {what} answer does not follow Hex's API: {exc}",
+            trace_id=str(trace_id) if trace_id else None,
+        ) from None
 
 
 class Status(StrEnum):
@@ -51,50 +340,14 @@ class RunTrigger(StrEnum):
     ALL = "ALL"
 
 
-def _text(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    return str(value)
-
-
-def _required(data: Mapping[str, Any], key: str, what: str) -> str:
-    value = data.get(key)
-    if value is None or value == "":
-        raise HexApiError(f"Hex's {what} answer has no {key!r}", trace_id=_text(data, "traceId"))
-    return str(value)
-
-
-def _time(data: Mapping[str, Any], key: str) -> float | None:
-    value = data.get(key)
+def _time(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return from_iso(str(value))
+        return from_iso(value)
     except ValueError:
         # A time hexdbt cannot read is as good as absent: it is informative, never decisive.
         return None
-
-
-def _version(value: Any) -> int | str | None:
-    if value is None or isinstance(value, int):
-        return value
-    return str(value)
-
-
-def _int(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _mapping(payload: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(payload, Mapping):
-        raise HexApiError(f"Hex's {what} answer is not a JSON object")
-    return payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,14 +477,14 @@ class Run:
 
     @classmethod
     def from_api(cls, payload: Any) -> Run:
-        data = _mapping(payload, "RunProject")
+        started = _read(payload, RunStarted, "RunProject")
         return cls(
-            project_id=_required(data, "projectId", "RunProject"),
-            run_id=_required(data, "runId", "RunProject"),
-            run_url=_text(data, "runUrl"),
-            run_status_url=_text(data, "runStatusUrl"),
-            trace_id=_text(data, "traceId"),
-            project_version=_version(data.get("projectVersion")),
+            project_id=started.project_id,
+            run_id=started.run_id,
+            run_url=started.run_url,
+            run_status_url=started.run_status_url,
+            trace_id=started.trace_id,
+            project_version=started.project_version,
         )
 
 
@@ -259,19 +512,22 @@ class RunStatus:
         return is_success(self.status)
 
     @classmethod
-    def from_api(cls, payload: Any, *, trace_id: str | None = None) -> RunStatus:
-        data = _mapping(payload, "run status")
+    def from_api(cls, payload: Any) -> RunStatus:
+        return cls.from_wire(_read(payload, RunObject, "run status"))
+
+    @classmethod
+    def from_wire(cls, run: RunObject) -> RunStatus:
         return cls(
-            project_id=_required(data, "projectId", "run status"),
-            run_id=_required(data, "runId", "run status"),
-            status=_required(data, "status", "run status"),
-            run_url=_text(data, "runUrl"),
-            run_trigger=_text(data, "runTrigger"),
-            start_time=_time(data, "startTime"),
-            end_time=_time(data, "endTime"),
-            elapsed_time_ms=_int(data.get("elapsedTime")),
-            trace_id=_text(data, "traceId") or trace_id,
-            project_version=_version(data.get("projectVersion")),
+            project_id=run.project_id,
+            run_id=run.run_id,
+            status=run.status,
+            run_url=run.run_url,
+            run_trigger=run.run_trigger,
+            start_time=_time(run.start_time),
+            end_time=_time(run.end_time),
+            elapsed_time_ms=run.elapsed_time,
+            trace_id=run.trace_id,
+            project_version=run.project_version,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -301,23 +557,13 @@ class RunsPage:
 
     @classmethod
     def from_api(cls, payload: Any) -> RunsPage:
-        data = _mapping(payload, "GetProjectRuns")
-        trace_id = _text(data, "traceId")
-        raw_runs = data.get("runs") or []
-        if not isinstance(raw_runs, list):
-            raise HexApiError("Hex's GetProjectRuns answer has a 'runs' that is not a list")
+        page = _read(payload, RunsAnswer, "GetProjectRuns")
         return cls(
-            runs=tuple(RunStatus.from_api(item, trace_id=trace_id) for item in raw_runs),
-            next_page=_text(data, "nextPage"),
-            previous_page=_text(data, "previousPage"),
-            trace_id=trace_id,
+            runs=tuple(RunStatus.from_wire(run) for run in page.runs),
+            next_page=page.next_page,
+            previous_page=page.previous_page,
+            trace_id=page.trace_id,
         )
-
-
-def _email(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        return _text(value, "email")
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,27 +598,24 @@ class Project:
 
     @classmethod
     def from_api(cls, payload: Any) -> Project:
-        data = _mapping(payload, "project")
-        status = data.get("status")
-        categories = data.get("categories") or []
+        return cls.from_wire(_read(payload, ProjectObject, "project"))
+
+    @classmethod
+    def from_wire(cls, project: ProjectObject) -> Project:
         return cls(
-            id=_required(data, "id", "project"),
-            title=_text(data, "title") or "",
-            description=_text(data, "description"),
-            type=_text(data, "type"),
-            status=_text(status, "name") if isinstance(status, Mapping) else None,
-            creator_email=_email(data.get("creator")),
-            owner_email=_email(data.get("owner")),
-            categories=tuple(
-                str(item["name"])
-                for item in categories
-                if isinstance(item, Mapping) and item.get("name") is not None
-            ),
-            created_at=_time(data, "createdAt"),
-            last_edited_at=_time(data, "lastEditedAt"),
-            last_published_at=_time(data, "lastPublishedAt"),
-            archived_at=_time(data, "archivedAt"),
-            trashed_at=_time(data, "trashedAt"),
+            id=project.id,
+            title=project.title,
+            description=project.description,
+            type=project.type,
+            status=None if project.status is None else project.status.name,
+            creator_email=project.creator.email,
+            owner_email=project.owner.email,
+            categories=tuple(category.name for category in project.categories),
+            created_at=_time(project.created_at),
+            last_edited_at=_time(project.last_edited_at),
+            last_published_at=_time(project.last_published_at),
+            archived_at=_time(project.archived_at),
+            trashed_at=_time(project.trashed_at),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -409,14 +652,9 @@ class ProjectsPage:
 
     @classmethod
     def from_api(cls, payload: Any) -> ProjectsPage:
-        data = _mapping(payload, "ListProjects")
-        values = data.get("values") or []
-        if not isinstance(values, list):
-            raise HexApiError("Hex's ListProjects answer has a 'values' that is not a list")
-        pagination = data.get("pagination")
-        cursors: Mapping[str, Any] = pagination if isinstance(pagination, Mapping) else {}
+        page = _read(payload, ProjectsAnswer, "ListProjects")
         return cls(
-            values=tuple(Project.from_api(item) for item in values),
-            after=_text(cursors, "after") or None,
-            before=_text(cursors, "before") or None,
+            values=tuple(Project.from_wire(project) for project in page.values),
+            after=page.pagination.after or None,
+            before=page.pagination.before or None,
         )
