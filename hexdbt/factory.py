@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 
 import requests
 
 from hexdbt.clock import Clock
 from hexdbt.engine import Engine, EngineSettings, Log
-from hexdbt.hex.budget import BudgetLimits, SharedBudget
+from hexdbt.errors import StateError
+from hexdbt.hex.budget import BUDGET_FILE, BudgetLimits, SharedBudget
+from hexdbt.hex.budget import SCHEMA_VERSION as BUDGET_SCHEMA_VERSION
 from hexdbt.hex.client import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, HexClient
 from hexdbt.hex.polls import Polls, PollSchedule, Progress
+from hexdbt.ledger import SCHEMA_VERSION as LEDGER_SCHEMA_VERSION
 from hexdbt.ledger import Ledger
 from hexdbt.settings import (
     CONNECT_TIMEOUT_ENV,
@@ -29,6 +33,7 @@ from hexdbt.settings import (
     resolve_timeout_s,
     resolve_token,
 )
+from hexdbt.store import Store, open_store
 
 
 def open_client(
@@ -99,3 +104,35 @@ def open_engine(
     finally:
         if own_ledger:
             ledger.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StatePart:
+    """One part of the state (the ledger, the budget): its schema version and the version this
+    hexdbt writes, and why it cannot be written (None: it can)."""
+
+    name: str
+    schema_version: int
+    known_version: int
+    cannot_write: str | None
+
+
+def check_state(state: StateLocation | None = None) -> tuple[StateLocation, list[StatePart]]:
+    """``hexdbt state check``: open the ledger and the budget where the state lives (creating or
+    migrating their tables as any first use would) and try one write to each. A StateError
+    (exit 7) when the state cannot be opened: the server unreachable, a newer schema."""
+    location = state or resolve_state_location()
+    with Ledger.open(location) as ledger:
+        ledger_part = _check_part("ledger", ledger.store, LEDGER_SCHEMA_VERSION)
+    with closing(open_store(location, BUDGET_FILE, what="budget store")) as store:
+        SharedBudget.prepare(store)
+        budget_part = _check_part("budget", store, BUDGET_SCHEMA_VERSION)
+    return location, [ledger_part, budget_part]
+
+
+def _check_part(name: str, store: Store, known_version: int) -> StatePart:
+    try:
+        store.check_writable(name)
+    except StateError as exc:
+        return StatePart(name, store.schema_version(name), known_version, str(exc))
+    return StatePart(name, store.schema_version(name), known_version, None)

@@ -161,7 +161,7 @@ def parse_state_url(text: str) -> StateLocation:
     if scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise ConfigError(
-                f"{STATE_URL_ENV}: a sqlite URL names a folder, as sqlite:///path/to/folder",
+                "a sqlite state URL names a folder by its absolute path: sqlite:///path"
             )
         return SqliteState(resolve_state_dir(unquote(rest)))
     if scheme in ("postgresql", "postgres"):
@@ -177,20 +177,20 @@ def parse_state_url(text: str) -> StateLocation:
         )
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigError(
-                f"{STATE_URL_ENV}: the schema {schema!r} is not a plain PostgreSQL name",
+                f"the state URL's schema {schema!r} is not a plain PostgreSQL name",
                 hint="use letters, digits and _ (at most 63), starting with a letter or _",
             )
         try:
             parts.port  # noqa: B018 (reading it checks it)
         except ValueError:
             raise ConfigError(
-                f"{STATE_URL_ENV}: the port of {location.describe()} is not a number"
+                f"the state URL {location.describe()} has a port that is not a number"
             ) from None
         return location
     # Only the scheme is shown: the rest of what was meant as a URL may hold a password.
-    what = f"the scheme {scheme!r}" if rest else "a value without a scheme"
+    what = f"'s scheme {scheme!r} is" if rest else " has no scheme: it is"
     raise ConfigError(
-        f"{STATE_URL_ENV}: {what} is neither postgresql:// nor sqlite:///",
+        f"the state URL{what} neither postgresql:// nor sqlite:///",
         hint="e.g. postgresql://hexdbt@db.internal/analytics or sqlite:///var/lib/hexdbt",
     )
 

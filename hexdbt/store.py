@@ -383,30 +383,34 @@ class PostgresStore:
         schema = self.location.schema
 
         def run(session: Session) -> None:
+            version = self._version(session, component)
+            if version > len(migrations):
+                raise newer_schema_error(self._what, self.describe(), version, len(migrations))
+            if version == len(migrations):
+                return  # nothing to create: a role that may only read and write gets this far
             session.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             session.execute(
                 "CREATE TABLE IF NOT EXISTS schema_versions"
                 " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
             )
-            version = self._version(session, component)
-            if version > len(migrations):
-                raise newer_schema_error(self._what, self.describe(), version, len(migrations))
             for step in range(version, len(migrations)):
                 for statement in _statements(migrations[step], "rowid BIGSERIAL,"):
                     session.execute(statement)
-            if version != len(migrations):
-                session.execute(
-                    "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
-                    " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                    (component, len(migrations)),
-                )
+            session.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
+                " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (component, len(migrations)),
+            )
 
         # One lock for every migration of the schema: the first host migrates, the others wait
         # for it and find the tables in place.
         self.write(run, lock_key="migrate")
 
-    @staticmethod
-    def _version(session: Session, component: str) -> int:
+    def _version(self, session: Session, component: str) -> int:
+        """The component's schema version; 0 before the schema has any."""
+        table = f'"{self.location.schema}".schema_versions'
+        if session.execute("SELECT to_regclass(?) AS found", (table,)).rows[0]["found"] is None:
+            return 0
         row = session.execute(
             "SELECT version FROM schema_versions WHERE component = ?", (component,)
         ).first()

@@ -48,6 +48,7 @@ def _register() -> None:
         emulator_command,
         hex_commands,
         run_commands,
+        state_command,
         validate_command,
         watch_command,
         wrapper_command,
@@ -57,9 +58,11 @@ def _register() -> None:
         hex_commands,
         dbt_commands,
         run_commands,
+        state_command,
         validate_command,
         wrapper_command,
         watch_command,
+        state_command,
         emulator_command,
     ):
         for command in module.COMMANDS:

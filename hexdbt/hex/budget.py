@@ -229,10 +229,15 @@ class SharedBudget:
             limit.window_s for limit in (*self.limits.run_project, *self.limits.other)
         )
         try:
-            store.migrate("budget", _MIGRATIONS)
+            self.prepare(store)
         except BaseException:
             store.close()
             raise
+
+    @staticmethod
+    def prepare(store: Store) -> None:
+        """Create or migrate the budget's tables in ``store`` (``hexdbt state check`` too)."""
+        store.migrate("budget", _MIGRATIONS)
 
     @classmethod
     def open(
