@@ -182,13 +182,19 @@ def workflow_steps(job: str) -> dict[str, str]:
 
 @pytest.mark.dbt
 def test_github_actions_build_job_steps_run_as_written(
-    emulator: HexEmulator, project: Path
+    emulator: HexEmulator, project: Path, postgres_state_url: str
 ) -> None:
+    """On a fresh runner: the state in PostgreSQL, as the workflow's HEXDBT_STATE_URL says."""
     steps = workflow_steps("build")
     # GitHub gives every step a file to append its summary to.
     summary = project / "step_summary.md"
-    env = environment(emulator, project, GITHUB_STEP_SUMMARY=str(summary))
-    for step_id in ("dbt", "hex"):
+    env = environment(
+        emulator,
+        project,
+        GITHUB_STEP_SUMMARY=str(summary),
+        HEXDBT_STATE_URL=postgres_state_url,
+    )
+    for step_id in ("state", "dbt", "hex"):
         done = run_shell(steps[step_id], project, env)
         assert done.returncode == 0, (step_id, done.stdout[-3000:], done.stderr[-3000:])
     assert len(started_projects(emulator)) == MAPPED
@@ -218,7 +224,9 @@ def test_github_actions_workflow_has_the_triggers_and_secret_it_documents() -> N
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert set(triggers) == {"schedule", "workflow_dispatch", "pull_request"}
     assert workflow["env"]["HEX_API_TOKEN"] == "${{ secrets.HEX_API_TOKEN }}"
-    assert workflow["jobs"]["build"]["steps"][3]["continue-on-error"] is True
+    assert workflow["env"]["HEXDBT_STATE_URL"] == "${{ secrets.HEXDBT_STATE_URL }}"
+    (dbt_step,) = [step for step in workflow["jobs"]["build"]["steps"] if step.get("id") == "dbt"]
+    assert dbt_step["continue-on-error"] is True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,6 +259,7 @@ def test_airflow_dag_compiles_and_chains_build_then_refresh(tmp_path: Path) -> N
     assert "dbt_build >> hex_refresh" in text
     assert 'trigger_rule="all_done"' in text
     assert '"HEX_API_TOKEN": "{{ var.value.hex_api_token }}"' in text
+    assert '"HEXDBT_STATE_URL": "{{ conn.hexdbt_state.get_uri() }}"' in text
 
 
 def test_python_api_example_against_the_emulator(emulator: HexEmulator, tmp_path: Path) -> None:

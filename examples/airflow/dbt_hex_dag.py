@@ -5,9 +5,15 @@ environment: point BIN_DIR at a virtualenv that has them. The token comes from t
 Variable ``hex_api_token`` (Airflow masks variables whose name contains "token" in logs and in
 the rendered-template view).
 
-Retries are safe: hexdbt records every trigger in its ledger before calling Hex, so a retried
-``hex_refresh`` re-attaches to the runs the first try started instead of starting them again.
-The ledger lives in HEXDBT_STATE_DIR: on several workers, put it on storage they share.
+Retries are safe, on any worker: hexdbt records every trigger in its ledger before calling Hex,
+and the ledger and the rate budget live in PostgreSQL (``HEXDBT_STATE_URL``, from the Airflow
+connection ``hexdbt_state``; Airflow's own metadata database will do, in a schema of hexdbt's
+own). A retried ``hex_refresh`` on another worker re-attaches to the runs the first try started
+instead of starting them again, and every task using the token draws from one budget. The worker
+needs ``pip install 'hexdbt[postgres]'``; ``hexdbt state check`` tests the connection.
+
+``dbt_build`` writes its artifacts to ``TARGET_PATH`` on storage both tasks see, so the retried
+``hex_refresh`` reads the same dbt invocation as its first try.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from airflow import DAG
 from airflow.operators.bash import BashOperator
 
 DBT_PROJECT_DIR = "/opt/airflow/dbt"  # change: your dbt project
-BIN_DIR = "/opt/airflow/venvs/dbt/bin"  # change: the virtualenv with dbt and hexdbt
-STATE_DIR = "/opt/airflow/shared/hexdbt"  # change: shared by every worker
+BIN_DIR = "/opt/airflow/venvs/dbt/bin"  # change: the virtualenv with dbt and hexdbt[postgres]
+TARGET_PATH = "/opt/airflow/shared/dbt-target"  # change: storage every worker sees
 
 with DAG(
     dag_id="dbt_build_and_hex_refresh",
@@ -33,7 +39,7 @@ with DAG(
         task_id="dbt_build",
         bash_command=f"{BIN_DIR}/dbt build",
         cwd=DBT_PROJECT_DIR,
-        env={"DBT_PROFILES_DIR": DBT_PROJECT_DIR},
+        env={"DBT_PROFILES_DIR": DBT_PROJECT_DIR, "DBT_TARGET_PATH": TARGET_PATH},
         append_env=True,
     )
 
@@ -43,7 +49,9 @@ with DAG(
         cwd=DBT_PROJECT_DIR,
         env={
             "HEX_API_TOKEN": "{{ var.value.hex_api_token }}",
-            "HEXDBT_STATE_DIR": STATE_DIR,
+            # postgres://user:password@host:5432/db; Airflow masks the password in its logs.
+            "HEXDBT_STATE_URL": "{{ conn.hexdbt_state.get_uri() }}",
+            "DBT_TARGET_PATH": TARGET_PATH,
         },
         append_env=True,
         # Also after a partial dbt failure: only apps whose models succeeded are triggered.
