@@ -60,8 +60,8 @@ def _invocation_flags() -> tuple[str, dict[str, Any]]:
 class HexDispatchContext:
     """Dispatch Hex projects from a dbtRunner invocation's events, as ``hexdbt dbt`` does.
 
-    ``client`` and ``ledger`` default to ``HEX_API_TOKEN``/``HEX_BASE_URL`` and the state folder
-    (``HEXDBT_STATE_DIR``); ``project_dir``/``target_path`` locate the artifacts when dbt does
+    ``client`` and ``ledger`` default to ``HEX_API_TOKEN``/``HEX_BASE_URL`` and the state
+    (``HEXDBT_STATE_URL``, else the folder ``HEXDBT_STATE_DIR``); ``project_dir``/``target_path`` locate the artifacts when dbt does
     not announce them (dbt before 1.9).
     """
 
