@@ -20,7 +20,7 @@ import pytest
 from hexdbt.clock import ScaledClock, from_iso
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID
-from hexdbt.hex.budget import Limit, SharedBudget, budget_scope
+from hexdbt.hex.budget import BUDGET_FILE, Limit, budget_scope
 from hexdbt.settings import (
     STATE_URL_ENV,
     TIME_ORIGIN_ENV,
@@ -29,6 +29,7 @@ from hexdbt.settings import (
     StateLocation,
     parse_state_url,
 )
+from hexdbt.store import open_store
 
 pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
 
@@ -128,11 +129,11 @@ def run_children(script: str, arguments: Sequence[Sequence[str]], env: dict[str,
 
 def budget_scopes(location: StateLocation) -> set[str]:
     """The keys of every call recorded in the budget at ``location``."""
-    budget = SharedBudget.open(location, "hxtp_reader_only", "http://127.0.0.1")
+    store = open_store(location, BUDGET_FILE, what="budget store")
     try:
-        rows = budget.store.read(lambda session: session.execute("SELECT scope FROM calls").rows)
+        rows = store.read(lambda session: session.execute("SELECT scope FROM calls").rows)
     finally:
-        budget.close()
+        store.close()
     return {row["scope"] for row in rows}
 
 
