@@ -45,6 +45,7 @@ def main() -> None:
 def _register() -> None:
     from hexdbt.cli import (
         dbt_commands,
+        discover_command,
         emulator_command,
         hex_commands,
         run_commands,
@@ -58,6 +59,7 @@ def _register() -> None:
         dbt_commands,
         run_commands,
         validate_command,
+        discover_command,
         wrapper_command,
         watch_command,
         emulator_command,
