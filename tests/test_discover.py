@@ -19,7 +19,6 @@ from hexdbt.dbt.artifacts import Relation, load_relations
 from hexdbt.dbt.relations import RelationIndex, parse_table_name
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.scenario import (
-    CUSTOMER_HEALTH_ID,
     UNPUBLISHED_ID,
     default_scenario_document,
 )
@@ -63,7 +62,9 @@ def test_what_is_no_table_name_matches_nothing(text: str) -> None:
     assert parse_table_name(text, "postgres") is None
 
 
-def _relation(uid: str, database: str, schema: str, identifier: str, rendered: str | None = None) -> Relation:
+def _relation(
+    uid: str, database: str, schema: str, identifier: str, rendered: str | None = None
+) -> Relation:
     kind = uid.split(".")[0]
     return Relation(uid, kind, identifier, database, schema, identifier, rendered)
 
@@ -267,7 +268,8 @@ def test_the_client_pages_through_queried_tables_and_hears_422_for_a_draft(
     with HexClient(emulator.url, TOKEN, clock=emulator.clock) as client:
         first = client.get_queried_tables("p-1", limit=3)
         assert [table.table_name for table in first.values] == tables[:3]
-        assert first.before is None and first.after
+        assert first.before is None
+        assert first.after
         second = client.get_queried_tables("p-1", limit=3, after=first.after)
         assert second.before
         back = client.get_queried_tables("p-1", limit=3, before=second.before)
@@ -302,7 +304,9 @@ def test_discover_without_a_manifest_says_to_run_dbt_parse(
     (tmp_path / "dbt_project.yml").write_text("name: shop\n")
     result = _invoke(hex_emulator, ["discover"], tmp_path)
     assert result.exit_code == 3
-    assert f"Error: {tmp_path / 'target' / 'manifest.json'}: manifest.json not found" in result.stderr
+    assert (
+        f"Error: {tmp_path / 'target' / 'manifest.json'}: manifest.json not found" in result.stderr
+    )
     assert "dbt parse" in result.stderr
 
 
@@ -423,7 +427,9 @@ def test_discover_auto_plans_the_discovered_app_and_says_so(
         project / "target" / "run_results.json",
     )
     mappings = project / "hex_mappings.yml"
-    mappings.write_text(mappings.read_text().replace("defaults:\n", "defaults:\n  discover: auto\n"))
+    mappings.write_text(
+        mappings.read_text().replace("defaults:\n", "defaults:\n  discover: auto\n")
+    )
     _with_unmapped_app(hex_emulator)
     before = _invoke(hex_emulator, ["plan"], project)
     assert "(discover: auto: no discovery cache yet; run `hexdbt discover` to refresh it)" in (

@@ -107,8 +107,7 @@ def discover(
             {
                 "exitCode": exit_code,
                 "apps": [
-                    {"name": name_of.get(app.project_id), **app.to_json()}
-                    for app in proposal.apps
+                    {"name": name_of.get(app.project_id), **app.to_json()} for app in proposal.apps
                 ],
                 "unpublished": list(proposal.unpublished),
                 "drift": [item.to_json() for item in drift],
@@ -133,7 +132,9 @@ def discover(
             if app.models:
                 click.echo("  models:  " + ", ".join(r.name for r in app.models))
             if app.sources:
-                click.echo("  sources: " + ", ".join(r.name for r in app.sources) + " (never trigger)")
+                click.echo(
+                    "  sources: " + ", ".join(r.name for r in app.sources) + " (never trigger)"
+                )
             if app.unmatched:
                 click.echo("  tables matching no dbt relation: " + ", ".join(app.unmatched))
         for item in drift:

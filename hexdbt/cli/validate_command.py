@@ -106,7 +106,8 @@ def validate(
         if remote and validation.projects:
             with hex_client(allow_insecure_http) as client:
                 validation = validation.with_findings(check_remote(client, validation.projects))
-                if manifest is not None:
+                # Drift is worth reading once the mapping is sound and Hex accepted it.
+                if manifest is not None and validation.exit_code == 0:
                     drift = check_drift(
                         client, validation.projects, manifest, file=str(mappings_path)
                     )

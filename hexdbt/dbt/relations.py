@@ -66,11 +66,8 @@ def parse_table_name(text: str, adapter_type: str | None) -> TableParts | None:
                 break
             if not value:
                 return None
-            if closing == "`" and "." in value:
-                # BigQuery: `project.dataset.table` quotes the whole name at once.
-                pieces = value.split(".")
-            else:
-                pieces = [value]
+            # BigQuery: `project.dataset.table` quotes the whole name at once.
+            pieces = value.split(".") if closing == "`" and "." in value else [value]
             parts.extend(piece.lower() if case_blind else piece for piece in pieces)
         else:
             end = text.find(".", position)

@@ -13,7 +13,7 @@ from typing import Any
 from hexdbt.dbt.artifacts import Relation, Relations
 from hexdbt.dbt.relations import RelationIndex
 from hexdbt.discovery.fetch import Discovery
-from hexdbt.mapping.model import MappingSet, ProjectMapping
+from hexdbt.mapping.model import ProjectMapping
 from hexdbt.mapping.selectors import SelectorIndex
 
 
@@ -142,6 +142,8 @@ def find_drift(
         by_project.setdefault(mapping.project_id, []).append(mapping)
     drift: list[Drift] = []
     for app in proposal.apps:
+        if not (app.models or app.sources or app.unmatched):
+            continue  # Hex knows no table of it (no SQL cell on a connection): nothing to judge
         read = app.model_ids
         mapped_here = by_project.get(app.project_id)
         names = {relation.unique_id: relation.name for relation in app.models}
@@ -183,7 +185,3 @@ def find_drift(
 
 def _sorted(names: dict[str, str]) -> tuple[str, ...]:
     return tuple(sorted(names.values()))
-
-
-def mapped_project_ids(mappings: MappingSet) -> frozenset[str]:
-    return frozenset(mapping.project_id for mapping in mappings if not mapping.discovered)

@@ -723,9 +723,7 @@ class HexApi:
         raise ApiError(422, f"run {run.run_id} has already ended ({run.timeline(now)[0]})")
 
 
-def _page_bounds(
-    count: int, limit: int, after: str | None, before: str | None
-) -> tuple[int, int]:
+def _page_bounds(count: int, limit: int, after: str | None, before: str | None) -> tuple[int, int]:
     """[start, end) of the page of ``count`` items that an ``after`` or ``before`` cursor asks for."""
     if before:
         end = min(_decode_cursor(before), count)

@@ -33,7 +33,10 @@ Codes (``Finding.code``), each with its severity:
     discover-unmapped-model warning Hex says the app reads a model its mapping lacks
     discover-stale-model   warning  the mapping names a model the app no longer reads in Hex
     discover-unmapped-app  warning  an app reads dbt models and nothing maps it
-    discover-unavailable   warning  the workspace has no GetQueriedTables (not Enterprise)
+    discover-unavailable   warning  drift not checked: no GetQueriedTables (not Enterprise), or
+                                    Hex failed meanwhile
+
+The discover-* findings come only when there is no error before them.
 
 Exit code: 0 when there are no errors (warnings allowed), 2 when the mapping has errors, 4 when
 Hex refused something (the highest wins).

@@ -161,8 +161,8 @@ def check_drift(
     """Where the mapping and what Hex says each app reads disagree (``hexdbt discover --check``),
     as warnings: the models an app reads that its mapping lacks, mapped models it no longer
     reads, and apps that read dbt models without a mapping. ``file`` names the mapping file for
-    an app that has no entry. A workspace without GetQueriedTables (not Enterprise) is one
-    warning; the rest of the validation stands."""
+    an app that has no entry. A workspace without GetQueriedTables (not Enterprise), or a Hex
+    that fails meanwhile, is one warning; the rest of the validation stands."""
     from pathlib import Path
 
     from hexdbt.dbt.artifacts import load_relations
@@ -172,14 +172,11 @@ def check_drift(
 
     try:
         discovery = fetch_discovery(client, log=lambda _line: None)
-    except HexPermissionError as exc:
-        if exc.message != ENTERPRISE_ONLY:
-            raise
-        return [Finding(Severity.WARNING, "discover-unavailable", file, None, exc.message)]
+    except HexApiError as exc:
+        message = exc.message if exc.message == ENTERPRISE_ONLY else f"drift not checked: {exc}"
+        return [Finding(Severity.WARNING, "discover-unavailable", file, None, message)]
     proposal = propose(discovery, load_relations(Path(manifest.path)))
-    drift = find_drift(
-        proposal, [entry.mapping for entry in projects], SelectorIndex(manifest)
-    )
+    drift = find_drift(proposal, [entry.mapping for entry in projects], SelectorIndex(manifest))
     where = {entry.mapping.project_id: entry for entry in reversed(projects)}
     findings = []
     for item in drift:
