@@ -46,6 +46,7 @@ PATHS: dict[str, tuple[str, str | None]] = {
     "CancelRun": ("DELETE /projects/{p}/runs/{r}", "DELETE /project/{p}/run/{r}"),
     "ListProjects": ("GET /projects", None),
     "GetProject": ("GET /projects/{p}", None),
+    "GetQueriedTables": ("GET /projects/{p}/queriedTables", None),
 }
 ANSWER_OF = {
     "RunProject": "RunStarted",
@@ -53,6 +54,7 @@ ANSWER_OF = {
     "GetProjectRuns": "RunsAnswer",
     "ListProjects": "ProjectsAnswer",
     "GetProject": "ProjectObject",
+    "GetQueriedTables": "QueriedTablesAnswer",
 }
 _OLDER_SHAPE = {"CancelRun", "ListProjects"}
 
@@ -109,7 +111,7 @@ def _cases() -> Iterator[Case]:
             yield Case(operation, singular, 400, "bad-request")
             if operation != "ListProjects":
                 yield Case(operation, singular, 404, "unknown-project")
-            if operation in ("RunProject", "GetProjectRuns"):
+            if operation in ("RunProject", "GetProjectRuns", "GetQueriedTables"):
                 yield Case(operation, singular, 422, "unpublished")
             if operation == "CancelRun":
                 yield Case(operation, singular, 422, "ended-run")
@@ -124,6 +126,9 @@ def _cases() -> Iterator[Case]:
         (("unknown_inputs", "reject"), ("input_error_shape", "legacy")),
     )
     yield Case("RunProject", False, 405, "wrong-method")
+    yield Case(
+        "GetQueriedTables", False, 403, "no-enterprise", (("queried_tables_feature", False),)
+    )
 
 
 CASES = list(_cases())
@@ -183,6 +188,8 @@ def _call(emulator: HexEmulator, case: Case) -> requests.Response:
             run_id = "not-a-uuid"
         elif case.operation == "GetProject":
             params["includeSharing"] = "maybe"
+        elif case.operation == "GetQueriedTables":
+            params["after"] = "not-a-cursor"
         else:
             params["limit"] = "0"
     elif why == "over-budget":

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 # Top-level packages whose import costs a --help real time (dbt alone: seconds).
-FORBIDDEN = ("dbt", "watchdog", "requests", "urllib3", "jinja2", "duckdb", "rich")
+FORBIDDEN = ("dbt", "watchdog", "requests", "urllib3", "jinja2", "duckdb", "rich", "ruamel")
 FORBIDDEN_HEXDBT = (
     "hexdbt.emulator",
     "hexdbt.engine",

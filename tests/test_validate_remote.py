@@ -21,6 +21,7 @@ from hexdbt.emulator.scenario import (
     UNPUBLISHED_ID,
     TokenSpec,
     default_scenario,
+    default_scenario_document,
 )
 
 TOKEN = "hxtp_validate_remote_secret"
@@ -83,6 +84,11 @@ def test_published_projects_visible_to_the_token_pass(
             {"name": "finance", "project_id": FINANCE_OVERVIEW_ID},
         ],
     )
+    # The default scenario's apps read tables of the sample project, not of this one's.
+    document = default_scenario_document()
+    for project in document["projects"]:
+        project.pop("queried_tables", None)
+    hex_emulator.load_scenario(document)
     result = validate_remote(hex_emulator, folder)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
@@ -90,8 +96,14 @@ def test_published_projects_visible_to_the_token_pass(
         " no problems found"
     )
     operations = [entry["operation"] for entry in hex_emulator.journal()]
+    # The drift check reads every published app's tables after the mapping's own checks.
+    assert operations.count("GetQueriedTables") == 33
     # A dryRun only where it checks more than GetProject does: the mapping with inputs.
-    assert sorted(operations) == ["GetProject", "GetProject", "RunProject"]
+    assert sorted(op for op in operations if op in ("GetProject", "RunProject")) == [
+        "GetProject",
+        "GetProject",
+        "RunProject",
+    ]
     dry_run = next(e for e in hex_emulator.journal() if e["operation"] == "RunProject")
     assert dry_run["body"]["dryRun"] is True
     assert dry_run["body"]["inputParams"] == {"region": "EU"}

@@ -45,6 +45,7 @@ def main() -> None:
 def _register() -> None:
     from hexdbt.cli import (
         dbt_commands,
+        discover_command,
         emulator_command,
         hex_commands,
         run_commands,
@@ -60,6 +61,7 @@ def _register() -> None:
         run_commands,
         state_command,
         validate_command,
+        discover_command,
         wrapper_command,
         watch_command,
         state_command,

@@ -46,6 +46,8 @@ def plan(
         )
         if not planned.used_mapping_file:
             click.echo(f"({planned.mappings_path} not found: using dbt exposures only)")
+        for note in planned.mappings.notes:
+            click.echo(f"({note})")
         click.echo(f"Trigger ({len(result.triggers)}):")
         for trigger in result.triggers:
             params = ", ".join(f"{k}={v!r}" for k, v in trigger.input_params.items())

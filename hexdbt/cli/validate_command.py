@@ -57,7 +57,8 @@ def _manifest(
     "--remote",
     is_flag=True,
     help="Also ask Hex: each project exists, the token sees it, it is published; mappings with"
-    " input params are checked with a dryRun (nothing runs).",
+    " input params are checked with a dryRun (nothing runs); with manifest.json, where the"
+    " mapping and what each app reads in Hex disagree (warnings; Hex Enterprise).",
 )
 @allow_insecure_http_option
 @json_option
@@ -81,7 +82,13 @@ def validate(
     """
     from hexdbt.clock import SystemClock, to_iso
     from hexdbt.mapping import resolve_mappings_path
-    from hexdbt.validate import check_remote, in_file_order, summary_line, validate_mapping
+    from hexdbt.validate import (
+        check_drift,
+        check_remote,
+        in_file_order,
+        summary_line,
+        validate_mapping,
+    )
 
     try:
         manifest, found_project_dir, manifest_problem = _manifest(project_dir, target_path)
@@ -99,6 +106,12 @@ def validate(
         if remote and validation.projects:
             with hex_client(allow_insecure_http) as client:
                 validation = validation.with_findings(check_remote(client, validation.projects))
+                # Drift is worth reading once the mapping is sound and Hex accepted it.
+                if manifest is not None and validation.exit_code == 0:
+                    drift = check_drift(
+                        client, validation.projects, manifest, file=str(mappings_path)
+                    )
+                    validation = validation.with_findings(drift)
     except HexdbtError as exc:
         if as_json:
             print_json({"error": error_payload(exc), "exitCode": exc.exit_code})

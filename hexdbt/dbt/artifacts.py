@@ -258,6 +258,7 @@ class _Metadata(msgspec.Struct, gc=False):
     invocation_id: Any = None
     invocation_started_at: Any = None
     project_name: Any = None
+    adapter_type: Any = None
 
 
 class _Header(msgspec.Struct, gc=False):
@@ -864,3 +865,94 @@ def _load_manifest(path: Path) -> Manifest:
         # Plain dicts: a lookup of a missing key must not add it.
         lookups=NodeLookups(dict(by_name), dict(by_tag), dict(by_package), dict(by_fqn_head)),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Relations: where each model, seed, snapshot and source lives in the warehouse. Read on their
+# own (by ``hexdbt discover`` and ``discover: auto``), so that planning never pays for them.
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A warehouse relation that dbt builds (a model, seed or snapshot) or reads (a source).
+
+    ``rendered`` is the name as dbt writes it in SQL (its ``relation_name``, quoting included)
+    when the manifest has it; ``database``, ``schema`` and ``identifier`` are its parts as dbt
+    holds them. ``name`` is what reports show: a node's name, a source's ``source.table``."""
+
+    unique_id: str
+    resource_type: str
+    name: str
+    database: str | None
+    schema: str | None
+    identifier: str
+    rendered: str | None
+
+    @property
+    def triggers(self) -> bool:
+        """Whether dbt refreshes it: a source is read by dbt, never written."""
+        return self.resource_type in DATA_RESOURCE_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Relations:
+    """The manifest's relations and the warehouse they are in (dbt's adapter type)."""
+
+    adapter_type: str | None
+    relations: tuple[Relation, ...]
+
+
+class _RelationNode(msgspec.Struct, gc=False):
+    resource_type: Any = None
+    name: Any = None
+    source_name: Any = None
+    database: Any = None
+    schema: Any = None
+    alias: Any = None
+    identifier: Any = None
+    relation_name: Any = None
+    config: Any = None
+
+
+class _RelationsFile(msgspec.Struct, gc=False):
+    metadata: _Metadata | None = None
+    nodes: dict[str, _RelationNode] | None = None
+    sources: dict[str, _RelationNode] | None = None
+
+
+_RELATIONS_DECODER = msgspec.json.Decoder(_RelationsFile)
+
+
+def load_relations(path: str | Path) -> Relations:
+    """The relations of a manifest.json (schema v4 to v12): models, seeds and snapshots (not
+    ephemeral models, which build none) and sources."""
+    path = Path(path)
+    document: _RelationsFile
+    document, _ = _read(_RELATIONS_DECODER, path, "manifest.json", "manifest", MANIFEST_VERSIONS)
+    assert document.metadata is not None  # _read checked its schema version
+    relations: list[Relation] = []
+    for group in (document.nodes, document.sources):
+        for unique_id, node in (group or {}).items():
+            resource_type = node.resource_type
+            is_source = resource_type == "source"
+            if resource_type not in DATA_RESOURCE_TYPES and not is_source:
+                continue
+            config = node.config if isinstance(node.config, dict) else {}
+            if config.get("materialized") == "ephemeral":
+                continue
+            name = _str_or_none(node.name) or node_name(unique_id)
+            identifier = _str_or_none(node.identifier if is_source else node.alias) or name
+            if is_source and isinstance(node.source_name, str):
+                name = f"{node.source_name}.{name}"
+            relations.append(
+                Relation(
+                    unique_id=unique_id,
+                    resource_type=resource_type,
+                    name=name,
+                    database=_str_or_none(node.database) or None,
+                    schema=_str_or_none(node.schema) or None,
+                    identifier=identifier,
+                    rendered=_str_or_none(node.relation_name) or None,
+                )
+            )
+    return Relations(_str_or_none(document.metadata.adapter_type), tuple(relations))

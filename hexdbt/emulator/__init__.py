@@ -1,4 +1,4 @@
-"""A local Hex API emulator: Hex's six endpoints, its limits and failures, on a clock you control.
+"""A local Hex API emulator: Hex's seven endpoints, its limits and failures, on a clock you control.
 
     from hexdbt.emulator import HexEmulator
     with HexEmulator() as emu:      # the default scenario on a free port

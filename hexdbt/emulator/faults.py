@@ -23,6 +23,7 @@ OPERATIONS = (
     "CancelRun",
     "ListProjects",
     "GetProject",
+    "GetQueriedTables",
 )
 FAULT_KINDS = ("error", "drop", "slow", "lost_reset", "lost_timeout")
 ERROR_BODIES = ("json", "html", "empty")

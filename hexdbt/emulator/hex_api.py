@@ -1,6 +1,6 @@
 """Hex's public API as the emulator answers it: routes, auth, scopes, validation and error shapes.
 
-Each of the six operations follows HEX_API.md: what it accepts, what it refuses and with which
+Each of the seven operations follows HEX_API.md: what it accepts, what it refuses and with which
 status and message, and the body it answers. Every body is one of the wire objects of
 ``hexdbt.hex.models``, the description hexdbt's client reads with. Errors take the shape of the
 endpoint's generation: older endpoints and every singular (legacy) path answer
@@ -55,6 +55,8 @@ from hexdbt.hex.models import (
     Pagination,
     ProjectObject,
     ProjectsAnswer,
+    QueriedTableObject,
+    QueriedTablesAnswer,
     ReasonAnswer,
     Reviews,
     RunNotification,
@@ -94,6 +96,7 @@ _ID = r"([^/]+)"
 _ROUTES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
     (re.compile(r"^/projects$"), {"GET": "ListProjects"}),
     (re.compile(rf"^/projects/{_ID}$"), {"GET": "GetProject"}),
+    (re.compile(rf"^/projects/{_ID}/queriedTables$"), {"GET": "GetQueriedTables"}),
     (re.compile(rf"^/projects/{_ID}/runs$"), {"GET": "GetProjectRuns", "POST": "RunProject"}),
     (re.compile(rf"^/projects/{_ID}/runs/{_ID}$"), {"GET": "GetRunStatus", "DELETE": "CancelRun"}),
     # The singular paths Hex's own Airflow, Dagster and Prefect packages still call.
@@ -117,7 +120,7 @@ def operation_for(request: Request) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class HexApi:
-    """The six endpoints over the emulator's state, made for one request under the service's lock."""
+    """The seven endpoints over the emulator's state, made for one request under the service's lock."""
 
     scenario: Scenario
     tokens: Mapping[str, TokenSpec]
@@ -231,10 +234,14 @@ class HexApi:
     ) -> tuple[int, WireObject | None]:
         if operation == "ListProjects":
             return self._list_projects(token, request)
+        if operation == "GetQueriedTables" and not self.scenario.settings.queried_tables_feature:
+            raise ApiError(403, "GetQueriedTables is not available in this workspace")
         project = self._visible_project(token, project_id or "")
         if operation == "GetProject":
             include_sharing = _bool_param(request.query, "includeSharing")
             return 200, self._project_object(project, include_sharing=include_sharing)
+        if operation == "GetQueriedTables":
+            return self._queried_tables(project, request)
         if operation == "RunProject":
             return self._run_project(token, user, project, request, exchange)
         if operation == "GetProjectRuns":
@@ -415,17 +422,42 @@ class HexApi:
                 p.id,
             )
         )
-        if before:
-            end = min(_decode_cursor(before), len(chosen))
-            start = max(0, end - limit)
-        else:
-            start = min(_decode_cursor(after), len(chosen)) if after else 0
-            end = min(start + limit, len(chosen))
+        start, end = _page_bounds(len(chosen), limit, after, before)
         page = chosen[start:end]
         return 200, ProjectsAnswer(
             values=[self._project_object(p, include_sharing=False) for p in page],
             pagination=Pagination(
                 after=_encode_cursor(end) if end < len(chosen) else None,
+                before=_encode_cursor(start) if start > 0 else None,
+            ),
+        )
+
+    def _queried_tables(
+        self, project: ProjectSpec, request: Request
+    ) -> tuple[int, QueriedTablesAnswer]:
+        query = request.query
+        limit = _int_param(query, "limit", 25, 1, 100)
+        after = query_value(query, "after")
+        before = query_value(query, "before")
+        if after and before:
+            raise ApiError(400, "give either 'after' or 'before', not both")
+        if project.last_published_at is None:
+            raise ApiError(
+                422, f"project {project.id} has no published version: its queries are not known"
+            )
+        tables = project.queried_tables
+        start, end = _page_bounds(len(tables), limit, after, before)
+        return 200, QueriedTablesAnswer(
+            values=[
+                QueriedTableObject(
+                    data_connection_id=table.connection_id,
+                    data_connection_name=table.connection_name,
+                    table_name=table.table_name,
+                )
+                for table in tables[start:end]
+            ],
+            pagination=Pagination(
+                after=_encode_cursor(end) if end < len(tables) else None,
                 before=_encode_cursor(start) if start > 0 else None,
             ),
         )
@@ -689,6 +721,15 @@ class HexApi:
         if self.scenario.settings.cancel_ended_run == "accept":
             return 204, None
         raise ApiError(422, f"run {run.run_id} has already ended ({run.timeline(now)[0]})")
+
+
+def _page_bounds(count: int, limit: int, after: str | None, before: str | None) -> tuple[int, int]:
+    """[start, end) of the page of ``count`` items that an ``after`` or ``before`` cursor asks for."""
+    if before:
+        end = min(_decode_cursor(before), count)
+        return max(0, end - limit), end
+    start = min(_decode_cursor(after), count) if after else 0
+    return start, min(start + limit, count)
 
 
 def _encode_cursor(offset: int) -> str:

@@ -92,6 +92,21 @@ class SharingSpec:
     support: str = "NONE"
 
 
+# The data connection a scenario's queried tables go through unless they name another.
+DEFAULT_CONNECTION_ID = "d1a7c0de-5eed-4c0a-9b1e-000000000001"
+DEFAULT_CONNECTION_NAME = "Warehouse"
+
+
+@dataclass(frozen=True, slots=True)
+class QueriedTableSpec:
+    """A warehouse table a published project reads (GetQueriedTables), written as the warehouse
+    writes it."""
+
+    table_name: str
+    connection_id: str = DEFAULT_CONNECTION_ID
+    connection_name: str = DEFAULT_CONNECTION_NAME
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectSpec:
     id: str
@@ -115,6 +130,7 @@ class ProjectSpec:
     # Successive runs take successive behaviours; the last one repeats.
     runs: tuple[RunBehaviour, ...] = (RunBehaviour(),)
     history: tuple[HistoryRun, ...] = ()
+    queried_tables: tuple[QueriedTableSpec, ...] = ()
     created_at: float = _CATALOGUE_EPOCH
     last_edited_at: float = _CATALOGUE_EPOCH
     last_published_at: float | None = _CATALOGUE_EPOCH
@@ -151,6 +167,9 @@ class Settings:
     cancel_ended_run: str = "reject"  # reject (422) | accept (204)
     # Hex names no rate-limit headers; X-RateLimit-* is a guess, sent only when asked for.
     rate_limit_headers: bool = False
+    # GetQueriedTables is an Enterprise feature: without it every call answers 403; with it an
+    # unpublished project answers 422.
+    queried_tables_feature: bool = True
 
 
 _SETTING_CHOICES: dict[str, tuple[str, ...]] = {
@@ -391,6 +410,7 @@ _PROJECT_KEYS = (
     "inputs",
     "runs",
     "history",
+    "queried_tables",
     "created_at",
     "last_edited_at",
     "last_published_at",
@@ -521,6 +541,19 @@ def _parse_named(document: Any, key: str, where: str) -> tuple[Recipient, ...]:
     return tuple(named)
 
 
+def _parse_queried_table(document: Any, where: str) -> QueriedTableSpec:
+    """A table name, or ``{table_name, connection_id?, connection_name?}``."""
+    if isinstance(document, str):
+        document = {"table_name": document}
+    document = _mapping(document, where)
+    _no_unknown_keys(document, ("table_name", "connection_id", "connection_name"), where)
+    return QueriedTableSpec(
+        table_name=_string(document, "table_name", where),
+        connection_id=_string(document, "connection_id", where, DEFAULT_CONNECTION_ID),
+        connection_name=_string(document, "connection_name", where, DEFAULT_CONNECTION_NAME),
+    )
+
+
 def _parse_project(document: Any, where: str, position: int) -> ProjectSpec:
     document = _mapping(document, where)
     _no_unknown_keys(document, _PROJECT_KEYS, where)
@@ -566,6 +599,9 @@ def _parse_project(document: Any, where: str, position: int) -> ProjectSpec:
     if not isinstance(schedules_document, list):
         raise _fail(f"{where}.schedules", f"expected a list, got {_kind(schedules_document)}")
     owner_email = _string(document, "owner_email", where, "analytics@example.com")
+    tables_document = document.get("queried_tables", [])
+    if not isinstance(tables_document, list):
+        raise _fail(f"{where}.queried_tables", f"expected a list, got {_kind(tables_document)}")
     return ProjectSpec(
         id=project_id,
         title=_string(document, "title", where),
@@ -592,6 +628,10 @@ def _parse_project(document: Any, where: str, position: int) -> ProjectSpec:
         runs=runs,
         history=tuple(
             _parse_history(item, f"{where}.history[{i}]") for i, item in enumerate(history_document)
+        ),
+        queried_tables=tuple(
+            _parse_queried_table(item, f"{where}.queried_tables[{i}]")
+            for i, item in enumerate(tables_document)
         ),
         created_at=created_at,
         last_edited_at=edited_at,
@@ -708,6 +748,8 @@ def default_scenario_document() -> dict[str, Any]:
             "description": "Churn risk and account health by region.",
             "inputs": ["as_of", "region"],
             "version": 7,
+            # The sample dbt project's relations, written the ways SQL cells write them.
+            "queried_tables": ["hexdbt_sample.main.customers"],
             "runs": {"pending_s": 3, "running_s": 25, "outcome": "COMPLETED"},
             "creator_email": "ana@example.com",
             "status": "Approved",
@@ -728,6 +770,11 @@ def default_scenario_document() -> dict[str, Any]:
             "description": "Revenue, margin and cash, converted to a reporting currency.",
             "inputs": ["as_of", "currency"],
             "version": 12,
+            "queried_tables": [
+                '"hexdbt_sample"."main"."orders"',
+                "MAIN.REVENUE_DAILY",
+                {"table_name": "finance.fx_rates", "connection_name": "Finance Postgres"},
+            ],
             "runs": {"pending_s": 2, "running_s": 40, "outcome": "COMPLETED"},
             "owner_email": "finance@example.com",
             "categories": ["Finance"],
@@ -740,6 +787,7 @@ def default_scenario_document() -> dict[str, Any]:
             "description": "Multi-touch attribution over a trailing window.",
             "inputs": ["as_of", "window_days"],
             "version": 4,
+            "queried_tables": ["marketing_attribution", "main.marketing_touchpoints"],
             "runs": {"pending_s": 4, "running_s": 30, "outcome": "COMPLETED"},
         },
         {
@@ -748,9 +796,19 @@ def default_scenario_document() -> dict[str, Any]:
             "description": "The board's weekly numbers.",
             "inputs": ["dbt_invocation_id"],
             "version": 3,
+            "queried_tables": [
+                "hexdbt_sample.main.customers",
+                "hexdbt_sample.main.orders",
+                "hexdbt_sample.main.revenue_daily",
+            ],
             "runs": {"pending_s": 3, "running_s": 20, "outcome": "COMPLETED"},
         },
-        {"id": UNPUBLISHED_ID, "title": "Churn deep dive (draft)", "published": False},
+        {
+            "id": UNPUBLISHED_ID,
+            "title": "Churn deep dive (draft)",
+            "published": False,
+            "queried_tables": ["hexdbt_sample.main.customers"],
+        },
         {"id": ARCHIVED_ID, "title": "2024 board deck", "archived": True},
         {"id": TRASHED_ID, "title": "Old scratchpad", "trashed": True},
         {

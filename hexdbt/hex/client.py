@@ -52,6 +52,8 @@ from hexdbt.hex.budget import Budget, CallKind, Slot
 from hexdbt.hex.models import (
     Project,
     ProjectsPage,
+    QueriedTable,
+    QueriedTablesPage,
     Run,
     RunRequest,
     RunsPage,
@@ -456,6 +458,37 @@ class HexClient:
         return Project.from_api(
             self._call("GET", f"/projects/{_segment(project_id, 'project id')}")
         )
+
+    def get_queried_tables(
+        self,
+        project_id: str,
+        *,
+        limit: int = MAX_PAGE_SIZE,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> QueriedTablesPage:
+        """GetQueriedTables (Enterprise workspaces): one page of the warehouse tables the
+        published project reads. 422 for an unpublished project; 403 where the workspace lacks
+        the feature (or the token the scope)."""
+        params: dict[str, str | int] = {"limit": _page_size(limit)}
+        if after:
+            params["after"] = after
+        if before:
+            params["before"] = before
+        path = f"/projects/{_segment(project_id, 'project id')}/queriedTables"
+        return QueriedTablesPage.from_api(self._call("GET", path, params=params))
+
+    def iter_queried_tables(
+        self, project_id: str, *, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[QueriedTable]:
+        """Every table a published project reads, following GetQueriedTables' pages."""
+        after: str | None = None
+        while True:
+            page = self.get_queried_tables(project_id, limit=page_size, after=after)
+            yield from page.values
+            if not page.after or not page.values or page.after == after:
+                return
+            after = page.after
 
     def find_api_runs_since(
         self, project_id: str, since: float, *, max_pages: int = 10

@@ -173,6 +173,25 @@ class ProjectsAnswer(WireObject, frozen=True):
     pagination: Pagination
 
 
+# -- queried tables: GetQueriedTables (Enterprise workspaces) ----------------------------------
+
+
+class QueriedTableObject(WireObject, frozen=True):
+    """One warehouse table a published project's queries read. ``table_name`` is written as the
+    warehouse writes it: one to three parts, quoted or not, in the warehouse's case."""
+
+    data_connection_id: str
+    data_connection_name: str
+    table_name: str
+
+
+class QueriedTablesAnswer(WireObject, frozen=True):
+    """GetQueriedTables' 200 body, cursor-paginated like ListProjects."""
+
+    values: list[QueriedTableObject]
+    pagination: Pagination
+
+
 # -- runs: RunProject, GetRunStatus, GetProjectRuns --------------------------------------------
 
 
@@ -271,6 +290,7 @@ class InputErrorAnswer(WireObject, frozen=True):
 WIRE_ANSWERS: tuple[type[WireObject], ...] = (
     ProjectObject,
     ProjectsAnswer,
+    QueriedTablesAnswer,
     RunStarted,
     RunObject,
     RunsAnswer,
@@ -655,6 +675,45 @@ class ProjectsPage:
         page = _read(payload, ProjectsAnswer, "ListProjects")
         return cls(
             values=tuple(Project.from_wire(project) for project in page.values),
+            after=page.pagination.after or None,
+            before=page.pagination.before or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueriedTable:
+    """A warehouse table a published project reads, and the data connection it reads it through."""
+
+    table_name: str
+    data_connection_id: str
+    data_connection_name: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "tableName": self.table_name,
+            "dataConnectionId": self.data_connection_id,
+            "dataConnectionName": self.data_connection_name,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QueriedTablesPage:
+    values: tuple[QueriedTable, ...]
+    after: str | None
+    before: str | None
+
+    @classmethod
+    def from_api(cls, payload: Any) -> QueriedTablesPage:
+        page = _read(payload, QueriedTablesAnswer, "GetQueriedTables")
+        return cls(
+            values=tuple(
+                QueriedTable(
+                    table_name=table.table_name,
+                    data_connection_id=table.data_connection_id,
+                    data_connection_name=table.data_connection_name,
+                )
+                for table in page.values
+            ),
             after=page.pagination.after or None,
             before=page.pagination.before or None,
         )

@@ -227,6 +227,8 @@ def _project(
     path: KeyPath,
     location: _Location,
     source: str,
+    *,
+    discovered: bool = False,
 ) -> ProjectMapping:
     from hexdbt.mapping.schema import Settings
 
@@ -245,7 +247,14 @@ def _project(
     except ConfigError as exc:
         raise location.error(path, exc.message, hint=exc.hint) from None
     merged["notifications"] = tuple(merged["notifications"])
-    return ProjectMapping(name=name, project_id=project_id, models=models, source=source, **merged)
+    return ProjectMapping(
+        name=name,
+        project_id=project_id,
+        models=models,
+        source=source,
+        discovered=discovered,
+        **merged,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,9 +307,27 @@ def parse_mappings(text: str, file_label: str) -> MappingSet:
                 path,
                 location,
                 source=f"{file_label}:{location.line(path)}",
+                discovered=entry.discovered,
             )
         )
-    return MappingSet(projects=tuple(projects), path=file_label)
+    file_defaults = mapping_file.defaults
+    return MappingSet(
+        projects=tuple(projects),
+        path=file_label,
+        discover_auto=file_defaults is not None and file_defaults.discover == "auto",
+        discover_max_age_hours=file_defaults.discover_max_age_hours if file_defaults else 24.0,
+        defaults=defaults,
+    )
+
+
+def discovered_mapping(
+    mappings: MappingSet, name: str, project_id: str, models: tuple[Selector, ...], source: str
+) -> ProjectMapping:
+    """A project that discovery found and no entry maps, with the file's defaults."""
+    location = _Location(mappings.path or DEFAULT_MAPPINGS_FILE)
+    return _project(
+        name, project_id, models, mappings.defaults or {}, (), location, source, discovered=True
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,7 +417,7 @@ def load_mappings(path: str | Path | None, manifest: Manifest | None = None) -> 
 
     Where the file and an exposure name the same Hex project, the file wins.
     """
-    file_projects: tuple[ProjectMapping, ...] = ()
+    file_set = MappingSet(projects=())
     label: str | None = None
     if path is not None:
         path = Path(path)
@@ -408,7 +435,8 @@ def load_mappings(path: str | Path | None, manifest: Manifest | None = None) -> 
             raise ConfigError(f"{path}: not UTF-8 text") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the mapping file: {exc.strerror}") from exc
-        file_projects = parse_mappings(text, label).projects
+        file_set = parse_mappings(text, label)
+    file_projects = file_set.projects
 
     exposures = mappings_from_exposures(manifest) if manifest is not None else []
     mapped_ids = {project.project_id for project in file_projects}
@@ -424,8 +452,11 @@ def load_mappings(path: str | Path | None, manifest: Manifest | None = None) -> 
             exposure_mapping = _renamed(exposure_mapping, f"exposure:{exposure_mapping.name}")
         used_names.add(exposure_mapping.name)
         kept.append(exposure_mapping)
-    return MappingSet(
-        projects=(*file_projects, *kept), path=label, overridden_exposures=tuple(overridden)
+    return replace(
+        file_set,
+        projects=(*file_projects, *kept),
+        path=label,
+        overridden_exposures=tuple(overridden),
     )
 
 

@@ -33,6 +33,8 @@ class ProjectMapping:
     timeout_minutes: float = 60
     cancel_on_timeout: bool = True
     enabled: bool = True
+    # Written by `hexdbt discover --write`, or made from its cache by `discover: auto`.
+    discovered: bool = False
     # Where it was declared, for messages: "hex_mappings.yml:12" or "exposure executive_kpis".
     source: str = ""
 
@@ -47,6 +49,13 @@ class MappingSet:
     path: str | None = None
     # Exposures that named a project the YAML file also maps: the file won.
     overridden_exposures: tuple[str, ...] = ()
+    # `discover: auto` in the file's defaults: also trigger the apps discovery found unmapped.
+    discover_auto: bool = False
+    discover_max_age_hours: float = 24.0
+    # The file's defaults as given, for entries made from discovery.
+    defaults: Mapping[str, Any] | None = None
+    # What a person should know about how the set was made (a stale discovery cache, ...).
+    notes: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[ProjectMapping]:
         return iter(self.projects)

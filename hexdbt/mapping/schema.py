@@ -91,6 +91,12 @@ def _positive_minutes(value: Any) -> float:
     return float(value)
 
 
+def _positive_hours(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise problem(f"expected a positive number of hours, got {value!r}")
+    return float(value)
+
+
 def _params_mapping(value: Any) -> Any:
     if not isinstance(value, dict):
         raise problem(f"expected a mapping of input name to value, got {type_name(value)}")
@@ -228,6 +234,27 @@ class ProjectEntry(Settings):
         " wildcards, tag:, path:, package:, config.<key>:, or a unique_id.",
         min_length=1,
     )
+    discovered: StrictBool = Field(
+        default=False,
+        description="Added by `hexdbt discover --write`; it keeps this entry's models in step"
+        " with what Hex says the app reads. Hand-written entries leave it out.",
+    )
+
+
+class FileDefaults(Settings):
+    """The file's ``defaults``: every project's settings, and whether discovery adds projects."""
+
+    discover: Literal["off", "auto"] = Field(
+        default="off",
+        description="auto: `hexdbt run` (and plan, watch, dbt) also triggers the apps that"
+        " `hexdbt discover` found reading dbt models and that no entry maps, from its cache in"
+        " the state folder.",
+    )
+    discover_max_age_hours: Annotated[float, BeforeValidator(_positive_hours)] = Field(
+        default=24.0,
+        gt=0,
+        description="With discover: auto, a discovery older than this is not used.",
+    )
 
 
 class ExposureSettings(Settings):
@@ -245,7 +272,7 @@ class MappingFile(_Strict):
     model_config = ConfigDict(title="hexdbt hex_mappings.yml")
 
     version: Literal[1] = Field(description="The mapping format version: 1.")
-    defaults: Settings | None = Field(
+    defaults: FileDefaults | None = Field(
         default=None,
         description="Settings applied to every project in this file; a project's own value wins"
         " (input_params merge per name).",

@@ -27,10 +27,15 @@ class PlannedInvocation:
 def load_mapping_set(
     mappings_file: Path | None, manifest: Manifest | None
 ) -> tuple[MappingSet, Path, bool]:
-    """The mapping file (or, without one, the dbt exposures that declare Hex apps)."""
+    """The mapping file (or, without one, the dbt exposures that declare Hex apps), and with
+    ``discover: auto`` in its defaults, the unmapped apps of the last discovery."""
     mappings_path, explicit = resolve_mappings_path(mappings_file)
     use_file = explicit or mappings_path.exists()
     mappings = load_mappings(mappings_path if use_file else None, manifest)
+    if mappings.discover_auto and manifest is not None:
+        from hexdbt.discovery.auto import with_discovered
+
+        mappings = with_discovered(mappings, Path(manifest.path))
     if not mappings.projects:
         raise ConfigError(
             f"no mappings: {mappings_path} does not exist and no dbt exposure declares a Hex project",

@@ -54,6 +54,8 @@ class Trigger:
     reason: str
     # The mapped models whose refresh made this project stale.
     models: tuple[str, ...] = ()
+    # Mapped by `discover: auto` (from the discovery cache), not by the file or an exposure.
+    discovered: bool = False
 
     @property
     def input_params(self) -> Mapping[str, Any]:
@@ -89,6 +91,7 @@ class Plan:
                     "reason": trigger.reason,
                     "trigger_key": trigger.trigger_key,
                     "models": list(trigger.models),
+                    "discovered": trigger.discovered,
                     "update_published_results": trigger.request.update_published_results,
                     "use_cached_sql_results": trigger.request.use_cached_sql_results,
                     "view_id": trigger.request.view_id,
@@ -397,8 +400,11 @@ def make_plan(
                 timeout_minutes=mapping.timeout_minutes,
                 cancel_on_timeout=mapping.cancel_on_timeout,
                 trigger_key=key,
-                reason=decision.reason,
+                reason=f"{decision.reason}; mapped by discovery ({mapping.source})"
+                if mapping.discovered
+                else decision.reason,
                 models=decision.refreshed,
+                discovered=mapping.discovered,
             )
         )
     return Plan(

@@ -30,6 +30,13 @@ Codes (``Finding.code``), each with its severity:
     hex-archived           warning  the project is archived (it still runs)
     hex-rejected           error    a dryRun RunProject was refused (422/400: inputs, view id)
     hex-refused            error    Hex refused the token or could not be reached; checks stopped
+    discover-unmapped-model warning Hex says the app reads a model its mapping lacks
+    discover-stale-model   warning  the mapping names a model the app no longer reads in Hex
+    discover-unmapped-app  warning  an app reads dbt models and nothing maps it
+    discover-unavailable   warning  drift not checked: no GetQueriedTables (not Enterprise), or
+                                    Hex failed meanwhile
+
+The discover-* findings come only when there is no error before them.
 
 Exit code: 0 when there are no errors (warnings allowed), 2 when the mapping has errors, 4 when
 Hex refused something (the highest wins).
@@ -50,7 +57,7 @@ from hexdbt.validate.findings import (
     summary_line,
 )
 from hexdbt.validate.local import validate_mapping
-from hexdbt.validate.remote import check_remote
+from hexdbt.validate.remote import check_drift, check_remote
 
 __all__ = [
     "EXIT_HEX_REFUSED",
@@ -59,6 +66,7 @@ __all__ = [
     "MappedProject",
     "Severity",
     "Validation",
+    "check_drift",
     "check_remote",
     "exit_code_of",
     "in_file_order",

@@ -16,6 +16,7 @@ from hexdbt.errors import (
 from hexdbt.validate.findings import Finding, MappedProject, Severity
 
 if TYPE_CHECKING:
+    from hexdbt.dbt.artifacts import Manifest
     from hexdbt.hex.client import HexClient
 
 
@@ -152,3 +153,42 @@ def _hex_finding(
         f"{entry.mapping.name}: {message}",
         hint=hint or exc.hint,
     )
+
+
+def check_drift(
+    client: HexClient, projects: Sequence[MappedProject], manifest: Manifest, *, file: str
+) -> list[Finding]:
+    """Where the mapping and what Hex says each app reads disagree (``hexdbt discover --check``),
+    as warnings: the models an app reads that its mapping lacks, mapped models it no longer
+    reads, and apps that read dbt models without a mapping. ``file`` names the mapping file for
+    an app that has no entry. A workspace without GetQueriedTables (not Enterprise), or a Hex
+    that fails meanwhile, is one warning; the rest of the validation stands."""
+    from pathlib import Path
+
+    from hexdbt.dbt.artifacts import load_relations
+    from hexdbt.discovery.fetch import ENTERPRISE_ONLY, fetch_discovery
+    from hexdbt.discovery.proposal import find_drift, propose
+    from hexdbt.mapping.selectors import SelectorIndex
+
+    try:
+        discovery = fetch_discovery(client, log=lambda _line: None)
+    except HexApiError as exc:
+        message = exc.message if exc.message == ENTERPRISE_ONLY else f"drift not checked: {exc}"
+        return [Finding(Severity.WARNING, "discover-unavailable", file, None, message)]
+    proposal = propose(discovery, load_relations(Path(manifest.path)))
+    drift = find_drift(proposal, [entry.mapping for entry in projects], SelectorIndex(manifest))
+    where = {entry.mapping.project_id: entry for entry in reversed(projects)}
+    findings = []
+    for item in drift:
+        entry = where.get(item.project_id)
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                f"discover-{item.kind.value}",
+                entry.file if entry else file,
+                entry.line if entry else None,
+                item.message,
+                hint="`hexdbt discover --write` adds what is missing",
+            )
+        )
+    return findings
