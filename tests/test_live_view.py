@@ -24,7 +24,7 @@ from hexdbt.clock import ScaledClock
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.pytest_plugin import EmulatorFactory
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, ERRORS_ID, KILLED_ID
-from hexdbt.hex.polls import RunView, WatchedRun
+from hexdbt.hex.polls import RunView, WaitCause, WatchedRun
 from hexdbt.outcomes import Outcome, OutcomeKind
 
 TOKEN = "hxtp_live_view_secret"
@@ -110,6 +110,63 @@ def test_the_budget_is_not_mentioned_when_the_next_slot_is_now() -> None:
     view = _live(next_slot_at=lambda: NOW)
     view.expect([("a", "p-a")])
     assert view.footer(NOW) == "0 of 1 done, 1 waiting to start"
+
+
+def test_a_trigger_settled_without_a_run_no_longer_waits_to_start() -> None:
+    """Hex refused one trigger and another is not waited on: the engine settles both, and the
+    footer counts them done (the refused one failed) while the third run is still live."""
+    view = _live(next_slot_at=lambda: NOW + 41)
+    view.expect([("a", "p-a"), ("refused", "p-b"), ("fire_and_forget", "p-c")])
+    view.changed(_view("a", "p-a", "run-a", "RUNNING"), NOW)
+    assert view.footer(NOW) == (
+        "0 of 3 done, 2 waiting to start (Hex's budget: next slot in 41 s)"
+    )
+    reason = "HTTP 422: the project is not published"
+    view.settled(Outcome("refused", "p-b", OutcomeKind.FAILED_TO_START, reason=reason), NOW)
+    url = URL.format(project="p-c", run="run-c")
+    started = Outcome("fire_and_forget", "p-c", OutcomeKind.STARTED, run_id="run-c", run_url=url)
+    view.settled(started, NOW)
+    assert view.footer(NOW) == "2 of 3 done, 1 failed"
+    lines = _text(view.render(NOW), 100).splitlines()
+    assert "waiting to start" not in "\n".join(lines)
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:4]}
+    assert rows == {"a": "RUNNING", "refused": "FAILED_TO_START", "fire_and_forget": "STARTED"}
+    assert "app.hex.tech/…/run-c" in lines[3]
+
+
+def test_a_trigger_that_ended_elsewhere_shows_hex_s_status() -> None:
+    view = _live()
+    view.expect([("a", "p-a")])
+    ended = Outcome("a", "p-a", OutcomeKind.ERRORED, hex_status="ERRORED", elapsed_s=75.0)
+    view.settled(ended, NOW)
+    (row,) = _text(view.render(NOW), 100).splitlines()[1:2]
+    assert row.split()[:3] == ["a", "ERRORED", "1m15s"]
+    assert view.footer(NOW) == "1 of 1 done, 1 failed"
+
+
+def test_triggers_waiting_for_the_budget_get_rows_without_a_plan_ahead() -> None:
+    """A daemon's view knows no plan ahead: the engine says which triggers wait, and why."""
+    view = _live(next_slot_at=lambda: NOW + 3600)
+    view.waiting([("finance", "p-f")], WaitCause.BUDGET, NOW)
+    assert view.footer(NOW) == (
+        "0 of 1 done, 1 waiting to start (Hex's budget: next slot in 3600 s)"
+    )
+    view.changed(_view("finance", "p-f", "run-f", "PENDING"), NOW)
+    assert view.footer(NOW) == "0 of 1 done"
+
+
+def test_a_daemon_s_view_keeps_the_latest_ended_rows_and_counts_them_all() -> None:
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    view = LiveView(console, keep_ended=2)
+    for number in range(3):
+        live = _view(f"run{number}", f"p-{number}", f"r-{number}", "RUNNING")
+        view.changed(live, NOW)
+        view.changed(RunView(live.run, "ERRORED", OutcomeKind.ERRORED, 2), NOW)
+    view.settled(Outcome("refused", "p-9", OutcomeKind.FAILED_TO_START), NOW)
+    view.changed(_view("live", "p-l", "r-l", "RUNNING"), NOW)
+    lines = _text(view.render(NOW), 100).splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == ["run2", "live", "refused"]
+    assert view.footer(NOW) == "4 of 5 done, 4 failed"
 
 
 def test_runs_are_links_to_their_full_url_showing_a_short_one() -> None:
