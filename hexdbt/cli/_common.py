@@ -113,13 +113,15 @@ def make_progress(
     client: HexClient | None = None,
     expect: Iterable[tuple[str, str]] = (),
     titles: Mapping[str, str] | None = None,
+    keep_ended: int | None = None,
 ) -> Progress:
     """What a person (or a log shipper) sees while runs are waited on, on stderr: a live table
     on a terminal, else a line per change; with ``--log-format json``, one event per line.
 
     For the live table: ``expect``, the (name, project id) of the triggers planned, shown before
     their runs start; ``titles``, Hex titles by project id; ``client``, whose budget says when
-    the next trigger may go."""
+    the next trigger may go; ``keep_ended``, how many rows of ended triggers it keeps (a
+    daemon's, the latest)."""
     from hexdbt.hex.progress import EventProgress, LineProgress
 
     if log_format == "json":
@@ -136,6 +138,7 @@ def make_progress(
         next_slot_at=(lambda: budget.next_slot_at(CallKind.RUN_PROJECT)) if budget else None,
         # Lines written to stdout meanwhile (dbt's) scroll above the live table.
         redirect_stdout=draws_in_place(sys.stdout),
+        keep_ended=keep_ended,
     )
     view.expect(expect)
     return view

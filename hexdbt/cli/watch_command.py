@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from hexdbt.cli._common import allow_insecure_http_option, hex_client, state_url_option
+from hexdbt.cli._common import (
+    allow_insecure_http_option,
+    draws_in_place,
+    hex_client,
+    make_progress,
+    state_url_option,
+)
 from hexdbt.signals import Signals
+
+if TYPE_CHECKING:
+    from hexdbt.hex.client import HexClient
+    from hexdbt.hex.polls import Progress
+    from hexdbt.logs import EventLog
+
+# The rows of ended runs a foreground watch keeps on screen (it runs for days).
+KEEP_ENDED_ROWS = 10
 
 COMMANDS: list[click.Command] = []
 
@@ -51,7 +67,8 @@ COMMANDS: list[click.Command] = []
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="One line per event on stderr: text, or one JSON object per line for log shippers.",
+    help="One line per event on stderr: text, or one JSON object per line for log shippers. On a"
+    " terminal, text shows the runs in a live table below the other events.",
 )
 @click.option(
     "--debounce-ms",
@@ -132,9 +149,20 @@ def watch(
         )
         with open_ledger(client, state) as ledger:
             settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
-            WatchDaemon(client, ledger, options, log, settings=settings).run()
+            progress = _progress(log_format, log, client)
+            WatchDaemon(client, ledger, options, log, settings=settings, progress=progress).run()
     # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.
     raise SystemExit(0)
+
+
+def _progress(log_format: str, log: EventLog, client: HexClient) -> Progress:
+    """On a terminal, the live view of ``trigger --wait`` and ``run``, with the other events as
+    lines above it; elsewhere, and with ``--log-format json``, one event per change."""
+    if log_format == "text" and draws_in_place(sys.stderr):
+        return make_progress(client=client, keep_ended=KEEP_ENDED_ROWS)
+    from hexdbt.hex.progress import EventProgress
+
+    return EventProgress(log, heartbeat_s=3600.0)
 
 
 COMMANDS.append(watch)

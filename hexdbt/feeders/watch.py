@@ -20,6 +20,7 @@ from hexdbt.logs import EventLog, error_fields
 if TYPE_CHECKING:
     from hexdbt.engine import EngineSettings
     from hexdbt.hex.client import HexClient
+    from hexdbt.hex.polls import Progress
     from hexdbt.ledger import Ledger, TriggerRecord
 
 
@@ -31,6 +32,9 @@ class WatchDaemon:
     watch loop gets a thread of its own and hands each new invocation to the engine's inbox. Live
     Hex runs are left running when it stops (``cancel_on_interrupt`` False) and followed again by
     the next daemon, which takes them up from the ledger.
+
+    ``progress``: what is shown of the runs and triggers (the CLI gives a live view on a
+    terminal); by default one event per change on ``log``, a heartbeat every hour.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class WatchDaemon:
         log: EventLog,
         *,
         settings: EngineSettings | None = None,
+        progress: Progress | None = None,
         watch_clock: Clock | None = None,
         start_observer: bool = True,
     ) -> None:
@@ -56,7 +61,7 @@ class WatchDaemon:
             client,
             ledger,
             settings=replace(settings, daemon=True),
-            polls=Polls(client, progress=EventProgress(log, heartbeat_s=3600.0)),
+            polls=Polls(client, progress=progress or EventProgress(log, heartbeat_s=3600.0)),
             log=lambda message: log.emit("dispatch", message=message),
         )
         self.watcher = ArtifactWatcher(
