@@ -248,6 +248,22 @@ def write_reports(
         write_markdown(outcomes, markdown, title=title)
 
 
+metrics_port_option = click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz"
+    " (0: any free port, logged in the metrics_serving event).",
+)
+metrics_host_option = click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="The address --metrics-port listens on (0.0.0.0: every interface).",
+)
+
+
 log_format_option = click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),

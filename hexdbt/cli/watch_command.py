@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from hexdbt.cli._common import (
     draws_in_place,
     hex_client,
     make_progress,
+    metrics_host_option,
+    metrics_port_option,
     state_url_option,
 )
 from hexdbt.signals import Signals
@@ -84,6 +87,8 @@ COMMANDS: list[click.Command] = []
     type=click.IntRange(min=1, max=25),
     help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
 )
+@metrics_port_option
+@metrics_host_option
 @state_url_option
 @allow_insecure_http_option
 def watch(
@@ -95,6 +100,8 @@ def watch(
     log_format: str,
     debounce_ms: int,
     max_live_runs: int,
+    metrics_port: int | None,
+    metrics_host: str,
     state_url: str | None,
     allow_insecure_http: bool,
 ) -> None:
@@ -109,6 +116,7 @@ def watch(
     Examples:
       hexdbt watch --project-dir ~/analytics
       hexdbt watch --project-dir a --project-dir b --log-format json
+      hexdbt watch --project-dir ~/analytics --metrics-port 9464
     """
     from hexdbt._version import __version__
     from hexdbt.engine import EngineSettings
@@ -139,6 +147,7 @@ def watch(
     with (
         signals.installed(),
         hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+        ExitStack() as served,
     ):
         log.emit(
             "started",
@@ -147,10 +156,24 @@ def watch(
             state=state.describe(),
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
+        metrics = None
+        if metrics_port is not None:
+            from hexdbt.metrics import DaemonMetrics
+
+            metrics = DaemonMetrics("watch")
+            server = served.enter_context(metrics.serve(metrics_host, metrics_port))
+            log.emit("metrics_serving", url=f"{server.url}/metrics", health=f"{server.url}/healthz")
         with open_ledger(client, state) as ledger:
             settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
-            progress = _progress(log_format, log, client)
-            WatchDaemon(client, ledger, options, log, settings=settings, progress=progress).run()
+            WatchDaemon(
+                client,
+                ledger,
+                options,
+                log,
+                settings=settings,
+                progress=_progress(log_format, log, client),
+                metrics=metrics,
+            ).run()
     # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.
     raise SystemExit(0)
 
