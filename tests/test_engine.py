@@ -20,7 +20,7 @@ from hexdbt.errors import Interrupted, StateError
 from hexdbt.factory import open_client
 from hexdbt.hex.budget import BUDGET_FILE
 from hexdbt.hex.client import HexClient
-from hexdbt.hex.polls import RunView
+from hexdbt.hex.polls import NoProgress, RunView
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.planner.files import plan_from_files
@@ -560,7 +560,7 @@ def test_an_interrupt_cancels_the_runs_this_process_started(
     assert {(r.state, r.hex_status) for r in ended} == {(TriggerState.ENDED, "KILLED")}
 
 
-class StopWhenLive:
+class StopWhenLive(NoProgress):
     """A progress display that requests the engine's stop once ``live`` runs are followed."""
 
     refresh_s = 3600.0

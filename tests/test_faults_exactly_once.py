@@ -33,7 +33,7 @@ from hexdbt.clock import ManualClock, SystemClock, from_iso
 from hexdbt.emulator import HexEmulator
 from hexdbt.engine import Engine
 from hexdbt.factory import open_client
-from hexdbt.hex.polls import RunView
+from hexdbt.hex.polls import NoProgress, RunView
 from hexdbt.ledger import LEDGER_FILENAME, Ledger
 from hexdbt.outcomes import OutcomeKind
 from hexdbt.planner.files import plan_from_files
@@ -402,7 +402,7 @@ def test_sigterm_with_hex_silent_cancels_within_the_wind_down_budget_and_says_wh
 # -- 9. A cancel refused because the run had just ended ---------------------------------------------
 
 
-class EndInHexThenStop:
+class EndInHexThenStop(NoProgress):
     """A progress display that, once the run is followed, lets the emulator's (shared) clock pass
     its end unpolled, then requests the engine's stop: the cancel reaches an ended run."""
 

@@ -9,6 +9,7 @@ import pty
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dbt_shapes import manifest_document, model, run_results_document, write_json
 from rich.console import Console
 
 from hexdbt.cli.live_view import LiveView, outcome_table, short_url
 from hexdbt.clock import ScaledClock
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.pytest_plugin import EmulatorFactory
-from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, ERRORS_ID, KILLED_ID
-from hexdbt.hex.polls import RunView, WatchedRun
+from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, ERRORS_ID, KILLED_ID, UNPUBLISHED_ID
+from hexdbt.hex.polls import RunView, WaitCause, WatchedRun
 from hexdbt.outcomes import Outcome, OutcomeKind
 
 TOKEN = "hxtp_live_view_secret"
@@ -110,6 +112,61 @@ def test_the_budget_is_not_mentioned_when_the_next_slot_is_now() -> None:
     view = _live(next_slot_at=lambda: NOW)
     view.expect([("a", "p-a")])
     assert view.footer(NOW) == "0 of 1 done, 1 waiting to start"
+
+
+def test_a_trigger_settled_without_a_run_no_longer_waits_to_start() -> None:
+    """Hex refused one trigger and another is not waited on: the engine settles both, and the
+    footer counts them done (the refused one failed) while the third run is still live."""
+    view = _live(next_slot_at=lambda: NOW + 41)
+    view.expect([("a", "p-a"), ("refused", "p-b"), ("fire_and_forget", "p-c")])
+    view.changed(_view("a", "p-a", "run-a", "RUNNING"), NOW)
+    assert view.footer(NOW) == "0 of 3 done, 2 waiting to start (Hex's budget: next slot in 41 s)"
+    reason = "HTTP 422: the project is not published"
+    view.settled(Outcome("refused", "p-b", OutcomeKind.FAILED_TO_START, reason=reason), NOW)
+    url = URL.format(project="p-c", run="run-c")
+    started = Outcome("fire_and_forget", "p-c", OutcomeKind.STARTED, run_id="run-c", run_url=url)
+    view.settled(started, NOW)
+    assert view.footer(NOW) == "2 of 3 done, 1 failed"
+    lines = _text(view.render(NOW), 100).splitlines()
+    assert "waiting to start" not in "\n".join(lines)
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:4]}
+    assert rows == {"a": "RUNNING", "refused": "FAILED_TO_START", "fire_and_forget": "STARTED"}
+    assert "app.hex.tech/…/run-c" in lines[3]
+
+
+def test_a_trigger_that_ended_elsewhere_shows_hex_s_status() -> None:
+    view = _live()
+    view.expect([("a", "p-a")])
+    ended = Outcome("a", "p-a", OutcomeKind.ERRORED, hex_status="ERRORED", elapsed_s=75.0)
+    view.settled(ended, NOW)
+    (row,) = _text(view.render(NOW), 100).splitlines()[1:2]
+    assert row.split()[:3] == ["a", "ERRORED", "1m15s"]
+    assert view.footer(NOW) == "1 of 1 done, 1 failed"
+
+
+def test_triggers_waiting_for_the_budget_get_rows_without_a_plan_ahead() -> None:
+    """A daemon's view knows no plan ahead: the engine says which triggers wait, and why."""
+    view = _live(next_slot_at=lambda: NOW + 3600)
+    view.waiting([("finance", "p-f")], WaitCause.BUDGET, NOW)
+    assert view.footer(NOW) == (
+        "0 of 1 done, 1 waiting to start (Hex's budget: next slot in 3600 s)"
+    )
+    view.changed(_view("finance", "p-f", "run-f", "PENDING"), NOW)
+    assert view.footer(NOW) == "0 of 1 done"
+
+
+def test_a_daemon_s_view_keeps_the_latest_ended_rows_and_counts_them_all() -> None:
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    view = LiveView(console, keep_ended=2)
+    for number in range(3):
+        live = _view(f"run{number}", f"p-{number}", f"r-{number}", "RUNNING")
+        view.changed(live, NOW)
+        view.changed(RunView(live.run, "ERRORED", OutcomeKind.ERRORED, 2), NOW)
+    view.settled(Outcome("refused", "p-9", OutcomeKind.FAILED_TO_START), NOW)
+    view.changed(_view("live", "p-l", "r-l", "RUNNING"), NOW)
+    lines = _text(view.render(NOW), 100).splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == ["run2", "live", "refused"]
+    assert view.footer(NOW) == "4 of 5 done, 4 failed"
 
 
 def test_runs_are_links_to_their_full_url_showing_a_short_one() -> None:
@@ -413,3 +470,85 @@ def test_dbt_build_in_tmux_keeps_the_live_view_below_dbts_lines(
     done_at = next(index for index, line in enumerate(lines) if "Done. PASS=" in line)
     assert done_at < headers[0], ended
     assert re.search(r"mapped Hex projects: \d+ completed", ended), ended
+
+
+@pytest.mark.slow
+def test_a_trigger_hex_refuses_is_done_in_the_footer_while_the_other_run_is_live(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+    tmux: Callable[[int, int], Tmux],
+    tmp_path: Path,
+) -> None:
+    """The unpublished project is refused at once: the footer counts it done and failed while
+    the other run is still live (it used to wait to start until the view closed)."""
+    _emulator, environment = scaled_emulator
+    projects = f"{CUSTOMER_HEALTH_ID},{UNPUBLISHED_ID}"
+    command = [sys.executable, "-m", "hexdbt", "trigger", projects, "--wait"]
+    session = tmux(100, 30)
+    session.start(_script(tmp_path / "trigger.sh", environment, command))
+
+    live = session.wait_for(r"(?m)^1 of 2 done, 1 failed\s*$")
+    (refused,) = [line for line in live.splitlines() if line.startswith("Churn deep dive")]
+    assert "FAILED_TO_START" in refused
+    assert "waiting to start" not in live
+    (running,) = [line for line in live.splitlines() if line.startswith("Customer health")]
+    assert re.search(r"\b(TRIGGERED|PENDING|RUNNING)\b", running), live
+
+    ended = session.wait_for(r"hexdbt exited \d+")
+    assert "hexdbt exited 4" in ended, ended
+
+
+@pytest.mark.slow
+def test_watch_in_a_terminal_shows_the_live_view_below_its_events(
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+    tmux: Callable[[int, int], Tmux],
+    tmp_path: Path,
+) -> None:
+    """A foreground watch: its events are lines, its runs a live table below them, with the
+    trigger Hex refused settled in it; SIGTERM stops it (exit 0) below the table."""
+    _emulator, environment = scaled_emulator
+    target = tmp_path / "target"
+    target.mkdir()
+    write_json(target / "manifest.json", manifest_document([model("customers"), model("orders")]))
+    mappings = tmp_path / "hex_mappings.yml"
+    mappings.write_text(
+        "version: 1\nprojects:\n"
+        f"  - {{name: health, project_id: {CUSTOMER_HEALTH_ID}, models: [customers]}}\n"
+        f"  - {{name: draft, project_id: {UNPUBLISHED_ID}, models: [orders]}}\n"
+    )
+    pid_file = tmp_path / "watch.pid"
+    watch = [sys.executable, "-m", "hexdbt", "watch", "--target-path", str(target)]
+    watch += ["--mappings", str(mappings), "--debounce-ms", "50"]
+    exports = "\n".join(f"export {key}={shlex.quote(value)}" for key, value in environment.items()
+                        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key))  # fmt: skip
+    script = tmp_path / "watch.sh"
+    script.write_text(
+        f"{exports}\n{shlex.join(watch)} &\necho $! > {shlex.quote(str(pid_file))}\n"
+        'wait $!\necho "hexdbt exited $?"\nread _\n'
+    )
+    session = tmux(100, 40)
+    session.start(script)
+    session.wait_for(r"INFO watching ")
+
+    both = {"model.shop.customers": "success", "model.shop.orders": "success"}
+    write_json(target / "run_results.json", run_results_document(both, invocation_id="i-1"))
+    live = session.wait_for(r"(?m)^1 of 2 done, 1 failed\s*$")
+    lines = live.rstrip("\n").splitlines()
+    header_at = next(index for index, line in enumerate(lines) if line.startswith("PROJECT"))
+    assert [line for line in lines if line.startswith("PROJECT")] == [lines[header_at]]
+    submitted_at = next(i for i, line in enumerate(lines) if "INFO invocation_submitted" in line)
+    assert submitted_at < header_at, live  # the events scroll above the view
+    rows = {line.split()[0]: line.split()[1] for line in lines[header_at + 1 : -1]}
+    assert rows["draft"] == "FAILED_TO_START", live
+    assert rows["health"] in {"TRIGGERED", "PENDING", "RUNNING"}, live
+
+    ended = session.wait_for(r"(?m)^2 of 2 done, 1 failed\s*$")
+    assert re.search(r"(?m)^health\s+COMPLETED", ended), ended
+    # The runs are in the table, not in event lines as they are in a pipe or with json.
+    assert "run_followed" not in ended
+    assert "run_ended" not in ended
+
+    os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    stopped = session.wait_for(r"hexdbt exited \d+")
+    assert "hexdbt exited 0" in stopped, stopped
+    assert "INFO stopped" in stopped
+    assert TOKEN not in stopped

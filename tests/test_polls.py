@@ -26,6 +26,7 @@ from hexdbt.hex.client import HexClient
 from hexdbt.hex.models import RunRequest
 from hexdbt.hex.polls import (
     FixedSchedule,
+    NoProgress,
     Polls,
     PollSchedule,
     Progress,
@@ -95,7 +96,7 @@ def follow(hex_emulator: HexEmulator) -> Iterator[Follow]:
     client.close()
 
 
-class Views:
+class Views(NoProgress):
     """A progress display that keeps every view it is shown."""
 
     refresh_s = 3600.0

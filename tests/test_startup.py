@@ -1,4 +1,5 @@
-"""`hexdbt --help` and `hexdbt <command> --help` stay fast: no dbt, emulator, watchdog or rich import.
+"""`hexdbt --help` and `hexdbt <command> --help` stay fast: no dbt, emulator, watchdog, rich or
+prometheus-client import.
 
 Each check runs in a fresh interpreter (this test process has imported everything already). An
 import hook in that interpreter records where a forbidden module was first imported from, so a
@@ -16,7 +17,17 @@ from typing import Any
 import pytest
 
 # Top-level packages whose import costs a --help real time (dbt alone: seconds).
-FORBIDDEN = ("dbt", "watchdog", "requests", "urllib3", "jinja2", "duckdb", "rich", "ruamel")
+FORBIDDEN = (
+    "dbt",
+    "watchdog",
+    "requests",
+    "urllib3",
+    "jinja2",
+    "duckdb",
+    "rich",
+    "prometheus_client",
+    "ruamel",
+)
 FORBIDDEN_HEXDBT = (
     "hexdbt.emulator",
     "hexdbt.engine",

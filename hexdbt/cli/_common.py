@@ -113,13 +113,15 @@ def make_progress(
     client: HexClient | None = None,
     expect: Iterable[tuple[str, str]] = (),
     titles: Mapping[str, str] | None = None,
+    keep_ended: int | None = None,
 ) -> Progress:
     """What a person (or a log shipper) sees while runs are waited on, on stderr: a live table
     on a terminal, else a line per change; with ``--log-format json``, one event per line.
 
     For the live table: ``expect``, the (name, project id) of the triggers planned, shown before
     their runs start; ``titles``, Hex titles by project id; ``client``, whose budget says when
-    the next trigger may go."""
+    the next trigger may go; ``keep_ended``, how many rows of ended triggers it keeps (a
+    daemon's, the latest)."""
     from hexdbt.hex.progress import EventProgress, LineProgress
 
     if log_format == "json":
@@ -136,6 +138,7 @@ def make_progress(
         next_slot_at=(lambda: budget.next_slot_at(CallKind.RUN_PROJECT)) if budget else None,
         # Lines written to stdout meanwhile (dbt's) scroll above the live table.
         redirect_stdout=draws_in_place(sys.stdout),
+        keep_ended=keep_ended,
     )
     view.expect(expect)
     return view
@@ -243,6 +246,22 @@ def write_reports(
         write_junit(outcomes, junit, suite_name=title)
     if markdown is not None:
         write_markdown(outcomes, markdown, title=title)
+
+
+metrics_port_option = click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz"
+    " (0: any free port, logged in the metrics_serving event).",
+)
+metrics_host_option = click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="The address --metrics-port listens on (0.0.0.0: every interface).",
+)
 
 
 log_format_option = click.option(

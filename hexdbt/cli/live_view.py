@@ -19,15 +19,19 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from hexdbt.hex.polls import RunView
+from hexdbt.hex.polls import RunView, WaitCause
 from hexdbt.hex.progress import format_elapsed, state_of
-from hexdbt.outcomes import Outcome, OutcomeKind
+from hexdbt.outcomes import EXIT_CODES, Outcome, OutcomeKind, kind_of_final_status
 
 _STATUS_STYLES = {
     "PENDING": "yellow",
     "RUNNING": "cyan",
     "COMPLETED": "green",
     "TRIGGERED": "yellow",
+    # Triggers settled without a run followed, and nothing wrong with them.
+    "STARTED": "yellow",
+    "QUEUED": "yellow",
+    "IN_PROGRESS_ELSEWHERE": "yellow",
 }
 _WAITING = "waiting to start"
 
@@ -84,6 +88,13 @@ class _Expected:
     project_id: str
 
 
+def _settled_state(outcome: Outcome) -> str:
+    """Hex's final status when the outcome is that status, else the outcome (``FAILED_TO_START``)."""
+    if outcome.hex_status and outcome.kind is kind_of_final_status(outcome.hex_status):
+        return outcome.hex_status
+    return outcome.kind.value.upper()
+
+
 class LiveView:
     """The engine's progress on a terminal: one row per project, a footer of counts.
 
@@ -91,6 +102,11 @@ class LiveView:
     ``next_slot_at``: when the budget next lets a RunProject through (for the footer).
     ``console``: where to draw (stderr); ``redirect_stdout``: print the process's stdout above
     the live region (when both are the one terminal, as for dbt's lines under ``hexdbt dbt``).
+    ``keep_ended``: at most this many rows of ended triggers, the latest (a daemon's view would
+    grow without end); the footer still counts them all.
+
+    A trigger the engine follows no run of (refused, expired, not waited on) leaves the rows of
+    those waiting to start when the engine settles it (``settled``), and shows its outcome.
     """
 
     refresh_s = 1.0
@@ -102,8 +118,10 @@ class LiveView:
         titles: Mapping[str, str] | None = None,
         next_slot_at: Callable[[], float] | None = None,
         redirect_stdout: bool = False,
+        keep_ended: int | None = None,
     ) -> None:
         self._console = console
+        self._keep_ended = keep_ended
         self._titles = dict(titles or {})
         self._next_slot_at = next_slot_at
         # The final table of outcomes replaces the live one when it goes to the same terminal.
@@ -116,7 +134,12 @@ class LiveView:
         )
         self._expected: dict[str, _Expected] = {}
         self._views: dict[str, RunView] = {}  # run id -> its latest view, in order of arrival
-        self._ended_at: dict[str, float] = {}
+        self._settled: dict[str, Outcome] = {}  # trigger name -> its outcome, without a run view
+        self._ended_at: dict[str, float] = {}  # run id -> when it ended
+        # The rows of ended triggers, oldest first: ("run", run id) or ("trigger", name).
+        self._ended_rows: dict[tuple[str, str], None] = {}
+        self._dropped_done = 0  # ended rows no longer shown (keep_ended), for the footer
+        self._dropped_failed = 0
 
     def expect(self, triggers: Iterable[tuple[str, str]]) -> None:
         """Rows for triggers (name, project id) that have no run yet: the plan is seen whole."""
@@ -128,7 +151,20 @@ class LiveView:
         self._views[view.run.run_id] = view
         if view.outcome is not None:
             self._ended_at.setdefault(view.run.run_id, now)
+            self._row_ended(("run", view.run.run_id))
         self._draw(now)
+
+    def waiting(self, triggers: Sequence[tuple[str, str]], cause: WaitCause, now: float) -> None:
+        """Rows for triggers the engine cannot send yet (a daemon's plans are not known ahead)."""
+        self.expect(triggers)
+        self._redraw(now)
+
+    def settled(self, outcome: Outcome, now: float) -> None:
+        self._expected.pop(outcome.name, None)
+        self._settled.pop(outcome.name, None)  # the row moves to the end, as the latest
+        self._settled[outcome.name] = outcome
+        self._row_ended(("trigger", outcome.name))
+        self._redraw(now)
 
     def refresh(self, views: Sequence[RunView], now: float) -> None:
         for view in views:
@@ -159,17 +195,32 @@ class LiveView:
                 expected,
                 run_link(run.run_url, run.run_id),
             )
+        for outcome in self._settled.values():
+            elapsed = format_elapsed(outcome.elapsed_s) if outcome.elapsed_s is not None else "-"
+            table.add_row(
+                self._name_of(outcome.name, outcome.project_id),
+                status_text(_settled_state(outcome)),
+                elapsed,
+                "-",
+                run_link(outcome.run_url),
+            )
         for item in self._expected.values():
             name = self._name_of(item.name, item.project_id)
             table.add_row(name, status_text(_WAITING), "-", "-", "-")
         return Group(table, Text(self.footer(now), no_wrap=True, overflow="ellipsis"))
 
     def footer(self, now: float) -> str:
-        """``3 of 7 done, 1 failed, 2 waiting to start (Hex's budget: next slot in 41 s)``."""
+        """``3 of 7 done, 1 failed, 2 waiting to start (Hex's budget: next slot in 41 s)``.
+
+        Done: runs that ended and triggers settled without a run; failed: those of them whose
+        outcome fails a command (a run not completed, a trigger Hex refused or that expired)."""
         ends = [view.outcome for view in self._views.values() if view.outcome is not None]
-        failed = sum(1 for outcome in ends if outcome is not OutcomeKind.COMPLETED)
-        total = len(self._views) + len(self._expected)
-        parts = [f"{len(ends)} of {total} done"]
+        exit_codes = [EXIT_CODES[kind] for kind in ends]
+        exit_codes += [outcome.exit_code for outcome in self._settled.values()]
+        done = len(exit_codes) + self._dropped_done
+        failed = sum(1 for code in exit_codes if code) + self._dropped_failed
+        total = len(self._views) + len(self._settled) + len(self._expected) + self._dropped_done
+        parts = [f"{done} of {total} done"]
         if failed:
             parts.append(f"{failed} failed")
         if self._expected:
@@ -185,6 +236,28 @@ class LiveView:
         if label and label != project_id:
             return label
         return self._titles.get(project_id, project_id)
+
+    def _row_ended(self, row: tuple[str, str]) -> None:
+        """Note an ended row; past ``keep_ended``, the oldest ended row is no longer shown."""
+        self._ended_rows.pop(row, None)
+        self._ended_rows[row] = None
+        if self._keep_ended is None or len(self._ended_rows) <= self._keep_ended:
+            return
+        kind, key = next(iter(self._ended_rows))
+        del self._ended_rows[(kind, key)]
+        if kind == "run":
+            view = self._views.pop(key)
+            del self._ended_at[key]
+            failed = view.outcome is not None and EXIT_CODES[view.outcome] != 0
+        else:
+            failed = self._settled.pop(key).exit_code != 0
+        self._dropped_done += 1
+        self._dropped_failed += failed
+
+    def _redraw(self, now: float) -> None:
+        """Draw again if drawn already: without a run followed (``--no-wait``) no view is drawn."""
+        if self._live.is_started:
+            self._draw(now)
 
     def _draw(self, now: float) -> None:
         if not self._live.is_started:

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from hexdbt.cli._common import allow_insecure_http_option, hex_client, state_url_option
+from hexdbt.cli._common import (
+    allow_insecure_http_option,
+    draws_in_place,
+    hex_client,
+    make_progress,
+    metrics_host_option,
+    metrics_port_option,
+    state_url_option,
+)
 from hexdbt.signals import Signals
+
+if TYPE_CHECKING:
+    from hexdbt.hex.client import HexClient
+    from hexdbt.hex.polls import Progress
+    from hexdbt.logs import EventLog
+
+# The rows of ended runs a foreground watch keeps on screen (it runs for days).
+KEEP_ENDED_ROWS = 10
 
 COMMANDS: list[click.Command] = []
 
@@ -51,7 +70,8 @@ COMMANDS: list[click.Command] = []
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="One line per event on stderr: text, or one JSON object per line for log shippers.",
+    help="One line per event on stderr: text, or one JSON object per line for log shippers. On a"
+    " terminal, text shows the runs in a live table below the other events.",
 )
 @click.option(
     "--debounce-ms",
@@ -67,6 +87,8 @@ COMMANDS: list[click.Command] = []
     type=click.IntRange(min=1, max=25),
     help="At most this many Hex runs live at once (Hex allows 25 kernels per user).",
 )
+@metrics_port_option
+@metrics_host_option
 @state_url_option
 @allow_insecure_http_option
 def watch(
@@ -78,6 +100,8 @@ def watch(
     log_format: str,
     debounce_ms: int,
     max_live_runs: int,
+    metrics_port: int | None,
+    metrics_host: str,
     state_url: str | None,
     allow_insecure_http: bool,
 ) -> None:
@@ -92,6 +116,7 @@ def watch(
     Examples:
       hexdbt watch --project-dir ~/analytics
       hexdbt watch --project-dir a --project-dir b --log-format json
+      hexdbt watch --project-dir ~/analytics --metrics-port 9464
     """
     from hexdbt._version import __version__
     from hexdbt.engine import EngineSettings
@@ -122,6 +147,7 @@ def watch(
     with (
         signals.installed(),
         hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+        ExitStack() as served,
     ):
         log.emit(
             "started",
@@ -130,11 +156,36 @@ def watch(
             state=state.describe(),
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
+        metrics = None
+        if metrics_port is not None:
+            from hexdbt.metrics import DaemonMetrics
+
+            metrics = DaemonMetrics("watch")
+            server = served.enter_context(metrics.serve(metrics_host, metrics_port))
+            log.emit("metrics_serving", url=f"{server.url}/metrics", health=f"{server.url}/healthz")
         with open_ledger(client, state) as ledger:
             settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
-            WatchDaemon(client, ledger, options, log, settings=settings).run()
+            WatchDaemon(
+                client,
+                ledger,
+                options,
+                log,
+                settings=settings,
+                progress=_progress(log_format, log, client),
+                metrics=metrics,
+            ).run()
     # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.
     raise SystemExit(0)
+
+
+def _progress(log_format: str, log: EventLog, client: HexClient) -> Progress:
+    """On a terminal, the live view of ``trigger --wait`` and ``run``, with the other events as
+    lines above it; elsewhere, and with ``--log-format json``, one event per change."""
+    if log_format == "text" and draws_in_place(sys.stderr):
+        return make_progress(client=client, keep_ended=KEEP_ENDED_ROWS)
+    from hexdbt.hex.progress import EventProgress
+
+    return EventProgress(log, heartbeat_s=3600.0)
 
 
 COMMANDS.append(watch)

@@ -54,7 +54,7 @@ from hexdbt.errors import (
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, backoff_delay_s, run_may_have_started
 from hexdbt.hex.models import RunRequest
-from hexdbt.hex.polls import Polls, RunEnd, WatchedRun
+from hexdbt.hex.polls import Polls, RunEnd, WaitCause, WatchedRun
 from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan, Trigger
@@ -426,7 +426,12 @@ class Engine:
             self._pending.append(_Pending(record))
         else:
             self._elsewhere.pop(key, None)
+            self._settle(record)
         return record
+
+    def _settle(self, record: TriggerRecord) -> None:
+        """The progress learns the outcome of a trigger this engine follows no run of."""
+        self.polls.progress.settled(self.outcome(record), self.clock.now())
 
     def _look_elsewhere(self, now: float) -> None:
         for key, due in list(self._elsewhere.items()):
@@ -452,7 +457,7 @@ class Engine:
                 continue
             if len(self.polls) >= self.settings.max_live_runs:
                 self._say_why_they_wait(
-                    "places", f"{len(self.polls)} runs are live (max_live_runs)"
+                    WaitCause.PLACES, f"{len(self.polls)} runs are live (max_live_runs)"
                 )
                 return self.polls.next_poll_at()  # a finishing run frees a place
             record = item.record
@@ -460,11 +465,12 @@ class Engine:
             if now >= deadline:
                 self._pending.remove(item)
                 try:
-                    self.ledger.mark_expired(
+                    expired = self.ledger.mark_expired(
                         record.trigger_key,
                         reason="did not fit Hex's RunProject budget before its deadline",
                     )
                     self._log(f"{record.name}: expired in the queue")
+                    self._line_up(expired)
                 except MoveRefusedError:  # another process took it meanwhile
                     self._line_up(self.ledger.get(record.trigger_key))
                 continue
@@ -481,12 +487,13 @@ class Engine:
                 self._leave_queued(item)
                 continue
             self._say_why_they_wait(
-                "budget", f"Hex's RunProject budget has its next slot in {next_slot - now:.0f} s"
+                WaitCause.BUDGET,
+                f"Hex's RunProject budget has its next slot in {next_slot - now:.0f} s",
             )
             return min(next_slot, deadline)
         return None
 
-    def _say_why_they_wait(self, cause: str, reason: str) -> None:
+    def _say_why_they_wait(self, cause: WaitCause, reason: str) -> None:
         """Why the pending triggers have not been sent yet (a wait can last an hour): once per
         trigger and ``cause``."""
         untold = [item for item in self._pending if cause not in item.told]
@@ -494,18 +501,21 @@ class Engine:
             item.told.add(cause)
         if untold:
             self._log(f"waiting to send {', '.join(i.record.name for i in untold)}: {reason}")
+            triggers = [(item.record.name, item.record.project_id) for item in untold]
+            self.polls.progress.waiting(triggers, cause, self.clock.now())
 
     def _leave_queued(self, item: _Pending) -> None:
         """Leave a trigger in the ledger's queue, for a later run or watch (--no-wait)."""
         self._pending.remove(item)
         record = item.record
         try:
-            self.ledger.mark_queued(
+            queued = self.ledger.mark_queued(
                 record.trigger_key,
                 deadline_at=record.created_at + self.settings.queue_deadline_s,
                 reason="waiting for Hex's RunProject budget; a later hexdbt run or watch sends it",
             )
             self._log(f"{record.name}: queued for Hex's RunProject budget")
+            self._settle(queued)
         except MoveRefusedError:  # another process took it meanwhile
             self._line_up(self.ledger.get(record.trigger_key))
 
@@ -554,6 +564,8 @@ class Engine:
         crash_point("run-id-recorded")
         self._log(f"{record.name}: started run {run.run_id}  {run.run_url or ''}".rstrip())
         self._line_up(started)
+        if started.state is TriggerState.STARTED and not self._should_wait(started):
+            self._settle(started)  # sent, its run not waited on: this engine is done with it
 
     def _move(self, move: partial[TriggerRecord]) -> TriggerRecord:
         """Make a move on a row this process owns. Another engine (on a ledger of its own) may
@@ -592,8 +604,11 @@ class Engine:
             else:
                 self._line_up(released)
             return
-        self._move(partial(self.ledger.mark_failed, key, reason=str(exc), trace_id=exc.trace_id))
+        failed = self._move(
+            partial(self.ledger.mark_failed, key, reason=str(exc), trace_id=exc.trace_id)
+        )
         self._log(f"{record.name}: Hex refused the run: {exc}")
+        self._line_up(failed)
 
     def _reconcile(self, item: _Pending) -> None:
         """Find out whether a POST whose answer was lost started a run."""

@@ -20,7 +20,9 @@ from hexdbt.logs import EventLog, error_fields
 if TYPE_CHECKING:
     from hexdbt.engine import EngineSettings
     from hexdbt.hex.client import HexClient
+    from hexdbt.hex.polls import Progress
     from hexdbt.ledger import Ledger, TriggerRecord
+    from hexdbt.metrics import DaemonMetrics, InvocationResult
 
 
 class WatchDaemon:
@@ -31,6 +33,10 @@ class WatchDaemon:
     watch loop gets a thread of its own and hands each new invocation to the engine's inbox. Live
     Hex runs are left running when it stops (``cancel_on_interrupt`` False) and followed again by
     the next daemon, which takes them up from the ledger.
+
+    ``progress``: what is shown of the runs and triggers (the CLI gives a live view on a
+    terminal); by default one event per change on ``log``, a heartbeat every hour.
+    ``metrics``: counted as it goes (``hexdbt.metrics``), healthy while its engine runs.
     """
 
     def __init__(
@@ -41,6 +47,8 @@ class WatchDaemon:
         log: EventLog,
         *,
         settings: EngineSettings | None = None,
+        progress: Progress | None = None,
+        metrics: DaemonMetrics | None = None,
         watch_clock: Clock | None = None,
         start_observer: bool = True,
     ) -> None:
@@ -51,12 +59,16 @@ class WatchDaemon:
         self.client = client
         self.ledger = ledger
         self.log = log
+        self.metrics = metrics
         settings = settings or EngineSettings(cancel_on_interrupt=False)
+        progress = progress or EventProgress(log, heartbeat_s=3600.0)
+        if metrics is not None:
+            progress = metrics.observe(progress)
         self.engine = Engine(
             client,
             ledger,
             settings=replace(settings, daemon=True),
-            polls=Polls(client, progress=EventProgress(log, heartbeat_s=3600.0)),
+            polls=Polls(client, progress=progress),
             log=lambda message: log.emit("dispatch", message=message),
         )
         self.watcher = ArtifactWatcher(
@@ -74,8 +86,12 @@ class WatchDaemon:
         try:
             resumed = self.engine.resume()
             resumed.add_done_callback(self._resumed)
+            if self.metrics is not None:
+                self.metrics.set_healthy(True)
             self.engine.run()
         finally:
+            if self.metrics is not None:
+                self.metrics.set_healthy(False)
             self.log.emit("stopping")
             self.watcher.stop()
             thread.join(timeout=5)
@@ -105,14 +121,17 @@ class WatchDaemon:
         }
         failure = future.exception()
         if failure is not None:
+            self._seen("failed")
             self.log.emit("invocation_failed", "error", **fields, **error_fields(failure))
         elif future.result() is None:
+            self._seen("skipped")
             self.log.emit(
                 "invocation_skipped",
                 **fields,
                 reason="already in the ledger: another hexdbt process handled it",
             )
         else:
+            self._seen("submitted")
             self.log.emit(
                 "invocation_submitted",
                 **fields,
@@ -120,3 +139,7 @@ class WatchDaemon:
                 triggers=[trigger.name for trigger in plan.triggers],
                 skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
             )
+
+    def _seen(self, result: InvocationResult) -> None:
+        if self.metrics is not None:
+            self.metrics.invocation_seen(result)

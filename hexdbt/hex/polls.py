@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Protocol
 
 from hexdbt.clock import Clock
@@ -30,7 +31,7 @@ from hexdbt.errors import (
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient
 from hexdbt.hex.models import RunStatus, Status
-from hexdbt.outcomes import OutcomeKind, kind_of_final_status
+from hexdbt.outcomes import Outcome, OutcomeKind, kind_of_final_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +119,33 @@ class RunView:
     expected_s: float | None = None  # what the project's recent completed runs took, if known
 
 
+class WaitCause(StrEnum):
+    """Why triggers the engine means to send have not been sent yet."""
+
+    BUDGET = "budget"  # Hex's RunProject budget has no slot yet
+    PLACES = "places"  # max_live_runs runs are live
+
+
 class Progress(Protocol):
+    """What the engine tells a display (or the metrics of a daemon) while it works: the runs it
+    follows (``changed``, ``refresh``), and the triggers it has no run to follow of yet
+    (``waiting``) or ever (``settled``)."""
+
     #: How often (clock seconds) the display wants ``refresh`` even without news.
     refresh_s: float
 
     def changed(self, view: RunView, now: float) -> None: ...
 
     def refresh(self, views: Sequence[RunView], now: float) -> None: ...
+
+    def waiting(self, triggers: Sequence[tuple[str, str]], cause: WaitCause, now: float) -> None:
+        """Triggers (name, project id) that wait to be sent, told once per trigger and cause."""
+        ...
+
+    def settled(self, outcome: Outcome, now: float) -> None:
+        """A trigger this engine is done with and follows no run of: Hex refused it, it expired
+        or was left queued, it ended elsewhere, or it was sent and its run is not waited on."""
+        ...
 
     def close(self, now: float) -> None: ...
 
@@ -136,6 +157,12 @@ class NoProgress:
         pass
 
     def refresh(self, views: Sequence[RunView], now: float) -> None:
+        pass
+
+    def waiting(self, triggers: Sequence[tuple[str, str]], cause: WaitCause, now: float) -> None:
+        pass
+
+    def settled(self, outcome: Outcome, now: float) -> None:
         pass
 
     def close(self, now: float) -> None:

@@ -4,15 +4,18 @@ draws it (a terminal gets ``hexdbt.cli.live_view``, the only user of rich).
 - ``LineProgress`` (CI logs, pipes, ``TERM=dumb``): one line per status change, and a heartbeat
   line at least every ``heartbeat_s`` (60 s by default), never truncating ids or URLs.
 - ``EventProgress`` (``--log-format json``, the watcher): one event per change.
+
+Neither says anything of ``waiting`` or ``settled`` triggers: the engine's own log lines name them
+already (waiting for the budget, queued, refused, expired, started).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from hexdbt.hex.polls import RunView
+from hexdbt.hex.polls import RunView, WaitCause
 from hexdbt.logs import EventLog
-from hexdbt.outcomes import OutcomeKind, kind_of_final_status
+from hexdbt.outcomes import Outcome, OutcomeKind, kind_of_final_status
 
 
 def format_elapsed(seconds: float) -> str:
@@ -55,6 +58,12 @@ class LineProgress:
         self._write(f"waiting on {len(views)} run(s): {summary}; longest {format_elapsed(oldest)}")
         self._last_line_at = now
 
+    def waiting(self, triggers: Sequence[tuple[str, str]], cause: WaitCause, now: float) -> None:
+        pass
+
+    def settled(self, outcome: Outcome, now: float) -> None:
+        pass
+
     def close(self, now: float) -> None:
         pass
 
@@ -96,6 +105,12 @@ class EventProgress:
         for view in views:
             counts[state_of(view)] = counts.get(state_of(view), 0) + 1
         self._log.emit("waiting", runs=len(views), states=counts)
+
+    def waiting(self, triggers: Sequence[tuple[str, str]], cause: WaitCause, now: float) -> None:
+        pass
+
+    def settled(self, outcome: Outcome, now: float) -> None:
+        pass
 
     def close(self, now: float) -> None:
         pass

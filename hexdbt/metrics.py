@@ -1,0 +1,222 @@
+"""What a daemon (``hexdbt watch``, ``hexdbt relay``) tells Prometheus, and its health check.
+
+A daemon makes one ``DaemonMetrics``, on a registry of its own (two daemons, or two tests, in one
+process never share a counter), and wires it in four places::
+
+    metrics = DaemonMetrics("watch")
+    progress = metrics.observe(progress)   # the engine's progress: counted, then passed on
+    metrics.invocation_seen("submitted")   # each dbt invocation handed to the engine
+    with metrics.serve("127.0.0.1", 9464) as server:   # a thread; server.url; ConfigError if taken
+        metrics.set_healthy(True)          # while its engine runs; False once it stops
+        ...
+
+``GET /metrics`` (Prometheus' text format):
+
+- ``hexdbt_daemon_info{daemon, version}``: 1, which daemon and hexdbt version this is.
+- ``hexdbt_invocations_total{result}``: dbt invocations handed to the engine: ``submitted``
+  (recorded), ``skipped`` (the ledger had it: another process saw to it), ``failed`` (the ledger
+  could not record it).
+- ``hexdbt_triggers_total{outcome}``: triggers the engine saw to an end, by outcome (the values of
+  ``hexdbt.outcomes.OutcomeKind``: ``completed``, ``errored``, ``failed_to_start``, ``started``
+  for a run not waited on, ``queued`` for a later process, ``interrupted`` at stop, ...).
+- ``hexdbt_live_runs``: Hex runs followed now.
+- ``hexdbt_budget_waits_total``: triggers that had to wait for Hex's RunProject budget (once per
+  trigger and wait).
+- ``hexdbt_last_dispatch_timestamp_seconds``: when the newest trigger this daemon saw sent was
+  sent (its intent, committed just before the RunProject), in seconds since the epoch; 0 until one.
+
+``GET /healthz``: 200 ``ok`` while the daemon's engine runs, else 503 ``not running``.
+
+Only ``--metrics-port`` imports this module (and prometheus-client with it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from hexdbt._version import __version__
+from hexdbt.errors import ConfigError
+from hexdbt.hex.polls import Progress, RunView, WaitCause
+from hexdbt.outcomes import Outcome, OutcomeKind
+
+InvocationResult = Literal["submitted", "skipped", "failed"]
+
+
+class DaemonMetrics:
+    """The metrics of one daemon (``daemon``: its name, as in ``hexdbt_daemon_info``)."""
+
+    def __init__(self, daemon: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        info = Gauge(
+            "hexdbt_daemon_info",
+            "Which hexdbt daemon this is, and its version.",
+            ["daemon", "version"],
+            registry=self.registry,
+        )
+        info.labels(daemon, __version__).set(1)
+        self.invocations = Counter(
+            "hexdbt_invocations",
+            "dbt invocations handed to the engine, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.triggers = Counter(
+            "hexdbt_triggers",
+            "Triggers the engine saw to an end, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.live_runs = Gauge("hexdbt_live_runs", "Hex runs followed now.", registry=self.registry)
+        self.budget_waits = Counter(
+            "hexdbt_budget_waits",
+            "Triggers that had to wait for Hex's RunProject budget.",
+            registry=self.registry,
+        )
+        self.last_dispatch = Gauge(
+            "hexdbt_last_dispatch_timestamp_seconds",
+            "When the newest trigger seen sent was sent (seconds since the epoch; 0: none yet).",
+            registry=self.registry,
+        )
+        # Every series exists from the start, at 0: a first increase is an increase to rate().
+        for result in ("submitted", "skipped", "failed"):
+            self.invocations.labels(result)
+        for kind in OutcomeKind:
+            self.triggers.labels(kind.value)
+        self._healthy = threading.Event()
+
+    def observe(self, progress: Progress) -> Progress:
+        """``progress``, counted: give the result to the engine's ``Polls``."""
+        return _CountedProgress(progress, self)
+
+    def invocation_seen(self, result: InvocationResult) -> None:
+        self.invocations.labels(result).inc()
+
+    def set_healthy(self, healthy: bool) -> None:
+        if healthy:
+            self._healthy.set()
+        else:
+            self._healthy.clear()
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy.is_set()
+
+    def exposition(self) -> bytes:
+        """``/metrics``' body: every metric in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> MetricsServer:
+        """Serve ``/metrics`` and ``/healthz`` on ``host:port`` (0: any free port) from a thread
+        of their own, until the server is closed; a port that cannot be had is a ConfigError."""
+        return MetricsServer(self, host, port)
+
+
+class _CountedProgress:
+    """A progress that counts what the engine tells it, then passes it on."""
+
+    def __init__(self, inner: Progress, metrics: DaemonMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._live: set[str] = set()  # run ids followed now
+        self._newest_dispatch = 0.0
+        self.refresh_s = inner.refresh_s
+
+    def changed(self, view: RunView, now: float) -> None:
+        run_id = view.run.run_id
+        if view.outcome is None:
+            if run_id not in self._live and view.status is None:  # just followed
+                self._dispatched(view.run.started_at)
+            self._live.add(run_id)
+        elif run_id in self._live:
+            self._live.discard(run_id)
+            self._metrics.triggers.labels(view.outcome.value).inc()
+        self._metrics.live_runs.set(len(self._live))
+        self._inner.changed(view, now)
+
+    def refresh(self, views: Sequence[RunView], now: float) -> None:
+        self._inner.refresh(views, now)
+
+    def waiting(self, triggers: Sequence[tuple[str, str]], cause: WaitCause, now: float) -> None:
+        if cause is WaitCause.BUDGET:
+            self._metrics.budget_waits.inc(len(triggers))
+        self._inner.waiting(triggers, cause, now)
+
+    def settled(self, outcome: Outcome, now: float) -> None:
+        self._metrics.triggers.labels(outcome.kind.value).inc()
+        if outcome.kind is OutcomeKind.STARTED:  # sent just now, its run not waited on
+            self._dispatched(now)
+        self._inner.settled(outcome, now)
+
+    def close(self, now: float) -> None:
+        self._inner.close(now)
+
+    def _dispatched(self, sent_at: float) -> None:
+        if sent_at > self._newest_dispatch:
+            self._newest_dispatch = sent_at
+            self._metrics.last_dispatch.set(sent_at)
+
+
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` over HTTP on a thread; ``url``: where, with the real port."""
+
+    def __init__(self, metrics: DaemonMetrics, host: str, port: int) -> None:
+        handler = type("Handler", (_Handler,), {"metrics": metrics})
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+                hint="choose another --metrics-port (0: any free one) or --metrics-host",
+            ) from exc
+        self._server.daemon_threads = True
+        bound_host, bound_port = self._server.socket.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+        self.url = f"http://{shown}:{bound_port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="hexdbt-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    metrics: DaemonMetrics
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            self._answer(200, CONTENT_TYPE_LATEST, self.metrics.exposition())
+        elif path == "/healthz":
+            healthy = self.metrics.healthy
+            self._answer(
+                200 if healthy else 503, "text/plain", b"ok\n" if healthy else b"not running\n"
+            )
+        else:
+            self._answer(404, "text/plain", b"not found: try /metrics or /healthz\n")
+
+    def _answer(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """A scrape every few seconds is no news: nothing on stderr (where the live view is)."""
