@@ -9,7 +9,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +28,7 @@ from hexdbt.ledger import (
     TriggerState,
 )
 from hexdbt.settings import SqliteState, StateLocation, parse_state_url
-from hexdbt.store import SqliteStore, open_store
+from hexdbt.store import Result, Session, SqliteStore, open_store
 
 
 def _trigger(key: str) -> NewTrigger:
@@ -300,3 +303,41 @@ def test_unknown_trigger_is_a_state_error(state_location: StateLocation) -> None
         pytest.raises(StateError, match="no trigger"),
     ):
         ledger.mark_failed("nope", reason="x")
+
+
+@dataclass
+class _RetriedSession:
+    """A transaction run again after its connection was lost (``Session.retried``)."""
+
+    session: Session
+    retried: bool = True
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        return self.session.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.session.executemany(sql, rows)
+
+
+def test_a_claim_whose_commit_stood_is_recognised_when_run_again(
+    state_location: StateLocation,
+) -> None:
+    """The connection died after COMMIT was sent: the store runs the claim again, finds the row
+    already ``sending`` and reads its own write there (its lease, its moment): the claim stands
+    once, and a first attempt by someone else is still a refusal."""
+    clock = ManualClock(start=1000.0)
+    with Ledger.open(state_location, clock=clock) as ledger:
+        _plan(ledger)
+        assert ledger.claim_for_sending("k1")  # the attempt whose answer was lost
+        again = ledger.store.write(
+            lambda session: ledger._claim(_RetriedSession(session), "k1", 1000.0, None)
+        )
+        assert again
+        later = ledger.store.write(
+            lambda session: ledger._claim(_RetriedSession(session), "k1", 1001.0, None)
+        )
+        assert not later, "another moment is not this attempt's write"
+    with Ledger.open(state_location, clock=clock) as other:
+        assert not other.store.write(
+            lambda session: other._claim(_RetriedSession(session), "k1", 1000.0, None)
+        ), "another lease's write is not ours"
