@@ -47,6 +47,7 @@ def _register() -> None:
         dbt_commands,
         emulator_command,
         hex_commands,
+        relay_command,
         run_commands,
         validate_command,
         watch_command,
@@ -60,6 +61,7 @@ def _register() -> None:
         validate_command,
         wrapper_command,
         watch_command,
+        relay_command,
         emulator_command,
     ):
         for command in module.COMMANDS:
