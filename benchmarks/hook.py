@@ -11,6 +11,7 @@ written_at) to RunProject at an emulator, in poll intervals (target: at most one
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -101,7 +102,9 @@ def _reaction(project: Path, poll_interval: float, rounds: int) -> list[float]:
         for _ in range(rounds):
             seen = len(emulator.journal())
             _build(project)
-            written = time.time()  # the hook commits at the end of the build, seconds before
+            # The hook commits just before dbt writes run_results.json (milliseconds apart).
+            results = json.loads((project / "target" / "run_results.json").read_text())
+            written = from_iso(results["metadata"]["generated_at"])
             deadline = time.monotonic() + poll_interval + 30
             while time.monotonic() < deadline:
                 runs = [e for e in emulator.journal()[seen:] if e["operation"] == "RunProject"]
