@@ -48,6 +48,7 @@ def _register() -> None:
         discover_command,
         emulator_command,
         hex_commands,
+        relay_command,
         run_commands,
         state_command,
         validate_command,
@@ -59,12 +60,12 @@ def _register() -> None:
         hex_commands,
         dbt_commands,
         run_commands,
-        state_command,
         validate_command,
         discover_command,
         wrapper_command,
         watch_command,
         state_command,
+        relay_command,
         emulator_command,
     ):
         for command in module.COMMANDS:

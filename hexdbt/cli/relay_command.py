@@ -1,0 +1,186 @@
+"""`hexdbt hook install` and `hexdbt relay`: Hex triggered from dbt's on-run-end hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from hexdbt.cli._common import (
+    allow_insecure_http_option,
+    hex_client,
+    mappings_option,
+    max_live_runs_option,
+    state_url_option,
+)
+from hexdbt.errors import ConfigError
+from hexdbt.signals import Signals
+
+COMMANDS: list[click.Command] = []
+
+_project_dir_option = click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The dbt project (default: DBT_PROJECT_DIR, else the nearest parent holding"
+    " dbt_project.yml).",
+)
+
+
+@click.group()
+def hook() -> None:
+    """hexdbt's dbt on-run-end hook, for where hexdbt cannot run beside dbt (dbt Cloud).
+
+    The hook writes what each dbt invocation ran to an outbox table in the warehouse;
+    `hexdbt relay` triggers Hex from it.
+    """
+
+
+@hook.command("install")
+@_project_dir_option
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Also add the on-run-end line to dbt_project.yml (when it has no on-run-end yet).",
+)
+def hook_install(project_dir: Path | None, write: bool) -> None:
+    """Copy the hook's macros into the project (macros/hexdbt/) and print the on-run-end line.
+
+    \b
+    Examples:
+      hexdbt hook install --project-dir analytics
+      hexdbt hook install --write
+    """
+    from hexdbt.dbt.locate import find_project_dir
+    from hexdbt.feeders.hook_install import HOOK_LINE, install_hook
+
+    installed = install_hook(find_project_dir(project_dir), write=write)
+    click.echo(f"Copied the hook's macros to {installed.macro_path}")
+    if installed.written:
+        click.echo(f"Added to dbt_project.yml: {HOOK_LINE}")
+    elif installed.configured:
+        click.echo("dbt_project.yml calls the hook already.")
+    else:
+        click.echo(f"Add this line to dbt_project.yml (or run again with --write):\n{HOOK_LINE}")
+
+
+def _parse_vars(text: str | None) -> dict[str, object]:
+    if not text:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--vars {text!r}: not YAML ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--vars {text!r}: expected a mapping, as dbt's --vars")
+    return value
+
+
+@click.command()
+@_project_dir_option
+@click.option(
+    "--profiles-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where profiles.yml is (dbt's default: DBT_PROFILES_DIR, the current folder, ~/.dbt).",
+)
+@click.option(
+    "--target", help="The profile's target (dbt's default: DBT_TARGET, else the profile's)."
+)
+@click.option(
+    "--vars",
+    "vars_text",
+    help="dbt vars, as YAML; hexdbt_outbox_schema and hexdbt_outbox_table name the outbox.",
+)
+@mappings_option
+@click.option("--once", is_flag=True, help="Handle what the outbox holds, send, and exit (cron).")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between reads of the outbox.",
+)
+@click.option(
+    "--retain-days",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Handled entries older than this are deleted from the outbox.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One line per event on stderr: text, or one JSON object per line for log shippers.",
+)
+@max_live_runs_option
+@state_url_option
+@allow_insecure_http_option
+def relay(
+    project_dir: Path | None,
+    profiles_dir: Path | None,
+    target: str | None,
+    vars_text: str | None,
+    mappings_file: Path | None,
+    once: bool,
+    poll_interval: float,
+    retain_days: float,
+    log_format: str,
+    max_live_runs: int,
+    state_url: str | None,
+    allow_insecure_http: bool,
+) -> None:
+    """Trigger Hex from the outbox that hexdbt's on-run-end hook writes, until stopped.
+
+    Reads new entries with your dbt profile and adapter, plans each as `hexdbt plan` would and
+    starts each Hex project once per dbt invocation, however many relays run. On start it
+    re-attaches to Hex runs a previous process left live. SIGTERM or Ctrl-C stops it within
+    seconds (exit 0), leaving live Hex runs running for the next start to re-attach.
+
+    \b
+    Examples:
+      hexdbt relay --project-dir analytics --target prod
+      hexdbt relay --once --poll-interval 60
+    """
+    from hexdbt._version import __version__
+    from hexdbt.dbt.locate import find_project_dir
+    from hexdbt.engine import EngineSettings
+    from hexdbt.factory import open_ledger
+    from hexdbt.feeders.relay import DbtTarget, RelayDaemon, RelayOptions, WarehouseOutbox
+    from hexdbt.logs import LogFormat, StreamEventLog
+    from hexdbt.mapping import load_mappings, resolve_mappings_path
+    from hexdbt.settings import resolve_state_location
+
+    where = DbtTarget(find_project_dir(project_dir), profiles_dir, target, _parse_vars(vars_text))
+    mappings_path, explicit = resolve_mappings_path(mappings_file)
+    resolved_mappings: Path | None = None
+    if explicit or mappings_path.exists():
+        # A broken mapping file is a usage error at start, not a log line per invocation.
+        load_mappings(mappings_path, None)
+        resolved_mappings = mappings_path.absolute()
+    log = StreamEventLog(log_format=LogFormat(log_format))
+    signals = Signals()
+    state = resolve_state_location(state_url)
+    outbox = WarehouseOutbox(where)
+    options = RelayOptions(resolved_mappings, poll_interval, retain_days)
+    with (
+        signals.installed(),
+        hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+    ):
+        log.emit(
+            "started",
+            version=__version__,
+            hex=client.base_url,
+            state=state.describe(),
+            outbox=outbox.relation,
+            target=outbox.target_name,
+            mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
+        )
+        with open_ledger(client, state) as ledger:
+            settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
+            RelayDaemon(client, ledger, outbox, options, log, settings=settings, once=once).run()
+    raise SystemExit(0)
+
+
+COMMANDS.extend([hook, relay])

@@ -1,0 +1,383 @@
+"""``hexdbt relay``: trigger Hex from the outbox table that hexdbt's dbt on-run-end hook writes.
+
+Where hexdbt cannot run beside dbt (dbt Cloud, managed schedulers), the hook writes each
+invocation to a table in the warehouse (``hexdbt.dbt.outbox`` reads its entries). The relay reads
+new complete entries through the user's own dbt profile and adapter (no second set of
+credentials, no manifest, no project parse), plans each with the same planner as ``hexdbt plan``,
+and hands the plan to the engine, whose ledger makes it once per invocation however many relays
+read the same outbox. Handled entries older than the retention are deleted.
+
+As a daemon, the main thread runs the engine's loop and a thread of its own polls the outbox
+(as ``hexdbt watch`` does with its folders); ``--once`` polls once, sends and exits.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hexdbt.clock import to_iso
+from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, assemble
+from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
+from hexdbt.logs import EventLog, error_fields
+from hexdbt.planner.files import load_mapping_set
+from hexdbt.planner.rules import Plan, make_plan
+
+if TYPE_CHECKING:
+    from hexdbt.engine import Engine, EngineSettings
+    from hexdbt.hex.client import HexClient
+    from hexdbt.ledger import Ledger, TriggerRecord
+
+DEFAULT_TABLE = "hexdbt_outbox"
+# The hook's default schema is the target's with this suffix: a schema of its own per target.
+DEFAULT_SCHEMA_SUFFIX = "_hexdbt"
+# Payloads are fetched this many entries at a time: a big project's entry is megabytes.
+FETCH_BATCH = 20
+
+# How adapters say the table is not there yet (DuckDB, PostgreSQL, Snowflake, BigQuery,
+# Databricks; DuckDB before its file exists), and that DuckDB's file is held by another process (dbt, still building).
+_MISSING = re.compile(
+    r"does not exist|not found|TABLE_OR_VIEW_NOT_FOUND|no such file", re.IGNORECASE
+)
+_LOCKED = re.compile(r"could not set lock|conflicting lock|database is locked", re.IGNORECASE)
+_INVOCATION_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+class OutboxNotReady(Exception):
+    """The outbox cannot be read now, but may be later: not created yet, or DuckDB's file is
+    locked by a running dbt. ``reason`` is the log line's."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DbtTarget:
+    """Where the outbox is, as dbt resolves it: the project, its profiles and target, and the
+    vars that name the outbox (``hexdbt_outbox_schema``, ``hexdbt_outbox_table``)."""
+
+    project_dir: Path
+    profiles_dir: Path | None = None
+    target: str | None = None
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+
+class WarehouseOutbox:
+    """The outbox table read through the user's dbt profile and adapter.
+
+    Each read opens a connection and closes it after: DuckDB allows one writing process per
+    file, and dbt must find it free when the next build starts.
+    """
+
+    def __init__(self, where: DbtTarget) -> None:
+        import os
+        from argparse import Namespace
+
+        from dbt.adapters.factory import get_adapter, register_adapter, reset_adapters
+        from dbt.config.runtime import RuntimeConfig
+        from dbt.flags import set_from_args
+        from dbt.mp_context import get_mp_context
+        from dbt_common.context import set_invocation_context
+        from dbt_common.events.event_manager_client import cleanup_event_logger
+
+        # dbt's events would go to stdout, where hexdbt prints nothing but results.
+        cleanup_event_logger()
+        set_invocation_context(dict(os.environ))
+        project_dir = where.project_dir.absolute()
+        args = Namespace(
+            project_dir=str(project_dir),
+            profiles_dir=str(where.profiles_dir.absolute()) if where.profiles_dir else None,
+            target=where.target,
+            profile=None,
+            threads=None,
+            vars=dict(where.vars),
+        )
+        if args.profiles_dir is None:
+            from dbt.cli.resolvers import default_profiles_dir
+
+            # dbt's order: --profiles-dir, DBT_PROFILES_DIR, the current folder, ~/.dbt.
+            args.profiles_dir = os.environ.get("DBT_PROFILES_DIR") or str(default_profiles_dir())
+        args.target = args.target or os.environ.get("DBT_TARGET")
+        set_from_args(args, {})
+        try:
+            config = RuntimeConfig.from_args(args)
+        except Exception as exc:  # dbt's errors have no common base worth naming
+            first_line = next(
+                (line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc)
+            )
+            raise ConfigError(
+                f"{project_dir}: dbt cannot load the project and profile: {first_line}",
+                hint="check --project-dir, --profiles-dir and --target as you would for dbt",
+            ) from None
+        if config.credentials.type == "duckdb":
+            # dbt-duckdb keeps its file open for the process's life by default: the relay must
+            # let go of it after each read, or the next dbt build finds it locked.
+            config.credentials.keep_open = False  # type: ignore[attr-defined]
+        reset_adapters()  # type: ignore[no-untyped-call]  # a process reads one project's outbox: start from its adapter alone
+        register_adapter(config, get_mp_context())
+        self._adapter = get_adapter(config)
+        variables = {**config.vars.to_dict(), **dict(where.vars)}  # type: ignore[no-untyped-call]
+        credentials = config.credentials
+        self.adapter_type: str = credentials.type
+        self.target_name: str = config.target_name
+        self.relation = str(
+            self._adapter.Relation.create(
+                database=credentials.database,
+                schema=variables.get("hexdbt_outbox_schema")
+                or credentials.schema + DEFAULT_SCHEMA_SUFFIX,
+                identifier=variables.get("hexdbt_outbox_table") or DEFAULT_TABLE,
+            )
+        )
+
+    def summaries(self) -> list[EntrySummary]:
+        rows = self._query(
+            "select invocation_id, count(*), max(chunk_count), min(written_at)"
+            f" from {self.relation} group by invocation_id"
+        )
+        return [
+            EntrySummary(str(row[0]), int(row[1]), int(row[2]), str(row[3]))
+            for row in rows
+            if _INVOCATION_ID.match(str(row[0]))
+        ]
+
+    def chunks(self, invocation_ids: Sequence[str]) -> list[OutboxChunk]:
+        if not invocation_ids:
+            return []
+        rows = self._query(
+            "select invocation_id, chunk_index, chunk_count, written_at, payload"
+            f" from {self.relation} where invocation_id in ({_id_list(invocation_ids)})"
+        )
+        return [
+            OutboxChunk(str(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]))
+            for row in rows
+        ]
+
+    def delete(self, invocation_ids: Sequence[str]) -> None:
+        if invocation_ids:
+            self._query(
+                f"delete from {self.relation} where invocation_id in ({_id_list(invocation_ids)})",
+                fetch=False,
+            )
+
+    def _query(self, sql: str, *, fetch: bool = True) -> list[Sequence[Any]]:
+        adapter = self._adapter
+        try:
+            with adapter.connection_named("hexdbt-relay"):
+                _, table = adapter.execute(sql, auto_begin=not fetch, fetch=fetch)
+                if not fetch:
+                    adapter.commit_if_has_connection()
+                return [tuple(row) for row in table.rows] if fetch else []
+        except Exception as exc:  # the adapter's own errors: each adapter has its own types
+            text = str(exc)
+            if _LOCKED.search(text):
+                raise OutboxNotReady("warehouse_busy", text) from None
+            if _MISSING.search(text):
+                raise OutboxNotReady("outbox_missing", text) from None
+            raise ArtifactError(
+                f"{self.relation}: cannot read the outbox: {_first_line(text)}",
+                hint="the relay reads it with your dbt profile's credentials: check that they"
+                " can select from (and delete in) the outbox table",
+            ) from None
+        finally:
+            adapter.cleanup_connections()
+
+
+def _id_list(invocation_ids: Sequence[str]) -> str:
+    for invocation_id in invocation_ids:
+        if not _INVOCATION_ID.match(invocation_id):
+            raise ValueError(f"not an invocation id: {invocation_id!r}")
+    return ", ".join(f"'{invocation_id}'" for invocation_id in invocation_ids)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def plan_entry(entry: OutboxEntry, mappings_file: Path | None) -> Plan:
+    """The plan of one outbox entry: the mapping file (re-read each time, so edits apply), else
+    the entry's Hex exposures, and the same rules as ``hexdbt plan``."""
+    mappings, _, _ = load_mapping_set(mappings_file, entry.manifest)
+    return make_plan(entry.invocation, mappings, entry.manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    mappings_file: Path | None = None
+    poll_interval_s: float = 30.0
+    retain_days: float = 30.0
+
+
+class RelayDaemon:
+    """``hexdbt relay``: the outbox feeding the engine, once (``run_once``) or until ``stop``
+    is called (or the client's stop event is set, as a signal handler does).
+
+    ``run`` must be called on the thread that should send and poll Hex (the CLI's main thread);
+    the outbox is polled on a thread of its own. As with ``hexdbt watch``, live Hex runs are left
+    running when it stops and followed again by the next relay, which takes them up from the
+    ledger. Every submission's outcome lands in ``_submitted``, one place to count from.
+    """
+
+    def __init__(
+        self,
+        client: HexClient,
+        ledger: Ledger,
+        outbox: WarehouseOutbox,
+        options: RelayOptions,
+        log: EventLog,
+        *,
+        settings: EngineSettings | None = None,
+        once: bool = False,
+    ) -> None:
+        from hexdbt.engine import Engine, EngineSettings
+        from hexdbt.hex.polls import Polls
+        from hexdbt.hex.progress import EventProgress
+
+        self.client = client
+        self.ledger = ledger
+        self.outbox = outbox
+        self.options = options
+        self.log = log
+        self.once = once
+        settings = settings or EngineSettings(cancel_on_interrupt=False)
+        self.engine: Engine = Engine(
+            client,
+            ledger,
+            # Once: send what fits and leave; the next relay (or `hexdbt status`) follows the runs.
+            settings=replace(settings, wait=False) if once else replace(settings, daemon=True),
+            polls=Polls(client, progress=EventProgress(log, heartbeat_s=3600.0)),
+            log=lambda message: log.emit("dispatch", message=message),
+        )
+        self.source = f"relay:{outbox.relation}"
+        self._handled: set[str] = set()
+        self._not_ready: str | None = None
+
+    def stop(self) -> None:
+        self.engine.request_stop()
+
+    def run(self) -> None:
+        if self.once:
+            self.poll()
+            self.engine.resume()
+            self.engine.close()
+            self.engine.run()
+            return
+        thread = threading.Thread(target=self._poll_loop, name="hexdbt-relay", daemon=True)
+        thread.start()
+        try:
+            self.engine.resume().add_done_callback(self._resumed)
+            self.engine.run()
+        finally:
+            self.log.emit("stopping")
+            self.engine.stopping.set()
+            thread.join(timeout=10)
+            self.log.emit("stopped")
+
+    def _poll_loop(self) -> None:
+        stopping = self.engine.stopping
+        while not stopping.is_set():
+            try:
+                self.poll()
+            except HexdbtError as exc:
+                self.log.emit("outbox_failed", "error", **error_fields(exc))
+            self.client.clock.wait(stopping, self.options.poll_interval_s)
+
+    def poll(self) -> int:
+        """Hand every new complete entry to the engine, then delete the old handled ones.
+        Returns how many entries were handed over. A busy or missing outbox is logged once."""
+        try:
+            summaries = self.outbox.summaries()
+        except OutboxNotReady as exc:
+            if self._not_ready != exc.reason:
+                self._not_ready = exc.reason
+                self.log.emit(
+                    exc.reason,
+                    relation=self.outbox.relation,
+                    detail=_first_line(str(exc)),
+                    retry="at the next poll",
+                )
+            return 0
+        self._not_ready = None
+        new = [
+            summary.invocation_id
+            for summary in sorted(summaries, key=lambda summary: summary.written_at)
+            if summary.complete and summary.invocation_id not in self._handled
+        ]
+        for invocation_id in new:
+            if self.ledger.has_invocation(invocation_id):
+                self._handled.add(invocation_id)
+        new = [invocation_id for invocation_id in new if invocation_id not in self._handled]
+        for start in range(0, len(new), FETCH_BATCH):
+            batch = new[start : start + FETCH_BATCH]
+            for entry in assemble(self.outbox.chunks(batch), self.outbox.relation):
+                self._submit(entry)
+        self._delete_old(summaries)
+        return len(new)
+
+    def _submit(self, entry: OutboxEntry) -> None:
+        invocation = entry.invocation
+        self._handled.add(invocation.invocation_id)
+        try:
+            plan = plan_entry(entry, self.options.mappings_file)
+        except HexdbtError as exc:
+            self.log.emit(
+                "invocation_failed",
+                "error",
+                invocation_id=invocation.invocation_id,
+                command=invocation.command,
+                **error_fields(exc),
+            )
+            return
+        submitted = self.engine.submit(plan, source=self.source, only_new=True)
+        submitted.add_done_callback(lambda future: self._submitted(entry, plan, future))
+
+    def _delete_old(self, summaries: Sequence[EntrySummary]) -> None:
+        cutoff = to_iso(self.client.clock.now() - self.options.retain_days * 86400, digits=6)
+        old = [
+            summary.invocation_id
+            for summary in summaries
+            if summary.written_at < cutoff
+            and (not summary.complete or self.ledger.has_invocation(summary.invocation_id))
+        ]
+        if old:
+            self.outbox.delete(old)
+            self.log.emit("entries_deleted", entries=len(old), older_than=cutoff)
+
+    def _resumed(self, future: Future[list[TriggerRecord]]) -> None:
+        records = future.result()
+        if records:
+            names = sorted({record.name for record in records})
+            self.log.emit("resumed", triggers=len(records), names=names)
+
+    def _submitted(
+        self, entry: OutboxEntry, plan: Plan, future: Future[list[TriggerRecord] | None]
+    ) -> None:
+        """On the engine's thread, once the invocation is recorded (or could not be)."""
+        fields = {
+            "invocation_id": plan.invocation_id,
+            "command": plan.command,
+            "target": entry.target,
+            "written_at": entry.written_at,
+        }
+        failure = future.exception()
+        if failure is not None:
+            self.log.emit("invocation_failed", "error", **fields, **error_fields(failure))
+        elif future.result() is None:
+            self.log.emit(
+                "invocation_skipped",
+                **fields,
+                reason="already in the ledger: another hexdbt process handled it",
+            )
+        else:
+            self.log.emit(
+                "invocation_submitted",
+                **fields,
+                results=len(entry.invocation.results),
+                triggers=[trigger.name for trigger in plan.triggers],
+                skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
+            )

@@ -1,0 +1,375 @@
+"""The on-run-end hook and `hexdbt relay`, on real dbt builds of the sample project.
+
+The hook is installed with `hexdbt hook install --write` into a copy of the project, which dbt
+then builds several ways, on DuckDB and on PostgreSQL (dbt-postgres, a schema of the test's
+own). For every build, the relay's plan from the outbox entry equals `hexdbt plan`'s from the
+same build's run_results.json and manifest.json. The daemon tests run relays as processes on the
+PostgreSQL build (DuckDB allows one process per file) and count RunProject in the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from postgres_server import PostgresServer
+
+from hexdbt.cli import main
+from hexdbt.dbt.outbox import OutboxEntry, assemble, read_entry
+from hexdbt.emulator.server import HexEmulator
+from hexdbt.errors import ArtifactError
+from hexdbt.feeders.relay import DbtTarget, WarehouseOutbox, plan_entry
+from hexdbt.planner.files import plan_from_files
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MAPPINGS = REPO_ROOT / "hex_mappings.yml"
+DBT = Path(sys.executable).parent / "dbt"
+PROJECT_IDS = {
+    "5a8591dd-4039-49df-9202-96385ba3eff8": "customer_health",
+    "7c2e4b10-9d8a-4f3e-b6a1-2f0c3d9e8a11": "finance_overview",
+    "b3d9f6a2-1e47-4c85-9a30-6e2f7d1c5b42": "marketing_attribution",
+    "e8a41c7d-3b52-4f96-8d07-9c1a2b3e4f53": "executive_kpis",
+}
+
+pytestmark = pytest.mark.dbt
+
+# name -> dbt arguments. A failing test is a generic test on orders added to the copy, failing
+# when asked (`fail_test`); the chunked build writes its entry in chunks of 1,000 characters.
+BUILDS = {
+    "full": ["build", "--vars", "{slow_model_seconds: 0}"],
+    "failing_model": ["build", "--vars", "{slow_model_seconds: 0, fail_model: orders}"],
+    "failing_test": ["build", "--vars", "{slow_model_seconds: 0, fail_test: true}"],
+    "selected": [
+        "build", "--select", "customers", "--vars",
+        "{slow_model_seconds: 0, hexdbt_outbox_chunk_chars: 1000}",
+    ],
+    "test_alone": ["test", "--vars", "{slow_model_seconds: 0}"],
+    "compile": ["compile", "--vars", "{slow_model_seconds: 0}"],
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Built:
+    project: Path
+    targets: dict[str, Path]  # build name -> its target folder
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBT_", "HEX_", "HEXDBT_"))}
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    env.update(extra)
+    return env
+
+
+def _copy_with_hook(root: Path, profile: dict[str, object] | None = None) -> Path:
+    project = root / "sample_dbt_project"
+    shutil.copytree(
+        REPO_ROOT / "sample_dbt_project",
+        project,
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", ".user.yml"),
+    )
+    generic = project / "tests" / "generic"
+    generic.mkdir(parents=True)
+    (generic / "fails_when_asked.sql").write_text(
+        "{% test fails_when_asked(model) %}\n"
+        "select 1 as failure where {{ var('fail_test', false) }}\n{% endtest %}\n"
+    )
+    finance = project / "models" / "marts" / "finance" / "_finance.yml"
+    document = yaml.safe_load(finance.read_text())
+    document["models"][1]["data_tests"] = ["fails_when_asked"]  # revenue_daily, a leaf
+    finance.write_text(yaml.safe_dump(document, sort_keys=False))
+    # An absolute path: DuckDB resolves a relative one from the current folder, dbt's and the relay's.
+    profile = profile or {"type": "duckdb", "path": str(project / "sample.duckdb"), "threads": 4}
+    profiles = yaml.safe_load((project / "profiles.yml").read_text())
+    profiles["hexdbt_sample"]["outputs"]["dev"] = profile
+    (project / "profiles.yml").write_text(yaml.safe_dump(profiles))
+    result = CliRunner().invoke(main, ["hook", "install", "--project-dir", str(project), "--write"])
+    assert result.exit_code == 0, result.output
+    return project
+
+
+def _dbt(project: Path, name: str, arguments: list[str]) -> Path:
+    target = project / f"target_{name}"
+    completed = subprocess.run(
+        [str(DBT), *arguments, "--profiles-dir", str(project), "--project-dir", str(project),
+         "--target-path", str(target)],
+        cwd=project, env=_environment(), capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert (target / "run_results.json").exists(), completed.stdout[-3000:]
+    return target
+
+
+def _build_all(project: Path) -> Built:
+    return Built(project, {name: _dbt(project, name, args) for name, args in BUILDS.items()})
+
+
+@pytest.fixture(scope="module")
+def duckdb_built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return _build_all(_copy_with_hook(tmp_path_factory.mktemp("duckdb")))
+
+
+@pytest.fixture(scope="module")
+def postgres_schema(postgres_server: PostgresServer) -> Iterator[str]:
+    schema = f"hook_{secrets.token_hex(4)}"
+    yield schema
+    postgres_server.drop_schema(schema)
+    postgres_server.drop_schema(f"{schema}_raw")
+    postgres_server.drop_schema(f"{schema}_hexdbt")
+
+
+@pytest.fixture(scope="module")
+def postgres_built(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, postgres_schema: str
+) -> Built:
+    profile = {
+        "type": "postgres", "host": "127.0.0.1", "port": postgres_server.port, "user": "hexdbt",
+        "password": postgres_server.password, "dbname": "hexdbt", "schema": postgres_schema,
+        "threads": 4,
+    }  # fmt: skip
+    return _build_all(_copy_with_hook(tmp_path_factory.mktemp("postgres"), profile))
+
+
+def _entries(project: Path) -> dict[str, OutboxEntry]:
+    outbox = WarehouseOutbox(DbtTarget(project, profiles_dir=project))
+    summaries = outbox.summaries()
+    entries = assemble(outbox.chunks([s.invocation_id for s in summaries]), outbox.relation)
+    return {entry.invocation.invocation_id: entry for entry in entries}
+
+
+def _compare_plans(built: Built, mappings: Path | None) -> dict[str, dict[str, object]]:
+    entries = _entries(built.project)
+    relayed = {}
+    for name, target in built.targets.items():
+        from_files = plan_from_files(
+            target / "run_results.json", target / "manifest.json", mappings
+        ).plan
+        relayed[name] = plan_entry(entries[from_files.invocation_id], mappings).to_json()
+        assert relayed[name] == from_files.to_json(), name
+    return relayed
+
+
+def _decisions(plan: dict[str, object]) -> dict[str, str]:
+    triggers = plan["triggers"]
+    skipped = plan["skipped"]
+    assert isinstance(triggers, list)
+    assert isinstance(skipped, list)
+    return {t["name"]: "trigger" for t in triggers} | {s["name"]: s["reason"] for s in skipped}
+
+
+def test_relay_plans_equal_hexdbt_plan_on_duckdb(duckdb_built: Built) -> None:
+    plans = _compare_plans(duckdb_built, MAPPINGS)
+    # The builds cover what the rules tell apart: not only "everything triggers".
+    assert set(_decisions(plans["full"]).values()) == {"trigger"}
+    assert "orders failed" in _decisions(plans["failing_model"])["finance_overview"]
+    assert _decisions(plans["failing_test"])["finance_overview"] == (
+        "require_tests: test fails_when_asked_revenue_daily_ on revenue_daily ended fail"
+    )
+    assert _decisions(plans["selected"])["customer_health"] == "trigger"
+    assert (
+        _decisions(plans["test_alone"])["customer_health"]
+        == "command was test: it refreshes no data"
+    )
+    assert (
+        _decisions(plans["compile"])["customer_health"]
+        == "command was compile: it refreshes no data"
+    )
+
+
+def test_relay_plans_equal_hexdbt_plan_with_the_exposure_alone(
+    duckdb_built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mapping file: the Hex app declared as a dbt exposure is the whole mapping."""
+    monkeypatch.chdir(tmp_path)
+    plans = _compare_plans(duckdb_built, None)
+    assert _decisions(plans["full"]) == {"executive_kpis": "trigger"}
+
+
+def test_relay_plans_equal_hexdbt_plan_on_postgres(postgres_built: Built) -> None:
+    plans = _compare_plans(postgres_built, MAPPINGS)
+    assert _decisions(plans["full"])["customer_health"] == "trigger"
+    # dbt-postgres runs no Python model: marketing_touchpoints fails, in both plans alike.
+    assert "marketing_touchpoints failed" in _decisions(plans["full"])["marketing_attribution"]
+
+
+def test_a_large_entry_is_written_in_chunks(duckdb_built: Built) -> None:
+    outbox = WarehouseOutbox(DbtTarget(duckdb_built.project, profiles_dir=duckdb_built.project))
+    counts = sorted(summary.chunk_count for summary in outbox.summaries())
+    assert counts[0] == 1
+    assert counts[-1] > 5
+
+
+def test_an_incomplete_entry_waits_for_its_chunks(duckdb_built: Built) -> None:
+    outbox = WarehouseOutbox(DbtTarget(duckdb_built.project, profiles_dir=duckdb_built.project))
+    chunked = max(outbox.summaries(), key=lambda summary: summary.chunk_count)
+    chunks = outbox.chunks([chunked.invocation_id])
+    assert assemble(chunks[1:], "outbox") == []
+    assert len(assemble(chunks, "outbox")) == 1
+
+
+def test_an_entry_of_another_format_names_the_fix() -> None:
+    with pytest.raises(
+        ArtifactError, match=r"^outbox: invocation x: outbox format 2: this hexdbt reads format 1$"
+    ) as caught:
+        read_entry('{"format": 2}', "outbox: invocation x")
+    assert caught.value.hint == "install the hook of this hexdbt version again: hexdbt hook install"
+    with pytest.raises(
+        ArtifactError, match=r"^outbox: not JSON \(Expecting value at character 0\)$"
+    ):
+        read_entry("", "outbox")
+
+
+def test_hook_install_without_write_prints_the_line_and_leaves_the_project_file(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: p\nmacro-paths: [dbt_macros]\n")
+    result = CliRunner().invoke(main, ["hook", "install", "--project-dir", str(project)])
+    assert result.exit_code == 0, result.output
+    assert 'on-run-end: "{{ hexdbt_on_run_end(results) }}"' in result.output
+    assert (project / "dbt_macros" / "hexdbt" / "hexdbt_outbox.sql").is_file()
+    assert (project / "dbt_project.yml").read_text() == "name: p\nmacro-paths: [dbt_macros]\n"
+    written = CliRunner().invoke(
+        main, ["hook", "install", "--project-dir", str(project), "--write"]
+    )
+    again = CliRunner().invoke(main, ["hook", "install", "--project-dir", str(project), "--write"])
+    assert written.exit_code == again.exit_code == 0
+    assert "dbt_project.yml calls the hook already." in again.output
+    assert (project / "dbt_project.yml").read_text().count("hexdbt_on_run_end") == 1
+
+
+def test_hook_install_write_leaves_an_existing_on_run_end_alone(tmp_path: Path) -> None:
+    (tmp_path / "dbt_project.yml").write_text('name: p\non-run-end: ["select 1"]\n')
+    result = CliRunner().invoke(
+        main, ["hook", "install", "--project-dir", str(tmp_path), "--write"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"Error: {tmp_path / 'dbt_project.yml'}: on-run-end is set already, so it is left as it is",
+        'Hint: add "{{ hexdbt_on_run_end(results) }}" to its list yourself',
+    ]
+
+
+# -- the relay as a process ----------------------------------------------------------------------
+
+
+def _relay(project: Path, emulator: HexEmulator, state: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hexdbt", "relay", "--project-dir", str(project),
+         "--profiles-dir", str(project), "--mappings", str(MAPPINGS), "--log-format", "json",
+         *extra],
+        env=_environment(HEX_API_TOKEN="hxtp_test", HEX_BASE_URL=emulator.url,
+                         HEXDBT_STATE_DIR=str(state), PYTHONPATH=str(REPO_ROOT)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _started(emulator: HexEmulator) -> list[str]:
+    return sorted(
+        PROJECT_IDS[entry["path"].split("/")[4]]
+        for entry in emulator.journal()
+        if entry["operation"] == "RunProject"
+    )
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[str]) -> list[dict[str, object]]:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_project_once(
+    hex_emulator_factory: Callable[..., HexEmulator],
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    schema = f"relay_{secrets.token_hex(4)}"
+    profile = {
+        "type": "postgres", "host": "127.0.0.1", "port": postgres_server.port, "user": "hexdbt",
+        "password": postgres_server.password, "dbname": "hexdbt", "schema": schema, "threads": 4,
+    }  # fmt: skip
+    emulator = hex_emulator_factory(time_scale=60.0)
+    state = tmp_path / "state"
+    project = _copy_with_hook(tmp_path, profile)
+    try:
+        # Two relays, started before the outbox exists.
+        first = _relay(project, emulator, state, "--poll-interval", "0.5")
+        second = _relay(project, emulator, state, "--poll-interval", "0.5")
+        _dbt(project, "full", BUILDS["full"])
+        # dbt-postgres runs no Python model: the marketing app does not start.
+        _wait_for(lambda: len(_started(emulator)) == 3)
+        # The first relay is killed outright, the second stopped; a new one takes over.
+        first.kill()
+        first.wait(timeout=10)
+        events = _stop(second)
+        assert any(event["event"] == "outbox_missing" for event in events)
+        _dbt(project, "failing_model", BUILDS["failing_model"])
+        restarted = _relay(project, emulator, state, "--poll-interval", "0.5")
+        _wait_for(lambda: len(_started(emulator)) == 4)
+        time.sleep(2)  # a third poll of both entries starts nothing more
+        _stop(restarted)
+        assert _started(emulator) == sorted(
+            ["customer_health", "finance_overview", "executive_kpis", "customer_health"]
+        )
+        once = subprocess.run(
+            [sys.executable, "-m", "hexdbt", "relay", "--once", "--retain-days", "0",
+             "--project-dir", str(project), "--profiles-dir", str(project),
+             "--mappings", str(MAPPINGS), "--log-format", "json"],
+            env=_environment(HEX_API_TOKEN="hxtp_test", HEX_BASE_URL=emulator.url,
+                             HEXDBT_STATE_DIR=str(state), PYTHONPATH=str(REPO_ROOT)),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert once.returncode == 0, once.stderr
+        assert '"event": "entries_deleted"' in once.stderr
+        assert WarehouseOutbox(DbtTarget(project, profiles_dir=project)).summaries() == []
+        assert len(_started(emulator)) == 4
+    finally:
+        for suffix in ("", "_raw", "_hexdbt"):
+            postgres_server.drop_schema(schema + suffix)
+
+
+@pytest.mark.slow
+def test_a_duckdb_file_locked_by_dbt_is_try_again_later(
+    duckdb_built: Built, hex_emulator_factory: Callable[..., HexEmulator], tmp_path: Path
+) -> None:
+    database = duckdb_built.project / "sample.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, sys, time; c = duckdb.connect({str(database)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        emulator = hex_emulator_factory()
+        relay = _relay(duckdb_built.project, emulator, tmp_path / "state", "--poll-interval", "0.3")
+        time.sleep(4)
+        events = _stop(relay)
+    finally:
+        holder.kill()
+        holder.communicate()
+    busy = [event for event in events if event["event"] == "warehouse_busy"]
+    assert len(busy) == 1  # logged once, however many polls
+    assert busy[0]["level"] == "info"
+    assert _started(emulator) == []
