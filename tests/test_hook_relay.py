@@ -25,7 +25,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from postgres_server import PostgresServer
+from test_metrics import Daemon, get, samples, scrape_until, value
 
+from hexdbt._version import __version__
 from hexdbt.cli import main
 from hexdbt.dbt.outbox import OutboxEntry, assemble, read_entry
 from hexdbt.emulator.server import HexEmulator
@@ -327,7 +329,6 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
         _dbt(project, "failing_model", BUILDS["failing_model"])
         restarted = _relay(project, emulator, state, "--poll-interval", "0.5")
         _wait_for(lambda: len(_started(emulator)) == 4)
-        time.sleep(2)  # a third poll of both entries starts nothing more
         _stop(restarted)
         assert _started(emulator) == sorted(
             ["customer_health", "finance_overview", "executive_kpis", "customer_health"]
@@ -373,3 +374,49 @@ def test_a_duckdb_file_locked_by_dbt_is_try_again_later(
     assert len(busy) == 1  # logged once, however many polls
     assert busy[0]["level"] == "info"
     assert _started(emulator) == []
+
+
+@pytest.mark.slow
+def test_a_running_relay_serves_metrics_that_move_after_a_build(
+    hex_emulator_factory: Callable[..., HexEmulator],
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    schema = f"metrics_{secrets.token_hex(4)}"
+    profile = {
+        "type": "postgres", "host": "127.0.0.1", "port": postgres_server.port, "user": "hexdbt",
+        "password": postgres_server.password, "dbname": "hexdbt", "schema": schema, "threads": 4,
+    }  # fmt: skip
+    emulator = hex_emulator_factory(time_scale=60.0)
+    project = _copy_with_hook(tmp_path, profile)
+    args = ["--project-dir", str(project), "--profiles-dir", str(project), "--mappings",
+            str(MAPPINGS), "--poll-interval", "0.5", "--metrics-port", "0"]  # fmt: skip
+    env = _environment(
+        HEX_API_TOKEN="hxtp_test",
+        HEX_BASE_URL=emulator.url,
+        HEXDBT_STATE_DIR=str(tmp_path / "state"),
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    relay = Daemon(args, env, tmp_path, command="relay")
+    try:
+        serving = relay.wait_for("metrics_serving")
+        relay.wait_for("outbox_missing")  # polling, before the first build
+        assert get(serving["health"]) == (200, "text/plain", "ok\n")
+        before = samples(get(serving["url"])[2])
+        assert value(before, "hexdbt_invocations_total", result="submitted") == 0
+        assert value(before, "hexdbt_daemon_info", daemon="relay", version=__version__) == 1
+        _dbt(project, "full", BUILDS["full"])
+        # dbt-postgres runs no Python model: three apps start, and each ends COMPLETED.
+        after = scrape_until(
+            serving["url"],
+            lambda found: value(found, "hexdbt_triggers_total", outcome="completed") == 3,
+        )
+        assert value(after, "hexdbt_invocations_total", result="submitted") == 1
+        assert value(after, "hexdbt_last_dispatch_timestamp_seconds") > 0
+        assert value(after, "hexdbt_live_runs") == 0
+    finally:
+        code = relay.stop()
+        for suffix in ("", "_raw", "_hexdbt"):
+            postgres_server.drop_schema(schema + suffix)
+    assert code == 0
+    assert len(_started(emulator)) == 3

@@ -157,11 +157,14 @@ def test_watch_with_a_port_in_use_exits_2_with_one_line(
 
 
 class Daemon:
-    """`hexdbt watch --log-format json` in a process of its own, its events read as they come."""
+    """`hexdbt watch` (or `relay`) `--log-format json` in a process of its own, its events read
+    as they come."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: Path, *, command: str = "watch"
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hexdbt", "watch", "--log-format", "json", *args],
+            [sys.executable, "-m", "hexdbt", command, "--log-format", "json", *args],
             env=env,
             cwd=cwd,
             stdout=subprocess.DEVNULL,

@@ -16,10 +16,12 @@ from hexdbt.errors import HexApiError, HexdbtError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import ExitStack
 
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.polls import Progress
     from hexdbt.logs import EventLog
+    from hexdbt.metrics import DaemonMetrics
     from hexdbt.outcomes import Outcome
     from hexdbt.settings import StateLocation
 
@@ -262,6 +264,20 @@ metrics_host_option = click.option(
     metavar="HOST",
     help="The address --metrics-port listens on (0.0.0.0: every interface).",
 )
+
+
+def serve_daemon_metrics(
+    served: ExitStack, daemon: str, host: str, port: int | None, log: EventLog
+) -> DaemonMetrics | None:
+    """A daemon's metrics, served on ``host:port`` until ``served`` closes (None: no port)."""
+    if port is None:
+        return None
+    from hexdbt.metrics import DaemonMetrics
+
+    metrics = DaemonMetrics(daemon)
+    server = served.enter_context(metrics.serve(host, port))
+    log.emit("metrics_serving", url=f"{server.url}/metrics", health=f"{server.url}/healthz")
+    return metrics
 
 
 log_format_option = click.option(

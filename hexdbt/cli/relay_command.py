@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -12,6 +13,9 @@ from hexdbt.cli._common import (
     hex_client,
     mappings_option,
     max_live_runs_option,
+    metrics_host_option,
+    metrics_port_option,
+    serve_daemon_metrics,
     state_url_option,
 )
 from hexdbt.errors import ConfigError
@@ -115,6 +119,8 @@ def _parse_vars(text: str | None) -> dict[str, object]:
     help="One line per event on stderr: text, or one JSON object per line for log shippers.",
 )
 @max_live_runs_option
+@metrics_port_option
+@metrics_host_option
 @state_url_option
 @allow_insecure_http_option
 def relay(
@@ -128,6 +134,8 @@ def relay(
     retain_days: float,
     log_format: str,
     max_live_runs: int,
+    metrics_port: int | None,
+    metrics_host: str,
     state_url: str | None,
     allow_insecure_http: bool,
 ) -> None:
@@ -142,6 +150,7 @@ def relay(
     Examples:
       hexdbt relay --project-dir analytics --target prod
       hexdbt relay --once --poll-interval 60
+      hexdbt relay --target prod --metrics-port 9465
     """
     from hexdbt._version import __version__
     from hexdbt.dbt.locate import find_project_dir
@@ -167,6 +176,7 @@ def relay(
     with (
         signals.installed(),
         hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+        ExitStack() as served,
     ):
         log.emit(
             "started",
@@ -177,9 +187,12 @@ def relay(
             target=outbox.target_name,
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
+        metrics = serve_daemon_metrics(served, "relay", metrics_host, metrics_port, log)
         with open_ledger(client, state) as ledger:
             settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
-            RelayDaemon(client, ledger, outbox, options, log, settings=settings, once=once).run()
+            RelayDaemon(
+                client, ledger, outbox, options, log, settings=settings, metrics=metrics, once=once
+            ).run()
     raise SystemExit(0)
 
 

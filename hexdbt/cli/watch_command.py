@@ -16,6 +16,7 @@ from hexdbt.cli._common import (
     make_progress,
     metrics_host_option,
     metrics_port_option,
+    serve_daemon_metrics,
     state_url_option,
 )
 from hexdbt.signals import Signals
@@ -156,13 +157,7 @@ def watch(
             state=state.describe(),
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
-        metrics = None
-        if metrics_port is not None:
-            from hexdbt.metrics import DaemonMetrics
-
-            metrics = DaemonMetrics("watch")
-            server = served.enter_context(metrics.serve(metrics_host, metrics_port))
-            log.emit("metrics_serving", url=f"{server.url}/metrics", health=f"{server.url}/healthz")
+        metrics = serve_daemon_metrics(served, "watch", metrics_host, metrics_port, log)
         with open_ledger(client, state) as ledger:
             settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
             WatchDaemon(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hexdbt.clock import to_iso
 from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, assemble
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
+from hexdbt.feeders.daemon_events import InvocationEvents
 from hexdbt.logs import EventLog, error_fields
 from hexdbt.planner.files import load_mapping_set
 from hexdbt.planner.rules import Plan, make_plan
@@ -31,7 +31,9 @@ from hexdbt.planner.rules import Plan, make_plan
 if TYPE_CHECKING:
     from hexdbt.engine import Engine, EngineSettings
     from hexdbt.hex.client import HexClient
-    from hexdbt.ledger import Ledger, TriggerRecord
+    from hexdbt.hex.polls import Progress
+    from hexdbt.ledger import Ledger
+    from hexdbt.metrics import DaemonMetrics
 
 DEFAULT_TABLE = "hexdbt_outbox"
 # The hook's default schema is the target's with this suffix: a schema of its own per target.
@@ -220,7 +222,7 @@ class RelayDaemon:
     ``run`` must be called on the thread that should send and poll Hex (the CLI's main thread);
     the outbox is polled on a thread of its own. As with ``hexdbt watch``, live Hex runs are left
     running when it stops and followed again by the next relay, which takes them up from the
-    ledger. Every submission's outcome lands in ``_submitted``, one place to count from.
+    ledger. ``metrics``: counted as it goes (``hexdbt.metrics``), healthy while its engine runs.
     """
 
     def __init__(
@@ -232,6 +234,7 @@ class RelayDaemon:
         log: EventLog,
         *,
         settings: EngineSettings | None = None,
+        metrics: DaemonMetrics | None = None,
         once: bool = False,
     ) -> None:
         from hexdbt.engine import Engine, EngineSettings
@@ -244,13 +247,18 @@ class RelayDaemon:
         self.options = options
         self.log = log
         self.once = once
+        self.metrics = metrics
+        self.events = InvocationEvents(log, metrics)
         settings = settings or EngineSettings(cancel_on_interrupt=False)
+        progress: Progress = EventProgress(log, heartbeat_s=3600.0)
+        if metrics is not None:
+            progress = metrics.observe(progress)
         self.engine: Engine = Engine(
             client,
             ledger,
             # Once: send what fits and leave; the next relay (or `hexdbt status`) follows the runs.
             settings=replace(settings, wait=False) if once else replace(settings, daemon=True),
-            polls=Polls(client, progress=EventProgress(log, heartbeat_s=3600.0)),
+            polls=Polls(client, progress=progress),
             log=lambda message: log.emit("dispatch", message=message),
         )
         self.source = f"relay:{outbox.relation}"
@@ -270,9 +278,13 @@ class RelayDaemon:
         thread = threading.Thread(target=self._poll_loop, name="hexdbt-relay", daemon=True)
         thread.start()
         try:
-            self.engine.resume().add_done_callback(self._resumed)
+            self.engine.resume().add_done_callback(self.events.resumed)
+            if self.metrics is not None:
+                self.metrics.set_healthy(True)
             self.engine.run()
         finally:
+            if self.metrics is not None:
+                self.metrics.set_healthy(False)
             self.log.emit("stopping")
             self.engine.stopping.set()
             thread.join(timeout=10)
@@ -322,19 +334,23 @@ class RelayDaemon:
     def _submit(self, entry: OutboxEntry) -> None:
         invocation = entry.invocation
         self._handled.add(invocation.invocation_id)
+        fields = {
+            "invocation_id": invocation.invocation_id,
+            "command": invocation.command,
+            "target": entry.target,
+            "written_at": entry.written_at,
+        }
         try:
             plan = plan_entry(entry, self.options.mappings_file)
         except HexdbtError as exc:
-            self.log.emit(
-                "invocation_failed",
-                "error",
-                invocation_id=invocation.invocation_id,
-                command=invocation.command,
-                **error_fields(exc),
-            )
+            self.events.failed(fields, exc)
             return
         submitted = self.engine.submit(plan, source=self.source, only_new=True)
-        submitted.add_done_callback(lambda future: self._submitted(entry, plan, future))
+        submitted.add_done_callback(
+            lambda future: self.events.submitted(
+                plan, future, fields, results=len(invocation.results)
+            )
+        )
 
     def _delete_old(self, summaries: Sequence[EntrySummary]) -> None:
         cutoff = to_iso(self.client.clock.now() - self.options.retain_days * 86400, digits=6)
@@ -347,37 +363,3 @@ class RelayDaemon:
         if old:
             self.outbox.delete(old)
             self.log.emit("entries_deleted", entries=len(old), older_than=cutoff)
-
-    def _resumed(self, future: Future[list[TriggerRecord]]) -> None:
-        records = future.result()
-        if records:
-            names = sorted({record.name for record in records})
-            self.log.emit("resumed", triggers=len(records), names=names)
-
-    def _submitted(
-        self, entry: OutboxEntry, plan: Plan, future: Future[list[TriggerRecord] | None]
-    ) -> None:
-        """On the engine's thread, once the invocation is recorded (or could not be)."""
-        fields = {
-            "invocation_id": plan.invocation_id,
-            "command": plan.command,
-            "target": entry.target,
-            "written_at": entry.written_at,
-        }
-        failure = future.exception()
-        if failure is not None:
-            self.log.emit("invocation_failed", "error", **fields, **error_fields(failure))
-        elif future.result() is None:
-            self.log.emit(
-                "invocation_skipped",
-                **fields,
-                reason="already in the ledger: another hexdbt process handled it",
-            )
-        else:
-            self.log.emit(
-                "invocation_submitted",
-                **fields,
-                results=len(entry.invocation.results),
-                triggers=[trigger.name for trigger in plan.triggers],
-                skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
-            )

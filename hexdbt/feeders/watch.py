@@ -9,20 +9,20 @@ loop's turn time.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hexdbt.clock import Clock
 from hexdbt.feeders.artifact_watch import ArtifactWatcher, ReadyInvocation, WatchOptions
-from hexdbt.logs import EventLog, error_fields
+from hexdbt.feeders.daemon_events import InvocationEvents
+from hexdbt.logs import EventLog
 
 if TYPE_CHECKING:
     from hexdbt.engine import EngineSettings
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.polls import Progress
-    from hexdbt.ledger import Ledger, TriggerRecord
-    from hexdbt.metrics import DaemonMetrics, InvocationResult
+    from hexdbt.ledger import Ledger
+    from hexdbt.metrics import DaemonMetrics
 
 
 class WatchDaemon:
@@ -60,6 +60,7 @@ class WatchDaemon:
         self.ledger = ledger
         self.log = log
         self.metrics = metrics
+        self.events = InvocationEvents(log, metrics)
         settings = settings or EngineSettings(cancel_on_interrupt=False)
         progress = progress or EventProgress(log, heartbeat_s=3600.0)
         if metrics is not None:
@@ -85,7 +86,7 @@ class WatchDaemon:
         thread.start()
         try:
             resumed = self.engine.resume()
-            resumed.add_done_callback(self._resumed)
+            resumed.add_done_callback(self.events.resumed)
             if self.metrics is not None:
                 self.metrics.set_healthy(True)
             self.engine.run()
@@ -98,48 +99,15 @@ class WatchDaemon:
             self.watcher.close()
             self.log.emit("stopped")
 
-    def _resumed(self, future: Future[list[TriggerRecord]]) -> None:
-        records = future.result()
-        if records:
-            names = sorted({record.name for record in records})
-            self.log.emit("resumed", triggers=len(records), names=names)
-
     def _deliver(self, ready: ReadyInvocation) -> None:
         """On the watch loop's thread: hand the invocation to the engine's inbox."""
-        submitted = self.engine.submit(ready.plan, source=ready.target.ledger_source, only_new=True)
-        submitted.add_done_callback(lambda future: self._submitted(ready, future))
-
-    def _submitted(
-        self, ready: ReadyInvocation, future: Future[list[TriggerRecord] | None]
-    ) -> None:
-        """On the engine's thread, once the invocation is recorded (or could not be)."""
         plan = ready.plan
+        submitted = self.engine.submit(plan, source=ready.target.ledger_source, only_new=True)
         fields = {
             "target": str(ready.target.target_dir),
             "invocation_id": plan.invocation_id,
             "command": plan.command,
         }
-        failure = future.exception()
-        if failure is not None:
-            self._seen("failed")
-            self.log.emit("invocation_failed", "error", **fields, **error_fields(failure))
-        elif future.result() is None:
-            self._seen("skipped")
-            self.log.emit(
-                "invocation_skipped",
-                **fields,
-                reason="already in the ledger: another hexdbt process handled it",
-            )
-        else:
-            self._seen("submitted")
-            self.log.emit(
-                "invocation_submitted",
-                **fields,
-                results=ready.results,
-                triggers=[trigger.name for trigger in plan.triggers],
-                skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
-            )
-
-    def _seen(self, result: InvocationResult) -> None:
-        if self.metrics is not None:
-            self.metrics.invocation_seen(result)
+        submitted.add_done_callback(
+            lambda future: self.events.submitted(plan, future, fields, results=ready.results)
+        )

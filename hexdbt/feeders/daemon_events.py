@@ -1,0 +1,64 @@
+"""What a daemon (``hexdbt watch``, ``hexdbt relay``) says and counts of each invocation it hands
+to the engine: one event per outcome on its log, one count in its metrics (when served)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from hexdbt.logs import EventLog, error_fields
+
+if TYPE_CHECKING:
+    from hexdbt.ledger import TriggerRecord
+    from hexdbt.metrics import DaemonMetrics, InvocationResult
+    from hexdbt.planner.rules import Plan
+
+
+class InvocationEvents:
+    def __init__(self, log: EventLog, metrics: DaemonMetrics | None) -> None:
+        self.log = log
+        self.metrics = metrics
+
+    def resumed(self, future: Future[list[TriggerRecord]]) -> None:
+        """The engine took up what an earlier process left (live runs, queued triggers)."""
+        records = future.result()
+        if records:
+            names = sorted({record.name for record in records})
+            self.log.emit("resumed", triggers=len(records), names=names)
+
+    def submitted(
+        self,
+        plan: Plan,
+        future: Future[list[TriggerRecord] | None],
+        fields: Mapping[str, Any],
+        **details: Any,
+    ) -> None:
+        """On the engine's thread, once the invocation is recorded (or could not be)."""
+        failure = future.exception()
+        if failure is not None:
+            self.failed(fields, failure)
+        elif future.result() is None:
+            self._count("skipped")
+            self.log.emit(
+                "invocation_skipped",
+                **fields,
+                reason="already in the ledger: another hexdbt process handled it",
+            )
+        else:
+            self._count("submitted")
+            self.log.emit(
+                "invocation_submitted",
+                **fields,
+                **details,
+                triggers=[trigger.name for trigger in plan.triggers],
+                skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
+            )
+
+    def failed(self, fields: Mapping[str, Any], failure: BaseException) -> None:
+        self._count("failed")
+        self.log.emit("invocation_failed", "error", **fields, **error_fields(failure))
+
+    def _count(self, result: InvocationResult) -> None:
+        if self.metrics is not None:
+            self.metrics.invocation_seen(result)
