@@ -32,8 +32,18 @@ from hexdbt.cli import main
 from hexdbt.dbt.outbox import OutboxEntry, assemble, read_entry
 from hexdbt.emulator.server import HexEmulator
 from hexdbt.errors import ArtifactError
-from hexdbt.feeders.relay import DbtTarget, WarehouseOutbox, plan_entry
+from hexdbt.factory import open_client
+from hexdbt.feeders.relay import (
+    DbtTarget,
+    RelayDaemon,
+    RelayOptions,
+    WarehouseOutbox,
+    plan_entry,
+)
+from hexdbt.ledger import Ledger
+from hexdbt.logs import MemoryEventLog
 from hexdbt.planner.files import plan_from_files
+from hexdbt.settings import SqliteState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = REPO_ROOT / "hex_mappings.yml"
@@ -354,26 +364,34 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
 def test_a_duckdb_file_locked_by_dbt_is_try_again_later(
     duckdb_built: Built, hex_emulator_factory: Callable[..., HexEmulator], tmp_path: Path
 ) -> None:
+    """Another process holds the DuckDB file, as a running dbt build does: every poll of the
+    relay hands nothing over, the first says so once, and once the file is free the entries go."""
     database = duckdb_built.project / "sample.duckdb"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         f"import duckdb, sys, time; c = duckdb.connect({str(database)!r}); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+         f"import duckdb, sys; c = duckdb.connect({str(database)!r}); print('held', flush=True);"
+         " sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
-        emulator = hex_emulator_factory()
-        relay = _relay(duckdb_built.project, emulator, tmp_path / "state", "--poll-interval", "0.3")
-        time.sleep(4)
-        events = _stop(relay)
-    finally:
-        holder.kill()
-        holder.communicate()
-    busy = [event for event in events if event["event"] == "warehouse_busy"]
-    assert len(busy) == 1  # logged once, however many polls
-    assert busy[0]["level"] == "info"
-    assert _started(emulator) == []
+    emulator = hex_emulator_factory()
+    log = MemoryEventLog()
+    outbox = WarehouseOutbox(DbtTarget(duckdb_built.project, profiles_dir=duckdb_built.project))
+    with (
+        open_client("hxtp_test", emulator.url, allow_insecure_http=True) as client,
+        Ledger.open(SqliteState(tmp_path / "state"), clock=client.clock) as ledger,
+    ):
+        relay = RelayDaemon(client, ledger, outbox, RelayOptions(MAPPINGS), log)
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "held"
+            assert [relay.poll() for _ in range(3)] == [0, 0, 0]
+        finally:
+            holder.communicate("")
+        busy = log.of("warehouse_busy")
+        assert len(busy) == 1  # logged once, however many polls
+        assert busy[0]["level"] == "info"
+        assert relay.poll() == len(BUILDS)  # free again: every entry is handed over
+    assert _started(emulator) == []  # handed to an engine that is not running here
 
 
 @pytest.mark.slow
