@@ -162,12 +162,12 @@ def test_processes_sharing_a_token_share_one_budget(
 # Hex's real limits on RunProject, per user behind the token (the emulator's defaults too).
 RUN_PROJECT_LIMITS = (Limit(20, 60.0), Limit(60, 3600.0))
 TRIGGERS = 90
-# An hour of Hex in 30 real seconds: the whole round fits in ~35 s of real time.
-RUN_SCALE = 120.0
+# An hour of Hex in 15 real seconds: the whole round fits in ~20 s of real time.
+RUN_SCALE = 240.0
 # The budget's margin stands for the delay between its clock reading and Hex's; here that delay
-# is real (scheduling, loopback, the state's commits) and multiplied by the scale: 10 emulated
-# seconds are 83 real ms. The default (1 s, i.e. 8 real ms) is meant for real time.
-RUN_MARGIN_S = 10.0
+# is real (scheduling, loopback, the state's commits) and multiplied by the scale: 20 emulated
+# seconds are 83 real ms. The default (1 s, i.e. 4 real ms) is meant for real time.
+RUN_MARGIN_S = 20.0
 MAKESPAN_SLACK = 1.1
 
 

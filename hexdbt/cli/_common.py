@@ -266,6 +266,19 @@ metrics_host_option = click.option(
 )
 
 
+def checked_mappings_file(mappings_file: Path | None) -> Path | None:
+    """The mapping file a command will read (absolute), read once now: a broken one is a usage
+    error at start, not a log line per invocation or an error after a 40-minute build. None when
+    there is none (the dbt exposures are the mapping)."""
+    from hexdbt.mapping import load_mappings, resolve_mappings_path
+
+    path, explicit = resolve_mappings_path(mappings_file)
+    if not explicit and not path.exists():
+        return None
+    load_mappings(path, None)
+    return path.absolute()
+
+
 def serve_daemon_metrics(
     served: ExitStack, daemon: str, host: str, port: int | None, log: EventLog
 ) -> DaemonMetrics | None:

@@ -10,6 +10,7 @@ import yaml
 
 from hexdbt.cli._common import (
     allow_insecure_http_option,
+    checked_mappings_file,
     hex_client,
     mappings_option,
     max_live_runs_option,
@@ -37,6 +38,10 @@ def hook() -> None:
 
     The hook writes what each dbt invocation ran to an outbox table in the warehouse;
     `hexdbt relay` triggers Hex from it.
+
+    \b
+    Example:
+      hexdbt hook install --project-dir analytics --write
     """
 
 
@@ -158,16 +163,10 @@ def relay(
     from hexdbt.factory import open_ledger
     from hexdbt.feeders.relay import DbtTarget, RelayDaemon, RelayOptions, WarehouseOutbox
     from hexdbt.logs import LogFormat, StreamEventLog
-    from hexdbt.mapping import load_mappings, resolve_mappings_path
     from hexdbt.settings import resolve_state_location
 
     where = DbtTarget(find_project_dir(project_dir), profiles_dir, target, _parse_vars(vars_text))
-    mappings_path, explicit = resolve_mappings_path(mappings_file)
-    resolved_mappings: Path | None = None
-    if explicit or mappings_path.exists():
-        # A broken mapping file is a usage error at start, not a log line per invocation.
-        load_mappings(mappings_path, None)
-        resolved_mappings = mappings_path.absolute()
+    resolved_mappings = checked_mappings_file(mappings_file)
     log = StreamEventLog(log_format=LogFormat(log_format))
     signals = Signals()
     state = resolve_state_location(state_url)

@@ -11,6 +11,7 @@ import click
 
 from hexdbt.cli._common import (
     allow_insecure_http_option,
+    checked_mappings_file,
     draws_in_place,
     hex_client,
     make_progress,
@@ -125,16 +126,10 @@ def watch(
     from hexdbt.feeders.artifact_watch import WatchOptions, resolve_targets
     from hexdbt.feeders.watch import WatchDaemon
     from hexdbt.logs import LogFormat, StreamEventLog
-    from hexdbt.mapping import load_mappings, resolve_mappings_path
     from hexdbt.settings import resolve_state_location
 
     targets = resolve_targets(list(project_dirs), list(target_paths))
-    mappings_path, explicit = resolve_mappings_path(mappings_file)
-    resolved_mappings: Path | None = None
-    if explicit or mappings_path.exists():
-        # A broken mapping file is a usage error at start, not a log line per invocation.
-        load_mappings(mappings_path, None)
-        resolved_mappings = mappings_path.absolute()
+    resolved_mappings = checked_mappings_file(mappings_file)
     options = WatchOptions(
         targets=tuple(targets),
         mappings_file=resolved_mappings,

@@ -11,6 +11,7 @@ from hexdbt.cli._common import (
     JsonAwareCommand,
     allow_insecure_http_option,
     cancel_on_interrupt_option,
+    checked_mappings_file,
     echo_outcomes,
     err_line,
     error_payload,
@@ -96,7 +97,6 @@ def dbt_wrapper(
         parse_dbt_args,
         run_dbt_and_dispatch,
     )
-    from hexdbt.mapping import load_mappings, resolve_mappings_path
     from hexdbt.outcomes import exit_code_of
     from hexdbt.planner.files import load_mapping_set
     from hexdbt.planner.stream import StreamPlanner
@@ -111,10 +111,7 @@ def dbt_wrapper(
         args = parse_dbt_args(dbt_args)
         executable = find_dbt_executable()
         paths = locate_artifacts(args.project_dir, args.target_path)
-        # A broken mapping file stops before dbt runs, not after a 40-minute build.
-        mappings_path, explicit = resolve_mappings_path(mappings_file)
-        if explicit or mappings_path.exists():
-            load_mappings(mappings_path, None)
+        checked_mappings_file(mappings_file)
         dbt = DbtProcess()
         signals = Signals(forward=dbt.forward)
         settings = EngineSettings(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hexdbt.clock import to_iso
 from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, assemble
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
-from hexdbt.feeders.daemon_events import InvocationEvents
+from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
 from hexdbt.logs import EventLog, error_fields
 from hexdbt.planner.files import load_mapping_set
 from hexdbt.planner.rules import Plan, make_plan
@@ -31,7 +31,6 @@ from hexdbt.planner.rules import Plan, make_plan
 if TYPE_CHECKING:
     from hexdbt.engine import Engine, EngineSettings
     from hexdbt.hex.client import HexClient
-    from hexdbt.hex.polls import Progress
     from hexdbt.ledger import Ledger
     from hexdbt.metrics import DaemonMetrics
 
@@ -237,9 +236,7 @@ class RelayDaemon:
         metrics: DaemonMetrics | None = None,
         once: bool = False,
     ) -> None:
-        from hexdbt.engine import Engine, EngineSettings
-        from hexdbt.hex.polls import Polls
-        from hexdbt.hex.progress import EventProgress
+        from hexdbt.engine import EngineSettings
 
         self.client = client
         self.ledger = ledger
@@ -250,16 +247,13 @@ class RelayDaemon:
         self.metrics = metrics
         self.events = InvocationEvents(log, metrics)
         settings = settings or EngineSettings(cancel_on_interrupt=False)
-        progress: Progress = EventProgress(log, heartbeat_s=3600.0)
-        if metrics is not None:
-            progress = metrics.observe(progress)
-        self.engine: Engine = Engine(
+        # Once: send what fits and leave; the next relay (or `hexdbt status`) follows the runs.
+        self.engine: Engine = daemon_engine(
             client,
             ledger,
-            # Once: send what fits and leave; the next relay (or `hexdbt status`) follows the runs.
-            settings=replace(settings, wait=False) if once else replace(settings, daemon=True),
-            polls=Polls(client, progress=progress),
-            log=lambda message: log.emit("dispatch", message=message),
+            log,
+            replace(settings, wait=False) if once else replace(settings, daemon=True),
+            metrics=metrics,
         )
         self.source = f"relay:{outbox.relation}"
         self._handled: set[str] = set()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from hexdbt.clock import Clock
 from hexdbt.feeders.artifact_watch import ArtifactWatcher, ReadyInvocation, WatchOptions
-from hexdbt.feeders.daemon_events import InvocationEvents
+from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
 from hexdbt.logs import EventLog
 
 if TYPE_CHECKING:
@@ -52,9 +52,7 @@ class WatchDaemon:
         watch_clock: Clock | None = None,
         start_observer: bool = True,
     ) -> None:
-        from hexdbt.engine import Engine, EngineSettings
-        from hexdbt.hex.polls import Polls
-        from hexdbt.hex.progress import EventProgress
+        from hexdbt.engine import EngineSettings
 
         self.client = client
         self.ledger = ledger
@@ -62,15 +60,13 @@ class WatchDaemon:
         self.metrics = metrics
         self.events = InvocationEvents(log, metrics)
         settings = settings or EngineSettings(cancel_on_interrupt=False)
-        progress = progress or EventProgress(log, heartbeat_s=3600.0)
-        if metrics is not None:
-            progress = metrics.observe(progress)
-        self.engine = Engine(
+        self.engine = daemon_engine(
             client,
             ledger,
-            settings=replace(settings, daemon=True),
-            polls=Polls(client, progress=progress),
-            log=lambda message: log.emit("dispatch", message=message),
+            log,
+            replace(settings, daemon=True),
+            progress=progress,
+            metrics=metrics,
         )
         self.watcher = ArtifactWatcher(
             options, self._deliver, log, clock=watch_clock, ledger=ledger

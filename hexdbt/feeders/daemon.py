@@ -1,5 +1,6 @@
-"""What a daemon (``hexdbt watch``, ``hexdbt relay``) says and counts of each invocation it hands
-to the engine: one event per outcome on its log, one count in its metrics (when served)."""
+"""What the daemons (``hexdbt watch``, ``hexdbt relay``) share: their engine, and what they say
+and count of each invocation they hand to it (one event per outcome on the log, one count in the
+metrics when served)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,39 @@ from typing import TYPE_CHECKING, Any
 from hexdbt.logs import EventLog, error_fields
 
 if TYPE_CHECKING:
-    from hexdbt.ledger import TriggerRecord
+    from hexdbt.engine import Engine, EngineSettings
+    from hexdbt.hex.client import HexClient
+    from hexdbt.hex.polls import Progress
+    from hexdbt.ledger import Ledger, TriggerRecord
     from hexdbt.metrics import DaemonMetrics, InvocationResult
     from hexdbt.planner.rules import Plan
+
+
+def daemon_engine(
+    client: HexClient,
+    ledger: Ledger,
+    log: EventLog,
+    settings: EngineSettings,
+    *,
+    progress: Progress | None = None,
+    metrics: DaemonMetrics | None = None,
+) -> Engine:
+    """A daemon's engine: its runs shown by ``progress`` (one event per change on ``log`` by
+    default, a heartbeat an hour) and counted by ``metrics``; its notes are ``dispatch`` events."""
+    from hexdbt.engine import Engine
+    from hexdbt.hex.polls import Polls
+    from hexdbt.hex.progress import EventProgress
+
+    progress = progress or EventProgress(log, heartbeat_s=3600.0)
+    if metrics is not None:
+        progress = metrics.observe(progress)
+    return Engine(
+        client,
+        ledger,
+        settings=settings,
+        polls=Polls(client, progress=progress),
+        log=lambda message: log.emit("dispatch", message=message),
+    )
 
 
 class InvocationEvents:
