@@ -9,6 +9,9 @@ its cursor-up count went wrong and every refresh printed the table again below t
 
 from __future__ import annotations
 
+import io
+import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -95,6 +98,47 @@ def _settled_state(outcome: Outcome) -> str:
     return outcome.kind.value.upper()
 
 
+class _PrintedAbove(io.TextIOBase):
+    """``sys.stdout`` or ``sys.stderr`` while a view is drawn: each whole line is printed above the
+    view, under the view's lock.
+
+    Rich's own redirection prints from the writing thread (dbt's lines, the engine's notes) while
+    the engine's thread redraws the view, and two renders of the region that interleave leave a
+    stale row behind (the tmux test of ``hexdbt dbt`` caught a second header). One lock keeps each
+    print and each redraw whole."""
+
+    def __init__(self, console: Console, lock: threading.RLock, original: TextIO) -> None:
+        self._console = console
+        self._lock = lock
+        self.original = original
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        if lines:
+            self._print("\n".join(lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            line, self._pending = self._pending, ""
+            self._print(line)
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            self._console.print(Text.from_ansi(text))
+
+    def isatty(self) -> bool:
+        return self.original.isatty()
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # TextIOBase's is a plain attribute
+        return self.original.encoding
+
+
 class LiveView:
     """The engine's progress on a terminal: one row per project, a footer of counts.
 
@@ -129,9 +173,11 @@ class LiveView:
             console=console,
             auto_refresh=False,
             transient=redirect_stdout,
-            redirect_stdout=redirect_stdout,
-            redirect_stderr=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
+        self._redirect_stdout = redirect_stdout
+        self._lock = threading.RLock()
         self._expected: dict[str, _Expected] = {}
         self._views: dict[str, RunView] = {}  # run id -> its latest view, in order of arrival
         self._settled: dict[str, Outcome] = {}  # trigger name -> its outcome, without a run view
@@ -172,9 +218,15 @@ class LiveView:
         self._draw(now)
 
     def close(self, now: float) -> None:
-        if self._live.is_started:
-            self._draw(now)
-            self._live.stop()
+        with self._lock:
+            if self._live.is_started:
+                self._draw(now)
+                self._live.stop()
+                for name in ("stdout", "stderr"):
+                    stream = getattr(sys, name)
+                    if isinstance(stream, _PrintedAbove):
+                        stream.flush()
+                        setattr(sys, name, stream.original)
 
     def render(self, now: float) -> Group:
         """The table and its footer as they stand at ``now``."""
@@ -260,9 +312,13 @@ class LiveView:
             self._draw(now)
 
     def _draw(self, now: float) -> None:
-        if not self._live.is_started:
-            self._live.start()
-        self._live.update(self.render(now), refresh=True)
+        with self._lock:
+            if not self._live.is_started:
+                self._live.start()
+                sys.stderr = _PrintedAbove(self._console, self._lock, sys.stderr)
+                if self._redirect_stdout:
+                    sys.stdout = _PrintedAbove(self._console, self._lock, sys.stdout)
+            self._live.update(self.render(now), refresh=True)
 
 
 def outcome_table(outcomes: Sequence[Outcome], titles: Mapping[str, str] | None = None) -> Table:
