@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -867,3 +868,52 @@ def test_a_dropped_post_never_adopts_a_run_another_client_started_before_its_int
     assert len(runs) == 2
     assert outcome.kind is OutcomeKind.COMPLETED
     assert outcome.run_id in runs - {other_run.run_id}
+
+
+def test_a_trigger_another_live_process_is_sending_is_followed_and_says_who_holds_it(
+    world_factory: Callable[..., World],
+) -> None:
+    """A real process holds the trigger's claim (its lease lives): the engine does not send it,
+    and says which host and pid holds it."""
+    world = world_factory(1)
+    plan = world.plan()
+    trigger = plan.triggers[0]
+    with world.client() as client:
+        world.ledger.plan_and_claim(
+            plan.invocation_id, plan.command, "test", [new_trigger(trigger, client.base_url)], ()
+        )
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from hexdbt.ledger import Ledger; from hexdbt.settings import"
+            " parse_state_url; ledger = Ledger.open(parse_state_url(sys.argv[1]));"
+            "assert ledger.claim_for_sending(sys.argv[2]); print('claimed', flush=True);"
+            "sys.stdin.read()",
+            world.state_url,
+            trigger.trigger_key,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    notes: list[str] = []
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "claimed"
+        with world.client() as client:
+
+            def note(message: str) -> None:
+                notes.append(message)
+                if "being sent by" in message:
+                    engine.request_stop()  # seen: nothing more to learn here
+
+            engine = Engine(client, world.ledger, log=note)
+            engine.submit(plan, source="test")
+            engine.close()
+            engine.run()
+    finally:
+        holder.communicate("")
+    owner = f"{socket.gethostname()} pid {holder.pid}"
+    assert f"app_0: being sent by {owner}; following it in the ledger" in notes
+    assert world.started() == {}

@@ -417,6 +417,9 @@ class Engine:
                 self._pending.append(_Pending(record, reconcile=True))
             elif self._should_wait(record):
                 # Another live process is sending it: follow it through the ledger.
+                if key not in self._elsewhere:
+                    owner = self.ledger.owner_of(record)
+                    self._log(f"{record.name}: being sent by {owner}; following it in the ledger")
                 self._elsewhere.setdefault(key, self.clock.now())
         elif record.state is TriggerState.STARTED:
             self._elsewhere.pop(key, None)
