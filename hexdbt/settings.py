@@ -31,7 +31,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from hexdbt.clock import Clock, ScaledClock, SystemClock
 from hexdbt.errors import ConfigError, StateError
@@ -137,21 +137,24 @@ class PostgresState:
             user, _, host = netloc.rpartition("@")
             netloc = f"{user.partition(':')[0]}:***@{host}"
         query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)])
-        shown = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-        return f"{shown} (schema {self.schema})"
+        return f"{_url(parts.scheme, netloc, parts.path, query)} (schema {self.schema})"
 
 
 StateLocation = SqliteState | PostgresState
 
 
-def resolve_state_location(
-    flag_url: str | None = None, flag_dir: str | Path | None = None
-) -> StateLocation:
+def _url(scheme: str, netloc: str, path: str, query: str) -> str:
+    """A URL from its parts; unlike ``urlunsplit``, an empty host keeps its ``//``
+    (``postgresql:///db`` is libpq's local socket)."""
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def resolve_state_location(flag_url: str | None = None) -> StateLocation:
     """Where the ledger and the budget live: ``--state-url`` > ``HEXDBT_STATE_URL`` > the state
     folder (``HEXDBT_STATE_DIR``, else the user's state folder)."""
     text = (flag_url or os.environ.get(STATE_URL_ENV, "")).strip()
     if not text:
-        return SqliteState(resolve_state_dir(flag_dir))
+        return SqliteState(resolve_state_dir())
     return parse_state_url(text)
 
 
@@ -169,12 +172,8 @@ def parse_state_url(text: str) -> StateLocation:
         query = parse_qsl(parts.query, keep_blank_values=True)
         schemas = [value for key, value in query if key == "schema"]
         schema = schemas[-1] if schemas else DEFAULT_STATE_SCHEMA
-        location = PostgresState(
-            urlunsplit(
-                parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"]))
-            ),
-            schema,
-        )
+        libpq_query = urlencode([(key, value) for key, value in query if key != "schema"])
+        location = PostgresState(_url(parts.scheme, parts.netloc, parts.path, libpq_query), schema)
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigError(
                 f"the state URL's schema {schema!r} is not a plain PostgreSQL name",

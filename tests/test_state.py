@@ -280,3 +280,26 @@ def test_connections_cut_mid_dispatch_are_reopened_and_nothing_is_sent_twice(
         assert not {pid for (pid,) in alive} & set(killed)
     finally:
         world.ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://hexdbt:s3cr%40t@db.internal:5433/analytics?schema=ops",
+            "postgresql://hexdbt:***@db.internal:5433/analytics (schema ops)",
+        ),
+        (
+            "postgres://db.internal/analytics?user=hexdbt&password=s3cr%40t&sslmode=require",
+            "postgres://db.internal/analytics?user=hexdbt&password=%2A%2A%2A&sslmode=require"
+            " (schema hexdbt)",
+        ),
+        ("postgresql:///analytics", "postgresql:///analytics (schema hexdbt)"),
+    ],
+)
+def test_a_state_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    location = parse_state_url(url)
+    assert isinstance(location, PostgresState)
+    assert location.describe() == shown
+    assert "s3cr" not in repr(location)
+    assert "schema=" not in location.url  # hexdbt's own parameter never reaches libpq
