@@ -118,8 +118,11 @@ class PostgresState:
 
     @property
     def password(self) -> str | None:
-        password = urlsplit(self.url).password
-        return unquote(password) if password else None
+        """The password, from the user part or libpq's ``password`` parameter."""
+        parts = urlsplit(self.url)
+        if parts.password:
+            return unquote(parts.password)
+        return dict(parse_qsl(parts.query)).get("password") or None
 
     @property
     def address(self) -> str:

@@ -302,4 +302,5 @@ def test_a_state_url_is_shown_without_its_password(url: str, shown: str) -> None
     assert isinstance(location, PostgresState)
     assert location.describe() == shown
     assert "s3cr" not in repr(location)
+    assert location.password in (None, "s3cr@t")
     assert "schema=" not in location.url  # hexdbt's own parameter never reaches libpq
