@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import re
 import shlex
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from dbt_shapes import manifest_document, model, run_results_document, write_json
 from rich.console import Console
+from terminal_helpers import run_in_a_terminal
 
 from hexdbt.cli.live_view import LiveView, outcome_table, short_url
 from hexdbt.clock import ScaledClock
@@ -221,39 +221,12 @@ def scaled_emulator(
 TRIGGER = ["trigger", f"{CUSTOMER_HEALTH_ID},{ERRORS_ID}", "--wait"]
 
 
-def _in_a_terminal(args: list[str], environment: dict[str, str]) -> tuple[int, bytes]:
-    """Exit code and all a command writes to a pseudo-terminal (stdout and stderr both)."""
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hexdbt", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=follower,
-            stderr=follower,
-            env=environment,
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other end closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        code = process.wait(timeout=60)
-    finally:
-        os.close(leader)
-    return code, b"".join(chunks)
-
-
 @pytest.mark.slow
 def test_a_dumb_terminal_gets_lines_without_control_sequences(
     scaled_emulator: tuple[HexEmulator, dict[str, str]],
 ) -> None:
     _emulator, environment = scaled_emulator
-    code, output = _in_a_terminal(TRIGGER, {**environment, "TERM": "dumb"})
+    code, output = run_in_a_terminal(TRIGGER, {**environment, "TERM": "dumb"})
     assert code == 5, output  # one run errored
     assert b"\x1b" not in output, output[:400]
     text = output.decode()
@@ -288,9 +261,9 @@ def test_status_in_a_terminal_is_a_table_that_fits(
     scaled_emulator: tuple[HexEmulator, dict[str, str]],
 ) -> None:
     _emulator, environment = scaled_emulator
-    code, _output = _in_a_terminal(TRIGGER, environment)
+    code, _output = run_in_a_terminal(TRIGGER, environment)
     assert code == 5
-    code, output = _in_a_terminal(["status"], {**environment, "COLUMNS": "70"})
+    code, output = run_in_a_terminal(["status"], {**environment, "COLUMNS": "70"})
     assert code == 0
     plain = re.sub(rb"\x1b\[[0-9;]*m|\x1b\]8;[^\x1b]*\x1b\\", b"", output).decode()
     table = plain[plain.index("PROJECT") :].split("\r\n\r\n")[0].splitlines()

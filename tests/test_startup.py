@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import pytest
+from terminal_helpers import run_in_a_terminal
 
 # Top-level packages whose import costs a --help real time (dbt alone: seconds).
 FORBIDDEN = (
@@ -118,31 +119,8 @@ def test_the_probe_notices_a_heavy_import() -> None:
 def _output_in_a_terminal(args: list[str], environment: dict[str, str]) -> bytes:
     """What a command writes to a real pseudo-terminal (stdout and stderr both on it)."""
     import os
-    import pty
 
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hexdbt", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=follower,
-            stderr=follower,
-            env={**os.environ, **environment},
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other end closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        process.wait(timeout=60)
-    finally:
-        os.close(leader)
-    return b"".join(chunks)
+    return run_in_a_terminal(args, {**os.environ, **environment})[1]
 
 
 @pytest.mark.parametrize("no_color", ["1", ""])
