@@ -25,7 +25,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from postgres_server import PostgresServer
-from test_metrics import Daemon, get, samples, scrape_until, value
+from test_metrics import Daemon, get, samples, scrape_until, until_healthy, value
 
 from hexdbt._version import __version__
 from hexdbt.cli import main
@@ -353,7 +353,7 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
         )  # fmt: skip
         try:
             serving = restarted.wait_for("metrics_serving")
-            assert get(serving["health"]) == (200, "text/plain", "ok\n")
+            assert until_healthy(serving["health"]) == (200, "text/plain", "ok\n")
             before = samples(get(serving["url"])[2])
             assert value(before, "hexdbt_daemon_info", daemon="relay", version=__version__) == 1
             assert value(before, "hexdbt_invocations_total", result="submitted") == 0

@@ -236,7 +236,7 @@ def test_a_running_watch_serves_metrics_that_move_after_a_build(
         serving = daemon.wait_for("metrics_serving")
         assert serving["url"].startswith("http://127.0.0.1:")
         daemon.wait_for("watching")
-        assert get(serving["health"]) == (200, "text/plain", "ok\n")
+        assert until_healthy(serving["health"]) == (200, "text/plain", "ok\n")
         before = samples(get(serving["url"])[2])
         assert value(before, "hexdbt_invocations_total", result="submitted") == 0
         assert value(before, "hexdbt_last_dispatch_timestamp_seconds") == 0
@@ -262,6 +262,18 @@ def test_a_running_watch_serves_metrics_that_move_after_a_build(
         code = daemon.stop()
     assert code == 0
     assert all(TOKEN not in line for line in daemon.lines)
+
+
+def until_healthy(health_url: str) -> tuple[int, str, str]:
+    """The daemon serves its metrics before its engine runs: /healthz answers 503 until then, as a
+    readiness probe sees it. Ask until it answers 200 (30 s at most) and return that answer."""
+    deadline = time.monotonic() + 30
+    while True:
+        answer = get(health_url)
+        if answer[0] != 503:
+            return answer
+        assert time.monotonic() < deadline, f"{health_url} never became healthy"
+        time.sleep(0.02)
 
 
 def scrape_until(url: str, done: Any) -> Samples:
