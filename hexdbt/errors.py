@@ -177,6 +177,17 @@ class StateError(HexdbtError):
     exit_code = 7
 
 
+class StateUnavailable(StateError):
+    """The state's PostgreSQL server cannot be reached just now (``since``: when it was lost, on
+    the store's clock). The write was not made, or made with its answer lost: the caller may go on
+    without the state for a while and make it again later (the ledger's moves are guarded, so a
+    second try of a committed one is refused, not doubled); a later call reconnects."""
+
+    def __init__(self, message: str, *, since: float, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.since = since
+
+
 class MoveRefusedError(StateError):
     """The ledger refused a move of a trigger: its row is in a state the move does not start
     from (another process moved it first, or a bug asked for a forbidden move)."""

@@ -69,14 +69,13 @@ def open_client(
             client.base_url,
             clock=client.clock,
             limits=BudgetLimits.parse(limits_text) if limits_text else BudgetLimits(),
-            stop=client.stop,
         )
     return client
 
 
 def open_ledger(client: HexClient, state: StateLocation | None = None) -> Ledger:
     """The ledger in ``state`` (else where the environment says), on the client's clock."""
-    return Ledger.open(state or resolve_state_location(), clock=client.clock, stop=client.stop)
+    return Ledger.open(state or resolve_state_location(), clock=client.clock)
 
 
 @contextmanager

@@ -351,17 +351,8 @@ class Ledger:
             raise
 
     @classmethod
-    def open(
-        cls,
-        location: StateLocation,
-        *,
-        clock: Clock | None = None,
-        stop: threading.Event | None = None,
-    ) -> Ledger:
-        return cls(
-            open_store(location, LEDGER_FILENAME, what="ledger", clock=clock, stop=stop),
-            clock=clock,
-        )
+    def open(cls, location: StateLocation, *, clock: Clock | None = None) -> Ledger:
+        return cls(open_store(location, LEDGER_FILENAME, what="ledger", clock=clock), clock=clock)
 
     def close(self) -> None:
         """Release the lease (rows still ``sending`` are orphans from now on) and disconnect."""

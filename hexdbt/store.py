@@ -9,10 +9,14 @@ definition adds the ordering column that SQLite tables have by themselves), thro
   advisory lock where a read decides a write (the budget's check-and-take), and the ledger's moves
   are single guarded UPDATEs. ``durable``: the commit is on disk before ``write`` returns
   (SQLite's ``synchronous=FULL``, PostgreSQL's ``synchronous_commit=on``).
-- A PostgreSQL connection lost mid-transaction (a restart, a fail-over, ``pg_terminate_backend``)
-  is reopened and the transaction run again, with backoff, until ``RETRY_FOR_S`` has passed. A
-  commit whose answer was lost may have happened: ``session.retried`` tells ``work`` to accept
-  its own earlier write (the ledger checks the row's ``updated_at`` and owner).
+- A PostgreSQL connection lost mid-transaction (``pg_terminate_backend``, a restart done) is
+  reopened and the transaction run again at once. A commit whose answer was lost may have
+  happened: ``session.retried`` tells ``work`` to accept its own earlier write (the ledger checks
+  the row's ``updated_at`` and owner). When the server cannot be reached again (a restart under
+  way, a fail-over), the call raises ``StateUnavailable`` at once rather than hold its caller:
+  the engine has runs to poll meanwhile, and the budget keeps to a local window. Later calls try
+  to reconnect with backoff (``RECONNECT_EVERY_S``) and fail at once in between; how long to go
+  on without the state is the caller's choice (the engine's ``state_outage_limit_s``).
 - Schemas are versioned per component (``ledger``, ``budget``) and migrated on first use inside
   one transaction under a lock, so two hosts starting at once do not race.
 
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.errors import ConfigError, Interrupted, StateError
+from hexdbt.errors import ConfigError, StateError, StateUnavailable
 from hexdbt.settings import PostgresState, SqliteState
 
 if TYPE_CHECKING:
@@ -40,9 +44,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Row = dict[str, Any]
 
-# How long a lost PostgreSQL connection is tried again before the write fails (real seconds).
-RETRY_FOR_S = 60.0
 CONNECT_TIMEOUT_S = 10
+# While the server is lost: a reconnect is tried at most this often (real seconds, after a
+# backoff from 0.1 s), each given libpq's shortest connect timeout, so no call waits long.
+RECONNECT_EVERY_S = 5.0
+RECONNECT_TIMEOUT_S = 2
 
 
 @dataclass(slots=True)
@@ -155,6 +161,11 @@ class SqliteStore:
                 hint="check that HEXDBT_STATE_DIR is writable, or move it elsewhere",
             ) from exc
 
+    @classmethod
+    def in_memory(cls, *, what: str) -> SqliteStore:
+        """A store of this process alone, gone with it."""
+        return cls(Path(":memory:"), what=what)
+
     def describe(self) -> str:
         return str(self.path)
 
@@ -233,6 +244,22 @@ class _PostgresSession:
             cursor.executemany(_placeholders(sql), list(rows))
 
 
+@dataclass(slots=True)
+class _Outage:
+    """The server could not be reached since ``since``; the next reconnect at ``retry_at``."""
+
+    since: float
+    attempts: int = 0
+    retry_at: float = 0.0
+    cause: str = ""
+
+    def error(self, server: str, now: float) -> StateUnavailable:
+        return StateUnavailable(
+            f"lost {server} {now - self.since:.0f} s ago; trying to reconnect: {self.cause}",
+            since=self.since,
+        )
+
+
 class _ConnectionLost(Exception):
     """A transaction was cut off by the connection (its message says why): run it again."""
 
@@ -264,22 +291,16 @@ class PostgresStore:
 
     backend = "postgresql"
 
-    def __init__(
-        self,
-        location: PostgresState,
-        *,
-        what: str,
-        clock: Clock | None = None,
-        stop: threading.Event | None = None,
-    ) -> None:
+    def __init__(self, location: PostgresState, *, what: str, clock: Clock | None = None) -> None:
         self.location = location
         self._what = what
         self._clock = clock or SystemClock()
-        self._stop = stop or threading.Event()
         self._lock = threading.RLock()
         self._psycopg, self._dict_row = _import_psycopg()
         self._connection: psycopg.Connection[Row] | None = None
-        self._open()  # unreachable at start: fail now, naming the server
+        self._outage: _Outage | None = None
+        self._server = f"PostgreSQL at {location.address} for the {what}"
+        self._open(CONNECT_TIMEOUT_S)  # unreachable at start: fail now, naming the server
 
     def describe(self) -> str:
         return self.location.describe()
@@ -291,14 +312,14 @@ class PostgresStore:
         password = self.location.password
         return text.replace(password, "***") if password else text
 
-    def _open(self) -> psycopg.Connection[Row]:
+    def _open(self, timeout_s: int) -> psycopg.Connection[Row]:
         if self._connection is not None and not self._connection.closed:
             return self._connection
         try:
             connection: psycopg.Connection[Row] = self._psycopg.connect(
                 self.location.url,
                 autocommit=True,  # transactions are explicit: connection.transaction()
-                connect_timeout=CONNECT_TIMEOUT_S,
+                connect_timeout=timeout_s,
                 application_name="hexdbt",
                 row_factory=self._dict_row,
             )
@@ -323,32 +344,40 @@ class PostgresStore:
     def _transaction(
         self, work: Callable[[Session], T], *, durable: bool, lock_key: str | None
     ) -> T:
-        """``work`` in one transaction, run again on a new connection while the connection
-        keeps being lost, for ``RETRY_FOR_S``."""
-        deadline = self._clock.now() + self._clock.from_real_s(RETRY_FOR_S)
-        attempt = 0
+        """``work`` in one transaction; run again at once on a new connection when the
+        connection was lost; StateUnavailable when the server cannot be reached."""
         with self._lock:
-            while True:
-                attempt += 1
+            now = self._clock.now()
+            if self._outage is not None and now < self._outage.retry_at:
+                raise self._outage.error(self._server, now)  # no reconnect is due yet
+            attempts = 1 if self._outage is not None else 2  # a cut connection: reopen at once
+            for attempt in range(1, attempts + 1):
                 try:
-                    return self._attempt(work, durable, lock_key, retried=attempt > 1)
+                    result = self._attempt(work, durable, lock_key, retried=attempt > 1)
+                    break
                 except _ConnectionLost as lost:
                     self._forget_connection()
-                    now = self._clock.now()
-                    if now >= deadline:
-                        raise StateError(
-                            f"lost PostgreSQL at {self.location.address} for the {self._what}"
-                            f" and could not get it back in {RETRY_FOR_S:.0f} s: {lost}"
-                        ) from None
-                    pause = min(2.0, 0.05 * 2 ** min(attempt, 6))
-                    if self._clock.wait(self._stop, min(pause, deadline - now)):
-                        raise Interrupted("stopped while reconnecting to PostgreSQL") from None
+                    if attempt == attempts:
+                        raise self._lost(str(lost)) from None
+            self._outage = None
+            return result
+
+    def _lost(self, cause: str) -> StateUnavailable:
+        """Note that the server cannot be reached, and when to try it again (with backoff)."""
+        now = self._clock.now()
+        outage = self._outage or _Outage(since=now)
+        outage.attempts += 1
+        pause_s = min(RECONNECT_EVERY_S, 0.1 * 2 ** min(outage.attempts, 6))
+        outage.retry_at = now + self._clock.from_real_s(pause_s)
+        outage.cause = cause
+        self._outage = outage
+        return outage.error(self._server, now)
 
     def _attempt(
         self, work: Callable[[Session], T], durable: bool, lock_key: str | None, *, retried: bool
     ) -> T:
         try:
-            connection = self._open()
+            connection = self._open(RECONNECT_TIMEOUT_S)
         except StateError as exc:  # the server is not back yet (at start, __init__ said so)
             raise _ConnectionLost(str(exc)) from None
         try:
@@ -437,9 +466,8 @@ def open_store(
     *,
     what: str,
     clock: Clock | None = None,
-    stop: threading.Event | None = None,
 ) -> Store:
     """The store at ``location``: ``filename`` in the SQLite folder, or the PostgreSQL schema."""
     if isinstance(location, PostgresState):
-        return PostgresStore(location, what=what, clock=clock, stop=stop)
+        return PostgresStore(location, what=what, clock=clock)
     return SqliteStore(location.folder / filename, what=what)

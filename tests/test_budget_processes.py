@@ -73,7 +73,7 @@ state = parse_state_url(os.environ["HEXDBT_STATE_URL"])
 with open_client(shared_budget=False) as client:
     client.budget = SharedBudget.open(
         state, resolve_token(), client.base_url, clock=client.clock,
-        limits=BudgetLimits(margin_s=float(margin_s)), stop=client.stop,
+        limits=BudgetLimits(margin_s=float(margin_s)),
     )
     plan = direct_plan(
         project_ids, RunRequest(), idempotency_key=None, timeout_minutes=60,

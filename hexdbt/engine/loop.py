@@ -21,6 +21,9 @@ never starts a Hex project twice for one key:
   before its deadline stays queued in the ledger and is reported;
 - ended, failed, expired, ambiguous: reported as they are.
 
+When the state cannot be reached (PostgreSQL lost), nothing is sent: the runs followed are still
+polled and their ends kept until the state is back (``_turn_without_state``).
+
 Once stop is requested nothing more is sent. Runs this process started are cancelled (when asked)
 within ``cancel_budget_s`` as a whole, triggers claimed and not sent are given back to the queue,
 and every open run is reported ``interrupted``.
@@ -50,6 +53,8 @@ from hexdbt.errors import (
     HexUnavailableError,
     Interrupted,
     MoveRefusedError,
+    StateError,
+    StateUnavailable,
 )
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, backoff_delay_s, run_may_have_started
@@ -64,6 +69,8 @@ Records = list[TriggerRecord] | None
 
 # The longest the loop sleeps without looking at the stop event.
 STOP_CHECK_S = 1.0
+# Without the state, it is tried again this often (the store backs off its reconnects itself).
+STATE_RETRY_S = 1.0
 # A RunProject that provably never reached Hex is tried again this many times (with backoff).
 UNREACHABLE_ATTEMPTS = 2
 # A lost POST's run list that Hex fails to give (5xx, 429, no answer: each after the client's
@@ -97,6 +104,9 @@ class EngineSettings:
     # A plan whose recording failed (a full disk) is tried again this often, this many times.
     submit_retry_s: float = 5.0
     submit_attempts: int = 5
+    # A one-shot command goes on this long (real seconds) without its state (PostgreSQL lost),
+    # following its runs, before it stops with exit 7; a daemon goes on until the state is back.
+    state_outage_limit_s: float = 60.0
 
 
 @dataclass
@@ -165,8 +175,11 @@ class Engine:
         self._started_here: set[str] = set()
         self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
         self._interrupted: dict[str, str] = {}  # trigger key -> what stopping did to it
-        # Trigger key -> Hex's clock minus ours when this process committed its intent.
         self._next_resume = float("inf")
+        # While the state cannot be reached: since when, and the run ends seen meanwhile.
+        self._state_lost_since: float | None = None
+        self._unrecorded_ends: list[RunEnd] = []
+        self._next_outage_note = 0.0
 
     # -- feeding it: any thread -------------------------------------------------------------------
 
@@ -223,6 +236,8 @@ class Engine:
                 try:
                     wake_at = self._turn()
                     failures = 0
+                except StateUnavailable as exc:
+                    wake_at = self._turn_without_state(exc)
                 except Interrupted:
                     raise
                 except Exception as exc:
@@ -294,6 +309,8 @@ class Engine:
 
     def _turn(self) -> float | None:
         """One turn: take in, send, poll. When to come back, or None when all is done."""
+        if self._state_lost_since is not None:
+            self._regain_state()
         now = self.clock.now()
         self._take_in(now)
         if now >= self._next_resume:
@@ -317,6 +334,63 @@ class Engine:
         if len(self.polls):
             moments.append(self.polls.next_refresh_at())
         return min((moment for moment in moments if moment is not None), default=now + 3600.0)
+
+    # -- without the state: PostgreSQL lost -------------------------------------------------------
+
+    def _lose_state(self, exc: StateUnavailable) -> None:
+        """The state cannot be reached: follow the live runs meanwhile and send nothing. What was
+        lined up to send is forgotten; the ledger has it (a claim stays ``sending`` under this
+        process's lease and is looked up in Hex once the state is back, since the lease may have
+        expired meanwhile and another host taken it over)."""
+        if self._state_lost_since is not None:
+            return
+        self._state_lost_since = self.clock.now()
+        self._pending = []
+        self._log(
+            f"{exc}; following the {len(self.polls)} live runs meanwhile, sending nothing"
+            " until the state is back"
+        )
+
+    def _turn_without_state(self, exc: StateUnavailable) -> float:
+        """A turn that found the state lost: poll what is due, keep the ends seen, and come back
+        soon to try the state again. A one-shot command gives up after ``state_outage_limit_s``."""
+        self._lose_state(exc)
+        assert self._state_lost_since is not None
+        now = self.clock.now()
+        limit_s = self.settings.state_outage_limit_s
+        lost_for = now - self._state_lost_since
+        if lost_for >= self.clock.from_real_s(limit_s):
+            if not self.settings.daemon:
+                unrecorded = len(self._unrecorded_ends)
+                raise StateError(
+                    f"gave up after {limit_s:g} s without the state: {exc}",
+                    hint="the runs it started are in the ledger as started"
+                    + (f" ({unrecorded} of them ended meanwhile)" if unrecorded else "")
+                    + ": run hexdbt again once the state is back, and it follows them",
+                ) from None
+            if now >= self._next_outage_note:  # a daemon lives on, and says so now and then
+                self._next_outage_note = now + self.settings.resume_every_s
+                self._log(f"still without the state after {lost_for:.0f} s: {exc}")
+        poll_at = self._poll_due()
+        self.polls.refresh(now)
+        moments = [poll_at, now + self.clock.from_real_s(STATE_RETRY_S)]
+        if len(self.polls):
+            moments.append(self.polls.next_refresh_at())
+        return min(moment for moment in moments if moment is not None)
+
+    def _regain_state(self) -> None:
+        """Record the run ends seen without the state and take up again from the ledger what was
+        lined up. StateUnavailable while the state is still lost."""
+        while self._unrecorded_ends:
+            with suppress(MoveRefusedError):  # another process recorded it first
+                self._record_end(self._unrecorded_ends[0])
+            self._unrecorded_ends.pop(0)
+        self._resume()
+        assert self._state_lost_since is not None
+        now = self.clock.now()
+        self._log(f"the state is back after {now - self._state_lost_since:.0f} s")
+        self._state_lost_since = None
+        self._next_resume = now + self.settings.resume_every_s
 
     def _take_in(self, now: float) -> None:
         while True:
@@ -352,6 +426,10 @@ class Engine:
                 hex_clock_offset_s=self.client.hex_clock_offset_s,
             )
             claimed = recorded[1] if recorded else set()
+        except StateUnavailable:
+            item.not_before = now  # not an attempt: recorded once the state is back
+            self._waiting_submissions.append(item)
+            raise
         except HexdbtError as exc:
             item.attempts += 1
             retry = item.attempts < self.settings.submit_attempts
@@ -713,9 +791,17 @@ class Engine:
         return None
 
     def _ended(self, end: RunEnd) -> None:
-        # Another process following the same run may have recorded its end first: that stands.
-        with suppress(MoveRefusedError):
-            self._record_end(end)
+        if self._state_lost_since is None:
+            try:
+                # Another process following the same run may have recorded its end first.
+                with suppress(MoveRefusedError):
+                    self._record_end(end)
+                return
+            except StateUnavailable as exc:
+                self._lose_state(exc)
+        self._unrecorded_ends.append(end)
+        seen = end.status or end.kind.value
+        self._log(f"{end.run.label}: {seen}; recorded in the ledger once the state is back")
 
     def _record_end(self, end: RunEnd) -> None:
         key = self._run_keys[end.run.run_id]

@@ -25,14 +25,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.errors import ConfigError, HexRateLimitedError, Interrupted
+from hexdbt.errors import ConfigError, HexRateLimitedError, Interrupted, StateUnavailable
 from hexdbt.settings import BUDGET_ENV, StateLocation
-from hexdbt.store import Session, Store, open_store
+from hexdbt.store import Session, SqliteStore, Store, open_store
 
 BUDGET_FILE = "budget.sqlite3"
 T = TypeVar("T")
@@ -64,6 +64,16 @@ class BudgetLimits:
 
     def for_kind(self, kind: CallKind) -> tuple[Limit, ...]:
         return self.run_project if kind is CallKind.RUN_PROJECT else self.other
+
+    def share(self, fraction: float) -> BudgetLimits:
+        """``fraction`` of every limit's calls (one at least), over the same windows."""
+
+        def cut(limits: tuple[Limit, ...]) -> tuple[Limit, ...]:
+            return tuple(
+                Limit(max(1, int(limit.calls * fraction)), limit.window_s) for limit in limits
+            )
+
+        return replace(self, run_project=cut(self.run_project), other=cut(self.other))
 
     def sustained_rate_per_s(self, kind: CallKind) -> float:
         """The most calls per second that can be kept up for ever (the tightest limit)."""
@@ -208,6 +218,12 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+# While the shared store cannot be reached (PostgreSQL lost), a process keeps to a window of its
+# own at this share of Hex's limits: it cannot see what other hosts draw meanwhile, and a server
+# that restarts leaves them all on their own at once. Three hosts on one token is the case the
+# share is made for.
+ALONE_SHARE = 1 / 3
+
 
 class SharedBudget:
     """The budget of one (token, base URL), in the store that every process shares."""
@@ -228,6 +244,7 @@ class SharedBudget:
         self._longest_window_s = max(
             limit.window_s for limit in (*self.limits.run_project, *self.limits.other)
         )
+        self._alone: SharedBudget | None = None  # made the first time the store is lost
         try:
             self.prepare(store)
         except BaseException:
@@ -248,9 +265,8 @@ class SharedBudget:
         *,
         clock: Clock | None = None,
         limits: BudgetLimits | None = None,
-        stop: threading.Event | None = None,
     ) -> SharedBudget:
-        store = open_store(location, BUDGET_FILE, what="budget store", clock=clock, stop=stop)
+        store = open_store(location, BUDGET_FILE, what="budget store", clock=clock)
         return cls(store, token, base_url, clock=clock, limits=limits)
 
     def __repr__(self) -> str:
@@ -258,11 +274,30 @@ class SharedBudget:
 
     def close(self) -> None:
         self.store.close()
+        if self._alone is not None:
+            self._alone.close()
 
     def _write(self, work: Callable[[Session], T]) -> T:
         # A power cut may forget the last calls' records: that only makes the budget briefly
         # generous, never wrong about a run, so no write waits for the disk.
         return self.store.write(work, durable=False, lock_key=self.scope)
+
+    def _or_alone(self, shared: Callable[[], T], alone: Callable[[SharedBudget], T]) -> T:
+        """``shared()``; while the store cannot be reached, ``alone`` on this process's own
+        window (in memory, at ``ALONE_SHARE`` of the limits), so polls go on meanwhile. The calls
+        made alone are not shared: the others learn of them from Hex's 429s, if at all."""
+        try:
+            return shared()
+        except StateUnavailable:
+            if self._alone is None:
+                self._alone = SharedBudget(
+                    SqliteStore.in_memory(what="budget of this process alone"),
+                    token="",  # its own store holds one budget: the key does not matter
+                    base_url="",
+                    clock=self.clock,
+                    limits=self.limits.share(ALONE_SHARE),
+                )
+            return alone(self._alone)
 
     def _oldest_that_counts(self, now: float) -> float:
         """Calls made before this lie outside every window: they count no more."""
@@ -333,7 +368,9 @@ class SharedBudget:
                 )
             return taken, slots[taken] if taken < calls else now
 
-        return self._write(take)
+        return self._or_alone(
+            lambda: self._write(take), lambda alone: alone._take(kind, calls, now)
+        )
 
     def use(self, slot: Slot) -> None:
         now = self.clock.now()
@@ -353,7 +390,7 @@ class SharedBudget:
                     (self.scope, slot.kind.value, now),
                 )
 
-        self._write(move)
+        self._or_alone(lambda: self._write(move), lambda alone: alone.use(slot))
 
     def give_back(self, slots: Sequence[Slot]) -> None:
         if not slots:
@@ -366,20 +403,25 @@ class SharedBudget:
                     (self.scope, slot.kind.value, slot.at),
                 )
 
-        self._write(forget)
+        self._or_alone(lambda: self._write(forget), lambda alone: alone.give_back(slots))
 
     def note_rate_limited(self, kind: CallKind, retry_after_s: float | None) -> None:
         now = self.clock.now()
         if retry_after_s is None:
             retry_after_s = min(limit.window_s for limit in self.limits.for_kind(kind))
         until = now + max(0.0, retry_after_s)
-        self._write(
-            lambda session: session.execute(
+
+        def block(session: Session) -> None:
+            session.execute(
                 "INSERT INTO blocks (scope, kind, until) VALUES (?, ?, ?)"
                 " ON CONFLICT (scope, kind) DO UPDATE SET until = CASE"
                 " WHEN excluded.until > blocks.until THEN excluded.until ELSE blocks.until END",
                 (self.scope, kind.value, until),
             )
+
+        self._or_alone(
+            lambda: self._write(block),
+            lambda alone: alone.note_rate_limited(kind, retry_after_s),
         )
 
     def next_slot_at(self, kind: CallKind) -> float:
@@ -388,9 +430,13 @@ class SharedBudget:
     def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
         """When ``calls`` calls of ``kind`` made one after another would each fit. Takes nothing."""
         now = self.clock.now()
-        # Reads only, outside a write: they block no writer, and a call recorded between them
-        # makes this advice (``acquire`` decides) a moment old, no more.
-        times, blocked_until = self.store.read(lambda session: self._state(session, kind, now))
-        return plan_slots(
-            times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
-        )
+
+        def shared() -> tuple[float, ...]:
+            # Reads only, outside a write: they block no writer, and a call recorded between
+            # them makes this advice (``acquire`` decides) a moment old, no more.
+            times, blocked_until = self.store.read(lambda session: self._state(session, kind, now))
+            return plan_slots(
+                times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
+            )
+
+        return self._or_alone(shared, lambda alone: alone.slots_for(kind, calls))
