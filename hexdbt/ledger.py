@@ -42,6 +42,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -49,7 +50,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.errors import MoveRefusedError, StateError
+from hexdbt.errors import MoveRefusedError, StateError, StateUnavailable
 from hexdbt.settings import StateLocation
 from hexdbt.store import Row, Session, Store, open_store
 
@@ -359,12 +360,14 @@ class Ledger:
         try:
             if self._lease_id is not None:
                 lease_id, self._lease_id = self._lease_id, None
-                self.store.write(
-                    lambda session: session.execute(
-                        "DELETE FROM leases WHERE lease_id = ?", (lease_id,)
-                    ),
-                    durable=False,
-                )
+                # A lease that cannot be released now (PostgreSQL lost) expires by itself.
+                with suppress(StateUnavailable):
+                    self.store.write(
+                        lambda session: session.execute(
+                            "DELETE FROM leases WHERE lease_id = ?", (lease_id,)
+                        ),
+                        durable=False,
+                    )
         finally:
             self.store.close()
 
