@@ -254,10 +254,8 @@ class _Outage:
     cause: str = ""
 
     def error(self, server: str, now: float) -> StateUnavailable:
-        return StateUnavailable(
-            f"lost {server} {now - self.since:.0f} s ago; trying to reconnect: {self.cause}",
-            since=self.since,
-        )
+        ago = f" {now - self.since:.0f} s ago" if now - self.since >= 1 else ""
+        return StateUnavailable(f"lost {server}{ago}: {self.cause}", since=self.since)
 
 
 class _ConnectionLost(Exception):
@@ -300,7 +298,14 @@ class PostgresStore:
         self._connection: psycopg.Connection[Row] | None = None
         self._outage: _Outage | None = None
         self._server = f"PostgreSQL at {location.address} for the {what}"
-        self._open(CONNECT_TIMEOUT_S)  # unreachable at start: fail now, naming the server
+        try:  # unreachable at start: fail now, naming the server
+            self._open(CONNECT_TIMEOUT_S)
+        except self._psycopg.Error as exc:
+            raise StateError(
+                f"cannot reach {self._server}: {self._masked(exc)}",
+                hint="check HEXDBT_STATE_URL (host, port, user, password, database)"
+                " and that the server accepts connections from here",
+            ) from None
 
     def describe(self) -> str:
         return self.location.describe()
@@ -313,25 +318,18 @@ class PostgresStore:
         return text.replace(password, "***") if password else text
 
     def _open(self, timeout_s: int) -> psycopg.Connection[Row]:
+        """The connection, made when there is none (psycopg's errors pass through)."""
         if self._connection is not None and not self._connection.closed:
             return self._connection
-        try:
-            connection: psycopg.Connection[Row] = self._psycopg.connect(
-                self.location.url,
-                autocommit=True,  # transactions are explicit: connection.transaction()
-                connect_timeout=timeout_s,
-                application_name="hexdbt",
-                row_factory=self._dict_row,
-            )
-            connection.execute(f'SET search_path TO "{self.location.schema}"')
-            self._connection = connection
-        except self._psycopg.Error as exc:
-            raise StateError(
-                f"cannot reach PostgreSQL at {self.location.address} for the {self._what}:"
-                f" {self._masked(exc)}",
-                hint="check HEXDBT_STATE_URL (host, port, user, password, database)"
-                " and that the server accepts connections from here",
-            ) from None
+        connection: psycopg.Connection[Row] = self._psycopg.connect(
+            self.location.url,
+            autocommit=True,  # transactions are explicit: connection.transaction()
+            connect_timeout=timeout_s,
+            application_name="hexdbt",
+            row_factory=self._dict_row,
+        )
+        connection.execute(f'SET search_path TO "{self.location.schema}"')
+        self._connection = connection
         return connection
 
     def _forget_connection(self) -> None:
@@ -378,8 +376,8 @@ class PostgresStore:
     ) -> T:
         try:
             connection = self._open(RECONNECT_TIMEOUT_S)
-        except StateError as exc:  # the server is not back yet (at start, __init__ said so)
-            raise _ConnectionLost(str(exc)) from None
+        except self._psycopg.Error as exc:  # not back yet (at start, __init__ said so)
+            raise _ConnectionLost(self._masked(exc)) from None
         try:
             with connection.transaction():
                 synchronous = "on" if durable else "off"
