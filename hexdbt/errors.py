@@ -178,14 +178,10 @@ class StateError(HexdbtError):
 
 
 class StateUnavailable(StateError):
-    """The state's PostgreSQL server cannot be reached just now (``since``: when it was lost, on
-    the store's clock). The write was not made, or made with its answer lost: the caller may go on
-    without the state for a while and make it again later (the ledger's moves are guarded, so a
-    second try of a committed one is refused, not doubled); a later call reconnects."""
-
-    def __init__(self, message: str, *, since: float, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.since = since
+    """The state's PostgreSQL server cannot be reached just now. The write was not made, or made
+    with its answer lost: the caller may go on without the state for a while and make it again
+    later (the ledger's moves are guarded, so a second try of a committed one is refused, not
+    doubled); a later call reconnects."""
 
 
 class MoveRefusedError(StateError):

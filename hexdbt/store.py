@@ -255,7 +255,7 @@ class _Outage:
 
     def error(self, server: str, now: float) -> StateUnavailable:
         ago = f" {now - self.since:.0f} s ago" if now - self.since >= 1 else ""
-        return StateUnavailable(f"lost {server}{ago}: {self.cause}", since=self.since)
+        return StateUnavailable(f"lost {server}{ago}: {self.cause}")
 
 
 class _ConnectionLost(Exception):

@@ -17,6 +17,7 @@ from test_engine import World
 
 from hexdbt.clock import ManualClock
 from hexdbt.emulator import HexEmulator
+from hexdbt.engine import Engine
 from hexdbt.errors import StateError, StateUnavailable
 from hexdbt.hex.budget import ALONE_SHARE, CallKind, SharedBudget
 from hexdbt.ledger import Ledger, TriggerState
@@ -144,6 +145,34 @@ def test_a_daemon_goes_on_without_postgresql_past_the_limit_and_says_so(
     reminder = next(line for line in outage.lines if "still without the state after" in line)
     assert int(reminder.split(" after ")[1].split(" s")[0]) >= 60
     assert world.started() == {project_id(index): 1 for index in range(RUNS)}
+
+
+def test_plans_handed_over_while_postgresql_is_down_are_recorded_and_sent_once_it_is_back(
+    world: World, server: PostgresServer
+) -> None:
+    """Nothing is sent before its intent is committed: the engine waits for the server, then
+    records both plans and starts each of their runs once."""
+    lines: list[str] = []
+    sent_while_down: list[int] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if "sending nothing until the state is back" in line:
+            sent_while_down.append(_operations(world.emulator.journal(), "RunProject"))
+            server.start()
+
+    plans = [world.plan(invocation_id=f"inv-{n}") for n in (1, 2)]
+    with world.client() as client:
+        engine = Engine(client, world.ledger, log=log)
+        server.stop()
+        recorded = [engine.submit(plan, source="test") for plan in plans]
+        engine.close()
+        engine.run()
+        assert sent_while_down == [0]
+        assert all(len(future.result(timeout=0) or []) == RUNS for future in recorded)
+        for plan in plans:
+            assert {o.kind for o in engine.outcomes_of(plan)} == {OutcomeKind.COMPLETED}
+    assert world.started() == {project_id(index): 2 for index in range(RUNS)}
 
 
 def test_the_budget_keeps_to_a_third_of_the_limits_on_its_own_while_postgresql_is_down(

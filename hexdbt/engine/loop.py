@@ -167,6 +167,7 @@ class Engine:
         self._wake = threading.Event()
         self._inbox: queue.SimpleQueue[_Submission | _Resume] = queue.SimpleQueue()
         self._waiting_submissions: list[_Submission] = []
+        self._resumes_waiting: list[_Resume] = []
         self._recorded: list[tuple[Future[Records], list[TriggerRecord]]] = []
         self._closed = False
         self._pending: list[_Pending] = []
@@ -291,8 +292,11 @@ class Engine:
 
     def _settle_unrecorded(self) -> None:
         """Submissions the loop never recorded (it was stopped first): their callers learn so."""
-        leftovers: list[_Submission | _Resume] = [*self._waiting_submissions]
-        self._waiting_submissions = []
+        leftovers: list[_Submission | _Resume] = [
+            *self._resumes_waiting,
+            *self._waiting_submissions,
+        ]
+        self._resumes_waiting, self._waiting_submissions = [], []
         while True:
             try:
                 leftovers.append(self._inbox.get_nowait())
@@ -372,6 +376,7 @@ class Engine:
                 self._next_outage_note = now + self.settings.resume_every_s
                 self._log(f"still without the state after {lost_for:.0f} s: {exc}")
         poll_at = self._poll_due()
+        now = self.clock.now()
         self.polls.refresh(now)
         moments = [poll_at, now + self.clock.from_real_s(STATE_RETRY_S)]
         if len(self.polls):
@@ -399,15 +404,23 @@ class Engine:
             except queue.Empty:
                 break
             if isinstance(item, _Resume):
-                item.result.set_result(self._resume())
+                self._resumes_waiting.append(item)
             else:
                 self._waiting_submissions.append(item)
+        # Without the state, what cannot be done now stays for the turn that has it again.
+        while self._resumes_waiting:
+            self._resumes_waiting[0].result.set_result(self._resume())
+            self._resumes_waiting.pop(0)
         waiting, self._waiting_submissions = self._waiting_submissions, []
-        for submission in waiting:
+        for index, submission in enumerate(waiting):
             if submission.not_before > now:
                 self._waiting_submissions.append(submission)
-            else:
+                continue
+            try:
                 self._record(submission, now)
+            except StateUnavailable:
+                self._waiting_submissions.extend(waiting[index:])  # not an attempt: kept
+                raise
 
     def _record(self, item: _Submission, now: float) -> None:
         """Record a submission; those of its triggers that can go at once are claimed in the
@@ -427,9 +440,7 @@ class Engine:
             )
             claimed = recorded[1] if recorded else set()
         except StateUnavailable:
-            item.not_before = now  # not an attempt: recorded once the state is back
-            self._waiting_submissions.append(item)
-            raise
+            raise  # the caller keeps it for when the state is back
         except HexdbtError as exc:
             item.attempts += 1
             retry = item.attempts < self.settings.submit_attempts

@@ -13,6 +13,8 @@ phase of Hex's window, it never sees more than the limit. The margin absorbs the
 between our clock reading and Hex's. The check-and-record is one short transaction under the
 store's lock for the budget key (SQLite's ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock), never
 held across an HTTP call; a 429 that one process sees blocks every process until Retry-After.
+While PostgreSQL cannot be reached, a process keeps to a window of its own at a third of the
+limits (``ALONE_SHARE``), so its runs are still polled.
 
 Why not a library: pyrate-limiter (the one well-kept limiter with a SQLite bucket and a file lock
 for processes) takes a clock for ``now`` but waits with its own ``time.sleep``, so an hour-long
