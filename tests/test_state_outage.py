@@ -112,9 +112,8 @@ def test_a_command_gives_up_after_a_minute_without_postgresql_and_a_later_one_fo
     world: World, server: PostgresServer
 ) -> None:
     outage = Outage(server, world, back_when=None)
-    plan = world.plan()
     with pytest.raises(StateError) as raised:
-        world.dispatch(plan, log=outage.log)
+        world.dispatch(world.plan(), log=outage.log)
     error = raised.value
     assert not isinstance(error, StateUnavailable)
     assert error.exit_code == 7
@@ -125,11 +124,18 @@ def test_a_command_gives_up_after_a_minute_without_postgresql_and_a_later_one_fo
     assert f"({RUNS} of them ended meanwhile)" in error.hint
     # Its lease cannot be released: it expires, and closing says nothing over the error.
     world.ledger.close()
-    # Nothing is lost: once the server is back, a later command follows the same runs.
+    # Nothing is lost: once the server is back, the next command takes up the same runs (as
+    # `hexdbt run` resumes what earlier processes left live) and records their ends.
     server.start()
     world.ledger = Ledger.open(world.state, clock=world.clock)
-    outcomes = world.dispatch(plan)
-    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.COMPLETED] * RUNS
+    with world.client() as client:
+        engine = Engine(client, world.ledger)
+        resumed = engine.resume()
+        engine.close()
+        engine.run()
+    assert len(resumed.result(timeout=0)) == RUNS
+    records = world.ledger.triggers_of("inv-1")
+    assert {(r.state, r.hex_status) for r in records} == {(TriggerState.ENDED, "COMPLETED")}
     assert world.started() == {project_id(index): 1 for index in range(RUNS)}
 
 

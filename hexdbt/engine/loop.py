@@ -368,9 +368,10 @@ class Engine:
                 unrecorded = len(self._unrecorded_ends)
                 raise StateError(
                     f"gave up after {limit_s:g} s without the state: {exc}",
-                    hint="the runs it started are in the ledger as started"
+                    hint="the runs it started stay in the ledger as started"
                     + (f" ({unrecorded} of them ended meanwhile)" if unrecorded else "")
-                    + ": run hexdbt again once the state is back, and it follows them",
+                    + ": once the state is back, `hexdbt status` lists them and the next"
+                    " `hexdbt run` or `watch` follows them to their end",
                 ) from None
             if now >= self._next_outage_note:  # a daemon lives on, and says so now and then
                 self._next_outage_note = now + self.settings.resume_every_s
