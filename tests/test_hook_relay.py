@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -35,6 +36,7 @@ from hexdbt.errors import ArtifactError
 from hexdbt.factory import open_client
 from hexdbt.feeders.relay import (
     DbtTarget,
+    OutboxNotReady,
     RelayDaemon,
     RelayOptions,
     WarehouseOutbox,
@@ -423,3 +425,57 @@ def test_a_duckdb_file_locked_by_dbt_is_try_again_later(
         assert busy[0]["level"] == "info"
         assert relay.poll() == len(BUILDS)  # free again: every entry is handed over
     assert _started(emulator) == []  # handed to an engine that is not running here
+
+
+def test_a_relay_started_in_another_folder_waits_for_the_duckdb_file_and_never_creates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB reads a relative path in profiles.yml from the current folder, dbt's and the
+    relay's: a relay started elsewhere finds no file there, says which, and creates none."""
+    project = _copy_with_hook(tmp_path, {"type": "duckdb", "path": "sample.duckdb", "threads": 1})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    outbox = WarehouseOutbox(DbtTarget(project, profiles_dir=project))
+    with pytest.raises(OutboxNotReady) as raised:
+        outbox.summaries()
+    assert raised.value.reason == "outbox_missing"
+    assert str(raised.value).startswith(
+        f"the DuckDB file {elsewhere / 'sample.duckdb'} does not exist (yet): dbt reads a relative"
+    )
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_duckdb_file_without_the_outbox_is_logged_in_the_database_s_words(
+    tmp_path: Path, hex_emulator_factory: Callable[..., HexEmulator]
+) -> None:
+    project = _copy_with_hook(tmp_path)
+    duckdb.connect(str(project / "sample.duckdb")).close()  # a database dbt has not built yet
+    log = MemoryEventLog()
+    outbox = WarehouseOutbox(DbtTarget(project, profiles_dir=project))
+    with (
+        open_client("hxtp_test", hex_emulator_factory().url, allow_insecure_http=True) as client,
+        Ledger.open(SqliteState(tmp_path / "state"), clock=client.clock) as ledger,
+    ):
+        relay = RelayDaemon(client, ledger, outbox, RelayOptions(MAPPINGS), log)
+        assert [relay.poll(), relay.poll()] == [0, 0]
+    [missing] = log.of("outbox_missing")  # once, however many polls
+    assert missing["detail"] == (
+        'Catalog Error: Table with name "main_hexdbt.hexdbt_outbox" does not exist because schema'
+        ' "main_hexdbt" does not exist.'
+    )
+
+
+def test_a_target_the_profile_lacks_is_exit_2_naming_the_ones_it_has(tmp_path: Path) -> None:
+    project = _copy_with_hook(tmp_path)
+    result = CliRunner().invoke(
+        main,
+        ["relay", "--once", "--project-dir", str(project), "--profiles-dir", str(project),
+         "--target", "nope"],
+        env={"HEX_API_TOKEN": "hxtp_test", "HEXDBT_STATE_DIR": str(tmp_path / "state")},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert (
+        f"Error: {project}: dbt cannot load the project and profile: The profile 'hexdbt_sample'"
+        " does not have a target named 'nope'. The valid target names for this profile are: dev"
+    ) in result.output

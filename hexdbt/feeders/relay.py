@@ -109,17 +109,18 @@ class WarehouseOutbox:
         try:
             config = RuntimeConfig.from_args(args)
         except Exception as exc:  # dbt's errors have no common base worth naming
-            first_line = next(
-                (line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc)
-            )
             raise ConfigError(
-                f"{project_dir}: dbt cannot load the project and profile: {first_line}",
+                f"{project_dir}: dbt cannot load the project and profile:"
+                f" {_in_one_line(str(exc)) or repr(exc)}",
                 hint="check --project-dir, --profiles-dir and --target as you would for dbt",
             ) from None
+        # The DuckDB file, when the profile names one on this disk: connecting would create it.
+        self._duckdb_file: Path | None = None
         if config.credentials.type == "duckdb":
             # dbt-duckdb keeps its file open for the process's life by default: the relay must
             # let go of it after each read, or the next dbt build finds it locked.
             config.credentials.keep_open = False  # type: ignore[attr-defined]
+            self._duckdb_file = _local_duckdb_file(config.credentials.path)  # type: ignore[attr-defined]
         reset_adapters()  # type: ignore[no-untyped-call]  # a process reads one project's outbox: start from its adapter alone
         register_adapter(config, get_mp_context())
         self._adapter = get_adapter(config)
@@ -167,6 +168,13 @@ class WarehouseOutbox:
             )
 
     def _query(self, sql: str, *, fetch: bool = True) -> list[Sequence[Any]]:
+        if self._duckdb_file is not None and not self._duckdb_file.exists():
+            raise OutboxNotReady(
+                "outbox_missing",
+                f"the DuckDB file {self._duckdb_file} does not exist (yet): dbt reads a relative"
+                " path in profiles.yml from the folder it runs in, so run the relay from that"
+                " folder too, or make the path absolute",
+            )
         adapter = self._adapter
         try:
             with adapter.connection_named("hexdbt-relay"):
@@ -181,12 +189,20 @@ class WarehouseOutbox:
             if _MISSING.search(text):
                 raise OutboxNotReady("outbox_missing", text) from None
             raise ArtifactError(
-                f"{self.relation}: cannot read the outbox: {_first_line(text)}",
+                f"{self.relation}: cannot read the outbox: {_in_one_line(text)}",
                 hint="the relay reads it with your dbt profile's credentials: check that they"
                 " can select from (and delete in) the outbox table",
             ) from None
         finally:
             adapter.cleanup_connections()
+
+
+def _local_duckdb_file(path: str) -> Path | None:
+    """The file a dbt-duckdb ``path`` names on this disk (relative: from the current folder, as
+    DuckDB reads it), or None for an in-memory database, MotherDuck or a URL."""
+    if path == ":memory:" or path.startswith("md:") or "://" in path:
+        return None
+    return Path(path).absolute()
 
 
 def _id_list(invocation_ids: Sequence[str]) -> str:
@@ -196,8 +212,17 @@ def _id_list(invocation_ids: Sequence[str]) -> str:
     return ", ".join(f"'{invocation_id}'" for invocation_id in invocation_ids)
 
 
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+def _in_one_line(text: str) -> str:
+    """What an error of dbt or an adapter says is wrong, on one line: dbt puts a heading first
+    ("Runtime Error", "Database Error") with the words that matter below it, and ends some
+    messages with a list ("The valid target names for this profile are:" then " - dev")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and re.fullmatch(r"[A-Za-z ]*Error", lines[0]):
+        lines = lines[1:]
+    if not lines:
+        return text
+    items = [line.removeprefix("-").strip() for line in lines[1:] if line.startswith("-")]
+    return f"{lines[0]} {', '.join(items)}" if lines[0].endswith(":") and items else lines[0]
 
 
 def plan_entry(entry: OutboxEntry, mappings_file: Path | None) -> Plan:
@@ -304,7 +329,7 @@ class RelayDaemon:
                 self.log.emit(
                     exc.reason,
                     relation=self.outbox.relation,
-                    detail=_first_line(str(exc)),
+                    detail=_in_one_line(str(exc)),
                     retry="at the next poll",
                 )
             return 0
