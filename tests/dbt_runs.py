@@ -31,10 +31,13 @@ class _LoopsClosedAfter(asyncio.DefaultEventLoopPolicy):
         return loop
 
 
-def dbt_in_process(project: Path, arguments: list[str], target: Path) -> Path:
+def dbt_in_process(
+    project: Path, arguments: list[str], target: Path, *, must_succeed: bool = False
+) -> Path:
     """Run ``dbt <arguments>`` on ``project`` (profiles.yml inside it) into ``target``, as a
     process would: from the project folder, with no DBT_*, HEX_* or HEXDBT_* variables of the
-    machine. Returns the target folder, which must hold run_results.json."""
+    machine. Returns the target folder, which must hold run_results.json; ``must_succeed``: and
+    dbt must have ended as with exit code 0."""
     from dbt.adapters.factory import reset_adapters
     from dbt.cli.main import dbtRunner
     from dbt_common.events.event_manager_client import cleanup_event_logger, get_event_manager
@@ -66,4 +69,5 @@ def dbt_in_process(project: Path, arguments: list[str], target: Path) -> Path:
                 handler.close()
         cleanup_event_logger()
     assert (target / "run_results.json").exists(), (arguments, done.exception)
+    assert done.success or not must_succeed, (arguments, done.exception)
     return target
