@@ -9,11 +9,9 @@ PostgreSQL build (DuckDB allows one process per file) and count RunProject in th
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,11 +23,13 @@ import duckdb
 import pytest
 import yaml
 from click.testing import CliRunner
+from dbt_runs import dbt_in_process
 from postgres_server import PostgresServer
 from test_metrics import Daemon, get, samples, scrape_until, until_healthy, value
 
 from hexdbt._version import __version__
 from hexdbt.cli import main
+from hexdbt.clock import ScaledClock
 from hexdbt.dbt.outbox import OutboxEntry, assemble, read_entry
 from hexdbt.emulator.server import HexEmulator
 from hexdbt.errors import ArtifactError
@@ -49,7 +49,6 @@ from hexdbt.settings import SqliteState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = REPO_ROOT / "hex_mappings.yml"
-DBT = Path(sys.executable).parent / "dbt"
 PROJECT_IDS = {
     "5a8591dd-4039-49df-9202-96385ba3eff8": "customer_health",
     "7c2e4b10-9d8a-4f3e-b6a1-2f0c3d9e8a11": "finance_overview",
@@ -114,19 +113,14 @@ def _copy_with_hook(root: Path, profile: dict[str, object] | None = None) -> Pat
     return project
 
 
-def _dbt(project: Path, name: str, arguments: list[str]) -> Path:
-    target = project / f"target_{name}"
-    completed = subprocess.run(
-        [str(DBT), *arguments, "--profiles-dir", str(project), "--project-dir", str(project),
-         "--target-path", str(target)],
-        cwd=project, env=_environment(), capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    assert (target / "run_results.json").exists(), completed.stdout[-3000:]
-    return target
+def _dbt(project: Path, name: str) -> Path:
+    # In this process: what the tests read is what the builds leave behind, and dbt's start-up
+    # as a process would double the time of each.
+    return dbt_in_process(project, BUILDS[name], project / f"target_{name}")
 
 
 def _build_all(project: Path) -> Built:
-    return Built(project, {name: _dbt(project, name, args) for name, args in BUILDS.items()})
+    return Built(project, {name: _dbt(project, name) for name in BUILDS})
 
 
 @pytest.fixture(scope="module")
@@ -283,15 +277,27 @@ def test_hook_install_write_leaves_an_existing_on_run_end_alone(tmp_path: Path) 
 
 # -- the relay as a process ----------------------------------------------------------------------
 
+# The emulator and the relays run on one timeline (HEXDBT_TIME_ORIGIN), 60 times faster than real
+# time: Hex runs of 20-45 s end within a second, and the relays poll them as often (their first
+# poll of a run, 5 clock seconds after its start, would otherwise take 5 real ones). The outbox is
+# polled every 30 clock seconds: half a real second.
+RELAY_TIME_SCALE = 60.0
+OUTBOX_POLL_INTERVAL = str(RELAY_TIME_SCALE / 2)
 
-def _relay(project: Path, emulator: HexEmulator, state: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hexdbt", "relay", "--project-dir", str(project),
-         "--profiles-dir", str(project), "--mappings", str(MAPPINGS), "--log-format", "json",
-         *extra],
-        env=_environment(HEX_API_TOKEN="hxtp_test", HEX_BASE_URL=emulator.url,
-                         HEXDBT_STATE_DIR=str(state), PYTHONPATH=str(REPO_ROOT)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+
+def _relay_environment(emulator: HexEmulator, state: Path, origin: float) -> dict[str, str]:
+    return _environment(
+        HEX_API_TOKEN="hxtp_test", HEX_BASE_URL=emulator.url, HEXDBT_STATE_DIR=str(state),
+        HEXDBT_TIME_SCALE=str(RELAY_TIME_SCALE), HEXDBT_TIME_ORIGIN=repr(origin),
+        PYTHONPATH=str(REPO_ROOT),
+    )  # fmt: skip
+
+
+def _relay(project: Path, environment: dict[str, str], cwd: Path, *extra: str) -> Daemon:
+    return Daemon(
+        ["--project-dir", str(project), "--profiles-dir", str(project), "--mappings",
+         str(MAPPINGS), "--poll-interval", OUTBOX_POLL_INTERVAL, *extra],
+        environment, cwd, command="relay",
     )  # fmt: skip
 
 
@@ -310,13 +316,6 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
         time.sleep(0.2)
 
 
-def _stop(process: subprocess.Popen[str]) -> list[dict[str, object]]:
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-
-
 @pytest.mark.slow
 def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_project_once(
     hex_emulator_factory: Callable[..., HexEmulator],
@@ -330,36 +329,30 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
         "type": "postgres", "host": "127.0.0.1", "port": postgres_server.port, "user": "hexdbt",
         "password": postgres_server.password, "dbname": "hexdbt", "schema": schema, "threads": 4,
     }  # fmt: skip
-    emulator = hex_emulator_factory(time_scale=60.0)
-    state = tmp_path / "state"
+    origin = time.time()
+    emulator = hex_emulator_factory(clock=ScaledClock.since(origin, RELAY_TIME_SCALE))
+    environment = _relay_environment(emulator, tmp_path / "state", origin)
     project = _copy_with_hook(tmp_path, profile)
     try:
-        # Two relays, started before the outbox exists.
-        first = _relay(project, emulator, state, "--poll-interval", "0.5")
-        second = _relay(project, emulator, state, "--poll-interval", "0.5")
-        _dbt(project, "full", BUILDS["full"])
+        # Two relays, polling before the outbox exists.
+        first = _relay(project, environment, tmp_path)
+        second = _relay(project, environment, tmp_path)
+        first.wait_for("outbox_missing")
+        second.wait_for("outbox_missing")
+        _dbt(project, "full")
         # dbt-postgres runs no Python model: the marketing app does not start.
         _wait_for(lambda: len(_started(emulator)) == 3)
         # The first relay is killed outright, the second stopped; a new one takes over.
         first.kill()
-        first.communicate(timeout=10)
-        events = _stop(second)
-        assert any(event["event"] == "outbox_missing" for event in events)
-        restarted = Daemon(
-            ["--project-dir", str(project), "--profiles-dir", str(project), "--mappings",
-             str(MAPPINGS), "--poll-interval", "0.5", "--metrics-port", "0"],
-            _environment(HEX_API_TOKEN="hxtp_test", HEX_BASE_URL=emulator.url,
-                         HEXDBT_STATE_DIR=str(state), PYTHONPATH=str(REPO_ROOT)),
-            tmp_path,
-            command="relay",
-        )  # fmt: skip
+        assert second.stop() == 0, "\n".join(second.lines)
+        restarted = _relay(project, environment, tmp_path, "--metrics-port", "0")
         try:
             serving = restarted.wait_for("metrics_serving")
             assert until_healthy(serving["health"]) == (200, "text/plain", "ok\n")
             before = samples(get(serving["url"])[2])
             assert value(before, "hexdbt_daemon_info", daemon="relay", version=__version__) == 1
             assert value(before, "hexdbt_invocations_total", result="submitted") == 0
-            _dbt(project, "failing_model", BUILDS["failing_model"])
+            _dbt(project, "failing_model")
             # It also follows to their end the runs of the first build that were still live.
             after = scrape_until(
                 serving["url"],
@@ -380,9 +373,7 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
             [sys.executable, "-m", "hexdbt", "relay", "--once", "--retain-days", "0",
              "--project-dir", str(project), "--profiles-dir", str(project),
              "--mappings", str(MAPPINGS), "--log-format", "json"],
-            env=_environment(HEX_API_TOKEN="hxtp_test", HEX_BASE_URL=emulator.url,
-                             HEXDBT_STATE_DIR=str(state), PYTHONPATH=str(REPO_ROOT)),
-            capture_output=True, text=True, timeout=60, check=False,
+            env=environment, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert once.returncode == 0, once.stderr
         assert '"event": "entries_deleted"' in once.stderr

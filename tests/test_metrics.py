@@ -194,6 +194,13 @@ class Daemon:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
+        return self._ended()
+
+    def kill(self) -> int:
+        self.process.kill()
+        return self._ended()
+
+    def _ended(self) -> int:
         code = self.process.wait(timeout=10)
         self._reader.join(timeout=5)
         assert self.process.stderr is not None

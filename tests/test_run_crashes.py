@@ -11,13 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from engine_helpers import project_id, scenario, started_runs, write_project
 
-from hexdbt.clock import ManualClock
+from hexdbt.clock import ManualClock, ScaledClock
 from hexdbt.crashpoints import CRASH_EXIT_CODE, POINTS
 from hexdbt.emulator import HexEmulator
 from hexdbt.engine import Engine
@@ -32,20 +33,19 @@ pytestmark = pytest.mark.slow  # real processes: left out of make test-fast
 PROJECTS = 3
 # After a crash with a claim committed and no run recorded (every point but the last leaves
 # such rows), the next run may conclude "nothing started" only once the POST's window has
-# closed: intent + connect and read timeouts + 60 s of clock skew, about 100 s of real time
-# with the defaults. The emulator and both processes run 20 times faster than real time
-# (--time-scale, HEXDBT_TIME_SCALE), and the timeouts are cut to 1 + 5 s, so the window
-# (66 clock seconds) passes in about 4 s. Not faster: each process's scaled clock starts at its
-# own start, so the clocks of the emulator and of `hexdbt run` drift apart by 19 clock seconds
-# per real second between their starts, and a run started by a POST whose answer was lost is
-# adopted only if Hex's start time falls inside that window; at 20x a start-up of up to 3 s
-# keeps it inside.
-TIME_SCALE = 20.0
+# closed: intent + connect and read timeouts (real seconds) + 60 s of clock skew, about 100 s
+# of real time with the defaults. The timeouts are cut to 1 + 2 s (as in the soak) and the
+# emulator and both processes run 60 times faster than real time on one timeline
+# (HEXDBT_TIME_SCALE and HEXDBT_TIME_ORIGIN), so the window passes in 4 s. The shared origin
+# matters: clocks scaled from each process's own start would drift apart by 59 clock seconds per
+# real second between the starts, and a run started by a POST whose answer was lost is adopted
+# only if Hex's start time falls inside that window.
+TIME_SCALE = 60.0
 EmulatorFactory = Callable[..., HexEmulator]
 
 
 def _hexdbt_run(
-    emulator: HexEmulator, folder: Path, mappings: Path, **environment: str
+    emulator: HexEmulator, origin: float, folder: Path, mappings: Path, **environment: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hexdbt", "run", "--project-dir", str(folder),
@@ -55,8 +55,9 @@ def _hexdbt_run(
             "HEX_API_TOKEN": "hxtp_crash_test",
             "HEX_BASE_URL": emulator.url,
             "HEXDBT_TIME_SCALE": str(TIME_SCALE),
+            "HEXDBT_TIME_ORIGIN": repr(origin),
             "HEXDBT_CONNECT_TIMEOUT_S": "1",
-            "HEXDBT_READ_TIMEOUT_S": "5",
+            "HEXDBT_READ_TIMEOUT_S": "2",
             **environment,
         },
         capture_output=True, text=True, timeout=120, check=False,
@@ -67,16 +68,19 @@ def _hexdbt_run(
 def test_a_crash_at_each_point_then_a_rerun_starts_every_project_exactly_once(
     point: str, hex_emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
-    emulator = hex_emulator_factory(scenario=scenario(PROJECTS), time_scale=TIME_SCALE)
+    origin = time.time()
+    emulator = hex_emulator_factory(
+        scenario=scenario(PROJECTS), clock=ScaledClock.since(origin, TIME_SCALE)
+    )
     _, mappings = write_project(tmp_path, PROJECTS)
 
-    crashed = _hexdbt_run(emulator, tmp_path, mappings, HEXDBT_CRASH_AT=point)
+    crashed = _hexdbt_run(emulator, origin, tmp_path, mappings, HEXDBT_CRASH_AT=point)
     assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr  # the point was reached
     assert crashed.stdout == ""  # no report: it died there
     posted_before_the_crash = started_runs(emulator.journal())
     assert max(posted_before_the_crash.values(), default=0) <= 1
 
-    rerun = _hexdbt_run(emulator, tmp_path, mappings)
+    rerun = _hexdbt_run(emulator, origin, tmp_path, mappings)
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads(rerun.stdout)
     assert {p["name"]: p["outcome"] for p in report["projects"]} == {

@@ -1,21 +1,20 @@
 """Real dbt builds of sample_dbt_project/, planned with the repository's hex_mappings.yml.
 
-dbt is slow to start, so the project is built twice per session (a clean build and one where
-`orders` fails on purpose) in a copy under a temporary folder, and every test reads those.
+dbt is slow, so the project is built twice per session (a clean build and one where `orders`
+fails on purpose), in this process (tests/dbt_runs.py), in a copy under a temporary folder, and
+every test reads those.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from dbt_runs import dbt_in_process
 
 from hexdbt.cli import main
 from hexdbt.dbt.artifacts import load_manifest, load_run_results
@@ -24,7 +23,6 @@ from hexdbt.planner.rules import make_plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = REPO_ROOT / "sample_dbt_project"
-DBT = Path(sys.executable).parent / "dbt"
 
 pytestmark = pytest.mark.dbt
 
@@ -33,18 +31,6 @@ pytestmark = pytest.mark.dbt
 class Build:
     project_dir: Path
     target_dir: Path
-
-
-def _dbt_build(project: Path, variables: str, target: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBT_", "HEX_", "HEXDBT_"))}
-    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    completed = subprocess.run(
-        [str(DBT), "build", "--profiles-dir", str(project), "--project-dir", str(project),
-         "--target-path", str(target), "--vars", variables],
-        cwd=project, env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    if not (target / "run_results.json").exists():
-        raise AssertionError(f"dbt build wrote no run_results.json:\n{completed.stdout[-3000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +45,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
         ("success", "{slow_model_seconds: 0}"),
         ("failure", "{slow_model_seconds: 0, fail_model: orders}"),
     ):
-        target = project / f"target_{name}"
-        _dbt_build(project, variables, target)
+        target = dbt_in_process(project, ["build", "--vars", variables], project / f"target_{name}")
         result[name] = Build(project, target)
     return result
 
