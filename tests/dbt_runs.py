@@ -36,8 +36,9 @@ def dbt_in_process(
 ) -> Path:
     """Run ``dbt <arguments>`` on ``project`` (profiles.yml inside it) into ``target``, as a
     process would: from the project folder, with no DBT_*, HEX_* or HEXDBT_* variables of the
-    machine. Returns the target folder, which must hold run_results.json; ``must_succeed``: and
-    dbt must have ended as with exit code 0."""
+    machine. Returns the target folder, which must hold run_results.json. dbt must end without
+    an error of its own (a failing hook is one; a failing node is a result, not an error), and
+    with ``must_succeed``, as with exit code 0."""
     from dbt.adapters.factory import reset_adapters
     from dbt.cli.main import dbtRunner
     from dbt_common.events.event_manager_client import cleanup_event_logger, get_event_manager
@@ -69,5 +70,6 @@ def dbt_in_process(
                 handler.close()
         cleanup_event_logger()
     assert (target / "run_results.json").exists(), (arguments, done.exception)
-    assert done.success or not must_succeed, (arguments, done.exception)
+    assert done.exception is None, (arguments, done.exception)
+    assert done.success or not must_succeed, arguments
     return target

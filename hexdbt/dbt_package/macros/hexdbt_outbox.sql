@@ -30,14 +30,21 @@
     {%- set written_at = modules.datetime.datetime.now(modules.pytz.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ') -%}
     {%- do adapter.dispatch('hexdbt_create_outbox')(relation) -%}
     {%- for chunk in chunks -%}
-      {%- do run_query(adapter.dispatch('hexdbt_insert_chunk')(
+      {%- do hexdbt_execute(adapter.dispatch('hexdbt_insert_chunk')(
             relation, invocation_id, loop.index0, chunks | length, written_at, chunk)) -%}
     {%- endfor -%}
-    {#- run_query opened a transaction where the adapter has them (BigQuery's commit is a no-op). -#}
+    {#- hexdbt_execute opened a transaction where the adapter has them (a no-op elsewhere). -#}
     {%- do adapter.commit() -%}
     {{- log("hexdbt: wrote invocation " ~ invocation_id ~ " to " ~ relation ~ " ("
             ~ chunks | length ~ " chunk(s))") -}}
   {%- endif -%}
+{%- endmacro %}
+
+
+{#- A statement in the hook's transaction, begun when none is open: creating the schema commits
+    the one dbt had begun, and run_query begins none, so the final commit would find none open. -#}
+{% macro hexdbt_execute(sql) -%}
+  {%- call statement('hexdbt_outbox', auto_begin=true) -%}{{ sql }}{%- endcall -%}
 {%- endmacro %}
 
 
@@ -137,7 +144,7 @@
 {% macro default__hexdbt_create_outbox(relation) -%}
   {%- if adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
     {%- do adapter.create_schema(relation) -%}
-    {%- do run_query(hexdbt_create_outbox_sql(relation)) -%}
+    {%- do hexdbt_execute(hexdbt_create_outbox_sql(relation)) -%}
   {%- endif -%}
 {%- endmacro %}
 
