@@ -29,7 +29,7 @@ from test_metrics import Daemon, get, samples, scrape_until, until_healthy, valu
 
 from hexdbt._version import __version__
 from hexdbt.cli import main
-from hexdbt.clock import ScaledClock
+from hexdbt.clock import ManualClock, ScaledClock
 from hexdbt.dbt.outbox import OutboxEntry, assemble, read_entry
 from hexdbt.emulator.server import HexEmulator
 from hexdbt.errors import ArtifactError
@@ -45,7 +45,7 @@ from hexdbt.feeders.relay import (
 from hexdbt.ledger import Ledger
 from hexdbt.logs import MemoryEventLog
 from hexdbt.planner.files import plan_from_files
-from hexdbt.settings import SqliteState
+from hexdbt.settings import SqliteState, parse_state_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = REPO_ROOT / "hex_mappings.yml"
@@ -421,6 +421,36 @@ def test_a_duckdb_file_locked_by_dbt_is_try_again_later(
         assert busy[0]["level"] == "info"
         assert relay.poll() == len(BUILDS)  # free again: every entry is handed over
     assert _started(emulator) == []  # handed to an engine that is not running here
+
+
+def test_a_relay_without_its_state_leaves_the_entries_in_the_outbox_and_says_so_once(
+    duckdb_built: Built,
+    hex_emulator_factory: Callable[..., HexEmulator],
+    postgres_server: PostgresServer,
+    postgres_state_url: str,
+) -> None:
+    """The ledger's PostgreSQL server stops: the relay's polls hand nothing over and say so once
+    (no error each poll), and once the server is back every entry goes."""
+    log = MemoryEventLog()
+    outbox = WarehouseOutbox(DbtTarget(duckdb_built.project, profiles_dir=duckdb_built.project))
+    clock = ManualClock()
+    with (
+        open_client("hxtp_test", hex_emulator_factory().url, allow_insecure_http=True) as client,
+        Ledger.open(parse_state_url(postgres_state_url), clock=clock) as ledger,
+    ):
+        relay = RelayDaemon(client, ledger, outbox, RelayOptions(MAPPINGS), log)
+        postgres_server.stop()
+        try:
+            assert [relay.poll(), relay.poll()] == [0, 0]
+        finally:
+            postgres_server.start()
+        [lost] = log.of("state_unavailable")
+        assert lost["detail"].startswith(
+            f"lost PostgreSQL at 127.0.0.1:{postgres_server.port} for the ledger: "
+        )
+        clock.advance(10)  # past the store's next reconnect
+        assert relay.poll() == len(BUILDS)
+    assert log.of("outbox_failed") == []
 
 
 def test_a_relay_started_in_another_folder_waits_for_the_duckdb_file_and_never_creates_it(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hexdbt.clock import to_iso
 from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, assemble
-from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
+from hexdbt.errors import ArtifactError, ConfigError, HexdbtError, StateUnavailable
 from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
 from hexdbt.logs import EventLog, error_fields
 from hexdbt.planner.files import load_mapping_set
@@ -320,20 +320,28 @@ class RelayDaemon:
 
     def poll(self) -> int:
         """Hand every new complete entry to the engine, then delete the old handled ones.
-        Returns how many entries were handed over. A busy or missing outbox is logged once."""
+        Returns how many entries were handed over. A busy or missing outbox, or a state that
+        cannot be reached (PostgreSQL lost: the entries wait in the outbox), is logged once."""
         try:
-            summaries = self.outbox.summaries()
+            handed_over = self._hand_over()
         except OutboxNotReady as exc:
-            if self._not_ready != exc.reason:
-                self._not_ready = exc.reason
-                self.log.emit(
-                    exc.reason,
-                    relation=self.outbox.relation,
-                    detail=_in_one_line(str(exc)),
-                    retry="at the next poll",
-                )
+            self._not_ready_now(exc.reason, _in_one_line(str(exc)))
+            return 0
+        except StateUnavailable as exc:
+            self._not_ready_now("state_unavailable", str(exc))
             return 0
         self._not_ready = None
+        return handed_over
+
+    def _not_ready_now(self, reason: str, detail: str) -> None:
+        if self._not_ready != reason:
+            self._not_ready = reason
+            self.log.emit(
+                reason, relation=self.outbox.relation, detail=detail, retry="at the next poll"
+            )
+
+    def _hand_over(self) -> int:
+        summaries = self.outbox.summaries()
         new = [
             summary.invocation_id
             for summary in sorted(summaries, key=lambda summary: summary.written_at)
