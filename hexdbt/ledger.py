@@ -12,8 +12,9 @@ rendered params) it keeps one row, whose state moves only as ``ALLOWED_MOVES`` s
     queued ───┘     │ release (nothing was sent, or Hex started no run)
      │  ▲           │
      │  └───────────┘
-     v
-    expired   (did not fit the budget before its deadline; from planned too)
+     ├──> expired     (did not fit the budget before its deadline; from planned too)
+     └──> superseded  (a later build's trigger of the same mapping entry took it over; from
+                       planned too)
 
 Three moves keep the state and change the row: ``mark_queued`` on a queued row (a new deadline
 or reason), ``take_over_orphan`` on a sending row (a new owner), ``mark_status`` on a started row
@@ -21,6 +22,12 @@ or reason), ``take_over_orphan`` on a sending row (a new owner), ``mark_status``
 a row in another state is refused with a ``StateError`` and changes nothing, except
 ``claim_for_sending`` and ``take_over_orphan``, which answer False: another process may hold the
 row, and that is no error.
+
+A trigger whose mapping entry coalesces (``entry_key``) is superseded, in the transaction that
+records a later build's trigger of the same entry, while it is still planned or queued: the
+supersede and the claim are both guarded UPDATEs of the same row, so exactly one of them wins, on
+SQLite and PostgreSQL alike. The newer trigger inherits the oldest refresh it now covers
+(``unserved_since``); the superseded row names it (``superseded_by``).
 
 ``sending`` is committed *before* the POST and ``started`` (with the run id) right after it, so a
 crash between the two leaves a row that says "a run may exist": the dispatcher reconciles it
@@ -71,6 +78,7 @@ class TriggerState(StrEnum):
     FAILED = "failed"
     AMBIGUOUS = "ambiguous"
     EXPIRED = "expired"
+    SUPERSEDED = "superseded"
 
     @property
     def is_final(self) -> bool:
@@ -90,6 +98,7 @@ class Move(StrEnum):
     MARK_AMBIGUOUS = "mark_ambiguous"
     MARK_QUEUED = "mark_queued"
     MARK_EXPIRED = "mark_expired"
+    SUPERSEDE = "supersede"
     RELEASE = "release"
     REOPEN_AMBIGUOUS = "reopen_ambiguous"
 
@@ -124,6 +133,10 @@ ALLOWED_MOVES: Mapping[Move, Transition] = MappingProxyType(
         ),
         Move.MARK_EXPIRED: _moving(
             TriggerState.PLANNED, TriggerState.QUEUED, to=TriggerState.EXPIRED
+        ),
+        # A later build's trigger of the same mapping entry covers it (in plan_and_claim).
+        Move.SUPERSEDE: _moving(
+            TriggerState.PLANNED, TriggerState.QUEUED, to=TriggerState.SUPERSEDED
         ),
         # Nothing was sent (interrupted before the POST, 429, 503), or Hex started no run.
         Move.RELEASE: _moving(TriggerState.SENDING, to=TriggerState.QUEUED),
@@ -182,6 +195,18 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE triggers ADD COLUMN hex_clock_offset_s DOUBLE PRECISION;
     ALTER TABLE triggers DROP COLUMN owner_pid
     """,
+    # 2 -> 3: fresh apps. A trigger names its mapping entry and whether it coalesces, the
+    # models that made it, the trigger that superseded it, and the oldest refresh it covers;
+    # an invocation names its dbt project.
+    """
+    ALTER TABLE invocations ADD COLUMN project_dir TEXT;
+    ALTER TABLE triggers ADD COLUMN entry_key TEXT;
+    ALTER TABLE triggers ADD COLUMN coalescing INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE triggers ADD COLUMN models_json TEXT;
+    ALTER TABLE triggers ADD COLUMN superseded_by TEXT;
+    ALTER TABLE triggers ADD COLUMN unserved_since DOUBLE PRECISION;
+    CREATE INDEX triggers_by_entry ON triggers(entry_key)
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -211,6 +236,11 @@ class TriggerRecord:
     created_at: float
     updated_at: float
     ended_at: float | None
+    entry_key: str | None  # the mapping entry it comes from; None: a direct trigger
+    coalesce: bool  # a later trigger of its entry supersedes it while it waits unsent
+    models: tuple[str, ...]  # the models whose refresh made it
+    superseded_by: str | None  # the trigger key that took it over
+    unserved_since: float  # the oldest refresh of its entry that no run covers but its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +253,9 @@ class NewTrigger:
     base_url: str
     request: dict[str, Any]
     options: dict[str, Any]
+    entry_key: str | None = None
+    coalesce: bool = False
+    models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +264,16 @@ class InvocationRecord:
     command: str
     source: str
     first_seen_at: float
+    project_dir: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySends:
+    """What a mapping entry has sent: when its newest send was meant, and when the newest of
+    its sends without a recorded end was (its run may be live; None: none is)."""
+
+    last_sent_at: float | None
+    live_since: float | None
 
 
 def _unreadable(where: str, trigger_key: str, what: str) -> StateError:
@@ -284,6 +327,11 @@ def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         ended_at=row["ended_at"],
+        entry_key=row["entry_key"],
+        coalesce=bool(row["coalescing"]),
+        models=tuple(json.loads(row["models_json"] or "[]")),
+        superseded_by=row["superseded_by"],
+        unserved_since=row["unserved_since"] or row["created_at"],
     )
 
 
@@ -431,7 +479,7 @@ class Ledger:
 
     def recent_invocations(self, limit: int = 10) -> list[InvocationRecord]:
         rows = self._read(
-            "SELECT invocation_id, command, source, first_seen_at FROM invocations"
+            "SELECT invocation_id, command, source, first_seen_at, project_dir FROM invocations"
             " ORDER BY first_seen_at DESC, rowid DESC LIMIT ?",
             (limit,),
         )
@@ -441,7 +489,7 @@ class Ledger:
         """The invocation recorded last with ``source`` (``hexdbt watch`` names its target folder
         there), or None."""
         rows = self._read(
-            "SELECT invocation_id, command, source, first_seen_at FROM invocations"
+            "SELECT invocation_id, command, source, first_seen_at, project_dir FROM invocations"
             " WHERE source = ? ORDER BY first_seen_at DESC, rowid DESC LIMIT 1",
             (source,),
         )
@@ -459,20 +507,22 @@ class Ledger:
         *,
         only_new_invocation: bool = False,
         hex_clock_offset_s: float | None = None,
+        project_dir: str | None = None,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         """Record an invocation and its triggers as planned, in one transaction (a key already in
         the ledger keeps its row and its state), and in the same transaction claim the keys in
         ``claim`` as ``claim_for_sending`` would: a trigger sent at once costs one synced commit
-        instead of two. Returns the records and the keys this call claimed (a row someone else
+        instead of two. A new trigger of a coalescing entry supersedes the entry's triggers that
+        wait unsent. Returns the records and the keys this call claimed (a row someone else
         holds is left alone); None, recording nothing, when ``only_new_invocation`` and the
         ledger has the invocation."""
         now = self._clock.now()
 
         def plan(session: Session) -> tuple[list[TriggerRecord], set[str]] | None:
             inserted = session.execute(
-                "INSERT INTO invocations (invocation_id, command, source, first_seen_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (invocation_id) DO NOTHING",
-                (invocation_id, command, source, now),
+                "INSERT INTO invocations (invocation_id, command, source, first_seen_at,"
+                " project_dir) VALUES (?, ?, ?, ?, ?) ON CONFLICT (invocation_id) DO NOTHING",
+                (invocation_id, command, source, now, project_dir),
             )
             if (
                 only_new_invocation
@@ -480,11 +530,13 @@ class Ledger:
                 and not self._recorded_by_me(session, invocation_id, now)
             ):
                 return None
-            session.executemany(
-                "INSERT INTO triggers (trigger_key, invocation_id, name, project_id,"
-                " base_url, request_json, options_json, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trigger_key) DO NOTHING",
-                [
+            for trigger in triggers:
+                added = session.execute(
+                    "INSERT INTO triggers (trigger_key, invocation_id, name, project_id,"
+                    " base_url, request_json, options_json, state, created_at, updated_at,"
+                    " entry_key, coalescing, models_json, unserved_since)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (trigger_key) DO NOTHING",
                     (
                         trigger.trigger_key,
                         invocation_id,
@@ -496,10 +548,16 @@ class Ledger:
                         TriggerState.PLANNED.value,
                         now,
                         now,
-                    )
-                    for trigger in triggers
-                ],
-            )
+                        trigger.entry_key,
+                        int(trigger.coalesce),
+                        json.dumps(list(trigger.models)),
+                        now,
+                    ),
+                )
+                # Only a trigger new to the ledger supersedes: planning an invocation again
+                # (a second hexdbt run on the same build) must not take over a later build's.
+                if trigger.coalesce and added.rowcount == 1:
+                    self._supersede_older(session, trigger, invocation_id, now)
             claimed = {key for key in claim if self._claim(session, key, now, hex_clock_offset_s)}
             keys = [trigger.trigger_key for trigger in triggers]
             if not keys:  # an invocation that triggers nothing (PostgreSQL refuses "IN ()")
@@ -513,6 +571,50 @@ class Ledger:
             return [by_key[key] for key in keys], claimed
 
         return self.store.write(plan, durable=bool(claim))
+
+    def _supersede_older(
+        self, session: Session, newer: NewTrigger, invocation_id: str, now: float
+    ) -> None:
+        """In a write transaction: the triggers of ``newer``'s entry that wait unsent are
+        superseded by it, and it inherits the oldest refresh they stood for. Each is a move
+        guarded by state as a claim is: a row claimed first is sent, never superseded too."""
+        transition = ALLOWED_MOVES[Move.SUPERSEDE]
+        sources = sorted(state.value for state in transition.sources)
+        waiting = session.execute(
+            "SELECT trigger_key, unserved_since, created_at FROM triggers"
+            " WHERE entry_key = ? AND coalescing = 1 AND base_url = ? AND trigger_key <> ?"
+            f" AND state IN ({', '.join('?' * len(sources))})",
+            (newer.entry_key, newer.base_url, newer.trigger_key, *sources),
+        ).rows
+        reason = f"superseded by dbt invocation {invocation_id}: its run covers this build too"
+        oldest = now
+        for row in waiting:
+            if self._move(
+                session,
+                row["trigger_key"],
+                Move.SUPERSEDE,
+                now,
+                superseded_by=newer.trigger_key,
+                reason=reason,
+                ended_at=now,
+            ):
+                oldest = min(oldest, row["unserved_since"] or row["created_at"])
+        if oldest < now:
+            session.execute(
+                "UPDATE triggers SET unserved_since = ? WHERE trigger_key = ?",
+                (oldest, newer.trigger_key),
+            )
+
+    def supersede(self, trigger_key: str, *, by: str, reason: str) -> TriggerRecord:
+        """Mark a trigger that waits unsent as taken over by the trigger ``by`` (planning a later
+        build does this itself, in ``plan_and_claim``)."""
+        return self._make(
+            trigger_key,
+            Move.SUPERSEDE,
+            superseded_by=by,
+            reason=reason,
+            ended_at=self._clock.now(),
+        )
 
     def _recorded_by_me(self, session: Session, invocation_id: str, now: float) -> bool:
         """After a lost connection: whether the invocation's row is this transaction's own
@@ -567,6 +669,43 @@ class Ledger:
             )
 
         return self.store.write(take)
+
+    def successor_of(self, record: TriggerRecord) -> TriggerRecord:
+        """The trigger that stands for a superseded one now: the end of its ``superseded_by``
+        chain (the record itself when it was not superseded)."""
+        seen = {record.trigger_key}
+        while record.superseded_by is not None:
+            record = self.get(record.superseded_by)
+            if record.trigger_key in seen:  # cannot be written, but must not hang a reader
+                raise _unreadable(self.where, record.trigger_key, "its supersede chain loops")
+            seen.add(record.trigger_key)
+        return record
+
+    def sends_of_entries(self, entry_keys: Collection[str], base_url: str) -> dict[str, EntrySends]:
+        """For each mapping entry that has sent anything to ``base_url``: when its newest send
+        started (its intent) and since when a run of it may be live."""
+        if not entry_keys:
+            return {}
+        marks = ", ".join("?" * len(entry_keys))
+        rows = self._read(
+            "SELECT entry_key, max(intent_at) AS last_sent_at,"
+            " max(CASE WHEN state IN ('sending', 'started') THEN intent_at END) AS live_since"
+            f" FROM triggers WHERE entry_key IN ({marks}) AND base_url = ?"
+            " AND state IN ('sending', 'started', 'ended') GROUP BY entry_key",
+            (*entry_keys, base_url),
+        )
+        return {
+            row["entry_key"]: EntrySends(row["last_sent_at"], row["live_since"]) for row in rows
+        }
+
+    def newest_of_entry(self, entry_key: str) -> TriggerRecord | None:
+        """The newest trigger of a mapping entry, whatever its state."""
+        rows = self._read(
+            "SELECT * FROM triggers WHERE entry_key = ? ORDER BY created_at DESC, rowid DESC"
+            " LIMIT 1",
+            (entry_key,),
+        )
+        return _trigger_from_row(rows[0], self.where) if rows else None
 
     def owner_of(self, record: TriggerRecord) -> str:
         """Who holds a ``sending`` row, for messages: ``host pid N`` (or "nobody")."""

@@ -30,6 +30,9 @@ class OutcomeKind(StrEnum):
     FAILED_TO_START = "failed_to_start"  # Hex refused the run; nothing was started
     AMBIGUOUS = "ambiguous"  # the POST's answer was lost and Hex's run list could not tell
     EXPIRED = "expired"  # queued past its deadline without fitting the budget
+    # A later build's trigger of the same mapping entry took it over before it was sent: that
+    # one's run covers this build too (the reason names it).
+    SUPERSEDED = "superseded"
     POLL_FAILED = "poll_failed"  # started, but its status could not be read (token, outage)
     PLAN_ERROR = "plan_error"  # the mapping could not be planned (template error, bad selector)
     # SIGINT or SIGTERM stopped the wait on a live run (cancelled in Hex, or left running: the
@@ -44,6 +47,7 @@ EXIT_CODES: dict[OutcomeKind, int] = {
     OutcomeKind.SKIPPED: 0,
     OutcomeKind.QUEUED: 0,
     OutcomeKind.IN_PROGRESS_ELSEWHERE: 0,
+    OutcomeKind.SUPERSEDED: 0,
     OutcomeKind.PLAN_ERROR: 2,
     OutcomeKind.FAILED_TO_START: 4,
     OutcomeKind.POLL_FAILED: 4,

@@ -349,6 +349,7 @@ class HookedLedger(Ledger):
         *,
         only_new_invocation: bool = False,
         hex_clock_offset_s: float | None = None,
+        project_dir: str | None = None,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         recorded = super().plan_and_claim(
             invocation_id,
@@ -358,6 +359,7 @@ class HookedLedger(Ledger):
             claim,
             only_new_invocation=only_new_invocation,
             hex_clock_offset_s=hex_clock_offset_s,
+            project_dir=project_dir,
         )
         if recorded is not None:
             self.after_recording(recorded[0])

@@ -37,6 +37,9 @@ MAKE: dict[Move, Callable[[Ledger, str], object]] = {
         key, deadline_at=9000.0, reason="budget spent"
     ),
     Move.MARK_EXPIRED: lambda ledger, key: ledger.mark_expired(key, reason="deadline passed"),
+    Move.SUPERSEDE: lambda ledger, key: ledger.supersede(
+        key, by="inv-2/p-1/3f2a", reason="superseded by dbt invocation inv-2"
+    ),
     Move.RELEASE: lambda ledger, key: ledger.release(key, reason="interrupted"),
     Move.REOPEN_AMBIGUOUS: lambda ledger, key: ledger.reopen_ambiguous(key),
 }
@@ -54,6 +57,7 @@ ROUTE: dict[TriggerState, tuple[Move, ...]] = {
     TriggerState.FAILED: (Move.CLAIM_FOR_SENDING, Move.MARK_FAILED),
     TriggerState.AMBIGUOUS: (Move.CLAIM_FOR_SENDING, Move.MARK_AMBIGUOUS),
     TriggerState.EXPIRED: (Move.MARK_EXPIRED,),
+    TriggerState.SUPERSEDED: (Move.SUPERSEDE,),
 }
 
 ALLOWED = [
@@ -231,9 +235,14 @@ def test_releasing_a_claim_forgets_the_intent(ledger: Ledger, clock: ManualClock
     )
 
 
-def test_only_ended_failed_and_expired_are_final() -> None:
+def test_only_ended_failed_expired_and_superseded_are_final() -> None:
     final = {state for state in TriggerState if state.is_final}
-    assert final == {TriggerState.ENDED, TriggerState.FAILED, TriggerState.EXPIRED}
+    assert final == {
+        TriggerState.ENDED,
+        TriggerState.FAILED,
+        TriggerState.EXPIRED,
+        TriggerState.SUPERSEDED,
+    }
 
 
 @pytest.mark.parametrize("move", list(Move))
@@ -302,7 +311,7 @@ def test_a_row_in_an_unknown_state_is_a_state_error(ledger: Ledger) -> None:
     _spoil(ledger, "state", "paused")
     expected = (
         f"the ledger {ledger.where} has an unreadable trigger {KEY}: its state 'paused' is none of"
-        " planned, queued, sending, started, ended, failed, ambiguous, expired"
+        " planned, queued, sending, started, ended, failed, ambiguous, expired, superseded"
     )
     for read in (lambda: ledger.get(KEY), lambda: ledger.triggers_of("inv-1")):
         with pytest.raises(StateError) as caught:

@@ -37,7 +37,7 @@ def test_state_check_on_the_default_folder_says_sqlite_and_its_versions() -> Non
     assert result.stdout.splitlines() == [
         "Backend: sqlite",
         f"Where:   {resolve_state_dir()}",
-        "Ledger   schema version 2, writable",
+        "Ledger   schema version 3, writable",
         "Budget   schema version 1, writable",
     ]
 
@@ -56,8 +56,8 @@ def test_state_check_on_postgresql_creates_the_schema_and_never_shows_the_passwo
         f" (schema {location.schema})"
     )
     assert document["ledger"] == {
-        "schemaVersion": 2,
-        "knownVersion": 2,
+        "schemaVersion": 3,
+        "knownVersion": 3,
         "writable": True,
         "problem": None,
     }
@@ -87,7 +87,7 @@ def test_hosts_starting_at_once_on_a_fresh_schema_migrate_it_once(
     for check in checks:
         stdout, stderr = check.communicate(timeout=60)
         assert check.returncode == 0, stderr
-        assert "Ledger   schema version 2, writable" in stdout
+        assert "Ledger   schema version 3, writable" in stdout
 
 
 def test_a_server_that_is_not_there_is_exit_7_naming_host_and_cause(
@@ -181,7 +181,7 @@ def test_a_read_only_role_is_told_the_state_cannot_be_written(
         url = f"postgresql://reader:reader-secret@127.0.0.1:{postgres_server.port}/hexdbt"
         result = _check("--state-url", f"{url}?schema={schema}")
         assert result.exit_code == 7, result.output
-        assert "Ledger   schema version 2, NOT writable" in result.stdout
+        assert "Ledger   schema version 3, NOT writable" in result.stdout
         assert "permission denied for table schema_versions" in result.stderr
         assert "reader-secret" not in result.output
     finally:
@@ -202,14 +202,15 @@ def test_a_schema_from_a_newer_hexdbt_is_refused(
         )
     result = _check("--state-url", postgres_state_url)
     assert result.exit_code == 7
-    assert "has schema version 9, newer than this hexdbt knows (2)" in result.stderr
+    assert "has schema version 9, newer than this hexdbt knows (3)" in result.stderr
 
 
 def test_a_ledger_from_before_leases_is_migrated_and_its_sending_row_is_an_orphan(
     tmp_path: Path,
 ) -> None:
-    """A version 1 ledger (owners were pids) is taken to version 2 on first use; a row its
-    process left ``sending`` has no lease, so it is reconciled, not waited on for ever."""
+    """A version 1 ledger (owners were pids) is taken to the newest version on first use; a row
+    its process left ``sending`` has no lease, so it is reconciled, not waited on for ever, and
+    its entry and models are unknown (it never coalesces)."""
     path = tmp_path / LEDGER_FILENAME
     with sqlite3.connect(path) as db:
         db.executescript(
@@ -238,9 +239,12 @@ def test_a_ledger_from_before_leases_is_migrated_and_its_sending_row_is_an_orpha
             None,
             11.0,
         )
+        assert (record.entry_key, record.coalesce, record.models) == (None, False, ())
+        assert record.unserved_since == record.created_at == 10.0
         assert ledger.take_over_orphan("k1")
+        assert ledger.recent_invocations()[0].project_dir is None
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_connections_cut_mid_dispatch_are_reopened_and_nothing_is_sent_twice(

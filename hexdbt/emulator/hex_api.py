@@ -296,7 +296,10 @@ class HexApi:
             reviews=Reviews(required=project.reviews_required),
             analytics=Analytics(
                 app_views=AppViews(
-                    all_time=0, last_seven_days=0, last_fourteen_days=0, last_thirty_days=0
+                    all_time=project.app_views * 10,
+                    last_seven_days=project.app_views,
+                    last_fourteen_days=project.app_views * 2,
+                    last_thirty_days=project.app_views * 4,
                 ),
                 last_viewed_at=None,
                 published_results_updated_at=None,

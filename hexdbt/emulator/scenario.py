@@ -134,6 +134,9 @@ class ProjectSpec:
     created_at: float = _CATALOGUE_EPOCH
     last_edited_at: float = _CATALOGUE_EPOCH
     last_published_at: float | None = _CATALOGUE_EPOCH
+    # The app's views in the last seven days (analytics.appViews.lastSevenDays); the longer
+    # windows are made from it.
+    app_views: int = 0
 
     def behaviour_for(self, run_number: int) -> RunBehaviour:
         """The behaviour of this project's ``run_number``-th run (0-based)."""
@@ -414,6 +417,7 @@ _PROJECT_KEYS = (
     "created_at",
     "last_edited_at",
     "last_published_at",
+    "app_views",
 )
 
 
@@ -636,6 +640,7 @@ def _parse_project(document: Any, where: str, position: int) -> ProjectSpec:
         created_at=created_at,
         last_edited_at=edited_at,
         last_published_at=published_at,
+        app_views=_integer(document, "app_views", where, 0),
     )
 
 

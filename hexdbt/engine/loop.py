@@ -43,6 +43,7 @@ from hexdbt.clock import Clock
 from hexdbt.crashpoints import crash_point
 from hexdbt.engine.reconcile import find_run_of_lost_post, window_closes_at
 from hexdbt.engine.records import new_trigger, outcome_of, skipped_outcomes
+from hexdbt.engine.send_order import AGING_S, VIEWS_MAX_AGE_S, AppViews, send_rank
 from hexdbt.errors import (
     HexAmbiguousRunError,
     HexApiError,
@@ -60,7 +61,7 @@ from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, backoff_delay_s, run_may_have_started
 from hexdbt.hex.models import RunRequest
 from hexdbt.hex.polls import Polls, RunEnd, WaitCause, WatchedRun
-from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
+from hexdbt.ledger import Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan, Trigger
 
@@ -104,6 +105,10 @@ class EngineSettings:
     # A plan whose recording failed (a full disk) is tried again this often, this many times.
     submit_retry_s: float = 5.0
     submit_attempts: int = 5
+    # When more triggers wait than the budget sends: one priority level per this much of an
+    # app's unserved age, and Hex's views of the apps read at most this often (send_order).
+    aging_s: float = AGING_S
+    app_views_max_age_s: float = VIEWS_MAX_AGE_S
     # A one-shot command goes on this long (real seconds) without its state (PostgreSQL lost),
     # following its runs, before it stops with exit 7; a daemon goes on until the state is back.
     state_outage_limit_s: float = 60.0
@@ -135,6 +140,7 @@ class _Submission:
     source: str
     triggers: Sequence[Trigger]
     only_new: bool
+    project_dir: str | None
     result: Future[Records] = field(default_factory=Future)
     attempts: int = 0
     not_before: float = 0.0
@@ -181,14 +187,30 @@ class Engine:
         self._state_lost_since: float | None = None
         self._unrecorded_ends: list[RunEnd] = []
         self._next_outage_note = 0.0
+        self._app_views = AppViews(
+            client, max_age_s=self.settings.app_views_max_age_s, log=self._log
+        )
 
     # -- feeding it: any thread -------------------------------------------------------------------
 
-    def submit(self, plan: Plan, *, source: str, only_new: bool = False) -> Future[Records]:
+    def submit(
+        self,
+        plan: Plan,
+        *,
+        source: str,
+        only_new: bool = False,
+        project_dir: str | None = None,
+    ) -> Future[Records]:
         """Record a plan's invocation and triggers, and take up whatever is left to do.
-        ``only_new``: unless the ledger has the invocation already (then the result is None)."""
+        ``only_new``: unless the ledger has the invocation already (then the result is None).
+        ``project_dir``: the dbt project the invocation built, where known."""
         return self.submit_triggers(
-            plan.invocation_id, plan.command, plan.triggers, source=source, only_new=only_new
+            plan.invocation_id,
+            plan.command,
+            plan.triggers,
+            source=source,
+            only_new=only_new,
+            project_dir=project_dir,
         )
 
     def submit_triggers(
@@ -199,8 +221,9 @@ class Engine:
         *,
         source: str,
         only_new: bool = False,
+        project_dir: str | None = None,
     ) -> Future[Records]:
-        item = _Submission(invocation_id, command, source, tuple(triggers), only_new)
+        item = _Submission(invocation_id, command, source, tuple(triggers), only_new, project_dir)
         self._put(item)
         return item.result
 
@@ -426,18 +449,20 @@ class Engine:
     def _record(self, item: _Submission, now: float) -> None:
         """Record a submission; those of its triggers that can go at once are claimed in the
         same transaction. A ledger that cannot be written is tried again a few times."""
-        sending_now = self._take_slots_for([trigger.trigger_key for trigger in item.triggers])
+        triggers = [new_trigger(trigger, self.client.base_url) for trigger in item.triggers]
+        sending_now = self._take_slots_for(triggers)
         claimed: set[str] = set()
         try:
             recorded = self.ledger.plan_and_claim(
                 item.invocation_id,
                 item.command,
                 item.source,
-                [new_trigger(trigger, self.client.base_url) for trigger in item.triggers],
+                triggers,
                 list(sending_now),
                 # A retry takes up what an attempt that failed halfway may have recorded.
                 only_new_invocation=item.only_new and item.attempts == 0,
                 hex_clock_offset_s=self.client.hex_clock_offset_s,
+                project_dir=item.project_dir,
             )
             claimed = recorded[1] if recorded else set()
         except StateUnavailable:
@@ -470,18 +495,44 @@ class Engine:
         # Told once this turn's POSTs are out: a caller's callback (a log line) never delays them.
         self._recorded.append((item.result, recorded[0]))
 
-    def _take_slots_for(self, keys: Sequence[str]) -> dict[str, Slot | None]:
-        """The first of ``keys`` that may be sent now, each with the RunProject slot taken for
-        it: none while older triggers wait (they go first), and no more than there are free
-        places and slots."""
+    def _take_slots_for(self, triggers: Sequence[NewTrigger]) -> dict[str, Slot | None]:
+        """The triggers of a plan that may be sent now, highest priority first, each with the
+        RunProject slot taken for it: none while older triggers wait (they go first), none whose
+        app's ``min_interval`` has not passed, and no more than there are free places and
+        slots."""
         if self._pending or self.stopping.is_set():
             return {}
-        keys = keys[: max(0, self.settings.max_live_runs - len(self.polls))]
+        now = self.clock.now()
+        held = self._held_until(triggers, now)
+        ready = [trigger for trigger in triggers if trigger.trigger_key not in held]
+        ready.sort(key=lambda t: (-t.options["priority"], -self._app_views.share(t.project_id)))
+        places = max(0, self.settings.max_live_runs - len(self.polls))
+        keys = [trigger.trigger_key for trigger in ready[:places]]
         budget = self.client.budget
         if budget is None:
             return dict.fromkeys(keys)
         slots = budget.take_now(CallKind.RUN_PROJECT, len(keys))
         return dict(zip(keys, slots, strict=False))  # fewer slots than keys: the rest wait
+
+    def _held_until(
+        self, triggers: Sequence[NewTrigger | TriggerRecord], now: float
+    ) -> dict[str, float]:
+        """Trigger key -> when its app's ``min_interval`` since its last send has passed, for
+        those whose interval has not (one read of the ledger, only for entries that set one)."""
+        spaced = [t for t in triggers if t.entry_key and t.options.get("min_interval_s")]
+        if not spaced:
+            return {}
+        sends = self.ledger.sends_of_entries(
+            {t.entry_key for t in spaced if t.entry_key}, self.client.base_url
+        )
+        held: dict[str, float] = {}
+        for trigger in spaced:
+            last = sends.get(trigger.entry_key or "")
+            if last is not None and last.last_sent_at is not None:
+                free_at = last.last_sent_at + float(trigger.options["min_interval_s"])
+                if free_at > now:
+                    held[trigger.trigger_key] = free_at
+        return held
 
     def _give_back(self, slots: Sequence[Slot | None]) -> None:
         budget = self.client.budget
@@ -517,6 +568,10 @@ class Engine:
         elif record.state in (TriggerState.PLANNED, TriggerState.QUEUED):
             self._elsewhere.pop(key, None)
             self._pending.append(_Pending(record))
+        elif record.state is TriggerState.SUPERSEDED and self._should_wait(record):
+            # A later build's trigger covers this build: wait for that one's run instead.
+            self._elsewhere.pop(key, None)
+            self._line_up(self.ledger.successor_of(record))
         else:
             self._elsewhere.pop(key, None)
             self._settle(record)
@@ -535,24 +590,27 @@ class Engine:
     # -- sending ----------------------------------------------------------------------------------
 
     def _send_due(self) -> float | None:
-        """Send what may be sent now; when to come back for the rest (None: nothing pending)."""
+        """Send what may be sent now, the highest ranked first (``send_order``); when to come
+        back for the rest (None: nothing pending)."""
         while self._pending and not self.stopping.is_set():
             now = self.clock.now()
             claimed = next((p for p in self._pending if p.claimed), None)
             if claimed is not None:  # its place was counted and its slot taken when it was claimed
                 self._send(claimed, claimed.slot)
                 continue
-            item = min(self._pending, key=lambda p: p.not_before)
-            if item.not_before > now:
-                return item.not_before
-            if item.reconcile:
-                self._reconcile(item)
+            due = [p for p in self._pending if p.not_before <= now]
+            if not due:
+                return min(p.not_before for p in self._pending)
+            lookup = next((p for p in due if p.reconcile), None)
+            if lookup is not None:
+                self._reconcile(lookup)
                 continue
             if len(self.polls) >= self.settings.max_live_runs:
                 self._say_why_they_wait(
                     WaitCause.PLACES, f"{len(self.polls)} runs are live (max_live_runs)"
                 )
                 return self.polls.next_poll_at()  # a finishing run frees a place
+            item = max(due, key=lambda p: self._rank(p.record, now))
             record = item.record
             deadline = record.created_at + self.settings.queue_deadline_s
             if now >= deadline:
@@ -567,12 +625,18 @@ class Engine:
                 except MoveRefusedError:  # another process took it meanwhile
                     self._line_up(self.ledger.get(record.trigger_key))
                 continue
+            free_at = self._held_until([record], now).get(record.trigger_key)
+            if free_at is not None:  # its app ran less than min_interval ago
+                item.not_before = free_at
+                continue
             budget = self.client.budget
             taken = budget.take_now(CallKind.RUN_PROJECT, 1) if budget is not None else (None,)
             if taken:
                 self._send(item, taken[0])
                 continue
             assert budget is not None
+            if len(due) > 1:  # they compete for the budget: Hex's views help order them
+                self._app_views.read_if_due(now)
             next_slot = budget.next_slot_at(CallKind.RUN_PROJECT)
             # Only --no-wait leaves triggers for a later process: a waiting command stays to
             # send them, whether or not it waits on their runs (a mapping's wait: false).
@@ -585,6 +649,14 @@ class Engine:
             )
             return min(next_slot, deadline)
         return None
+
+    def _rank(self, record: TriggerRecord, now: float) -> float:
+        return send_rank(
+            int(record.options.get("priority", 0)),
+            self._app_views.share(record.project_id),
+            now - record.unserved_since,
+            self.settings.aging_s,
+        )
 
     def _say_why_they_wait(self, cause: WaitCause, reason: str) -> None:
         """Why the pending triggers have not been sent yet (a wait can last an hour): once per
@@ -904,6 +976,16 @@ class Engine:
     # -- results ----------------------------------------------------------------------------------
 
     def outcome(self, record: TriggerRecord) -> Outcome:
+        if record.state is TriggerState.SUPERSEDED and self._should_wait(record):
+            # What a waiting caller learns is the true outcome of the run that covers its build.
+            successor = self.ledger.successor_of(record)
+            covering = self.outcome(successor)
+            reason = f"superseded by dbt invocation {successor.invocation_id}"
+            return replace(
+                covering,
+                name=record.name,
+                reason=f"{reason}; {covering.reason}" if covering.reason else reason,
+            )
         outcome = outcome_of(record)
         key = record.trigger_key
         if key in self._interrupted and record.state in (

@@ -23,7 +23,12 @@ def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
             "wait": trigger.wait,
             "timeout_minutes": trigger.timeout_minutes,
             "cancel_on_timeout": trigger.cancel_on_timeout,
+            "priority": trigger.priority,
+            "min_interval_s": trigger.min_interval_s,
         },
+        entry_key=trigger.entry_key,
+        coalesce=trigger.coalesce,
+        models=trigger.models,
     )
 
 
@@ -43,6 +48,7 @@ def outcome_of(record: TriggerRecord) -> Outcome:
             TriggerState.FAILED: OutcomeKind.FAILED_TO_START,
             TriggerState.AMBIGUOUS: OutcomeKind.AMBIGUOUS,
             TriggerState.EXPIRED: OutcomeKind.EXPIRED,
+            TriggerState.SUPERSEDED: OutcomeKind.SUPERSEDED,
         }[record.state]
     elapsed = None
     if record.ended_at is not None and record.intent_at is not None:

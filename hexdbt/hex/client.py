@@ -408,7 +408,9 @@ class HexClient:
         include_components: bool = False,
         sort_by: str | None = None,
         sort_direction: str | None = None,
+        slot: Slot | None = None,
     ) -> ProjectsPage:
+        """ListProjects: one page. ``slot``: a budget slot the caller took; one attempt."""
         params: dict[str, str | int] = {
             "limit": _page_size(limit),
             "includeArchived": _flag(include_archived),
@@ -421,7 +423,7 @@ class HexClient:
             params["sortBy"] = sort_by
         if sort_direction:
             params["sortDirection"] = sort_direction
-        return ProjectsPage.from_api(self._call("GET", "/projects", params=params))
+        return ProjectsPage.from_api(self._call("GET", "/projects", params=params, slot=slot))
 
     def iter_projects(
         self,

@@ -603,6 +603,8 @@ class Project:
     last_published_at: float | None = None
     archived_at: float | None = None
     trashed_at: float | None = None
+    # How often the app was viewed in the last seven days (analytics.appViews.lastSevenDays).
+    app_views_7d: int = 0
 
     @property
     def published(self) -> bool:
@@ -636,6 +638,7 @@ class Project:
             last_published_at=_time(project.last_published_at),
             archived_at=_time(project.archived_at),
             trashed_at=_time(project.trashed_at),
+            app_views_7d=project.analytics.app_views.last_seven_days,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -33,6 +33,11 @@ class ProjectMapping:
     timeout_minutes: float = 60
     cancel_on_timeout: bool = True
     enabled: bool = True
+    # None: coalesce when the runs update the published app (see ``coalesces``).
+    coalesce: bool | None = None
+    priority: int = 0
+    min_interval_minutes: float | None = None
+    freshness_minutes: float | None = None
     # Written by `hexdbt discover --write`, or made from its cache by `discover: auto`.
     discovered: bool = False
     # Where it was declared, for messages: "hex_mappings.yml:12" or "exposure executive_kpis".
@@ -41,6 +46,13 @@ class ProjectMapping:
     @property
     def params(self) -> Mapping[str, Any]:
         return self.input_params or {}
+
+    @property
+    def coalesces(self) -> bool:
+        """Whether a later build's trigger supersedes one of this entry not yet sent: by default
+        when its runs update the published app, where only the newest data matters; an entry
+        whose runs are jobs of their own (input params: a report for a date) opts in."""
+        return self.update_published_results if self.coalesce is None else self.coalesce
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     PlainValidator,
     StrictBool,
+    StrictInt,
     StrictStr,
     StringConstraints,
     WithJsonSchema,
@@ -214,7 +215,34 @@ class HowToRun(_Strict):
     )
 
 
-class Settings(WhenToRun, HowToRun):
+class Freshness(_Strict):
+    """How fresh the Hex app must be kept, and how it shares Hex's budget with the others."""
+
+    coalesce: StrictBool | None = Field(
+        default=None,
+        description="true: a trigger not yet sent is superseded by a later build's trigger of"
+        " this entry (its run covers the older builds too). Unset: true when the runs update the"
+        " published app (no input_params), false when each build's run is a job of its own.",
+    )
+    priority: StrictInt = Field(
+        default=0,
+        description="When more triggers wait than Hex's budget allows, higher goes first."
+        " Waiting raises an app's rank too, so that none starves (see docs/mapping.md).",
+    )
+    min_interval_minutes: Annotated[float, BeforeValidator(_positive_minutes)] | None = Field(
+        default=None,
+        description="Start the app at most this often; a trigger that comes sooner waits in the"
+        " ledger (coalescing) until the interval has passed.",
+    )
+    freshness_minutes: Annotated[float, BeforeValidator(_positive_minutes)] | None = Field(
+        default=None,
+        description="The app's freshness target: its lag (from its models' refresh to the start"
+        " of the run that reads it) should stay under this. `hexdbt status --apps --check`"
+        " exits 1 past it.",
+    )
+
+
+class Settings(WhenToRun, HowToRun, Freshness):
     """Every setting a project, the file's ``defaults`` or an exposure's ``meta.hex`` may give."""
 
     input_params: Annotated[dict[str, ParamValue], BeforeValidator(_params_mapping)] = Field(

@@ -56,6 +56,14 @@ class Trigger:
     models: tuple[str, ...] = ()
     # Mapped by `discover: auto` (from the discovery cache), not by the file or an exposure.
     discovered: bool = False
+    # The mapping entry it comes from (None: asked for directly, not mapped).
+    entry_key: str | None = None
+    # Whether a later build's trigger of the same entry supersedes it while it waits unsent.
+    coalesce: bool = False
+    # When more triggers wait than the budget allows, higher goes first.
+    priority: int = 0
+    # The entry's app is started at most this often.
+    min_interval_s: float | None = None
 
     @property
     def input_params(self) -> Mapping[str, Any]:
@@ -92,6 +100,8 @@ class Plan:
                     "trigger_key": trigger.trigger_key,
                     "models": list(trigger.models),
                     "discovered": trigger.discovered,
+                    "coalesce": trigger.coalesce,
+                    "priority": trigger.priority,
                     "update_published_results": trigger.request.update_published_results,
                     "use_cached_sql_results": trigger.request.use_cached_sql_results,
                     "view_id": trigger.request.view_id,
@@ -131,6 +141,12 @@ def trigger_key(invocation_id: str, project_id: str, input_params: Mapping[str, 
         default=str,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def entry_key(mapping: ProjectMapping) -> str:
+    """The identity of a mapping entry across builds: its Hex project under its name (a file's
+    entry, or an exposure's)."""
+    return f"{mapping.project_id}/{mapping.name}"
 
 
 def _names(unique_ids: Sequence[str], limit: int = 3) -> str:
@@ -405,6 +421,12 @@ def make_plan(
                 else decision.reason,
                 models=decision.refreshed,
                 discovered=mapping.discovered,
+                entry_key=entry_key(mapping),
+                coalesce=mapping.coalesces,
+                priority=mapping.priority,
+                min_interval_s=None
+                if mapping.min_interval_minutes is None
+                else mapping.min_interval_minutes * 60,
             )
         )
     return Plan(
