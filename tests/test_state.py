@@ -67,7 +67,7 @@ def test_state_check_on_postgresql_creates_the_schema_and_never_shows_the_passwo
         rows = admin.execute(
             f'SELECT component, version FROM "{location.schema}".schema_versions ORDER BY 1'
         )
-        assert rows.fetchall() == [("budget", 1), ("ledger", 2)]
+        assert rows.fetchall() == [("budget", 1), ("ledger", 3)]
 
 
 def test_hosts_starting_at_once_on_a_fresh_schema_migrate_it_once(
