@@ -150,7 +150,12 @@ def run(
                 with open_engine(
                     client, settings=settings, progress=progress, log=log, state=state
                 ) as engine:
-                    outcomes, earlier = run_after_build(engine, plan, log=log)
+                    outcomes, earlier = run_after_build(
+                        engine,
+                        plan,
+                        log=log,
+                        project_dir=str(planned.project_dir) if planned.project_dir else None,
+                    )
     except HexdbtError as exc:
         if as_json:
             print_json({"error": error_payload(exc), "exitCode": exc.exit_code})
@@ -166,15 +171,41 @@ COMMANDS.append(run)
 
 @click.command(cls=JsonAwareCommand)
 @click.option("--limit", default=5, show_default=True, help="How many recent dbt invocations.")
+@click.option(
+    "--apps",
+    is_flag=True,
+    help="Instead: one row per mapped Hex app, with its models' last refresh, the run that"
+    " reads it, its lag and its freshness target.",
+)
+@click.option("--check", is_flag=True, help="With --apps: exit 1 when an app is past its target.")
+@project_dir_option
+@target_path_option
+@mappings_option
 @state_url_option
 @json_option
-def status(limit: int, state_url: str | None, as_json: bool) -> None:
-    """Show what the ledger knows: recent invocations, their triggers and runs, and the queue.
+def status(
+    limit: int,
+    apps: bool,
+    check: bool,
+    project_dir: Path | None,
+    target_path: Path | None,
+    mappings_file: Path | None,
+    state_url: str | None,
+    as_json: bool,
+) -> None:
+    """Show what the ledger knows: recent invocations, their triggers and runs, and the queue;
+    with --apps, how fresh each mapped Hex app is.
 
     \b
-    Example:
+    Examples:
       hexdbt status --limit 3
+      hexdbt status --apps --check    # exit 1 when an app is past its freshness_minutes
     """
+    if check and not apps:
+        raise click.UsageError("--check goes with --apps")
+    if apps:
+        _status_of_apps(project_dir, target_path, mappings_file, state_url, check, as_json)
+        return
     from hexdbt.engine import outcome_of
     from hexdbt.ledger import Ledger, TriggerState
     from hexdbt.settings import resolve_state_location
@@ -220,6 +251,50 @@ def status(limit: int, state_url: str | None, as_json: bool) -> None:
         else:
             click.echo("  no Hex project triggered")
     click.echo(f"\nQueue: {len(queue)} trigger(s) waiting for the budget; live runs: {len(live)}")
+
+
+def _status_of_apps(
+    project_dir: Path | None,
+    target_path: Path | None,
+    mappings_file: Path | None,
+    state_url: str | None,
+    check: bool,
+    as_json: bool,
+) -> None:
+    from hexdbt.clock import SystemClock
+    from hexdbt.freshness import apps_freshness, render_apps
+    from hexdbt.ledger import Ledger
+    from hexdbt.planner.files import mappings_of_project
+    from hexdbt.settings import resolve_state_location
+
+    now = SystemClock().now()
+    try:
+        mappings = mappings_of_project(project_dir, target_path, mappings_file)
+        with Ledger.open(resolve_state_location(state_url)) as ledger:
+            rows = apps_freshness(ledger, mappings, now)
+            where = ledger.where
+    except HexdbtError as exc:
+        fail(exc, as_json=as_json)
+    stale = [row for row in rows if row.breached]
+    exit_code = 1 if check and stale else 0
+    if as_json:
+        print_json(
+            {
+                "ledger": where,
+                "apps": [row.to_json() for row in rows],
+                "stale": [row.name for row in stale],
+                "exitCode": exit_code,
+            }
+        )
+    else:
+        click.echo(f"Ledger: {where}")
+        click.echo(render_apps(rows, now))
+    if stale:
+        names = ", ".join(row.name for row in stale)
+        noun = "app is" if len(stale) == 1 else "apps are"
+        label = "Error" if check else "Note"
+        click.echo(f"{label}: {len(stale)} {noun} past the freshness target: {names}", err=True)
+    raise SystemExit(exit_code)
 
 
 COMMANDS.append(status)

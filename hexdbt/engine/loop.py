@@ -626,8 +626,11 @@ class Engine:
                     self._line_up(self.ledger.get(record.trigger_key))
                 continue
             free_at = self._held_until([record], now).get(record.trigger_key)
-            if free_at is not None:  # its app ran less than min_interval ago
-                item.not_before = free_at
+            if free_at is not None:  # its app started less than min_interval ago
+                if self._leaves_for_later(free_at, now):
+                    self._leave_queued(item, "its app's min_interval_minutes to pass")
+                else:
+                    item.not_before = free_at
                 continue
             budget = self.client.budget
             taken = budget.take_now(CallKind.RUN_PROJECT, 1) if budget is not None else (None,)
@@ -638,10 +641,8 @@ class Engine:
             if len(due) > 1:  # they compete for the budget: Hex's views help order them
                 self._app_views.read_if_due(now)
             next_slot = budget.next_slot_at(CallKind.RUN_PROJECT)
-            # Only --no-wait leaves triggers for a later process: a waiting command stays to
-            # send them, whether or not it waits on their runs (a mapping's wait: false).
-            if not self.settings.wait and next_slot > now + self.settings.no_wait_send_window_s:
-                self._leave_queued(item)
+            if self._leaves_for_later(next_slot, now):
+                self._leave_queued(item, "Hex's RunProject budget")
                 continue
             self._say_why_they_wait(
                 WaitCause.BUDGET,
@@ -649,6 +650,11 @@ class Engine:
             )
             return min(next_slot, deadline)
         return None
+
+    def _leaves_for_later(self, can_go_at: float, now: float) -> bool:
+        """Only --no-wait leaves triggers for a later process: a waiting command stays to send
+        them, whether or not it waits on their runs (a mapping's wait: false)."""
+        return not self.settings.wait and can_go_at > now + self.settings.no_wait_send_window_s
 
     def _rank(self, record: TriggerRecord, now: float) -> float:
         return send_rank(
@@ -669,7 +675,7 @@ class Engine:
             triggers = [(item.record.name, item.record.project_id) for item in untold]
             self.polls.progress.waiting(triggers, cause, self.clock.now())
 
-    def _leave_queued(self, item: _Pending) -> None:
+    def _leave_queued(self, item: _Pending, waiting_for: str) -> None:
         """Leave a trigger in the ledger's queue, for a later run or watch (--no-wait)."""
         self._pending.remove(item)
         record = item.record
@@ -677,9 +683,9 @@ class Engine:
             queued = self.ledger.mark_queued(
                 record.trigger_key,
                 deadline_at=record.created_at + self.settings.queue_deadline_s,
-                reason="waiting for Hex's RunProject budget; a later hexdbt run or watch sends it",
+                reason=f"waiting for {waiting_for}; a later hexdbt run or watch sends it",
             )
-            self._log(f"{record.name}: queued for Hex's RunProject budget")
+            self._log(f"{record.name}: queued for {waiting_for}")
             self._settle(queued)
         except MoveRefusedError:  # another process took it meanwhile
             self._line_up(self.ledger.get(record.trigger_key))

@@ -10,7 +10,11 @@ from hexdbt.planner.rules import Plan
 
 
 def run_after_build(
-    engine: Engine, plan: Plan, *, log: Callable[[str], None]
+    engine: Engine,
+    plan: Plan,
+    *,
+    log: Callable[[str], None],
+    project_dir: str | None = None,
 ) -> tuple[list[Outcome], list[Outcome]]:
     """Send the plan's triggers and take up what earlier processes left queued or live, until
     all is done (or stop is requested). Returns the plan's outcomes, one per mapped project, and
@@ -20,7 +24,7 @@ def run_after_build(
             f"dbt invocation {plan.invocation_id} was handled before: nothing new is started;"
             " reporting its runs (and waiting on live ones)"
         )
-    engine.submit(plan, source="run")
+    engine.submit(plan, source="run", project_dir=project_dir)
     resumed = engine.resume()
     engine.close()
     engine.run()

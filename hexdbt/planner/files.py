@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results
@@ -22,6 +22,8 @@ class PlannedInvocation:
     mappings_path: Path
     # False when no mapping file exists and the dbt exposures alone are the mapping.
     used_mapping_file: bool
+    # The dbt project built, where known (the ledger records it with the invocation).
+    project_dir: Path | None = None
 
 
 def load_mapping_set(
@@ -44,13 +46,29 @@ def load_mapping_set(
     return mappings, mappings_path, use_file
 
 
+def mappings_of_project(
+    project_dir: Path | None, target_path: Path | None, mappings_file: Path | None
+) -> MappingSet:
+    """The mapping a plan of this dbt project would use, with the exposures of its manifest when
+    dbt has written one; a mapping file alone when no dbt project is found."""
+    try:
+        manifest_path = locate_artifacts(project_dir, target_path).manifest
+    except ConfigError:
+        if project_dir is not None or target_path is not None:
+            raise
+        manifest_path = None  # status --apps beside a mapping file, outside any dbt project
+    manifest = load_manifest(manifest_path) if manifest_path and manifest_path.exists() else None
+    return load_mapping_set(mappings_file, manifest)[0]
+
+
 def plan_from_artifacts(
     project_dir: Path | None, target_path: Path | None, mappings_file: Path | None
 ) -> PlannedInvocation:
     """Plan from run_results.json and manifest.json where dbt put them (resolved as dbt does);
     without manifest.json, from run_results.json alone."""
     paths = locate_artifacts(project_dir, target_path)
-    return plan_from_files(paths.run_results, paths.manifest, mappings_file)
+    planned = plan_from_files(paths.run_results, paths.manifest, mappings_file)
+    return replace(planned, project_dir=paths.project_dir.resolve())
 
 
 def plan_from_files(

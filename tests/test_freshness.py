@@ -1,0 +1,371 @@
+"""Fresh apps, not a backlog: a later build's trigger supersedes one that waits unsent, the budget
+goes by priority and Hex's views, min_interval spaces an app's runs, and ``status --apps`` says
+how far behind each app is. The engine against the emulator over HTTP, on a shared ManualClock,
+with a real ledger on each backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from engine_helpers import project_id, scenario, started_runs, write_project
+
+from hexdbt.cli import main
+from hexdbt.clock import ManualClock, SystemClock
+from hexdbt.emulator import HexEmulator
+from hexdbt.engine import Engine, EngineSettings
+from hexdbt.engine.send_order import send_rank
+from hexdbt.factory import open_client
+from hexdbt.freshness import apps_freshness
+from hexdbt.hex.budget import CallKind
+from hexdbt.hex.client import HexClient
+from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.mapping import load_mappings
+from hexdbt.outcomes import Outcome, OutcomeKind
+from hexdbt.planner.files import plan_from_files
+from hexdbt.planner.rules import Plan
+from hexdbt.settings import parse_state_url
+
+TOKEN = "hxtp_freshness_test_token"
+
+
+class Apps:
+    """``count`` mapped apps over an emulator, a client and a ledger sharing one ManualClock."""
+
+    def __init__(
+        self,
+        factory: Callable[..., HexEmulator],
+        folder: Path,
+        state_url: str,
+        count: int,
+        *,
+        projects: list[dict[str, Any]] | None = None,
+        **mapping_options: Any,
+    ) -> None:
+        self.clock = ManualClock()
+        document = scenario(count, running_s=60)
+        for spec, extra in zip(document["projects"], projects or [], strict=False):
+            spec.update(extra)
+        self.emulator = factory(scenario=document, clock=self.clock)
+        self.folder = folder
+        self.count = count
+        self.mapping_options = mapping_options
+        self.state = parse_state_url(state_url)
+        self.ledger = Ledger.open(self.state, clock=self.clock)
+
+    def client(self) -> HexClient:
+        return open_client(
+            token=TOKEN, base_url=self.emulator.url, clock=self.clock, state=self.state
+        )
+
+    def build(self, invocation_id: str, **mapping_options: Any) -> Plan:
+        """A dbt build that refreshes every app's model."""
+        target, mappings = write_project(
+            self.folder,
+            self.count,
+            invocation_id=invocation_id,
+            mapping_options={**self.mapping_options, **mapping_options},
+        )
+        return plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
+
+    def dispatch(self, *plans: Plan, **settings: Any) -> dict[str, list[Outcome]]:
+        """One engine: submit ``plans`` and take up the queue, until all is done."""
+        with self.client() as client:
+            engine = Engine(client, self.ledger, settings=EngineSettings(**settings))
+            for plan in plans:
+                engine.submit(plan, source="test")
+            engine.resume()
+            engine.close()
+            engine.run()
+            return {plan.invocation_id: engine.outcomes_of(plan) for plan in plans}
+
+    def spend_the_hours_budget(self, keep: int = 0) -> None:
+        """Take all of the hour's RunProject calls from the shared budget but ``keep``."""
+        with self.client() as client:
+            budget = client.budget
+            assert budget is not None
+            taken = 0
+            while taken < 60 - keep:
+                self.clock.advance(
+                    max(0.0, budget.next_slot_at(CallKind.RUN_PROJECT) - self.clock.now())
+                )
+                taken += len(budget.take_now(CallKind.RUN_PROJECT, 60 - keep - taken))
+            assert budget.next_slot_at(CallKind.RUN_PROJECT) > self.clock.now() + 600 or keep
+
+    def started(self) -> dict[str, int]:
+        return started_runs(self.emulator.journal())
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [
+            entry["body"]
+            for entry in self.emulator.journal()
+            if entry.get("operation") == "RunProject" and entry.get("runId")
+        ]
+
+
+@pytest.fixture
+def apps_factory(
+    hex_emulator_factory: Callable[..., HexEmulator], tmp_path: Path, state_url: str
+) -> Iterator[Callable[..., Apps]]:
+    made: list[Apps] = []
+
+    def make(count: int, **options: Any) -> Apps:
+        apps = Apps(hex_emulator_factory, tmp_path / f"a{len(made)}", state_url, count, **options)
+        made.append(apps)
+        return apps
+
+    yield make
+    for apps in made:
+        apps.ledger.close()
+
+
+def test_a_later_build_supersedes_the_triggers_left_queued_and_one_run_covers_both(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    """Hex's hour spent: two --no-wait builds queue; the second supersedes the first, and once
+    the budget is back each app runs once, for the newest build."""
+    apps = apps_factory(2, coalesce=True)
+    apps.spend_the_hours_budget()
+    first, second = apps.build("inv-1"), apps.build("inv-2")
+    queued = apps.dispatch(first, wait=False)["inv-1"]
+    assert {outcome.kind for outcome in queued} == {OutcomeKind.QUEUED}
+    superseded = apps.dispatch(second, wait=False)
+    assert apps.started() == {}
+    records = apps.ledger.triggers_of("inv-1")
+    assert {record.state for record in records} == {TriggerState.SUPERSEDED}
+    newer = {trigger.trigger_key for trigger in second.triggers}
+    assert {record.superseded_by for record in records} == newer
+    assert {record.reason for record in records} == {
+        "superseded by dbt invocation inv-2: its run covers this build too"
+    }
+    # The newer trigger stands for the older refresh: its unserved age runs from the first build.
+    for record in apps.ledger.triggers_of("inv-2"):
+        assert record.unserved_since == min(r.created_at for r in records)
+    assert {o.kind for o in superseded["inv-2"]} == {OutcomeKind.QUEUED}
+
+    apps.clock.advance(3600)
+    waited = apps.dispatch(first, second)  # a waiting process, as a later `hexdbt run` is
+    assert apps.started() == {project_id(0): 1, project_id(1): 1}
+    assert {o.kind for o in waited["inv-2"]} == {OutcomeKind.COMPLETED}
+    for outcome, covering in zip(waited["inv-1"], waited["inv-2"], strict=True):
+        assert outcome.kind is OutcomeKind.COMPLETED
+        assert outcome.run_id == covering.run_id
+        assert outcome.reason == "superseded by dbt invocation inv-2"
+
+
+def test_an_entry_that_does_not_coalesce_keeps_one_run_per_build(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    """Entries with input params are jobs per build: by default, and with coalesce: false."""
+    apps = apps_factory(2)  # write_project's entries have input params: no coalescing
+    assert not any(trigger.coalesce for trigger in apps.build("inv-0").triggers)
+    apps.spend_the_hours_budget()
+    apps.dispatch(apps.build("inv-1"), wait=False)
+    apps.dispatch(apps.build("inv-2", coalesce=False), wait=False)
+    apps.clock.advance(3600)
+    apps.dispatch()
+    assert apps.started() == {project_id(0): 2, project_id(1): 2}
+    for invocation_id in ("inv-1", "inv-2"):
+        states = {record.state for record in apps.ledger.triggers_of(invocation_id)}
+        assert states == {TriggerState.ENDED}
+
+
+def test_a_waiting_run_follows_the_run_that_superseded_its_trigger_to_its_end(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    """The superseding run ends ERRORED: the superseded build's waiter reports ERRORED, exit 5,
+    naming the invocation that took it over."""
+    apps = apps_factory(1, coalesce=True, projects=[{"runs": {"outcome": "ERRORED"}}])
+    apps.spend_the_hours_budget()
+    first, second = apps.build("inv-1"), apps.build("inv-2")
+    apps.dispatch(first, wait=False)
+    apps.dispatch(second, wait=False)
+    apps.clock.advance(3600)
+    (outcome,) = apps.dispatch(first)["inv-1"]
+    assert apps.started() == {project_id(0): 1}
+    assert (outcome.kind, outcome.exit_code) == (OutcomeKind.ERRORED, 5)
+    assert outcome.reason == "superseded by dbt invocation inv-2"
+    # Without waiting, the row says what became of it.
+    (told,) = apps.dispatch(first, wait=False)["inv-1"]
+    assert (told.kind, told.exit_code) == (OutcomeKind.SUPERSEDED, 0)
+    assert told.reason == "superseded by dbt invocation inv-2: its run covers this build too"
+
+
+def test_a_claimed_trigger_is_sent_and_never_superseded(apps_factory: Callable[..., Apps]) -> None:
+    """The claim and the supersede race for the same row: the claim came first, so the later
+    build's trigger waits as a trigger of its own and both builds get their run."""
+    apps = apps_factory(1, coalesce=True)
+    first = apps.build("inv-1")
+    (record,) = apps.ledger.plan_and_claim(
+        first.invocation_id, "build", "test", [_new(apps, first)], [first.triggers[0].trigger_key]
+    )[0]
+    assert record.state is TriggerState.SENDING
+    second = apps.build("inv-2")
+    (newer,) = apps.ledger.plan_and_claim("inv-2", "build", "test", [_new(apps, second)], ())[0]
+    assert apps.ledger.get(record.trigger_key).state is TriggerState.SENDING
+    assert (newer.state, newer.unserved_since) == (TriggerState.PLANNED, newer.created_at)
+
+
+def _new(apps: Apps, plan: Plan) -> Any:
+    from hexdbt.engine import new_trigger
+
+    return new_trigger(plan.triggers[0], apps.emulator.url)
+
+
+def test_the_budget_goes_by_priority_then_views_then_unserved_age(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    """Four apps wait, refreshed by the same builds, and one slot frees at a time: priority 1
+    first, then the most viewed in Hex (read from ListProjects once they compete)."""
+    apps = apps_factory(
+        4,
+        coalesce=True,
+        projects=[{"app_views": 5}, {"app_views": 900}, {"app_views": 5}, {"app_views": 40}],
+    )
+    mapping = apps.folder / "hex_mappings.yml"
+    apps.spend_the_hours_budget()
+    apps.dispatch(apps.build("inv-1"), wait=False)
+    apps.clock.advance(3600 + 1)
+    order = _send_order(apps, mapping, priority={"app_0": 1})
+    assert order == [project_id(0), project_id(1), project_id(3), project_id(2)]
+
+
+def _send_order(apps: Apps, mapping: Path, priority: dict[str, int]) -> list[str]:
+    import yaml
+
+    document = yaml.safe_load(mapping.read_text())
+    for entry in document["projects"]:
+        entry["priority"] = priority.get(entry["name"], 0)
+    mapping.write_text(yaml.safe_dump(document))
+    plan = plan_from_files(
+        apps.folder / "target" / "run_results.json",
+        apps.folder / "target" / "manifest.json",
+        mapping,
+    ).plan
+    # The priorities are the newest build's: plan it again under a new invocation.
+    from dataclasses import replace
+
+    from hexdbt.planner.rules import trigger_key
+
+    newer = replace(
+        plan,
+        invocation_id="inv-2",
+        triggers=tuple(
+            replace(t, trigger_key=trigger_key("inv-2", t.project_id, t.input_params))
+            for t in plan.triggers
+        ),
+    )
+    # One slot a minute: spend 59 of the hour again, so the engine sends one at a time.
+    with apps.client() as client:
+        assert client.budget is not None
+        for _ in range(3):
+            client.budget.take_now(CallKind.RUN_PROJECT, 20 - (1 if _ == 2 else 0))
+            apps.clock.advance(1)
+    apps.dispatch(newer, wait=False, no_wait_send_window_s=7200)
+    return [body_project for body_project in _run_order(apps)]
+
+
+def _run_order(apps: Apps) -> list[str]:
+    return [
+        entry["path"].split("/")[4]
+        for entry in apps.emulator.journal()
+        if entry.get("operation") == "RunProject" and entry.get("runId")
+    ]
+
+
+def test_waiting_raises_a_rank_by_one_priority_level_per_aging_period() -> None:
+    aging_s = 6 * 3600.0
+    fresh_and_favoured = send_rank(1, 0.0, 0.0, aging_s)
+    assert send_rank(0, 0.0, aging_s + 1, aging_s) > fresh_and_favoured
+    assert send_rank(0, 1.0, 0.0, aging_s) == send_rank(0, 0.0, aging_s, aging_s)
+    assert send_rank(0, 0.5, 60.0, aging_s) > send_rank(0, 0.5, 30.0, aging_s)
+
+
+def test_min_interval_keeps_an_app_from_starting_sooner_and_the_newest_build_waits_for_it(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    apps = apps_factory(1, coalesce=True, min_interval_minutes=30)
+    apps.dispatch(apps.build("inv-1"), wait=False)
+    assert apps.started() == {project_id(0): 1}
+    apps.clock.advance(600)
+    second, third = apps.build("inv-2"), apps.build("inv-3")
+    apps.dispatch(second, wait=False)  # 10 minutes after the last start: it waits
+    assert apps.started() == {project_id(0): 1}
+    assert apps.ledger.triggers_of("inv-2")[0].state is TriggerState.QUEUED
+    apps.clock.advance(300)
+    sent_at = apps.clock.now()
+    outcomes = apps.dispatch(third)  # waits out the interval, then sends the newest build
+    assert apps.started() == {project_id(0): 2}
+    assert apps.ledger.triggers_of("inv-2")[0].state is TriggerState.SUPERSEDED
+    (third_record,) = apps.ledger.triggers_of("inv-3")
+    assert third_record.intent_at is not None
+    assert third_record.intent_at == pytest.approx(sent_at + 900, abs=5)
+    assert outcomes["inv-3"][0].kind is OutcomeKind.COMPLETED
+
+
+def test_apps_freshness_measures_the_lag_from_the_oldest_unserved_refresh(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    apps = apps_factory(2, coalesce=True, freshness_minutes=60)
+    apps.spend_the_hours_budget()
+    apps.dispatch(apps.build("inv-1"), wait=False)
+    mappings = load_mappings(apps.folder / "hex_mappings.yml")
+    refreshed_at = apps.clock.now()
+    apps.clock.advance(1800)
+    apps.dispatch(apps.build("inv-2"), wait=False)
+    apps.clock.advance(1200)  # 50 minutes since the first refresh, no run yet
+    rows = apps_freshness(apps.ledger, mappings, apps.clock.now())
+    assert [(row.state, row.lag_s, row.breached) for row in rows] == [("queued", 3000.0, False)] * 2
+    apps.clock.advance(1200)  # 70 minutes: past the target
+    rows = apps_freshness(apps.ledger, mappings, apps.clock.now())
+    assert {(row.lag_s, row.breached) for row in rows} == {(4200.0, True)}
+    apps.dispatch()
+    rows = apps_freshness(apps.ledger, mappings, apps.clock.now())
+    for row in rows:
+        assert row.state == "COMPLETED" and row.run_id is not None
+        assert row.run_started_at is not None
+        assert row.lag_s == pytest.approx(row.run_started_at - refreshed_at)
+        assert row.refreshed_at == refreshed_at + 1800
+
+
+def test_status_apps_check_exits_1_naming_the_stale_app(tmp_path: Path) -> None:
+    """Run through the CLI on a SQLite state, on the system clock: one app fresh, one stale."""
+    target, mappings = write_project(tmp_path, 2, mapping_options={"freshness_minutes": 30})
+    state = tmp_path / "state"
+    plan = plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
+    clock = SystemClock()
+    from hexdbt.engine import new_trigger
+
+    with Ledger.open(parse_state_url(f"sqlite://{state}"), clock=clock) as ledger:
+        triggers = [new_trigger(trigger, "http://127.0.0.1:9") for trigger in plan.triggers]
+        ledger.plan_and_claim("inv-1", "build", "test", triggers, [triggers[0].trigger_key])
+        ledger.mark_started(triggers[0].trigger_key, run_id="run-0", run_url=None, trace_id=None)
+    runner = CliRunner()
+    env = {"HEXDBT_STATE_DIR": str(state)}
+    args = ["status", "--apps", "--mappings", str(mappings)]
+    fresh = runner.invoke(main, args, env=env)
+    assert fresh.exit_code == 0, fresh.output
+    assert "app_0" in fresh.stdout and "run-0" in fresh.stdout
+    # Past the target: the queued app's lag is measured to now, half an hour and more.
+    with Ledger.open(parse_state_url(f"sqlite://{state}"), clock=clock) as ledger:
+        ledger.store.write(
+            lambda session: session.execute(
+                "UPDATE triggers SET unserved_since = unserved_since - 3600 WHERE run_id IS NULL"
+            )
+        )
+    stale = runner.invoke(main, [*args, "--check"], env=env)
+    assert stale.exit_code == 1
+    assert stale.stderr.strip() == "Error: 1 app is past the freshness target: app_1"
+    assert "STALE" in stale.stdout
+    as_json = runner.invoke(main, [*args, "--check", "--json"], env=env)
+    assert as_json.exit_code == 1
+    assert '"stale": [\n    "app_1"\n  ]' in as_json.stdout
+
+
+def test_status_check_without_apps_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["status", "--check"])
+    assert result.exit_code == 2
+    assert "--check goes with --apps" in result.stderr
