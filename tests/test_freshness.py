@@ -325,7 +325,8 @@ def test_apps_freshness_measures_the_lag_from_the_oldest_unserved_refresh(
     apps.dispatch()
     rows = apps_freshness(apps.ledger, mappings, apps.clock.now())
     for row in rows:
-        assert row.state == "COMPLETED" and row.run_id is not None
+        assert row.state == "COMPLETED"
+        assert row.run_id is not None
         assert row.run_started_at is not None
         assert row.lag_s == pytest.approx(row.run_started_at - refreshed_at)
         assert row.refreshed_at == refreshed_at + 1800
@@ -348,7 +349,8 @@ def test_status_apps_check_exits_1_naming_the_stale_app(tmp_path: Path) -> None:
     args = ["status", "--apps", "--mappings", str(mappings)]
     fresh = runner.invoke(main, args, env=env)
     assert fresh.exit_code == 0, fresh.output
-    assert "app_0" in fresh.stdout and "run-0" in fresh.stdout
+    assert "app_0" in fresh.stdout
+    assert "run-0" in fresh.stdout
     # Past the target: the queued app's lag is measured to now, half an hour and more.
     with Ledger.open(parse_state_url(f"sqlite://{state}"), clock=clock) as ledger:
         ledger.store.write(
