@@ -9,6 +9,9 @@ from typing import Any
 
 from hexdbt.mapping.selectors import Selector
 
+# The start of ``ProjectMapping.source`` for a mapping a dbt exposure declares.
+EXPOSURE_SOURCE_PREFIX = "exposure "
+
 
 class TriggerRule(StrEnum):
     ANY = "any"  # at least one mapped model refreshed
@@ -41,6 +44,11 @@ class ProjectMapping:
     @property
     def params(self) -> Mapping[str, Any]:
         return self.input_params or {}
+
+    @property
+    def from_exposure(self) -> bool:
+        """Declared by a dbt exposure (whose ``source`` is ``exposure NAME``), not the file."""
+        return self.source.startswith(EXPOSURE_SOURCE_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
