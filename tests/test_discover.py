@@ -348,8 +348,11 @@ def test_check_fails_on_a_renamed_model_naming_it_and_the_app(
     result = _invoke(hex_emulator, ["discover", "--check"], project)
     assert result.exit_code == 1
     assert (
-        "hex_mappings.yml:22: drift: finance_overview is mapped to daily_revenue, which it no"
-        " longer reads in Hex [stale-model]"
+        "hex_mappings.yml:22: drift: finance_overview is mapped to daily_revenue, which Hex does"
+        " not list among the tables the app reads; hint: if the app does not need them, remove"
+        " them from the entry's models by hand (`hexdbt discover --write` removes models from"
+        " `discovered: true` entries only, and only a selector that matches nothing the app"
+        " reads) [stale-model]"
     ) in result.stdout
     assert "Error: the mapping and Hex disagree (2 differences)" in result.stderr
 
@@ -452,3 +455,112 @@ def test_discover_auto_plans_the_discovered_app_and_says_so(
     assert "the discovery cache is 25 hours old (more than discover_max_age_hours, 24)" in (
         stale.stdout
     )
+
+
+# -- versioned models, and hints that say what mends the drift -------------------------------------
+
+ACCOUNTS_V1 = "11111111-0000-4000-8000-000000000001"
+ACCOUNTS_V2 = "11111111-0000-4000-8000-000000000002"
+
+
+def _with_versioned_model(folder: Path) -> None:
+    """The Snowflake project plus dim_accounts in two versions, as dbt writes them: one name,
+    ids and fqns ending in the version, a relation per version."""
+    manifest = _write_snowflake_project(folder)
+    document = json.loads(manifest.read_text())
+    for version in (1, 2):
+        uid = f"model.shop.dim_accounts.v{version}"
+        node = _node(uid, "MARTS", alias=f"dim_accounts_v{version}")
+        node.update(fqn=["shop", "dim_accounts", f"v{version}"], version=version, latest_version=2)
+        document["nodes"][uid] = node
+    manifest.write_text(json.dumps(document))
+
+
+def _accounts_workspace() -> dict[str, Any]:
+    return {
+        "projects": [
+            {"id": ACCOUNTS_V1, "title": "Old accounts", "queried_tables": ["dim_accounts_v1"]},
+            {"id": ACCOUNTS_V2, "title": "New accounts", "queried_tables": ["dim_accounts_v2"]},
+        ]
+    }
+
+
+def test_discover_names_the_version_of_a_model_each_app_reads(
+    hex_emulator_factory: Factory, tmp_path: Path
+) -> None:
+    _with_versioned_model(tmp_path)
+    emulator = hex_emulator_factory(scenario=_accounts_workspace())
+    result = _invoke(emulator, ["discover"], tmp_path)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    old = lines.index(f"old_accounts (not mapped): 'Old accounts' {ACCOUNTS_V1}")
+    assert lines[old + 1] == "  models:  dim_accounts.v1"
+    new = lines.index(f"new_accounts (not mapped): 'New accounts' {ACCOUNTS_V2}")
+    assert lines[new + 1] == "  models:  dim_accounts.v2"
+    assert (
+        f"drift: Hex app 'Old accounts' ({ACCOUNTS_V1}) reads dim_accounts.v1 but has no mapping;"
+        " hint: `hexdbt discover --write` adds it as a `discovered: true` entry [unmapped-app]"
+    ) in lines
+    document = json.loads(_invoke(emulator, ["discover", "--json"], tmp_path).stdout)
+    models = {app["title"]: app["models"] for app in document["apps"]}
+    assert models == {"Old accounts": ["dim_accounts.v1"], "New accounts": ["dim_accounts.v2"]}
+
+
+def test_drift_blames_the_stale_version_alone(
+    hex_emulator_factory: Factory, tmp_path: Path
+) -> None:
+    """Mapped to dim_accounts (every version), the app reads v2: v1 is the stale one."""
+    _with_versioned_model(tmp_path)
+    (tmp_path / "hex_mappings.yml").write_text(
+        "version: 1\nprojects:\n"
+        f"  - name: accounts\n    project_id: {ACCOUNTS_V2}\n    models: [dim_accounts]\n"
+    )
+    emulator = hex_emulator_factory(scenario=_accounts_workspace())
+    result = _invoke(emulator, ["discover", "--check"], tmp_path)
+    assert result.exit_code == 1
+    (drift,) = [line for line in result.stdout.splitlines() if "[stale-model]" in line]
+    assert drift.startswith(
+        "hex_mappings.yml:3: drift: accounts is mapped to dim_accounts.v1, which Hex does not"
+        " list among the tables the app reads; hint: if the app does not need them, remove them"
+        " from the entry's models by hand"
+    )
+
+
+def _mapped_to_a_model_the_app_does_not_read(folder: Path, *, discovered: bool) -> None:
+    (folder / "hex_mappings.yml").write_text(
+        "version: 1\nprojects:\n"
+        f"  - name: accounts\n    project_id: {ACCOUNTS_V2}\n"
+        "    models: [model.shop.dim_accounts.v2, customers]\n"
+        + ("    discovered: true\n" if discovered else "")
+    )
+
+
+@pytest.mark.parametrize("discovered", [False, True])
+def test_validate_remote_says_what_hex_does_not_list_and_the_hint_mends_it(
+    hex_emulator_factory: Factory, tmp_path: Path, discovered: bool
+) -> None:
+    """A model the app never read is not one it "no longer reads"; the hint is the fix that
+    works: `discover --write` for a discovered entry (and it does), by hand for a written one."""
+    _with_versioned_model(tmp_path)
+    _mapped_to_a_model_the_app_does_not_read(tmp_path, discovered=discovered)
+    emulator = hex_emulator_factory(scenario=_accounts_workspace())
+    result = _invoke(emulator, ["validate", "--remote"], tmp_path)
+    assert result.exit_code == 0, result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if "[discover-stale-model]" in line]
+    message = (
+        "hex_mappings.yml:3: warning: accounts is mapped to customers, which Hex does not list"
+        " among the tables the app reads; hint: "
+    )
+    hint = (
+        "`hexdbt discover --write` removes them from this discovered entry"
+        if discovered
+        else "if the app does not need them, remove them from the entry's models by hand"
+        " (`hexdbt discover --write` removes models from `discovered: true` entries only, and"
+        " only a selector that matches nothing the app reads)"
+    )
+    assert line == f"{message}{hint} [discover-stale-model]"
+    assert "no longer reads" not in result.stdout
+    written = _invoke(emulator, ["discover", "--write"], tmp_path)
+    assert written.exit_code == 0, written.stderr
+    again = _invoke(emulator, ["discover", "--check"], tmp_path)
+    assert again.exit_code == (0 if discovered else 1), again.stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from dbt_runs import dbt_in_process
 from postgres_server import PostgresServer
 from test_metrics import Daemon, get, samples, scrape_until, until_healthy, value
@@ -30,7 +30,9 @@ from test_metrics import Daemon, get, samples, scrape_until, until_healthy, valu
 from hexdbt._version import __version__
 from hexdbt.cli import main
 from hexdbt.clock import ManualClock, ScaledClock
+from hexdbt.dbt.artifacts import load_run_results
 from hexdbt.dbt.outbox import OutboxEntry, assemble, read_entry
+from hexdbt.emulator.scenario import default_scenario_document
 from hexdbt.emulator.server import HexEmulator
 from hexdbt.errors import ArtifactError
 from hexdbt.factory import open_client
@@ -505,3 +507,94 @@ def test_a_target_the_profile_lacks_is_exit_2_naming_the_ones_it_has(tmp_path: P
         f"Error: {project}: dbt cannot load the project and profile: The profile 'hexdbt_sample'"
         " does not have a target named 'nope'. The valid target names for this profile are: dev"
     ) in result.output
+
+
+# -- `relay --once`: what it handed over, and with --wait what became of it ----------------------
+
+
+def _relay_once(built: Built, emulator: HexEmulator, *extra: str) -> Result:
+    result = CliRunner().invoke(
+        main,
+        ["relay", "--once", "--project-dir", str(built.project), "--profiles-dir",
+         str(built.project), "--mappings", str(MAPPINGS), *extra],
+        env={"HEX_API_TOKEN": "hxtp_relay_once_secret", "HEX_BASE_URL": emulator.url},
+        obj={"clock": emulator.clock},
+    )  # fmt: skip
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert "hxtp_relay_once_secret" not in result.output + result.stderr
+    return result
+
+
+def _rows(stdout: str) -> list[tuple[str, str]]:
+    """(project, outcome) of every table row printed, in order."""
+    return [
+        (line.split()[0], line.split()[1])
+        for line in stdout.splitlines()
+        if line.split() and line.split()[0] in PROJECT_IDS.values()
+    ]
+
+
+def _heads(built: Built) -> list[str]:
+    """The line ``relay --once`` prints for each build's entry, in the outbox's order."""
+    heads = []
+    for target in built.targets.values():
+        invocation = load_run_results(target / "run_results.json")
+        heads.append(
+            f"Invocation {invocation.invocation_id} (dbt {invocation.command}, target dev):"
+        )
+    return heads
+
+
+def test_relay_once_prints_each_invocation_it_handed_over(
+    duckdb_built: Built, hex_emulator_factory: Callable[..., HexEmulator]
+) -> None:
+    emulator = hex_emulator_factory()
+    result = _relay_once(duckdb_built, emulator)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if line.startswith("Invocation ")] == _heads(duckdb_built)
+    rows = _rows(result.stdout)
+    assert len(rows) == 4 * len(BUILDS)  # every mapped project of every entry
+    assert sorted(name for name, outcome in rows if outcome == "started") == _started(emulator)
+    assert lines[-1] == "24 mapped Hex projects: 10 started, 14 skipped"
+    # The next cron run finds nothing new, says so, and shows the runs the first left live.
+    again = _relay_once(duckdb_built, emulator)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines()[:3] == [
+        'No new dbt invocation in "sample"."main_hexdbt"."hexdbt_outbox".',
+        "",
+        "From the queue of earlier invocations:",
+    ]
+    assert [outcome for _, outcome in _rows(again.stdout)] == ["started"] * 10
+    assert len(_started(emulator)) == 10
+
+
+def test_relay_once_wait_follows_its_runs_to_their_end_and_exits_as_run_does(
+    duckdb_built: Built, hex_emulator_factory: Callable[..., HexEmulator]
+) -> None:
+    document = default_scenario_document()
+    for project in document["projects"]:
+        if PROJECT_IDS.get(project["id"]) == "marketing_attribution":
+            project["runs"] = {"pending_s": 2, "running_s": 30, "outcome": "ERRORED"}
+    emulator = hex_emulator_factory(scenario=document)
+    result = _relay_once(duckdb_built, emulator, "--wait")
+    assert result.exit_code == 5, result.output
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if line.startswith("Invocation ")] == _heads(duckdb_built)
+    ended = [(name, outcome) for name, outcome in _rows(result.stdout) if outcome != "skipped"]
+    assert sorted(ended) == sorted(
+        (name, "errored" if name == "marketing_attribution" else "completed")
+        for name in _started(emulator)
+    )
+    assert lines[-1] == "24 mapped Hex projects: 7 completed, 3 errored, 14 skipped"
+    assert all(run.status in ("COMPLETED", "ERRORED") for run in emulator.runs())
+
+
+def test_relay_wait_without_once_is_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["relay", "--wait", "--project-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: --wait goes with --once: the daemon follows its runs anyway",
+        "Hint: hexdbt relay --once --wait",
+    ]

@@ -45,6 +45,7 @@ def main() -> None:
 def _register() -> None:
     from hexdbt.cli import (
         dbt_commands,
+        debug_command,
         discover_command,
         emulator_command,
         hex_commands,
@@ -65,6 +66,7 @@ def _register() -> None:
         wrapper_command,
         watch_command,
         state_command,
+        debug_command,
         relay_command,
         emulator_command,
     ):

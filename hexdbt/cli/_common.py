@@ -88,9 +88,11 @@ def hex_client(
     *,
     stop: threading.Event | None = None,
     state: StateLocation | None = None,
+    shared_budget: bool = True,
 ) -> HexClient:
     """The client of a command; ``stop``: the event its signal handlers set (see ``Signals``);
-    ``state``: where its rate budget lives (``--state-url``)."""
+    ``state``: where its rate budget lives (``--state-url``); ``shared_budget``: False where
+    the state cannot be used (``hexdbt debug`` still asks Hex)."""
     from hexdbt.factory import open_client
 
     # The clock is a seam: ``CliRunner.invoke(main, ..., obj={"clock": clock})`` shares a test's
@@ -98,7 +100,11 @@ def hex_client(
     context = click.get_current_context(silent=True)
     options = context.obj if context is not None and isinstance(context.obj, dict) else {}
     return open_client(
-        allow_insecure_http=allow_insecure_http, clock=options.get("clock"), stop=stop, state=state
+        allow_insecure_http=allow_insecure_http,
+        clock=options.get("clock"),
+        stop=stop,
+        state=state,
+        shared_budget=shared_budget,
     )
 
 

@@ -130,16 +130,16 @@ def discover(
                 label = name
             click.echo(f"{label}: {app.title!r} {app.project_id}")
             if app.models:
-                click.echo("  models:  " + ", ".join(r.name for r in app.models))
+                click.echo("  models:  " + ", ".join(r.label for r in app.models))
             if app.sources:
                 click.echo(
-                    "  sources: " + ", ".join(r.name for r in app.sources) + " (never trigger)"
+                    "  sources: " + ", ".join(r.label for r in app.sources) + " (never trigger)"
                 )
             if app.unmatched:
                 click.echo("  tables matching no dbt relation: " + ", ".join(app.unmatched))
         for item in drift:
             where = f"{item.source}: " if item.source else ""
-            click.echo(f"{where}drift: {item.message} [{item.kind.value}]")
+            click.echo(f"{where}drift: {item.message}; hint: {item.hint} [{item.kind.value}]")
         if written is not None:
             click.echo(
                 f"{mappings_path}: {len(written.added)} entries added"

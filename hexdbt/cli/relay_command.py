@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -11,7 +12,9 @@ import yaml
 from hexdbt.cli._common import (
     allow_insecure_http_option,
     checked_mappings_file,
+    echo_outcomes,
     hex_client,
+    make_progress,
     mappings_option,
     max_live_runs_option,
     metrics_host_option,
@@ -21,6 +24,10 @@ from hexdbt.cli._common import (
 )
 from hexdbt.errors import ConfigError
 from hexdbt.signals import Signals
+
+if TYPE_CHECKING:
+    from hexdbt.feeders.relay import Relayed
+    from hexdbt.outcomes import Outcome
 
 COMMANDS: list[click.Command] = []
 
@@ -101,7 +108,18 @@ def _parse_vars(text: str | None) -> dict[str, object]:
     help="dbt vars, as YAML; hexdbt_outbox_schema and hexdbt_outbox_table name the outbox.",
 )
 @mappings_option
-@click.option("--once", is_flag=True, help="Handle what the outbox holds, send, and exit (cron).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Handle what the outbox holds, send, print a line per invocation and a table of its"
+    " triggers, and exit (cron).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With --once: follow the runs to their end, then report them and exit as `hexdbt run`"
+    " does (0 only when every one completed).",
+)
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.1),
@@ -135,6 +153,7 @@ def relay(
     vars_text: str | None,
     mappings_file: Path | None,
     once: bool,
+    wait: bool,
     poll_interval: float,
     retain_days: float,
     log_format: str,
@@ -151,10 +170,13 @@ def relay(
     re-attaches to Hex runs a previous process left live. SIGTERM or Ctrl-C stops it within
     seconds (exit 0), leaving live Hex runs running for the next start to re-attach.
 
+    With --once it prints, per invocation handed over, a line and the table of its triggers;
+    with --wait it first follows their runs to the end and exits as `hexdbt run` does.
+
     \b
     Examples:
       hexdbt relay --project-dir analytics --target prod
-      hexdbt relay --once --poll-interval 60
+      hexdbt relay --once --wait --target prod
       hexdbt relay --target prod --metrics-port 9465
     """
     from hexdbt._version import __version__
@@ -165,6 +187,11 @@ def relay(
     from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.settings import resolve_state_location
 
+    if wait and not once:
+        raise ConfigError(
+            "--wait goes with --once: the daemon follows its runs anyway",
+            hint="hexdbt relay --once --wait",
+        )
     where = DbtTarget(find_project_dir(project_dir), profiles_dir, target, _parse_vars(vars_text))
     resolved_mappings = checked_mappings_file(mappings_file)
     log = StreamEventLog(log_format=LogFormat(log_format))
@@ -188,11 +215,52 @@ def relay(
         )
         metrics = serve_daemon_metrics(served, "relay", metrics_host, metrics_port, log)
         with open_ledger(client, state) as ledger:
-            settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
-            RelayDaemon(
-                client, ledger, outbox, options, log, settings=settings, metrics=metrics, once=once
-            ).run()
+            # The daemon follows every run; --once only with --wait. Either leaves live runs
+            # to the next relay when stopped.
+            settings = EngineSettings(
+                wait=wait or not once, max_live_runs=max_live_runs, cancel_on_interrupt=False
+            )
+            daemon = RelayDaemon(
+                client,
+                ledger,
+                outbox,
+                options,
+                log,
+                settings=settings,
+                metrics=metrics,
+                once=once,
+                progress=make_progress(log_format, client=client) if wait else None,
+            )
+            daemon.run()
+            if once:
+                exit_code = _report_once(daemon.relayed(), daemon.earlier(), outbox.relation)
+                raise SystemExit(signals.exit_code if signals.stop.is_set() else exit_code)
     raise SystemExit(0)
+
+
+def _report_once(relayed: list[Relayed], earlier: list[Outcome], relation: str) -> int:
+    """What ``relay --once`` handed over, on stdout: a line per invocation and the table of its
+    triggers (as ``hexdbt run`` prints them), then the summary. Returns the exit code: the
+    highest of the outcomes' and of the entries that could not be planned."""
+    from hexdbt.outcomes import exit_code_of
+    from hexdbt.report import summary_line
+
+    if not relayed:
+        click.echo(f"No new dbt invocation in {relation}.")
+    for item in relayed:
+        head = f"Invocation {item.invocation_id} (dbt {item.command}, target {item.target})"
+        if item.note:
+            click.echo(f"{head}: {item.note}")
+            continue
+        click.echo(f"{head}:")
+        echo_outcomes(item.outcomes)
+    if earlier:
+        click.echo("\nFrom the queue of earlier invocations:")
+        echo_outcomes(earlier)
+    outcomes = [outcome for item in relayed for outcome in item.outcomes]
+    if outcomes:
+        click.echo(summary_line(outcomes))
+    return max([exit_code_of([*outcomes, *earlier]), *(item.exit_code for item in relayed)])
 
 
 COMMANDS.extend([hook, relay])

@@ -91,6 +91,16 @@ def node_name(unique_id: str) -> str:
     return parts[2] if len(parts) > 2 else parts[-1]
 
 
+def versioned_name(unique_id: str) -> str:
+    """A node's name as reports show it: a model version keeps its version, as dbt selects one
+    (``model.pkg.dim_accounts.v2`` -> ``dim_accounts.v2``); any other node, its name. Versions
+    of one model share a name, so the name alone blames them all."""
+    parts = unique_id.split(".")
+    if parts[0] == "model" and len(parts) > 3:  # dbt's id of a version: model.pkg.name.v<version>
+        return ".".join(parts[2:])
+    return node_name(unique_id)
+
+
 def node_result(
     unique_id: str,
     status: str,
@@ -878,7 +888,8 @@ class Relation:
 
     ``rendered`` is the name as dbt writes it in SQL (its ``relation_name``, quoting included)
     when the manifest has it; ``database``, ``schema`` and ``identifier`` are its parts as dbt
-    holds them. ``name`` is what reports show: a node's name, a source's ``source.table``."""
+    holds them. ``name`` is a node's name (what a selector matches), a source's
+    ``source.table``; ``label`` is what reports show."""
 
     unique_id: str
     resource_type: str
@@ -892,6 +903,11 @@ class Relation:
     def triggers(self) -> bool:
         """Whether dbt refreshes it: a source is read by dbt, never written."""
         return self.resource_type in DATA_RESOURCE_TYPES
+
+    @property
+    def label(self) -> str:
+        """The name, with a model's version (``dim_accounts.v2``)."""
+        return versioned_name(self.unique_id) if self.triggers else self.name
 
 
 @dataclass(frozen=True, slots=True)

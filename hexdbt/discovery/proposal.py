@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from hexdbt.dbt.artifacts import Relation, Relations
+from hexdbt.dbt.artifacts import Relation, Relations, versioned_name
 from hexdbt.dbt.relations import RelationIndex
 from hexdbt.discovery.fetch import Discovery
 from hexdbt.mapping.model import ProjectMapping
@@ -36,8 +36,8 @@ class AppReads:
         return {
             "projectId": self.project_id,
             "title": self.title,
-            "models": [relation.name for relation in self.models],
-            "sources": [relation.name for relation in self.sources],
+            "models": [relation.label for relation in self.models],
+            "sources": [relation.label for relation in self.sources],
             "unmatchedTables": list(self.unmatched),
         }
 
@@ -100,7 +100,9 @@ def entry_name(title: str, taken: Iterable[str]) -> str:
 
 class DriftKind(StrEnum):
     UNMAPPED_MODEL = "unmapped-model"  # the app reads a model its mapping lacks
-    STALE_MODEL = "stale-model"  # the mapping names a model the app no longer reads
+    # The mapping names a model Hex does not list among what the app reads: Hex lists only what
+    # the published app's SQL queries, so the app may never have read it, or read it otherwise.
+    STALE_MODEL = "stale-model"
     UNMAPPED_APP = "unmapped-app"  # the app reads dbt models and nothing maps it
 
 
@@ -109,8 +111,9 @@ class Drift:
     kind: DriftKind
     project_id: str
     app: str  # the mapping's name, else the Hex title
-    models: tuple[str, ...]
+    models: tuple[str, ...]  # names, with a model's version (dim_accounts.v2)
     source: str  # where the mapping is declared ("" for an unmapped app)
+    hint: str  # what mends it
 
     @property
     def message(self) -> str:
@@ -118,7 +121,10 @@ class Drift:
         if self.kind is DriftKind.UNMAPPED_MODEL:
             return f"{self.app} reads {models} in Hex, but its mapping lacks them"
         if self.kind is DriftKind.STALE_MODEL:
-            return f"{self.app} is mapped to {models}, which it no longer reads in Hex"
+            return (
+                f"{self.app} is mapped to {models}, which Hex does not list among the tables"
+                " the app reads"
+            )
         return f"Hex app {self.app!r} ({self.project_id}) reads {models} but has no mapping"
 
     def to_json(self) -> dict[str, Any]:
@@ -129,6 +135,7 @@ class Drift:
             "models": list(self.models),
             "source": self.source,
             "message": self.message,
+            "hint": self.hint,
         }
 
 
@@ -146,11 +153,18 @@ def find_drift(
             continue  # Hex knows no table of it (no SQL cell on a connection): nothing to judge
         read = app.model_ids
         mapped_here = by_project.get(app.project_id)
-        names = {relation.unique_id: relation.name for relation in app.models}
+        names = {relation.unique_id: relation.label for relation in app.models}
         if not mapped_here:
             if read:
                 drift.append(
-                    Drift(DriftKind.UNMAPPED_APP, app.project_id, app.title, _sorted(names), "")
+                    Drift(
+                        DriftKind.UNMAPPED_APP,
+                        app.project_id,
+                        app.title,
+                        _sorted(names),
+                        "",
+                        "`hexdbt discover --write` adds it as a `discovered: true` entry",
+                    )
                 )
             continue
         first = mapped_here[0]
@@ -166,21 +180,49 @@ def find_drift(
                     first.name,
                     _sorted({uid: names[uid] for uid in lacking}),
                     first.source,
+                    "add them to the exposure's depends_on"
+                    if first.from_exposure
+                    else "`hexdbt discover --write` adds them to its models",
                 )
             )
         stale = mapped - read
         if stale:
-            nodes = selectors.manifest.nodes
             drift.append(
                 Drift(
                     DriftKind.STALE_MODEL,
                     app.project_id,
                     first.name,
-                    _sorted({uid: nodes[uid].name if uid in nodes else uid for uid in stale}),
+                    _sorted({uid: versioned_name(uid) for uid in stale}),
                     first.source,
+                    _stale_hint(mapped_here, stale, read, selectors),
                 )
             )
     return tuple(drift)
+
+
+def _stale_hint(
+    mapped_here: list[ProjectMapping],
+    stale: set[str],
+    read: frozenset[str],
+    selectors: SelectorIndex,
+) -> str:
+    """What removes mapped models the app does not read. ``discover --write`` drops a selector
+    of a discovered entry only when none of what it matches is read (as ``write_proposal``
+    does); anything else (a hand-written entry, an exposure, a selector that also matches a
+    model the app reads) is edited by hand."""
+    (mapping, *others) = mapped_here
+    if mapping.discovered and not others:
+        kept = selectors.resolve_all(
+            selector for selector in mapping.models if selectors.resolve(selector) & read
+        )
+        if not kept & stale:
+            return "`hexdbt discover --write` removes them from this discovered entry"
+    where = "the exposure's depends_on" if mapping.from_exposure else "the entry's models"
+    return (
+        f"if the app does not need them, remove them from {where} by hand (`hexdbt discover"
+        " --write` removes models from `discovered: true` entries only, and only a selector"
+        " that matches nothing the app reads)"
+    )
 
 
 def _sorted(names: dict[str, str]) -> tuple[str, ...]:

@@ -8,7 +8,8 @@ and hands the plan to the engine, whose ledger makes it once per invocation howe
 read the same outbox. Handled entries older than the retention are deleted.
 
 As a daemon, the main thread runs the engine's loop and a thread of its own polls the outbox
-(as ``hexdbt watch`` does with its folders); ``--once`` polls once, sends and exits.
+(as ``hexdbt watch`` does with its folders); ``--once`` polls once, sends (with ``--wait``,
+follows the runs to their end) and reports what it handed over (``RelayDaemon.relayed``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +27,15 @@ from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, assemble
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError, StateUnavailable
 from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
 from hexdbt.logs import EventLog, error_fields
+from hexdbt.outcomes import Outcome
 from hexdbt.planner.files import load_mapping_set
 from hexdbt.planner.rules import Plan, make_plan
 
 if TYPE_CHECKING:
     from hexdbt.engine import Engine, EngineSettings
     from hexdbt.hex.client import HexClient
-    from hexdbt.ledger import Ledger
+    from hexdbt.hex.polls import Progress
+    from hexdbt.ledger import Ledger, TriggerRecord
     from hexdbt.metrics import DaemonMetrics
 
 DEFAULT_TABLE = "hexdbt_outbox"
@@ -233,6 +237,28 @@ def plan_entry(entry: OutboxEntry, mappings_file: Path | None) -> Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class Relayed:
+    """An outbox entry ``relay --once`` handed over, and what became of it: one outcome per
+    mapped Hex project, or ``note``, why there is none (handled by another process already, or
+    the entry could not be planned: then ``exit_code`` is the error's)."""
+
+    invocation_id: str
+    command: str
+    target: str
+    outcomes: tuple[Outcome, ...] = ()
+    note: str | None = None
+    exit_code: int = 0
+
+
+@dataclass
+class _HandedOver:
+    fields: Mapping[str, Any]
+    plan: Plan | None
+    recorded: Future[list[TriggerRecord] | None] | None
+    error: HexdbtError | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RelayOptions:
     mappings_file: Path | None = None
     poll_interval_s: float = 30.0
@@ -247,6 +273,10 @@ class RelayDaemon:
     the outbox is polled on a thread of its own. As with ``hexdbt watch``, live Hex runs are left
     running when it stops and followed again by the next relay, which takes them up from the
     ledger. ``metrics``: counted as it goes (``hexdbt.metrics``), healthy while its engine runs.
+
+    ``once``: poll once, send what fits and return; with ``settings.wait``, once every run it
+    started (or took up) has ended, shown by ``progress`` meanwhile. ``relayed`` and ``earlier``
+    then say what became of it.
     """
 
     def __init__(
@@ -260,6 +290,7 @@ class RelayDaemon:
         settings: EngineSettings | None = None,
         metrics: DaemonMetrics | None = None,
         once: bool = False,
+        progress: Progress | None = None,
     ) -> None:
         from hexdbt.engine import EngineSettings
 
@@ -272,17 +303,21 @@ class RelayDaemon:
         self.metrics = metrics
         self.events = InvocationEvents(log, metrics)
         settings = settings or EngineSettings(cancel_on_interrupt=False)
-        # Once: send what fits and leave; the next relay (or `hexdbt status`) follows the runs.
+        # Once without waiting: send what fits and leave; the next relay (or `hexdbt status`)
+        # follows the runs.
         self.engine: Engine = daemon_engine(
             client,
             ledger,
             log,
-            replace(settings, wait=False) if once else replace(settings, daemon=True),
+            settings if once else replace(settings, daemon=True),
+            progress=progress,
             metrics=metrics,
         )
         self.source = f"relay:{outbox.relation}"
         self._handled: set[str] = set()
         self._not_ready: str | None = None
+        self._handed_over: list[_HandedOver] = []
+        self._resumed: Future[list[TriggerRecord]] | None = None
 
     def stop(self) -> None:
         self.engine.request_stop()
@@ -290,7 +325,7 @@ class RelayDaemon:
     def run(self) -> None:
         if self.once:
             self.poll()
-            self.engine.resume()
+            self._resumed = self.engine.resume()
             self.engine.close()
             self.engine.run()
             return
@@ -371,6 +406,8 @@ class RelayDaemon:
             plan = plan_entry(entry, self.options.mappings_file)
         except HexdbtError as exc:
             self.events.failed(fields, exc)
+            if self.once:
+                self._handed_over.append(_HandedOver(fields, None, None, exc))
             return
         submitted = self.engine.submit(plan, source=self.source, only_new=True)
         submitted.add_done_callback(
@@ -378,6 +415,58 @@ class RelayDaemon:
                 plan, future, fields, results=len(invocation.results)
             )
         )
+        if self.once:
+            self._handed_over.append(_HandedOver(fields, plan, submitted))
+
+    def relayed(self) -> list[Relayed]:
+        """After ``run`` with ``once``: each entry handed over, in the outbox's order."""
+        reports = []
+        for item in self._handed_over:
+            fields = item.fields
+            invocation = (fields["invocation_id"], fields["command"], fields["target"])
+            if item.plan is None or item.recorded is None:
+                assert item.error is not None
+                reports.append(
+                    Relayed(
+                        *invocation,
+                        note=f"cannot be planned: {item.error}",
+                        exit_code=item.error.exit_code,
+                    )
+                )
+            elif not item.recorded.done():  # stopped (a signal) before the engine took it in
+                reports.append(Relayed(*invocation, note="not recorded: stopped first"))
+            elif (failure := item.recorded.exception()) is not None:
+                reports.append(
+                    Relayed(
+                        *invocation,
+                        note=f"cannot be recorded: {failure}",
+                        exit_code=failure.exit_code if isinstance(failure, HexdbtError) else 1,
+                    )
+                )
+            elif item.recorded.result() is None:
+                reports.append(
+                    Relayed(*invocation, note="handled before: another hexdbt process has it")
+                )
+            else:
+                reports.append(Relayed(*invocation, tuple(self.engine.outcomes_of(item.plan))))
+        return reports
+
+    def earlier(self) -> list[Outcome]:
+        """After ``run`` with ``once``: what it took up of earlier invocations (queued
+        triggers, live runs), as ``hexdbt run`` reports them."""
+        if self._resumed is None or not self._resumed.done() or self._resumed.exception():
+            return []
+        mine = {
+            trigger.trigger_key
+            for item in self._handed_over
+            if item.plan is not None
+            for trigger in item.plan.triggers
+        }
+        return [
+            self.engine.outcome(self.ledger.get(record.trigger_key))
+            for record in self._resumed.result()
+            if record.trigger_key not in mine
+        ]
 
     def _delete_old(self, summaries: Sequence[EntrySummary]) -> None:
         cutoff = to_iso(self.client.clock.now() - self.options.retain_days * 86400, digits=6)

@@ -429,6 +429,28 @@ class SharedBudget:
     def next_slot_at(self, kind: CallKind) -> float:
         return self.slots_for(kind, 1)[0]
 
+    def calls_left(self, kind: CallKind) -> tuple[tuple[Limit, int], ...]:
+        """How many more calls of ``kind`` each limit allows now (``hexdbt debug``). A call
+        recorded with a later time, by a clock ahead of this one, counts until its window has
+        passed. Takes nothing."""
+        now = self.clock.now()
+
+        def shared() -> tuple[tuple[Limit, int], ...]:
+            times, _ = self.store.read(lambda session: self._state(session, kind, now))
+            margin = self.limits.margin_s
+            return tuple(
+                (
+                    limit,
+                    max(
+                        0,
+                        limit.calls - sum(1 for at in times if at > now - limit.window_s - margin),
+                    ),
+                )
+                for limit in self.limits.for_kind(kind)
+            )
+
+        return self._or_alone(shared, lambda alone: alone.calls_left(kind))
+
     def slots_for(self, kind: CallKind, calls: int) -> tuple[float, ...]:
         """When ``calls`` calls of ``kind`` made one after another would each fit. Takes nothing."""
         now = self.clock.now()

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from hexdbt.dbt.artifacts import DATA_RESOURCE_TYPES, Exposure, Manifest
 from hexdbt.errors import ConfigError
 from hexdbt.hex.models import update_published_results_for
-from hexdbt.mapping.model import MappingSet, ProjectMapping
+from hexdbt.mapping.model import EXPOSURE_SOURCE_PREFIX, MappingSet, ProjectMapping
 from hexdbt.mapping.selectors import Selector
 from hexdbt.settings import MAPPINGS_ENV, mappings_file_from_env
 
@@ -394,7 +394,7 @@ def _mapping_from_exposure(exposure: Exposure, manifest: Manifest) -> ProjectMap
         _given(settings),
         path,
         location,
-        source=f"exposure {exposure.name}",
+        source=f"{EXPOSURE_SOURCE_PREFIX}{exposure.name}",
     )
 
 

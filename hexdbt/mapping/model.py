@@ -9,6 +9,9 @@ from typing import Any
 
 from hexdbt.mapping.selectors import Selector
 
+# The start of ``ProjectMapping.source`` for a mapping a dbt exposure declares.
+EXPOSURE_SOURCE_PREFIX = "exposure "
+
 
 class TriggerRule(StrEnum):
     ANY = "any"  # at least one mapped model refreshed
@@ -53,6 +56,11 @@ class ProjectMapping:
         when its runs update the published app, where only the newest data matters; an entry
         whose runs are jobs of their own (input params: a report for a date) opts in."""
         return self.update_published_results if self.coalesce is None else self.coalesce
+
+    @property
+    def from_exposure(self) -> bool:
+        """Declared by a dbt exposure (whose ``source`` is ``exposure NAME``), not the file."""
+        return self.source.startswith(EXPOSURE_SOURCE_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,8 @@ Codes (``Finding.code``), each with its severity:
     hex-rejected           error    a dryRun RunProject was refused (422/400: inputs, view id)
     hex-refused            error    Hex refused the token or could not be reached; checks stopped
     discover-unmapped-model warning Hex says the app reads a model its mapping lacks
-    discover-stale-model   warning  the mapping names a model the app no longer reads in Hex
+    discover-stale-model   warning  the mapping names a model Hex does not list among what the
+                                    app reads (Hex sees only the published app's SQL)
     discover-unmapped-app  warning  an app reads dbt models and nothing maps it
     discover-unavailable   warning  drift not checked: no GetQueriedTables (not Enterprise), or
                                     Hex failed meanwhile

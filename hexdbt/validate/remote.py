@@ -159,8 +159,8 @@ def check_drift(
     client: HexClient, projects: Sequence[MappedProject], manifest: Manifest, *, file: str
 ) -> list[Finding]:
     """Where the mapping and what Hex says each app reads disagree (``hexdbt discover --check``),
-    as warnings: the models an app reads that its mapping lacks, mapped models it no longer
-    reads, and apps that read dbt models without a mapping. ``file`` names the mapping file for
+    as warnings: the models an app reads that its mapping lacks, mapped models Hex does not list
+    among what it reads, and apps that read dbt models without a mapping. ``file`` names the mapping file for
     an app that has no entry. A workspace without GetQueriedTables (not Enterprise), or a Hex
     that fails meanwhile, is one warning; the rest of the validation stands."""
     from pathlib import Path
@@ -188,7 +188,7 @@ def check_drift(
                 entry.file if entry else file,
                 entry.line if entry else None,
                 item.message,
-                hint="`hexdbt discover --write` adds what is missing",
+                hint=item.hint,
             )
         )
     return findings
