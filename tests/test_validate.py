@@ -193,6 +193,21 @@ def test_a_project_id_that_is_not_a_uuid_is_a_warning(tmp_path: Path) -> None:
     assert "'customer-health' does not look like a Hex project id" in finding["message"]
 
 
+def test_a_min_interval_longer_than_the_freshness_target_is_a_warning(tmp_path: Path) -> None:
+    mapping = CLEAN.replace(
+        "    models: [customers]\n",
+        "    models: [customers]\n    min_interval_minutes: 90\n    freshness_minutes: 60\n",
+    )
+    result = validate(dbt_project(tmp_path, mapping), "--json")
+    assert result.exit_code == 0
+    finding = only(result, "interval-exceeds-freshness")
+    assert (finding["severity"], finding["line"]) == ("warning", 3)
+    assert finding["message"] == (
+        "customer_health: min_interval_minutes 90 exceeds freshness_minutes 60: the app will be"
+        " past its target after a refresh that comes just after a run"
+    )
+
+
 def test_a_hex_link_as_project_id_is_an_error_naming_the_id_inside(tmp_path: Path) -> None:
     link = f"https://app.hex.tech/acme/app/Customer-health-{CUSTOMERS_APP}/latest"
     mapping = CLEAN.replace(CUSTOMERS_APP, link)

@@ -150,6 +150,7 @@ def validate_mapping(
     else:
         findings.extend(_selector_findings(projects, manifest, lines))
     findings.extend(_project_id_findings(projects))
+    findings.extend(_interval_findings(projects))
     findings.extend(_duplicate_findings(projects))
     projects = _with_sample_params(projects, manifest, sample_started_at, environ, findings)
     return Validation(tuple(findings), tuple(projects), manifest_checked=manifest is not None)
@@ -417,6 +418,29 @@ def _project_id_findings(projects: Sequence[MappedProject]) -> list[Finding]:
                 hint="copy it from the app's link: https://app.hex.tech/<workspace>/app/<id>/...",
             )
         )
+    return findings
+
+
+def _interval_findings(projects: Sequence[MappedProject]) -> list[Finding]:
+    """An app started at most every ``min_interval_minutes`` cannot keep a shorter freshness
+    target: it breaches it after every refresh that comes just after a run."""
+    findings = []
+    for entry in projects:
+        interval = entry.mapping.min_interval_minutes
+        target = entry.mapping.freshness_minutes
+        if interval is not None and target is not None and interval > target:
+            findings.append(
+                Finding(
+                    Severity.WARNING,
+                    "interval-exceeds-freshness",
+                    entry.file,
+                    entry.line,
+                    f"{entry.mapping.name}: min_interval_minutes {interval:g} exceeds"
+                    f" freshness_minutes {target:g}: the app will be past its target after"
+                    " a refresh that comes just after a run",
+                    hint="lower min_interval_minutes, or raise freshness_minutes",
+                )
+            )
     return findings
 
 
