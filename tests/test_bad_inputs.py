@@ -144,7 +144,9 @@ def test_status_names_a_ledger_row_that_cannot_be_read(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     path = resolve_state_dir() / LEDGER_FILENAME
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO invocations VALUES ('inv', 'build', 'run', 0)")
+        db.execute(
+            "INSERT INTO invocations (invocation_id, command, source, first_seen_at) VALUES ('inv', 'build', 'run', 0)"
+        )
         db.execute(
             "INSERT INTO triggers (trigger_key, invocation_id, name, project_id, base_url,"
             " request_json, options_json, state, created_at, updated_at)"
