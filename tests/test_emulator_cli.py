@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ from emulator_helpers import (
 )
 
 from hexdbt.cli import main
-from hexdbt.emulator import Scenario, ScenarioError, default_scenario
+from hexdbt.emulator import Scenario, ScenarioError, Settings, default_scenario
+from hexdbt.emulator.scenario import _PROJECT_KEYS
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
@@ -326,3 +328,19 @@ def test_with_settings_checks_its_values() -> None:
         ScenarioError, match="cancel_ended_run: 'sometimes' is not one of reject, accept"
     ):
         default_scenario().with_settings(cancel_ended_run="sometimes")
+
+
+def test_the_scenario_reference_in_the_docs_loads_and_names_every_key() -> None:
+    """docs/emulator.md's example scenario is a valid scenario, and it shows every setting and
+    every project key the emulator reads (a key left out is a key a reader cannot find)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "emulator.md").read_text()
+    reference = text.split("## Scenarios", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    document = yaml.safe_load(reference)
+    scenario = Scenario.coerce(document)
+    assert {field.name for field in dataclasses.fields(Settings)} == set(document["settings"])
+    assert set(_PROJECT_KEYS) == set(document["projects"][0])
+    (project,) = scenario.projects
+    assert [table.connection_name for table in project.queried_tables] == [
+        "Warehouse",
+        "Finance warehouse",
+    ]
