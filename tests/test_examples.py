@@ -402,9 +402,10 @@ def _problem_with(text: str) -> str | None:
         return f"no command {words[0]!r}"
     if words[0] == "dbt":
         return None  # the rest is dbt's own arguments
-    # A shell variable stands for a value the reader's environment gives.
+    # A shell variable stands for a value the reader's environment gives (a name, a path or a
+    # number: "1" is each of them).
     arguments = [
-        "value-of-variable" if word.startswith("$") else word
+        "1" if word.startswith("$") else word
         for word in words[1:]
         if not word.startswith(("&", "|", ">"))
     ]
