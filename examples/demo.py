@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +40,16 @@ def run(command: list[str], environment: dict[str, str], *, check: bool = True) 
 
 def main() -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="hexdbt-demo-state-"))
+    # One timeline for the emulator and every hexdbt below: clocks scaled from each process's own
+    # start would disagree by a minute for every real second between the starts.
+    time_origin = repr(time.time())
     environment = {
         **os.environ,
         "HEX_API_TOKEN": "hxtp_demo_token",
         "HEXDBT_STATE_DIR": str(state_dir),
         # hexdbt's clock runs at the emulator's pace; never set this against the real Hex.
         "HEXDBT_TIME_SCALE": TIME_SCALE,
+        "HEXDBT_TIME_ORIGIN": time_origin,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         # The sample profile's DuckDB file, kept inside the project whatever the current folder.
         "DBT_DUCKDB_PATH": str(ROOT / "sample_dbt_project" / "hexdbt_sample.duckdb"),
@@ -58,6 +63,8 @@ def main() -> int:
         "0",
         "--time-scale",
         TIME_SCALE,
+        "--time-origin",
+        time_origin,
         "--quiet",
     ]
     print("$ " + " ".join(emulator_command) + " &", flush=True)

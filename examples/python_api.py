@@ -4,7 +4,8 @@
 
 Against the local emulator (no Hex account needed):
 
-    hexdbt emulator --time-scale 60 &      # prints http://127.0.0.1:8765
+    export HEXDBT_TIME_ORIGIN=$(date +%s)
+    hexdbt emulator --time-scale 60 --time-origin "$HEXDBT_TIME_ORIGIN" &   # http://127.0.0.1:8765
     HEX_API_TOKEN=anything HEX_BASE_URL=http://127.0.0.1:8765 HEXDBT_TIME_SCALE=60 \
         python examples/python_api.py
 

@@ -14,7 +14,9 @@ Only the environment variables below are read, and only here:
     HEXDBT_CONNECT_TIMEOUT_S, HEXDBT_READ_TIMEOUT_S
                         the time limits of one HTTP attempt to Hex (10 s and 30 s)
     HEXDBT_TIME_SCALE   run hexdbt's clock this many times faster than real time; only for use
-                        with `hexdbt emulator --time-scale` at the same factor (demos, benchmarks)
+                        with `hexdbt emulator --time-scale` at the same factor (demos, benchmarks).
+                        Without a state named by HEXDBT_STATE_DIR or a state URL, the ledger and
+                        the budget are then a folder of their own (``scaled_state_folder``)
     HEXDBT_TIME_ORIGIN  with HEXDBT_TIME_SCALE: the real moment (epoch s) at which the scaled clock
                         reads real time. Processes that share a ledger and a budget need one
                         origin; without it each clock starts from its own process's start
@@ -27,6 +29,7 @@ A template's ``env_var`` reads the environment too (the user's own variables, as
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -69,7 +72,8 @@ def resolve_base_url(flag_value: str | None = None) -> str:
 
 
 def resolve_state_dir(flag_value: str | Path | None = None) -> Path:
-    """The folder for the ledger and the budget store, created if missing."""
+    """The folder for the ledger and the budget store, created if missing: the one named, else
+    the user's state folder, or with a scaled clock a folder of its own inside it."""
     if flag_value:
         path = Path(flag_value)
     elif os.environ.get(STATE_DIR_ENV):
@@ -79,6 +83,9 @@ def resolve_state_dir(flag_value: str | Path | None = None) -> Path:
         from platformdirs import user_state_dir
 
         path = Path(user_state_dir("hexdbt", appauthor=False))
+        scale = resolve_time_scale()
+        if scale is not None:
+            path = scaled_state_folder(path, scale)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -197,22 +204,68 @@ def parse_state_url(text: str) -> StateLocation:
     )
 
 
-def resolve_clock() -> Clock:
-    """The system clock, or a scaled one when ``HEXDBT_TIME_SCALE`` is set (emulator demos), from
-    ``HEXDBT_TIME_ORIGIN`` when that is set too."""
+@dataclass(frozen=True, slots=True)
+class TimeScale:
+    """A demo clock: ``factor`` times faster than real time, from ``origin`` (epoch s) when one
+    is given, else from the start of each process."""
+
+    factor: float
+    origin: float | None
+
+
+def resolve_time_scale() -> TimeScale | None:
+    """``HEXDBT_TIME_SCALE`` and ``HEXDBT_TIME_ORIGIN``; None on real time."""
     factor = _positive_number(TIME_SCALE_ENV, "a positive number")
     if factor is None:
-        return SystemClock()
+        return None
     origin_text = os.environ.get(TIME_ORIGIN_ENV, "").strip()
     if not origin_text:
-        return ScaledClock(factor)
+        return TimeScale(factor, None)
     try:
         origin = float(origin_text)
     except ValueError:
+        origin = math.nan
+    if not math.isfinite(origin):
         raise ConfigError(
             f"{TIME_ORIGIN_ENV} must be a moment in seconds since the epoch, got {origin_text!r}"
-        ) from None
-    return ScaledClock.since(origin, factor)
+        )
+    return TimeScale(factor, origin)
+
+
+def resolve_clock() -> Clock:
+    """The system clock, or a scaled one when ``HEXDBT_TIME_SCALE`` is set (emulator demos), from
+    ``HEXDBT_TIME_ORIGIN`` when that is set too."""
+    scale = resolve_time_scale()
+    if scale is None:
+        return SystemClock()
+    if scale.origin is None:
+        return ScaledClock(scale.factor)
+    return ScaledClock.since(scale.origin, scale.factor)
+
+
+def scaled_state_folder(state_dir: Path, scale: TimeScale) -> Path:
+    """The state of a scaled clock left to find its own: a folder per factor and origin inside
+    the user's state folder, e.g. ``scaled-60x-from-1767225600``.
+
+    A scaled clock reads ahead of real time (a minute at 60x is an hour), so the calls it records
+    in a budget lie in the future of every unscaled process, which would then wait for them, and
+    the leases it writes in a ledger outlive their owner by as much. Each timeline therefore keeps
+    a ledger and a budget of its own, and the state every unscaled hexdbt on the machine shares is
+    never written on a demo's clock. Processes on one timeline share theirs: that needs one
+    origin, since clocks started at each process's own start disagree with one another."""
+    if scale.origin is None:
+        raise ConfigError(
+            f"{TIME_SCALE_ENV} without {TIME_ORIGIN_ENV}: each process would run a clock of its "
+            f"own, and hexdbt will not keep a ledger and a budget on it in {state_dir}",
+            hint=f"export {TIME_ORIGIN_ENV}=$(date +%s) for every process of the demo (the "
+            f"emulator's --time-origin too), or name a state of its own with {STATE_DIR_ENV}",
+        )
+    return state_dir / f"scaled-{_number_text(scale.factor)}x-from-{_number_text(scale.origin)}"
+
+
+def _number_text(value: float) -> str:
+    """A number as written by hand: ``60``, ``0.5``, ``1767225600.25``, whole and exact."""
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 @dataclass(frozen=True, slots=True)

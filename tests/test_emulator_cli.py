@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from emulator_helpers import (
 )
 
 from hexdbt.cli import main
-from hexdbt.emulator import Scenario, ScenarioError, default_scenario
+from hexdbt.clock import ScaledClock, from_iso
+from hexdbt.emulator import Scenario, ScenarioError, Settings, default_scenario
+from hexdbt.emulator.scenario import _PROJECT_KEYS
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
@@ -100,6 +104,24 @@ def test_the_command_serves_a_scenario_file_on_a_scaled_clock(tmp_path: Path) ->
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0
     assert stderr == ""
+
+
+def test_the_command_on_a_time_origin_reads_the_time_of_hexdbt_s_scaled_clock() -> None:
+    """`--time-origin` puts the emulator on the timeline HEXDBT_TIME_ORIGIN gives hexdbt, however
+    late it started: two real minutes after the origin, both read two hours later."""
+    origin = time.time() - 120
+    process = _start("--time-scale", "60", "--time-origin", repr(origin), "--quiet")
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    try:
+        now = requests.get(f"{url}/_emulator/status", timeout=10).json()["now"]
+        hexdbt_now = ScaledClock.since(origin, 60).now()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert from_iso(now) == pytest.approx(hexdbt_now, abs=30)  # half a real second at 60x
+    assert from_iso(now) > time.time() + 7000
 
 
 def test_a_second_process_can_drive_the_served_emulator(
@@ -241,6 +263,14 @@ def test_a_missing_scenario_file_exits_2(tmp_path: Path) -> None:
             "--manual-clock and --time-scale cannot be used together",
         ),
         (["--time-scale", "0"], "--time-scale must be above 0"),
+        (
+            ["--time-origin", "1767225600"],
+            "--time-origin goes with --time-scale: on real time there is none",
+        ),
+        (
+            ["--time-scale", "60", "--time-origin", "inf"],
+            "--time-origin must be seconds since the epoch, got inf",
+        ),
     ],
 )
 def test_contradictory_clock_options_exit_2(args: list[str], message: str) -> None:
@@ -326,3 +356,19 @@ def test_with_settings_checks_its_values() -> None:
         ScenarioError, match="cancel_ended_run: 'sometimes' is not one of reject, accept"
     ):
         default_scenario().with_settings(cancel_ended_run="sometimes")
+
+
+def test_the_scenario_reference_in_the_docs_loads_and_names_every_key() -> None:
+    """docs/emulator.md's example scenario is a valid scenario, and it shows every setting and
+    every project key the emulator reads (a key left out is a key a reader cannot find)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "emulator.md").read_text()
+    reference = text.split("## Scenarios", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    document = yaml.safe_load(reference)
+    scenario = Scenario.coerce(document)
+    assert {field.name for field in dataclasses.fields(Settings)} == set(document["settings"])
+    assert set(_PROJECT_KEYS) == set(document["projects"][0])
+    (project,) = scenario.projects
+    assert [table.connection_name for table in project.queried_tables] == [
+        "Warehouse",
+        "Finance warehouse",
+    ]

@@ -304,6 +304,65 @@ def test_python_api_example_with_a_bad_token_exits_4(
 
 
 # ----------------------------------------------------------------------------------------------
+# systemd
+
+SYSTEMD_UNITS = sorted((EXAMPLES / "systemd").glob("*.service"))
+
+
+def systemd_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Section -> key -> values, continuation lines joined, as systemd reads a unit file."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    section: dict[str, list[str]] = {}
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        section.setdefault(key, []).append(value)
+    return sections
+
+
+@pytest.mark.parametrize("unit", SYSTEMD_UNITS, ids=lambda unit: unit.name)
+def test_systemd_unit_runs_a_real_hexdbt_daemon_and_passes_systemd_s_own_check(
+    unit: Path, tmp_path: Path
+) -> None:
+    service = systemd_unit(unit)["Service"]
+    (exec_start,) = service["ExecStart"]
+    program, _, arguments = exec_start.partition(" ")
+    assert program.endswith("/bin/hexdbt")
+    assert _problem_with(arguments) is None
+    assert "--log-format json" in arguments  # journald keeps one JSON object per event
+    state_dir = "/var/lib/hexdbt"
+    assert service["Environment"] == [f"HEXDBT_STATE_DIR={state_dir}"]
+    assert service["ReadWritePaths"] == [state_dir]  # the one folder ProtectSystem leaves writable
+    assert (service["KillSignal"], service["ProtectSystem"]) == (["SIGTERM"], ["strict"])
+    assert service["EnvironmentFile"] == [f"/etc/hexdbt/{unit.stem.removeprefix('hexdbt-')}.env"]
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    # systemd checks that the program exists: the unit as installed here, with this hexdbt.
+    installed = tmp_path / unit.name
+    installed.write_text(unit.read_text().replace(program, str(BIN / "hexdbt")))
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(installed)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (verified.returncode, verified.stderr) == (0, "")
+
+
+def test_systemd_units_run_the_watcher_and_the_relay_on_one_state() -> None:
+    daemons = {
+        systemd_unit(unit)["Service"]["ExecStart"][0].split()[1]: unit.name
+        for unit in SYSTEMD_UNITS
+    }
+    assert daemons == {"watch": "hexdbt-watch.service", "relay": "hexdbt-relay.service"}
+    readme = (EXAMPLES / "systemd" / "README.md").read_text()
+    assert all(name in readme for name in daemons.values())
+
+
+# ----------------------------------------------------------------------------------------------
 # Every command line in examples/
 
 
@@ -343,9 +402,10 @@ def _problem_with(text: str) -> str | None:
         return f"no command {words[0]!r}"
     if words[0] == "dbt":
         return None  # the rest is dbt's own arguments
-    # A shell variable stands for a value the reader's environment gives.
+    # A shell variable stands for a value the reader's environment gives (a name, a path or a
+    # number: "1" is each of them).
     arguments = [
-        "value-of-variable" if word.startswith("$") else word
+        "1" if word.startswith("$") else word
         for word in words[1:]
         if not word.startswith(("&", "|", ">"))
     ]

@@ -10,7 +10,8 @@ and the ledger and the rate budget live in PostgreSQL (``HEXDBT_STATE_URL``, fro
 connection ``hexdbt_state``; Airflow's own metadata database will do, in a schema of hexdbt's
 own). A retried ``hex_refresh`` on another worker re-attaches to the runs the first try started
 instead of starting them again, and every task using the token draws from one budget. The worker
-needs ``pip install 'hexdbt[postgres]'``; ``hexdbt state check`` tests the connection.
+needs hexdbt with its ``postgres`` extra (README, "Install"); ``hexdbt state check`` tests the
+connection.
 
 ``dbt_build`` writes its artifacts to ``TARGET_PATH`` on storage both tasks see, so the retried
 ``hex_refresh`` reads the same dbt invocation as its first try.

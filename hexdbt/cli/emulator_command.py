@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -31,6 +32,14 @@ from hexdbt.errors import ConfigError
     help="Emulated seconds per real second (60: an hour of Hex in a minute).",
 )
 @click.option(
+    "--time-origin",
+    type=float,
+    metavar="EPOCH_S",
+    help="With --time-scale: the real moment (seconds since the epoch) at which the emulated "
+    "clock reads real time; give hexdbt the same as HEXDBT_TIME_ORIGIN so that both read one "
+    "time. Default: the emulator's start.",
+)
+@click.option(
     "--manual-clock",
     is_flag=True,
     help='Time stands still until POST /_emulator/advance {"seconds": N}.',
@@ -46,6 +55,7 @@ def emulator(
     port: int,
     scenario_path: str | None,
     time_scale: float,
+    time_origin: float | None,
     manual_clock: bool,
     quiet: bool,
     print_default_scenario: bool,
@@ -57,10 +67,10 @@ def emulator(
 
     \b
     Example:
-      hexdbt emulator --port 8765 --time-scale 60 &
+      hexdbt emulator --port 8765 --time-scale 60 --time-origin "$HEXDBT_TIME_ORIGIN" &
       curl -H 'Authorization: Bearer hxtp_demo' http://127.0.0.1:8765/api/v1/projects
     """
-    from hexdbt.clock import ManualClock
+    from hexdbt.clock import Clock, ManualClock, ScaledClock
     from hexdbt.emulator.scenario import Scenario, default_scenario_document
     from hexdbt.emulator.server import HexEmulator
 
@@ -73,6 +83,13 @@ def emulator(
         raise ConfigError("--manual-clock and --time-scale cannot be used together")
     if time_scale <= 0:
         raise ConfigError(f"--time-scale must be above 0, got {time_scale}")
+    if time_origin is not None and time_scale == 1.0:
+        raise ConfigError("--time-origin goes with --time-scale: on real time there is none")
+    if time_origin is not None and not math.isfinite(time_origin):
+        raise ConfigError(f"--time-origin must be seconds since the epoch, got {time_origin}")
+    clock: Clock | None = ManualClock() if manual_clock else None
+    if time_origin is not None:
+        clock = ScaledClock.since(time_origin, time_scale)
     scenario = Scenario.from_file(scenario_path) if scenario_path else None
 
     def log(line: str) -> None:
@@ -80,8 +97,8 @@ def emulator(
 
     server = HexEmulator(
         scenario=scenario,
-        clock=ManualClock() if manual_clock else None,
-        time_scale=time_scale,
+        clock=clock,
+        time_scale=1.0 if clock is not None else time_scale,
         host=host,
         port=port,
         log=None if quiet else log,
