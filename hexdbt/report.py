@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from hexdbt.errors import ConfigError
+from hexdbt.files import current_bytes, write_whole
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 
 
@@ -73,11 +73,8 @@ def write_junit(outcomes: Sequence[Outcome], path: Path, *, suite_name: str) -> 
         if outcome.trace_id:
             details.append(f"trace_id: {outcome.trace_id}")
         ET.SubElement(case, "system-out").text = "\n".join(details)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the JUnit report {path}: {exc.strerror}") from exc
+    document = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    write_whole(path, document, what="the JUnit report")
 
 
 _MARKDOWN_ICONS: dict[OutcomeKind, str] = {
@@ -150,27 +147,14 @@ def render_markdown(outcomes: Sequence[Outcome], *, title: str) -> str:
 def write_markdown(outcomes: Sequence[Outcome], path: Path, *, title: str = "hexdbt") -> None:
     """Append a Markdown table of the outcomes to ``path``, as ``$GITHUB_STEP_SUMMARY`` expects
     (each step appends its own section to one file); a new file is created."""
-    section = render_markdown(outcomes, title=title)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Two sections need a blank line between them to stay two tables.
-        section = _separator_after(path) + section
-        with path.open("a", encoding="utf-8") as report:
-            report.write(section)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the Markdown report {path}: {exc.strerror}") from exc
+    what = "the Markdown report"
+    earlier = current_bytes(path, what=what)
+    # Two sections need a blank line between them to stay two tables.
+    section = _separator_after(earlier) + render_markdown(outcomes, title=title)
+    write_whole(path, earlier + section.encode("utf-8"), what=what)
 
 
-def _separator_after(path: Path) -> str:
-    try:
-        with path.open("rb") as existing:
-            size = existing.seek(0, 2)
-            if size == 0:
-                return ""
-            existing.seek(-min(2, size), 2)
-            tail = existing.read()
-    except FileNotFoundError:
+def _separator_after(earlier: bytes) -> str:
+    if not earlier or earlier.endswith(b"\n\n"):
         return ""
-    if tail.endswith(b"\n\n"):
-        return ""
-    return "\n" if tail.endswith(b"\n") else "\n\n"
+    return "\n" if earlier.endswith(b"\n") else "\n\n"
