@@ -388,7 +388,7 @@ def test_write_adds_the_unmapped_app_and_keeps_every_other_line(
         "    models: [stg_orders, raw_payments]",
         "    discovered: true",
     ]
-    assert "1 entries added (order_funnel), 0 updated" in result.stdout
+    assert "hex_mappings.yml: 1 entry added (order_funnel), 0 updated" in result.stdout
     again = _invoke(hex_emulator, ["discover", "--check"], project)
     assert again.exit_code == 0, again.stdout
 
