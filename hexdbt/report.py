@@ -10,8 +10,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from hexdbt.errors import ConfigError
+from hexdbt.files import current_bytes, write_whole
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
+from hexdbt.wording import counted, display_width, pad
 
 
 def render_table(outcomes: Sequence[Outcome]) -> str:
@@ -22,21 +23,26 @@ def render_table(outcomes: Sequence[Outcome]) -> str:
         if outcome.reason:
             detail = f"{detail}  ({outcome.reason})" if detail else outcome.reason
         rows.append((outcome.name, outcome.kind.value, outcome.hex_status or "-", detail))
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    widths = [max(display_width(row[column]) for row in rows) for column in range(3)]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        "  ".join(pad(cell, width) for cell, width in zip(row[:3], widths, strict=True))
         + "  "
         + row[3]
         for row in rows
     )
 
 
-def summary_line(outcomes: Sequence[Outcome]) -> str:
+def summary_line(outcomes: Sequence[Outcome], *, mapped: bool = True) -> str:
+    """``3 mapped Hex projects: 2 completed, 1 errored``; ``mapped=False`` for projects named
+    on the command line (``trigger``), which no mapping names."""
+    noun = "mapped Hex project" if mapped else "Hex project"
+    if not outcomes:
+        return f"no {noun}s"
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.kind.value] = counts.get(outcome.kind.value, 0) + 1
     parts = ", ".join(f"{count} {kind}" for kind, count in counts.items())
-    return f"{len(outcomes)} mapped Hex projects: {parts}" if outcomes else "no mapped Hex projects"
+    return f"{counted(len(outcomes), noun)}: {parts}"
 
 
 def write_junit(outcomes: Sequence[Outcome], path: Path, *, suite_name: str) -> None:
@@ -73,11 +79,8 @@ def write_junit(outcomes: Sequence[Outcome], path: Path, *, suite_name: str) -> 
         if outcome.trace_id:
             details.append(f"trace_id: {outcome.trace_id}")
         ET.SubElement(case, "system-out").text = "\n".join(details)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the JUnit report {path}: {exc.strerror}") from exc
+    document = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    write_whole(path, document, what="the JUnit report")
 
 
 _MARKDOWN_ICONS: dict[OutcomeKind, str] = {
@@ -116,11 +119,12 @@ def _markdown_duration(seconds: float | None) -> str:
     return f"{minutes}m {rest:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
 
 
-def render_markdown(outcomes: Sequence[Outcome], *, title: str) -> str:
+def render_markdown(outcomes: Sequence[Outcome], *, title: str, mapped: bool = True) -> str:
     """A GitHub-flavoured Markdown section: a heading, the summary line, one row per project."""
     exit_code = exit_code_of(outcomes)
     verdict = "all well" if exit_code == 0 else f"exit code {exit_code}"
-    lines = [f"### {_markdown_cell(title)}", "", f"{summary_line(outcomes)} ({verdict})", ""]
+    summary = summary_line(outcomes, mapped=mapped)
+    lines = [f"### {_markdown_cell(title)}", "", f"{summary} ({verdict})", ""]
     if not outcomes:
         return "\n".join(lines)
     lines.append("| | Hex project | Outcome | Hex status | Time | Run | Details |")
@@ -147,30 +151,19 @@ def render_markdown(outcomes: Sequence[Outcome], *, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(outcomes: Sequence[Outcome], path: Path, *, title: str = "hexdbt") -> None:
+def write_markdown(
+    outcomes: Sequence[Outcome], path: Path, *, title: str = "hexdbt", mapped: bool = True
+) -> None:
     """Append a Markdown table of the outcomes to ``path``, as ``$GITHUB_STEP_SUMMARY`` expects
     (each step appends its own section to one file); a new file is created."""
-    section = render_markdown(outcomes, title=title)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Two sections need a blank line between them to stay two tables.
-        section = _separator_after(path) + section
-        with path.open("a", encoding="utf-8") as report:
-            report.write(section)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the Markdown report {path}: {exc.strerror}") from exc
+    what = "the Markdown report"
+    earlier = current_bytes(path, what=what)
+    # Two sections need a blank line between them to stay two tables.
+    section = _separator_after(earlier) + render_markdown(outcomes, title=title, mapped=mapped)
+    write_whole(path, earlier + section.encode("utf-8"), what=what)
 
 
-def _separator_after(path: Path) -> str:
-    try:
-        with path.open("rb") as existing:
-            size = existing.seek(0, 2)
-            if size == 0:
-                return ""
-            existing.seek(-min(2, size), 2)
-            tail = existing.read()
-    except FileNotFoundError:
+def _separator_after(earlier: bytes) -> str:
+    if not earlier or earlier.endswith(b"\n\n"):
         return ""
-    if tail.endswith(b"\n\n"):
-        return ""
-    return "\n" if tail.endswith(b"\n") else "\n\n"
+    return "\n" if earlier.endswith(b"\n") else "\n\n"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from disk_helpers import read_only, run_hexdbt_on_a_full_disk, run_hexdbt_with_a_file_size_limit
 
 from hexdbt.cli import main
 from hexdbt.clock import ManualClock, SystemClock
@@ -357,8 +358,12 @@ def test_check_fails_on_a_renamed_model_naming_it_and_the_app(
     assert "Error: the mapping and Hex disagree (2 differences)" in result.stderr
 
 
-def _with_unmapped_app(emulator: HexEmulator) -> None:
+def _with_unmapped_app(
+    emulator: HexEmulator, keep: Callable[[dict[str, Any]], bool] = lambda app: True
+) -> None:
+    """Hex holds the default scenario's apps (those ``keep`` keeps) and one unmapped app."""
     document = default_scenario_document()
+    document["projects"] = [app for app in document["projects"] if keep(app)]
     document["projects"].append(
         {
             "id": "aaaaaaaa-0000-4000-8000-000000000001",
@@ -386,9 +391,84 @@ def test_write_adds_the_unmapped_app_and_keeps_every_other_line(
         "    models: [stg_orders, raw_payments]",
         "    discovered: true",
     ]
-    assert "1 entries added (order_funnel), 0 updated" in result.stdout
+    assert "hex_mappings.yml: 1 entry added (order_funnel), 0 updated" in result.stdout
     again = _invoke(hex_emulator, ["discover", "--check"], project)
     assert again.exit_code == 0, again.stdout
+
+
+def _discover_elsewhere(
+    emulator: HexEmulator, tmp_path: Path
+) -> tuple[Path, Path, bytes, dict[str, str]]:
+    """The sample project with its mapping file in a folder of its own (a disk of its own in
+    the full-disk test), for a `discover --write` in another process. Hex holds the mapped apps
+    and one more: few enough to be read at once inside Hex's real rate limit."""
+    project = _sample(tmp_path)
+    mapped = (project / "hex_mappings.yml").read_text()
+    _with_unmapped_app(emulator, keep=lambda app: app["id"] in mapped)
+    folder = project / "mappings"
+    folder.mkdir()
+    mapping_file = folder / "hex_mappings.yml"
+    shutil.move(project / "hex_mappings.yml", mapping_file)
+    environment = {**os.environ, "HEX_BASE_URL": emulator.url, "HEX_API_TOKEN": TOKEN}
+    return project, mapping_file, mapping_file.read_bytes(), environment
+
+
+def test_write_on_a_full_disk_leaves_the_mapping_whole_and_says_so_in_one_line(
+    hex_emulator: HexEmulator, tmp_path: Path
+) -> None:
+    """It was cut mid-line (`project_id: b3d9f6a2-1e47-4c`), failing every later run."""
+    project, mapping_file, before, environment = _discover_elsewhere(hex_emulator, tmp_path)
+    done = run_hexdbt_on_a_full_disk(
+        ["discover", "--write", "--mappings", "mappings/hex_mappings.yml"],
+        full=mapping_file.parent,
+        cwd=project,
+        env=environment,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "Error: cannot write the mapping file mappings/hex_mappings.yml: No space left on device"
+    )
+    assert "Traceback" not in done.stderr
+    assert mapping_file.read_bytes() == before
+    assert sorted(path.name for path in mapping_file.parent.iterdir()) == ["hex_mappings.yml"]
+
+
+def test_write_past_a_file_size_limit_leaves_the_mapping_whole(
+    hex_emulator: HexEmulator, tmp_path: Path
+) -> None:
+    project, mapping_file, before, environment = _discover_elsewhere(hex_emulator, tmp_path)
+    # Room for the discovery cache (written first), not for the mapping file grown by an entry.
+    padded = before + b"# " + b"-" * 500_000 + b"\n"
+    mapping_file.write_bytes(padded)
+    done = run_hexdbt_with_a_file_size_limit(
+        ["discover", "--write", "--mappings", "mappings/hex_mappings.yml"],
+        limit_bytes=len(padded) + 20,
+        cwd=project,
+        env=environment,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "Error: cannot write the mapping file mappings/hex_mappings.yml: File too large"
+    )
+    assert mapping_file.read_bytes() == padded
+    assert sorted(path.name for path in mapping_file.parent.iterdir()) == ["hex_mappings.yml"]
+
+
+def test_write_on_a_read_only_mapping_file_is_one_line(
+    hex_emulator: HexEmulator, tmp_path: Path
+) -> None:
+    project = _sample(tmp_path)
+    _with_unmapped_app(hex_emulator)
+    mapping_file = project / "hex_mappings.yml"
+    before = mapping_file.read_bytes()
+    with read_only(mapping_file):
+        result = _invoke(hex_emulator, ["discover", "--write"], project)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] in (
+        "Error: cannot write the mapping file hex_mappings.yml: Permission denied",
+        "Error: cannot write the mapping file hex_mappings.yml: Operation not permitted",
+    )
+    assert mapping_file.read_bytes() == before
 
 
 def test_validate_remote_reports_the_drift_as_warnings(

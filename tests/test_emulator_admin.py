@@ -110,11 +110,56 @@ def test_post_advance_moves_the_manual_clock(hex_emulator: HexEmulator) -> None:
     assert api.status(CUSTOMER_HEALTH, run_id)["status"] == "COMPLETED"
 
 
-@pytest.mark.parametrize("document", [{}, {"seconds": -1}, {"seconds": "10"}, [10]])
-def test_post_advance_needs_a_non_negative_number(hex_emulator: HexEmulator, document: Any) -> None:
-    response = requests.post(hex_emulator.url + "/_emulator/advance", json=document, timeout=10)
+@pytest.mark.parametrize(
+    "document",
+    [
+        "{}",
+        '{"seconds": -1}',
+        '{"seconds": "10"}',
+        "[10]",
+        '{"seconds": 1e308}',
+        '{"seconds": NaN}',
+    ],
+)
+def test_post_advance_needs_a_number_of_seconds_a_clock_can_take(
+    hex_emulator: HexEmulator, document: str
+) -> None:
+    response = requests.post(hex_emulator.url + "/_emulator/advance", data=document, timeout=10)
     assert response.status_code == 400
-    assert "seconds" in response.json()["error"]
+    assert response.json()["error"] == (
+        'expected a JSON body {"seconds": N} with N from 0 to 315360000 (ten years)'
+    )
+    assert requests.get(hex_emulator.url + "/_emulator/status", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/_emulator/faults", "/_emulator/scenario", "/_emulator/advance"])
+@pytest.mark.parametrize("depth", [50_000, 65])
+def test_a_body_nested_too_deeply_is_400_and_the_emulator_serves_on(
+    hex_emulator: HexEmulator, path: str, depth: int
+) -> None:
+    """50,000 levels overflowed the parser and the request got no answer; 65 parsed, and then
+    the journal's copy of it overflowed."""
+    response = requests.post(hex_emulator.url + path, data=b"[" * depth + b"]" * depth, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "the request body is not valid JSON (or is nested too deeply)"
+    }
+    deep_run = HexApi(hex_emulator).post(
+        f"/projects/{CUSTOMER_HEALTH}/runs", data=b'{"a":' * depth + b"1" + b"}" * depth
+    )
+    assert deep_run.status_code == 400
+    assert deep_run.json()["message"] == "the request body is not valid JSON"
+    journal = requests.get(hex_emulator.url + "/_emulator/requests", timeout=10)
+    assert journal.status_code == 200
+    assert [entry["body"] for entry in journal.json()] == [None]
+    assert HexApi(hex_emulator).run(CUSTOMER_HEALTH).status_code == 201
+
+
+def test_a_body_nested_64_deep_is_still_json(hex_emulator: HexEmulator) -> None:
+    body = b"[" * 64 + b"]" * 64
+    response = requests.post(hex_emulator.url + "/_emulator/faults", data=body, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": "a fault rule must be a JSON object"}
 
 
 def test_post_advance_on_a_real_clock_is_409(hex_emulator_factory: Any) -> None:

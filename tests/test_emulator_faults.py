@@ -208,8 +208,25 @@ def test_bad_fault_rules_are_400_with_the_reason(
     assert message in response.json()["error"]
 
 
+@pytest.mark.parametrize("delay", ["1e308", "-1", "NaN", "Infinity"])
+def test_a_delay_no_thread_can_wait_is_400_and_the_next_run_is_answered(
+    hex_emulator: HexEmulator, delay: str
+) -> None:
+    """1e308 s was taken, and the next RunProject's wait failed: its connection dropped."""
+    body = f'{{"endpoint": "RunProject", "sequence": [{{"kind": "slow", "delay_s": {delay}}}]}}'
+    response = requests.post(
+        hex_emulator.url + "/_emulator/faults",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert "delay_s must be between 0 and 86400 seconds" in response.json()["error"]
+    assert HexApi(hex_emulator).run(CUSTOMER_HEALTH).status_code == 201
+
+
 def test_fault_objects_check_themselves() -> None:
-    with pytest.raises(FaultError, match="delay_s must be at least 0"):
+    with pytest.raises(FaultError, match="delay_s must be between 0 and 86400 seconds, got -1"):
         Fault("slow", delay_s=-1)
     with pytest.raises(FaultError, match="a fault rule with a rate needs a fault"):
         FaultRule("GetProject", rate=0.1)

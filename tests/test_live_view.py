@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 from dbt_shapes import manifest_document, model, run_results_document, write_json
+from rich.cells import cell_len
 from rich.console import Console
 from terminal_helpers import run_in_a_terminal
 
-from hexdbt.cli.live_view import LiveView, outcome_table, short_url
+from hexdbt.cli.live_view import LiveView, outcome_table
 from hexdbt.clock import ScaledClock
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.pytest_plugin import EmulatorFactory
@@ -81,7 +82,7 @@ def test_the_live_table_fits_the_width_one_line_per_project(width: int) -> None:
     if width >= 80:  # narrower, every column gives way (the run's first)
         assert "RUNNING" in lines[1]
         assert "PENDING" in lines[2]
-        assert "app.hex.tech/…/r-1r-1" in lines[1]
+        assert "r-1r-1r-1" in lines[1]  # the run id, as far as it fits
         assert re.search(r"1m15s\s+10m00s", lines[1]), lines[1]  # elapsed, expected
         assert re.search(r"1m15s\s+-", lines[2]), lines[2]
 
@@ -131,7 +132,7 @@ def test_a_trigger_settled_without_a_run_no_longer_waits_to_start() -> None:
     assert "waiting to start" not in "\n".join(lines)
     rows = {line.split()[0]: line.split()[1] for line in lines[1:4]}
     assert rows == {"a": "RUNNING", "refused": "FAILED_TO_START", "fire_and_forget": "STARTED"}
-    assert "app.hex.tech/…/run-c" in lines[3]
+    assert lines[3].endswith("  run-c")
 
 
 def test_a_trigger_that_ended_elsewhere_shows_hex_s_status() -> None:
@@ -169,16 +170,15 @@ def test_a_daemon_s_view_keeps_the_latest_ended_rows_and_counts_them_all() -> No
     assert view.footer(NOW) == "4 of 5 done, 4 failed"
 
 
-def test_runs_are_links_to_their_full_url_showing_a_short_one() -> None:
+def test_runs_are_links_to_their_full_url_showing_the_run_id() -> None:
     url = URL.format(project="p-1", run="run-1")
-    assert short_url(url) == "app.hex.tech/…/run-1"
-    outcome = Outcome("sales", "p-1", OutcomeKind.COMPLETED, run_url=url, hex_status="COMPLETED")
+    outcome = Outcome(
+        "sales", "p-1", OutcomeKind.COMPLETED, run_id="run-1", run_url=url, hex_status="COMPLETED"
+    )
     console = Console(file=io.StringIO(), width=60, force_terminal=True, color_system="standard")
     console.print(outcome_table([outcome]))
     output = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "\x1b]8;id=" in output
-    assert f";{url}\x1b\\" in output
-    assert "app.hex.tech/…/run-1" in output
+    assert re.search(r"\x1b\]8;id=\d+;" + re.escape(url) + r"\x1b\\run-1\x1b\]8;;", output), output
 
 
 def test_the_outcome_table_wraps_reasons_on_words_and_fits() -> None:
@@ -193,6 +193,141 @@ def test_the_outcome_table_wraps_reasons_on_words_and_fits() -> None:
     words = " ".join(text.split())
     assert "failing cell" in words
     assert "ERRORED;" in words
+
+
+# What `trigger --wait` printed for three projects of the emulator and one unknown id.
+REFUSED_ID = "1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+UNKNOWN_ID = "0badc0de-1111-4000-8000-000000000000"
+ENDED = [
+    Outcome(
+        CUSTOMER_HEALTH_ID,
+        CUSTOMER_HEALTH_ID,
+        OutcomeKind.COMPLETED,
+        run_id="eb3b2d8e-0959-4795-b372-a8e509fd7de1",
+        run_url=f"http://127.0.0.1:18765/app/{CUSTOMER_HEALTH_ID}/runs/eb3b2d8e-0959-4795-b372-a8e509fd7de1",
+        hex_status="COMPLETED",
+        trace_id="e16615b1d97844009d227c77272e9fd3",
+    ),
+    Outcome(
+        ERRORS_ID,
+        ERRORS_ID,
+        OutcomeKind.ERRORED,
+        run_id="b9bc9814-153d-48d7-8e32-11add8131553",
+        run_url=f"http://127.0.0.1:18765/app/{ERRORS_ID}/runs/b9bc9814-153d-48d7-8e32-11add8131553",
+        hex_status="ERRORED",
+    ),
+    Outcome(
+        REFUSED_ID,
+        REFUSED_ID,
+        OutcomeKind.FAILED_TO_START,
+        reason=f"POST /projects/{REFUSED_ID}/runs: project {REFUSED_ID} has no published version:"
+        " publish the app before running it via the API (HTTP 422, traceId"
+        " c71db1bc96a44195844f2ae52ffa4005)",
+        trace_id="c71db1bc96a44195844f2ae52ffa4005",
+    ),
+]
+ENDED_TITLES = {
+    CUSTOMER_HEALTH_ID: "Customer health",
+    ERRORS_ID: "Broken pipeline monitor",
+    REFUSED_ID: "Churn deep dive (draft)",
+}
+UNKNOWN = Outcome(
+    UNKNOWN_ID,
+    UNKNOWN_ID,
+    OutcomeKind.FAILED_TO_START,
+    reason=f"POST /projects/{UNKNOWN_ID}/runs: project {UNKNOWN_ID} not found (HTTP 404, traceId"
+    " c250bb901170402ea06a04fade6cf55d)",
+    trace_id="c250bb901170402ea06a04fade6cf55d",
+)
+
+
+def _ids_whole(text: str, outcomes: list[Outcome]) -> None:
+    ids = {each.run_id for each in outcomes}
+    ids |= {each.trace_id for each in outcomes if each.reason}  # shown where something failed
+    ids |= {each.project_id for each in outcomes if each.project_id not in ENDED_TITLES}
+    for whole in ids - {None}:
+        assert re.search(rf"(?<![\w-]){whole}(?![\w-])", text), f"{whole} cut:\n{text}"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_outcome_table_keeps_run_ids_trace_ids_and_names_whole(width: int) -> None:
+    """At 80 columns the run column read `127.0.0.1:18765…`; at 120 the run id was cut while the
+    reason took 36 columns, and the reason wrapped over 13 lines with its traceId cut."""
+    text = _text(outcome_table(ENDED, ENDED_TITLES), width)
+    lines = text.splitlines()
+    assert all(len(line) <= width for line in lines), text
+    assert lines[0].split() == ["PROJECT", "OUTCOME", "RUN", "/", "REASON"]
+    assert [line[:25].strip() for line in lines[1:4]] == list(ENDED_TITLES.values())
+    _ids_whole(text, ENDED)
+    reason = " ".join(" ".join(line[42:].split()) for line in lines[3:])
+    # What matters first: why (the row says the run was refused, the request is left out).
+    assert reason == (
+        f"project {REFUSED_ID} has no published version: publish the app before running it via"
+        " the API (HTTP 422, traceId c71db1bc96a44195844f2ae52ffa4005)"
+    )
+    assert len(lines) - 3 == (3 if width == 120 else 6)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_project_known_by_its_id_alone_keeps_it_whole(width: int) -> None:
+    """Where an id, the run and the outcome leave no room, each project is a block of lines."""
+    outcomes = [*ENDED, UNKNOWN]
+    text = _text(outcome_table(outcomes, {}), width)
+    assert all(len(line) <= width for line in text.splitlines()), text
+    _ids_whole(text, outcomes)
+    if width == 80:
+        assert [line.rstrip() for line in text.splitlines()[:4]] == [
+            f"{CUSTOMER_HEALTH_ID}  completed",
+            f"  {ENDED[0].run_id}",
+            f"{ERRORS_ID}  errored",
+            f"  {ENDED[1].run_id}",
+        ]
+
+
+def test_a_timeout_shows_hex_s_status_under_its_outcome() -> None:
+    timeout = Outcome(
+        "kpis",
+        "p-k",
+        OutcomeKind.TIMEOUT,
+        reason="did not end within 60 minutes; cancelled",
+        run_id="r-k",
+        hex_status="RUNNING",
+    )
+    lines = _text(outcome_table([ENDED[0], timeout]), 100).splitlines()
+    assert lines[2].split() == ["kpis", "timeout", "r-k"]
+    assert lines[3].split() == [
+        "Hex:",
+        "RUNNING",
+        "did",
+        "not",
+        "end",
+        "within",
+        "60",
+        "minutes;",
+        "cancelled",
+    ]
+
+
+CJK_TITLES = {CUSTOMER_HEALTH_ID: "顧客ダッシュボード", ERRORS_ID: "売上 (週次)"}
+
+
+def _columns_of(lines: list[str], words: list[str]) -> set[int]:
+    """The terminal column where each line's ``word`` starts."""
+    return {cell_len(line[: line.index(word)]) for line, word in zip(lines, words, strict=True)}
+
+
+def test_names_in_cjk_keep_the_outcome_table_aligned() -> None:
+    lines = _text(outcome_table(ENDED[:2], CJK_TITLES), 100).splitlines()
+    assert len(_columns_of(lines, ["OUTCOME", "completed", "errored"])) == 1, "\n".join(lines)
+    assert len(_columns_of(lines, ["RUN", ENDED[0].run_id or "", ENDED[1].run_id or ""])) == 1
+
+
+def test_names_in_cjk_keep_the_live_table_aligned() -> None:
+    view = _live(titles=CJK_TITLES)
+    for outcome in ENDED[:2]:
+        view.settled(outcome, NOW)
+    lines = _text(view.render(NOW), 100).splitlines()[:3]
+    assert len(_columns_of(lines, ["STATUS", "COMPLETED", "ERRORED"])) == 1, "\n".join(lines)
 
 
 # -- the real command -----------------------------------------------------------------------------
@@ -257,21 +392,25 @@ def test_piped_output_has_no_control_sequences_and_whole_urls(
 
 
 @pytest.mark.slow
-def test_status_in_a_terminal_is_a_table_that_fits(
-    scaled_emulator: tuple[HexEmulator, dict[str, str]],
+def test_status_in_a_terminal_fits_and_keeps_its_ids_whole(
+    scaledemulator: tuple[HexEmulator, dict[str, str]],
 ) -> None:
-    _emulator, environment = scaled_emulator
+    emulator, environment = scaledemulator
     code, _output = run_in_a_terminal(TRIGGER, environment)
     assert code == 5
     code, output = run_in_a_terminal(["status"], {**environment, "COLUMNS": "70"})
     assert code == 0
     plain = re.sub(rb"\x1b\[[0-9;]*m|\x1b\]8;[^\x1b]*\x1b\\", b"", output).decode()
-    table = plain[plain.index("PROJECT") :].split("\r\n\r\n")[0].splitlines()
-    assert all(len(line) <= 70 for line in table), table
-    assert table[0].split()[:3] == ["PROJECT", "OUTCOME", "STATUS"]
-    assert [line.split()[:2] for line in table[1:]] == [
-        [CUSTOMER_HEALTH_ID, "completed"],
-        [ERRORS_ID, "errored"],
+    after = plain[plain.index("Invocation trigger:") :].split("\r\n\r\n")[0].splitlines()[1:]
+    assert all(len(line) <= 70 for line in after), after
+    # Projects known by their id alone, whole, with each run's id under it, whole.
+    (customer_run,) = emulator.runs(CUSTOMER_HEALTH_ID)
+    (errors_run,) = emulator.runs(ERRORS_ID)
+    assert [line.rstrip() for line in after] == [
+        f"{CUSTOMER_HEALTH_ID}  completed",
+        f"  {customer_run.run_id}",
+        f"{ERRORS_ID}  errored",
+        f"  {errors_run.run_id}",
     ]
 
 
@@ -388,11 +527,13 @@ def test_trigger_wait_in_tmux_redraws_in_place_at_any_width(
 
     ended = session.wait_for(r"hexdbt exited \d+")
     assert "hexdbt exited 5" in ended
-    assert "3 mapped Hex projects: 1 completed, 1 errored, 1 killed" in ended
+    assert "3 Hex projects: 1 completed, 1 errored, 1 killed" in ended
     lines = ended.splitlines()
     headers = [line for line in lines if line.startswith("PROJECT")]
     assert len(headers) == 1, ended  # the live table gave way to the final one
-    assert headers[0].split()[:4] == ["PROJECT", "OUTCOME", "STATUS", "RUN"]
+    assert headers[0].split() == ["PROJECT", "OUTCOME", "RUN", "/", "REASON"]
+    for run_id in known - set(TITLES):  # the final table's run ids are whole
+        assert re.search(rf"(?m)\s{run_id}\s*$", ended), ended
     outcomes = {"Customer health": "completed", "Broken pipeline monitor": "errored"}
     outcomes["Runaway notebook"] = "killed"
     for title, outcome in outcomes.items():

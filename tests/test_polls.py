@@ -262,7 +262,7 @@ def test_line_progress_prints_changes_and_a_heartbeat(follow: Follow) -> None:
     assert outcome.run_url
     assert any(" RUNNING " in line and outcome.run_url in line for line in lines)
     assert any("COMPLETED" in line for line in lines)
-    heartbeats = [line for line in lines if line.startswith("waiting on 1 run(s)")]
+    heartbeats = [line for line in lines if line.startswith("waiting on 1 run: ")]
     assert len(heartbeats) >= 5  # a 10-minute run, at least one line a minute
 
 

@@ -14,6 +14,7 @@ from hexdbt.ledger import Ledger, NewTrigger
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.report import render_table, summary_line, write_junit
 from hexdbt.settings import SqliteState
+from hexdbt.wording import counted, display_width
 
 RUN_URL = "http://127.0.0.1:9/app/p-1/runs/0f6a1c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -112,8 +113,36 @@ def test_the_table_keeps_urls_whole_and_shows_reasons() -> None:
     assert "orders failed" in table
     assert (
         summary_line([Outcome("a", "p", OutcomeKind.COMPLETED)])
-        == "1 mapped Hex projects: 1 completed"
+        == "1 mapped Hex project: 1 completed"
     )
+
+
+def test_the_plain_table_aligns_names_in_cjk_by_the_columns_a_terminal_gives_them() -> None:
+    table = render_table(
+        [
+            Outcome("顧客ダッシュボード", "p-1", OutcomeKind.COMPLETED, hex_status="COMPLETED"),
+            Outcome("sales", "p-2", OutcomeKind.SKIPPED, reason="orders failed"),
+        ]
+    ).splitlines()
+    # A CJK character takes two columns: the name column is 18 wide, then two spaces.
+    assert table == [
+        "PROJECT             OUTCOME    STATUS     RUN URL / REASON",
+        "顧客ダッシュボード  completed  COMPLETED  ",
+        "sales               skipped    -          orders failed",
+    ]
+    assert display_width("顧客ダッシュボード") == 18
+    assert display_width("e\u0301") == 1  # a combining accent takes no column
+
+
+def test_counts_name_their_noun_in_the_right_number() -> None:
+    assert [counted(count, "entry", "entries") for count in (0, 1, 2)] == [
+        "0 entries",
+        "1 entry",
+        "2 entries",
+    ]
+    outcomes = [Outcome("a", "p", OutcomeKind.COMPLETED)]
+    assert summary_line(outcomes, mapped=False) == "1 Hex project: 1 completed"
+    assert summary_line([], mapped=False) == "no Hex projects"
 
 
 def test_junit_has_one_case_per_project_with_failures_marked(tmp_path: Path) -> None:

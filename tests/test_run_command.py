@@ -143,7 +143,17 @@ def test_status_shows_invocations_their_runs_and_the_queue(setup: Callable[..., 
     assert document["queue"] == []
     text = world.invoke("status").stdout
     assert "Invocation inv-1 (dbt build, via run)" in text
-    assert "Queue: 0 trigger(s)" in text
+    assert "Queue: 0 triggers waiting for the budget; 0 live runs" in text
+
+
+@pytest.mark.parametrize("limit", ["-5", "0"])
+def test_status_refuses_a_limit_below_one_naming_it(limit: str) -> None:
+    """`--limit -5` showed every invocation, as if no limit were given."""
+    result = CliRunner().invoke(main, ["status", "--limit", limit])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for '--limit': {limit} is not in the range x>=1."
+    )
 
 
 def test_a_missing_token_exits_2_naming_the_variable(setup: Callable[..., Setup]) -> None:

@@ -245,15 +245,21 @@ report_markdown_option = click.option(
 
 
 def write_reports(
-    outcomes: Sequence[Outcome], *, junit: Path | None, markdown: Path | None, title: str
+    outcomes: Sequence[Outcome],
+    *,
+    junit: Path | None,
+    markdown: Path | None,
+    title: str,
+    mapped: bool = True,
 ) -> None:
-    """The CI reports a command was asked for: JUnit XML and a Markdown table."""
+    """The CI reports a command was asked for: JUnit XML and a Markdown table. ``mapped``:
+    whether the outcomes are of a mapping's projects (not of ids given to ``trigger``)."""
     from hexdbt.report import write_junit, write_markdown
 
     if junit is not None:
         write_junit(outcomes, junit, suite_name=title)
     if markdown is not None:
-        write_markdown(outcomes, markdown, title=title)
+        write_markdown(outcomes, markdown, title=title, mapped=mapped)
 
 
 metrics_port_option = click.option(

@@ -13,6 +13,7 @@ from hexdbt.cli._common import (
     target_path_option,
 )
 from hexdbt.errors import ConfigError
+from hexdbt.wording import counted, pad
 
 
 @click.command()
@@ -51,16 +52,16 @@ def plan(
         click.echo(f"Trigger ({len(result.triggers)}):")
         for trigger in result.triggers:
             params = ", ".join(f"{k}={v!r}" for k, v in trigger.input_params.items())
-            click.echo(f"  {trigger.name:<24} {trigger.project_id}  {trigger.reason}")
+            click.echo(f"  {pad(trigger.name, 24)} {trigger.project_id}  {trigger.reason}")
             if params:
                 click.echo(f"  {'':<24} params: {params}")
         click.echo(f"Skip ({len(result.skipped)}):")
         for skipped in result.skipped:
             marker = "ERROR " if skipped.is_error else ""
-            click.echo(f"  {skipped.name:<24} {skipped.project_id}  {marker}{skipped.reason}")
+            click.echo(f"  {pad(skipped.name, 24)} {skipped.project_id}  {marker}{skipped.reason}")
     if errors:
         raise ConfigError(
-            f"{len(errors)} mapped project(s) could not be planned: "
+            f"{counted(len(errors), 'mapped project')} could not be planned: "
             + "; ".join(f"{skipped.name}: {skipped.reason}" for skipped in errors)
         )
 

@@ -19,6 +19,7 @@ from hexdbt.cli._common import (
     target_path_option,
 )
 from hexdbt.errors import HexdbtError
+from hexdbt.wording import counted
 
 COMMANDS: list[click.Command] = []
 
@@ -142,7 +143,7 @@ def discover(
             click.echo(f"{where}drift: {item.message}; hint: {item.hint} [{item.kind.value}]")
         if written is not None:
             click.echo(
-                f"{mappings_path}: {len(written.added)} entries added"
+                f"{mappings_path}: {counted(len(written.added), 'entry', 'entries')} added"
                 + (f" ({', '.join(written.added)})" if written.added else "")
                 + f", {len(written.updated)} updated"
                 + (f" ({', '.join(written.updated)})" if written.updated else "")

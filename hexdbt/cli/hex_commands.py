@@ -36,6 +36,7 @@ from hexdbt.cli._common import (
 from hexdbt.errors import ConfigError, HexdbtError
 from hexdbt.hex.models import update_published_results_for
 from hexdbt.signals import Signals
+from hexdbt.wording import counted
 
 if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
@@ -235,7 +236,13 @@ def trigger(
     except HexdbtError as exc:
         fail(exc, as_json=as_json)
     code = signals.exit_code if signals.stop.is_set() else exit_code_of(outcomes)
-    write_reports(outcomes, junit=report_junit, markdown=report_markdown, title="hexdbt trigger")
+    write_reports(
+        outcomes,
+        junit=report_junit,
+        markdown=report_markdown,
+        title="hexdbt trigger",
+        mapped=False,
+    )
     if as_json:
         print_json(
             {
@@ -248,7 +255,7 @@ def trigger(
         )
     else:
         echo_outcomes(outcomes, titles)
-        click.echo(summary_line(outcomes))
+        click.echo(summary_line(outcomes, mapped=False))
     sys.exit(code)
 
 
@@ -316,7 +323,7 @@ def list_projects(
             *(["trashed"] if project.trashed else []),
         ]
         click.echo(f"{project.id}  {','.join(flags)}  {project.title}")
-    err_line(f"{len(projects)} project(s)")
+    err_line(counted(len(projects), "project"))
 
 
 @click.group("runs")
@@ -415,7 +422,7 @@ def runs_list(
         return
     for run in page.runs:
         click.echo(_run_line(run))
-    err_line(f"{len(page.runs)} run(s)")
+    err_line(counted(len(page.runs), "run"))
 
 
 @runs.command("cancel", cls=JsonAwareCommand)

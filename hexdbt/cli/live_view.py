@@ -2,23 +2,28 @@
 that fit the terminal's width. The only module that imports rich; ``hexdbt.cli._common`` imports
 it only when a terminal view is drawn, so ``hexdbt --help`` and piped output never load rich.
 
-A row never wraps: names and runs are cut with an ellipsis, and a run is a hyperlink (OSC 8) whose
-visible text is a shortened URL. Wrapped rows are what broke the hand-made table this replaces:
-its cursor-up count went wrong and every refresh printed the table again below the last one.
+A run is a hyperlink (OSC 8) to its page whose visible text is its run id. In the live table a
+row never wraps: names and runs are cut with an ellipsis. Wrapped rows are what broke the
+hand-made table this replaces: its cursor-up count went wrong and every refresh printed the table
+again below the last one. The table of outcomes, printed once, wraps instead and cuts nothing a
+person may need to quote: run ids, project ids and Hex's traceIds stay whole at any width a run id
+fits in.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
-from urllib.parse import urlsplit
 
-from rich.console import Console, Group
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -52,20 +57,13 @@ def status_text(state: str) -> Text:
     return Text(state, style=style)
 
 
-def short_url(url: str) -> str:
-    """``host/…/last-segment``: enough to tell runs apart; the link itself holds the full URL."""
-    parts = urlsplit(url)
-    segments = [segment for segment in parts.path.split("/") if segment]
-    if len(segments) <= 1:
-        return f"{parts.netloc}{parts.path}"
-    return f"{parts.netloc}/…/{segments[-1]}"
-
-
-def run_link(url: str | None, fallback: str = "-") -> Text:
-    """A run's URL as a hyperlink showing its short form (terminals without OSC 8 show the text)."""
-    if not url:
-        return Text(fallback, no_wrap=True, overflow="ellipsis")
-    return Text(short_url(url), style=f"link {url}", no_wrap=True, overflow="ellipsis")
+def run_link(run_id: str | None, url: str | None, *, cut: bool = False) -> Text:
+    """A run: its id, a hyperlink to its URL (a terminal without OSC 8 shows the id alone).
+    ``cut``: cut with an ellipsis where it does not fit (a row of the live table never wraps)."""
+    text = Text(run_id or "-", style=f"link {url}" if run_id and url else "")
+    if cut:
+        text.no_wrap, text.overflow = True, "ellipsis"
+    return text
 
 
 def _table() -> Table:
@@ -79,7 +77,7 @@ def _name_column(table: Table) -> None:
 
 def _run_column(table: Table) -> None:
     """The column that gives way when the terminal is narrow: rich narrows wrapping columns
-    first, and its cells (``run_link``) are cut with an ellipsis instead of wrapping."""
+    first, and its cells are cut with an ellipsis instead of wrapping."""
     table.add_column("RUN", overflow="ellipsis")
 
 
@@ -245,7 +243,7 @@ class LiveView:
                 status_text(state_of(view)),
                 format_elapsed(ended - run.started_at),
                 expected,
-                run_link(run.run_url, run.run_id),
+                run_link(run.run_id, run.run_url, cut=True),
             )
         for outcome in self._settled.values():
             elapsed = format_elapsed(outcome.elapsed_s) if outcome.elapsed_s is not None else "-"
@@ -254,7 +252,7 @@ class LiveView:
                 status_text(_settled_state(outcome)),
                 elapsed,
                 "-",
-                run_link(outcome.run_url),
+                run_link(outcome.run_id, outcome.run_url, cut=True),
             )
         for item in self._expected.values():
             name = self._name_of(item.name, item.project_id)
@@ -321,28 +319,110 @@ class LiveView:
             self._live.update(self.render(now), refresh=True)
 
 
-def outcome_table(outcomes: Sequence[Outcome], titles: Mapping[str, str] | None = None) -> Table:
-    """The outcomes as a table that fits the console: runs are links, reasons wrap on words.
-    ``titles``: Hex titles by project id, for projects named by their id."""
-    titles = titles or {}
-    table = _table()
-    _name_column(table)
-    table.add_column("OUTCOME", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    _run_column(table)
-    table.add_column("REASON", ratio=1)
-    for outcome in outcomes:
-        name = outcome.name
-        if name == outcome.project_id:
-            name = titles.get(name, name)
-        style = "red" if outcome.exit_code else "green"
-        if outcome.kind is not OutcomeKind.COMPLETED and not outcome.exit_code:
-            style = "yellow"  # started, queued, skipped: nothing went wrong, nothing ended
-        table.add_row(
-            name,
-            Text(outcome.kind.value, style=style),
-            outcome.hex_status or "-",
-            run_link(outcome.run_url),
-            outcome.reason or "",
+def outcome_table(
+    outcomes: Sequence[Outcome], titles: Mapping[str, str] | None = None
+) -> OutcomeTable:
+    """The outcomes as a table that fits the console (see ``OutcomeTable``). ``titles``: Hex titles
+    by project id, for projects named by their id."""
+    return OutcomeTable(outcomes, titles or {})
+
+
+# The run / reason column is never narrower than this (a reason of a few words a line), nor than
+# the run ids and traceIds it holds, which stay whole.
+_DETAIL_MIN_WIDTH = 24
+# Three columns, two spaces between them.
+_GAPS = 4
+# How a Hex API error begins (``POST /projects/ID/runs: ``). The row says which call it was (a
+# refused start, a failed poll) and the reason comes first without it; the path, longer than the
+# column, would be broken across lines. The plain table and --json keep it.
+_REQUEST = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE) /\S*: ")
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    name: str
+    outcome: Text
+    hex_status: Text | None  # where it says more than the outcome: a timeout's RUNNING
+    detail: Text
+    ids_width: int  # of the run id and traceId, which the run / reason column keeps whole
+
+    def said(self, separator: str) -> Text:
+        """The outcome, and Hex's status after ``separator`` where it says more."""
+        if self.hex_status is None:
+            return self.outcome
+        return Text.assemble(self.outcome, separator, self.hex_status)
+
+
+class OutcomeTable:
+    """One row per outcome: project, outcome (with Hex's status where it says more), and the run
+    with the reason under it, wrapped on words within its column.
+
+    Laid out at the width it is drawn at: the project column takes what the run column (at least
+    a run id wide) leaves, wrapping names between words; where that leaves a name's longest word
+    (a project id) no room, each outcome becomes a block of lines instead, its run and reason
+    under its name, so that no id is ever cut or broken across lines."""
+
+    def __init__(self, outcomes: Sequence[Outcome], titles: Mapping[str, str]) -> None:
+        self._rows = [_row(outcome, titles) for outcome in outcomes]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        outcome_width = max(
+            [cell_len("OUTCOME"), *(_widest_line(row.said("\n")) for row in self._rows)]
         )
-    return table
+        detail_min = max([_DETAIL_MIN_WIDTH, *(row.ids_width for row in self._rows)])
+        name_room = width - outcome_width - detail_min - _GAPS
+        longest_word = max([0, *(_widest_word(row.name) for row in self._rows)])
+        if name_room < longest_word:
+            yield self._blocks()
+            return
+        name_width = min(
+            name_room, max([cell_len("PROJECT"), *(cell_len(r.name) for r in self._rows)])
+        )
+        table = _table()
+        table.add_column("PROJECT", width=name_width, overflow="fold")
+        table.add_column("OUTCOME", no_wrap=True)
+        table.add_column(
+            "RUN / REASON", overflow="fold", max_width=width - name_width - outcome_width - _GAPS
+        )
+        for row in self._rows:
+            table.add_row(row.name, row.said("\n"), row.detail)
+        yield table
+
+    def _blocks(self) -> Table:
+        grid = Table.grid()
+        grid.add_column(overflow="fold")
+        for row in self._rows:
+            grid.add_row(Text.assemble(row.name, "  ", row.said("  ")))
+            grid.add_row(Padding(row.detail, (0, 0, 0, 2), expand=False))
+        return grid
+
+
+def _row(outcome: Outcome, titles: Mapping[str, str]) -> _Row:
+    name = outcome.name
+    if name == outcome.project_id:
+        name = titles.get(name, name)
+    style = "red" if outcome.exit_code else "green"
+    if outcome.kind is not OutcomeKind.COMPLETED and not outcome.exit_code:
+        style = "yellow"  # started, queued, skipped: nothing went wrong, nothing ended
+    hex_status = None
+    if outcome.hex_status and kind_of_final_status(outcome.hex_status) is not outcome.kind:
+        hex_status = Text(f"Hex: {outcome.hex_status}", style="dim")
+    lines = [run_link(outcome.run_id, outcome.run_url)] if outcome.run_id else []
+    if outcome.reason:
+        lines.append(_reason_text(outcome.reason))
+    detail = Text("\n").join(lines) if lines else Text("-")
+    ids_width = max(cell_len(outcome.run_id or ""), cell_len(outcome.trace_id or ""))
+    return _Row(name, Text(outcome.kind.value, style=style), hex_status, detail, ids_width)
+
+
+def _reason_text(reason: str) -> Text:
+    return Text(_REQUEST.sub("", reason, count=1))
+
+
+def _widest_line(text: Text) -> int:
+    return max(cell_len(line) for line in text.plain.split("\n"))
+
+
+def _widest_word(text: str) -> int:
+    return max([0, *(cell_len(word) for word in text.split())])

@@ -32,6 +32,7 @@ from hexdbt.cli._common import (
 )
 from hexdbt.errors import HexdbtError
 from hexdbt.signals import Signals
+from hexdbt.wording import counted
 
 if TYPE_CHECKING:
     from hexdbt.outcomes import Outcome
@@ -170,7 +171,13 @@ COMMANDS.append(run)
 
 
 @click.command(cls=JsonAwareCommand)
-@click.option("--limit", default=5, show_default=True, help="How many recent dbt invocations.")
+@click.option(
+    "--limit",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many recent dbt invocations.",
+)
 @click.option(
     "--apps",
     is_flag=True,
@@ -250,7 +257,10 @@ def status(
             echo_outcomes([outcome_of(record) for record in records])
         else:
             click.echo("  no Hex project triggered")
-    click.echo(f"\nQueue: {len(queue)} trigger(s) waiting for the budget; live runs: {len(live)}")
+    click.echo(
+        f"\nQueue: {counted(len(queue), 'trigger')} waiting for the budget;"
+        f" {counted(len(live), 'live run')}"
+    )
 
 
 def _status_of_apps(

@@ -10,11 +10,11 @@ machine can make again, not state to share.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from hexdbt.discovery.fetch import Discovery
 from hexdbt.errors import StateError
+from hexdbt.files import write_whole
 from hexdbt.settings import SqliteState, resolve_state_dir, resolve_state_location
 
 CACHE_FILE = "discovery.json"
@@ -27,14 +27,10 @@ def cache_path() -> Path:
 
 
 def write_cache(discovery: Discovery, path: Path | None = None) -> Path:
-    """Replace the cache atomically (a reader never sees half a file)."""
+    """Replace the cache whole (a reader never sees half a file)."""
     path = path or cache_path()
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text(json.dumps(discovery.to_json(), indent=1), encoding="utf-8")
-        os.replace(partial, path)
-    except OSError as exc:
-        raise StateError(f"cannot write the discovery cache {path}: {exc.strerror}") from exc
+    document = json.dumps(discovery.to_json(), indent=1)
+    write_whole(path, document, what="the discovery cache", error=StateError)
     return path
 
 

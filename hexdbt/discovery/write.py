@@ -16,6 +16,7 @@ from typing import Any
 
 from hexdbt.discovery.proposal import Proposal, entry_name
 from hexdbt.errors import ConfigError
+from hexdbt.files import write_whole
 from hexdbt.mapping.model import ProjectMapping
 from hexdbt.mapping.selectors import SelectorIndex
 
@@ -103,7 +104,7 @@ def write_proposal(
     if added or updated:
         buffer = io.StringIO()
         yaml.dump(document, buffer)
-        path.write_text(buffer.getvalue(), encoding="utf-8")
+        write_whole(path, buffer.getvalue(), what="the mapping file")
     return WriteResult(tuple(added), tuple(updated))
 
 

@@ -137,10 +137,33 @@ def json_bytes(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
+# No request of Hex's API nests deeper than a few levels. A deeper body is refused as not JSON:
+# the journal copies each body, and a copy of one nested a thousand deep overflows the stack.
+MAX_JSON_DEPTH = 64
+
+
+def loads_json(body: bytes) -> Any:
+    """The body as JSON; ValueError when it is not JSON or is nested deeper than MAX_JSON_DEPTH."""
+    try:
+        document = json.loads(body)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError("nested too deeply")
+            items = value.values() if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+    return document
+
+
 def parse_json_or_none(body: bytes) -> Any:
+    """The body as JSON; None when there is none or it is not JSON (or nested too deeply)."""
     if not body:
         return None
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return loads_json(body)
+    except ValueError:
         return None

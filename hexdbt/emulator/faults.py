@@ -26,6 +26,9 @@ OPERATIONS = (
     "GetQueriedTables",
 )
 FAULT_KINDS = ("error", "drop", "slow", "lost_reset", "lost_timeout")
+# A delay is real time a connection is held: a day is past any client's timeout, and bounded
+# (a thread cannot wait 1e308 seconds: the wait would fail, and the connection with it).
+MAX_DELAY_S = 86_400.0
 ERROR_BODIES = ("json", "html", "empty")
 
 
@@ -57,8 +60,10 @@ class Fault:
             raise FaultError(f"fault body {self.body!r} is not one of {', '.join(ERROR_BODIES)}")
         if not 400 <= self.status <= 599:
             raise FaultError(f"fault status {self.status} is not an HTTP error status (400-599)")
-        if self.delay_s < 0:
-            raise FaultError(f"fault delay_s must be at least 0, got {self.delay_s}")
+        if not 0 <= self.delay_s <= MAX_DELAY_S:  # NaN too
+            raise FaultError(
+                f"fault delay_s must be between 0 and {MAX_DELAY_S:.0f} seconds, got {self.delay_s}"
+            )
 
     @property
     def handles_request(self) -> bool:

@@ -10,7 +10,6 @@ endpoint's generation: older endpoints and every singular (legacy) path answer
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from hexdbt.emulator.exchange import (
     Request,
     Response,
     error_code,
+    loads_json,
     query_value,
     token_fingerprint,
 )
@@ -754,8 +754,8 @@ def _json_body(raw: bytes) -> JsonObject:
     if not raw.strip():
         return {}
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = loads_json(raw)
+    except ValueError as exc:
         raise ApiError(400, "the request body is not valid JSON") from exc
     if not isinstance(document, dict):
         raise ApiError(400, "the request body must be a JSON object")

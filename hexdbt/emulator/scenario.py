@@ -245,6 +245,8 @@ def _parse_text(text: str, source: str, *, json_only: bool) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ScenarioError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+        except RecursionError as exc:
+            raise ScenarioError(f"{source}: not valid JSON: nested too deeply") from exc
     import yaml
 
     try:
@@ -254,6 +256,8 @@ def _parse_text(text: str, source: str, *, json_only: bool) -> Any:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "cannot parse"
         raise ScenarioError(f"{source}: not valid YAML: {problem}{where}") from exc
+    except RecursionError as exc:
+        raise ScenarioError(f"{source}: not valid YAML: nested too deeply") from exc
 
 
 def _fail(where: str, problem: str) -> ScenarioError:

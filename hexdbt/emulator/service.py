@@ -14,6 +14,7 @@ import html
 import re
 import threading
 import uuid
+from typing import Any
 
 from hexdbt.clock import Clock, ManualClock, SystemClock, to_iso
 from hexdbt.emulator.exchange import (
@@ -35,6 +36,8 @@ from hexdbt.emulator.rate_limits import RateWindows
 from hexdbt.emulator.runs import RunRecord, RunStore
 from hexdbt.emulator.scenario import Scenario, ScenarioError, TokenSpec
 
+# The clock stays a date Python can print: 1e308 seconds on would fail every answer after.
+_MAX_ADVANCE_S = 10 * 365 * 86_400.0
 _APP_PAGE = re.compile(r"^/app/([^/]+)/runs/([^/]+)/?$")
 
 
@@ -180,14 +183,22 @@ class HexService:
                 self.reset()
                 return Response(200, json_bytes({"reset": True}))
             if route == ("POST", "/_emulator/scenario"):
-                document = parse_json_or_none(request.body)
+                document = _admin_document(request.body)
                 self.load_scenario(Scenario.from_dict(document, source="POST /_emulator/scenario"))
                 return Response(200, json_bytes({"projects": len(self.scenario.projects)}))
             if route == ("POST", "/_emulator/advance"):
-                document = parse_json_or_none(request.body)
+                document = _admin_document(request.body)
                 seconds = document.get("seconds") if isinstance(document, dict) else None
-                if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-                    return _admin_error(400, 'expected a JSON body {"seconds": N} with N >= 0')
+                if (
+                    isinstance(seconds, bool)
+                    or not isinstance(seconds, int | float)
+                    or not 0 <= seconds <= _MAX_ADVANCE_S  # NaN too
+                ):
+                    return _admin_error(
+                        400,
+                        'expected a JSON body {"seconds": N} with N from 0 to'
+                        f" {_MAX_ADVANCE_S:.0f} (ten years)",
+                    )
                 if not isinstance(self.clock, ManualClock):
                     return _admin_error(
                         409, "the clock is not manual: start the emulator with --manual-clock"
@@ -197,7 +208,7 @@ class HexService:
             if route == ("GET", "/_emulator/faults"):
                 return Response(200, json_bytes(self.faults.describe()))
             if route == ("POST", "/_emulator/faults"):
-                document = parse_json_or_none(request.body)
+                document = _admin_document(request.body)
                 rules = document if isinstance(document, list) else [document]
                 parsed = [FaultRule.from_document(rule) for rule in rules]
                 for rule in parsed:
@@ -246,6 +257,15 @@ class HexService:
             "<p>Served by the hexdbt Hex emulator.</p></body></html>"
         )
         return Response(200, page.encode(), content_type="text/html; charset=utf-8")
+
+
+def _admin_document(body: bytes) -> Any:
+    """An admin request's JSON body (None when empty); one that is not JSON is refused with 400,
+    as one nested past what the parser follows."""
+    document = parse_json_or_none(body)
+    if document is None and body.strip() not in (b"", b"null"):
+        raise ApiError(400, "the request body is not valid JSON (or is nested too deeply)")
+    return document
 
 
 def _admin_error(status: int, message: str) -> Response:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hexdbt._version import __version__
 from hexdbt.errors import ConfigError
+from hexdbt.files import write_whole
 
 HOOK_MACRO = "hexdbt_on_run_end"
 HOOK_LINE = 'on-run-end: "{{ hexdbt_on_run_end(results) }}"'
@@ -40,19 +41,19 @@ def install_hook(project_dir: Path, *, write: bool) -> HookInstall:
         project = yaml.safe_load(text)
     except OSError as exc:
         raise ConfigError(f"{project_file}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{project_file}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{project_file}: not valid YAML ({exc})") from None
     if not isinstance(project, dict):
         raise ConfigError(f"{project_file}: expected a mapping of dbt project settings")
-    macro_paths = project.get("macro-paths") or ["macros"]
-    macro_dir = project_dir / str(macro_paths[0]) / "hexdbt"
-    macro_dir.mkdir(parents=True, exist_ok=True)
+    macro_path = _macro_path(project_dir, project_file, project.get("macro-paths"))
     source = resources.files("hexdbt").joinpath("dbt_package", "macros", MACRO_FILE)
-    macro_path = macro_dir / MACRO_FILE
-    macro_path.write_text(
+    write_whole(
+        macro_path,
         f"{{#- Installed by hexdbt {__version__} (`hexdbt hook install`): installing again"
         " replaces this file. -#}\n" + source.read_text(encoding="utf-8"),
-        encoding="utf-8",
+        what="the hook's macros",
     )
     hooks = project.get("on-run-end", project.get("on_run_end"))
     listed = hooks if isinstance(hooks, list) else [hooks] if hooks else []
@@ -66,9 +67,34 @@ def install_hook(project_dir: Path, *, write: bool) -> HookInstall:
             hint=f'add "{{{{ {HOOK_MACRO}(results) }}}}" to its list yourself',
         )
     separator = "" if text.endswith("\n") else "\n"
-    project_file.write_text(
+    write_whole(
+        project_file,
         f"{text}{separator}\n# hexdbt: what each invocation ran goes to the outbox for"
         f" `hexdbt relay`.\n{HOOK_LINE}\n",
-        encoding="utf-8",
+        what="the dbt project file",
     )
     return HookInstall(macro_path, configured=True, written=True)
+
+
+def _macro_path(project_dir: Path, project_file: Path, macro_paths: object) -> Path:
+    """Where the macros go: ``hexdbt/`` in the project's first macro folder. It must lie inside
+    the project, symlinks followed: a dbt_project.yml (or a link) does not send hexdbt's writes
+    elsewhere on the machine."""
+    if macro_paths is None or macro_paths == []:
+        macro_paths = ["macros"]
+    if not isinstance(macro_paths, list) or not all(isinstance(p, str) for p in macro_paths):
+        raise ConfigError(
+            f"{project_file}: macro-paths must be a list of folders, got {macro_paths!r}"
+        )
+    macro_path: Path = project_dir / macro_paths[0] / "hexdbt" / MACRO_FILE
+    try:
+        root = project_dir.resolve()
+        lands_at = macro_path.resolve()
+    except (OSError, ValueError) as exc:  # a loop of links, a NUL in the name
+        raise ConfigError(f"{project_file}: macro-paths {macro_paths[0]!r}: {exc}") from None
+    if not lands_at.is_relative_to(root):
+        raise ConfigError(
+            f"{project_file}: macro-paths {macro_paths[0]!r} leads outside the dbt project"
+            f" (to {lands_at.parent}); hexdbt writes its macros only inside {root}"
+        )
+    return macro_path

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from hexdbt.hex.polls import RunView, WaitCause
 from hexdbt.logs import EventLog
 from hexdbt.outcomes import Outcome, OutcomeKind, kind_of_final_status
+from hexdbt.wording import counted
 
 
 def format_elapsed(seconds: float) -> str:
@@ -55,7 +56,8 @@ class LineProgress:
             counts[state_of(view)] = counts.get(state_of(view), 0) + 1
         summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
         oldest = max((now - view.run.started_at for view in views), default=0.0)
-        self._write(f"waiting on {len(views)} run(s): {summary}; longest {format_elapsed(oldest)}")
+        waiting_on = counted(len(views), "run")
+        self._write(f"waiting on {waiting_on}: {summary}; longest {format_elapsed(oldest)}")
         self._last_line_at = now
 
     def waiting(self, triggers: Sequence[tuple[str, str]], cause: WaitCause, now: float) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from hexdbt.wording import counted
+
 if TYPE_CHECKING:
     from hexdbt.mapping.model import ProjectMapping
 
@@ -109,11 +111,9 @@ def summary_line(
     if manifest_checked:
         sources.append(f"{len(projects) - from_file} from dbt exposures")
     count = len(projects)
-    checked = f"{count} mapped Hex project{'s' if count != 1 else ''} ({', '.join(sources)})"
+    checked = f"{counted(count, 'mapped Hex project')} ({', '.join(sources)})"
     errors = sum(1 for finding in findings if finding.severity is Severity.ERROR)
     warnings = len(findings) - errors
     if not findings:
         return f"{checked}: no problems found"
-    return f"{checked}: {errors} error{'s' if errors != 1 else ''}, {warnings} warning" + (
-        "s" if warnings != 1 else ""
-    )
+    return f"{checked}: {counted(errors, 'error')}, {counted(warnings, 'warning')}"
