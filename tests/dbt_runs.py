@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,13 +34,19 @@ class _LoopsClosedAfter(asyncio.DefaultEventLoopPolicy):
 
 
 def dbt_in_process(
-    project: Path, arguments: list[str], target: Path, *, must_succeed: bool = False
+    project: Path,
+    arguments: list[str],
+    target: Path,
+    *,
+    must_succeed: bool = False,
+    callbacks: Sequence[Callable[[Any], None]] = (),
 ) -> Path:
     """Run ``dbt <arguments>`` on ``project`` (profiles.yml inside it) into ``target``, as a
     process would: from the project folder, with no DBT_*, HEX_* or HEXDBT_* variables of the
     machine. Returns the target folder, which must hold run_results.json. dbt must end without
     an error of its own (a failing hook is one; a failing node is a result, not an error), and
-    with ``must_succeed``, as with exit code 0."""
+    with ``must_succeed``, as with exit code 0. ``callbacks`` get each of dbt's events, as
+    dbtRunner's do."""
     from dbt.adapters.factory import reset_adapters
     from dbt.cli.main import dbtRunner
     from dbt_common.events.event_manager_client import cleanup_event_logger, get_event_manager
@@ -55,7 +63,7 @@ def dbt_in_process(
                 if name.startswith(("DBT_", "HEX_", "HEXDBT_")):
                     patch.delenv(name)
             patch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-            done = dbtRunner().invoke(
+            done = dbtRunner(callbacks=list(callbacks)).invoke(
                 [*arguments, "--profiles-dir", str(project), "--project-dir", str(project),
                  "--target-path", str(target)]
             )  # fmt: skip

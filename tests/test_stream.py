@@ -243,3 +243,83 @@ def test_a_manifest_that_cannot_be_read_leaves_everything_to_the_end(tmp_path: P
     assert run(planner, ev("ConcurrencyLine", {"node_count": 1}), finish(CUSTOMERS)) == []
     assert messages
     assert "planning when dbt ends" in messages[0]
+
+
+UNIT_TEST = "unit_test.shop.orders.orders_sum_payments"
+EPHEMERAL = "model.shop.order_totals"
+
+TESTED_ORDERS = """
+version: 1
+projects:
+  - name: tested_orders
+    project_id: p-orders
+    models: [orders]
+    require_tests: true
+  - name: all_finance
+    project_id: p-finance
+    models: ["tag:finance"]
+    trigger: all
+"""
+
+
+def _planner_of(mappings_text: str, manifest: Manifest) -> StreamPlanner:
+    mappings = parse_mappings(mappings_text, "m.yml")
+    planner = StreamPlanner(load_mappings=lambda _m: mappings, command="build", environ={})
+    planner.feed(ev("ArtifactWritten", {"artifact_path": manifest.path}, ts="2026-01-31T08:00:00Z"))
+    return planner
+
+
+def test_unit_tests_start_uncounted_and_never_make_a_test_look_unselected(
+    manifest: Manifest,
+) -> None:
+    """Issue 26: `build --select orders` announces 2 nodes (orders and its test) and starts 3,
+    its unit test first. The test that starts last is not taken for one that will not run."""
+    planner = _planner_of(TESTED_ORDERS, manifest)
+    run(planner, ev("ConcurrencyLine", {"node_count": 2}))
+    assert run(planner, start(UNIT_TEST), finish(UNIT_TEST, "pass"), start(ORDERS)) == []
+    assert not planner.selection_known  # 3 nodes started, only 1 of those dbt counted
+    assert run(planner, finish(ORDERS)) == []
+    assert "tested_orders" not in planner.decided  # its test may still run, and will
+    assert run(planner, start(ORDERS_TEST)) == []
+    assert planner.selection_known
+    assert planner.decided["all_finance"].reason == "trigger is all, and revenue did not refresh"
+    assert run(planner, finish(ORDERS_TEST, "pass")) == ["tested_orders"]
+
+
+def test_more_counted_starts_than_announced_and_the_count_is_not_trusted(
+    manifest: Manifest,
+) -> None:
+    planner = _planner_of(TESTED_ORDERS, manifest)
+    run(planner, ev("ConcurrencyLine", {"node_count": 1}), start(ORDERS))
+    assert planner.selection_known
+    run(planner, start(REVENUE))
+    assert not planner.selection_known
+
+
+def test_an_ephemeral_model_runs_but_is_neither_counted_nor_refreshed(tmp_path: Path) -> None:
+    nodes = [model("orders", tags=("finance",)),
+             model("order_totals", tags=("finance",), config={"materialized": "ephemeral"})]  # fmt: skip
+    ephemeral = load_manifest(write_json(tmp_path / "manifest.json", manifest_document(nodes)))
+    planner = _planner_of(TESTED_ORDERS, ephemeral)
+    run(planner, ev("ConcurrencyLine", {"node_count": 1}), start(EPHEMERAL))
+    assert not planner.selection_known
+    assert run(planner, finish(EPHEMERAL), start(ORDERS)) == []
+    assert planner.selection_known
+    # As in run_results.json, where dbt leaves it out: order_totals never refreshed.
+    assert run(planner, finish(ORDERS)) == ["tested_orders"]
+    decision = planner.decided["all_finance"]
+    assert isinstance(decision, Skipped)
+    assert decision.reason == "trigger is all, and order_totals did not refresh"
+
+
+def test_a_microbatch_models_batches_are_not_its_result(manifest: Manifest) -> None:
+    """Each batch starts and finishes under its model's id, inside the model's own start and
+    finish: a first batch's success is not the model's."""
+    planner = planner_for(manifest, Path(manifest.path).parent)
+    batches = (start(SLOW), start(SLOW), finish(SLOW), start(SLOW), finish(SLOW, "error"))
+    assert run(planner, *batches) == []
+    assert "slow_app" not in planner.decided
+    assert run(planner, finish(SLOW, "partial success")) == []
+    decision = planner.decided["slow_app"]
+    assert isinstance(decision, Skipped)
+    assert decision.reason == "slow only partly succeeded"

@@ -67,14 +67,18 @@ def run_projects(emulator: HexEmulator) -> list[tuple[str, float]]:
 
 
 def wrap(
-    emulator: HexEmulator, project: Path, monkeypatch: pytest.MonkeyPatch, *argv: str
+    emulator: HexEmulator,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *argv: str,
+    mappings: str = MAPPINGS,
 ) -> tuple[int, dict[str, Any]]:
     monkeypatch.chdir(project)
     monkeypatch.setenv("HEX_API_TOKEN", "hxtp_test")
     monkeypatch.setenv("HEX_BASE_URL", emulator.url)
     result = CliRunner().invoke(
         main,
-        ["dbt", "--mappings", MAPPINGS, "--json", *argv, "--profiles-dir", "."],
+        ["dbt", "--mappings", mappings, "--json", *argv, "--profiles-dir", "."],
         obj={"clock": ScaledClock(TIME_SCALE)},
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
@@ -140,6 +144,50 @@ def test_a_selection_that_leaves_out_a_mapped_branch_starts_nothing_for_it(
     assert outcomes["marketing_attribution"] == ("skipped", "no mapped model ran")
     assert outcomes["executive_kpis"][0] == "skipped"
     assert "did not refresh" in outcomes["executive_kpis"][1]
+
+
+def test_tests_after_uncounted_unit_tests_trigger_and_run_starts_nothing_more(
+    emulator: HexEmulator, project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 26's shape: the unit tests of customers start without being counted, before it, and
+    its tests start last. The project waiting for those tests is triggered; `hexdbt run` on the
+    same build then plans the same triggers and starts nothing."""
+    mappings = tmp_path / "hex_mappings.yml"
+    mappings.write_text(
+        "version: 1\nprojects:\n"
+        f"  - {{name: customer_360, project_id: {PROJECT_IDS['customer_health']},"
+        " models: [customers], require_tests: true}\n"
+        f"  - {{name: finance, project_id: {PROJECT_IDS['finance_overview']},"
+        " models: ['tag:finance']}\n",
+        encoding="utf-8",
+    )
+    exit_code, report = wrap(
+        emulator, project, monkeypatch, "--no-wait", "build", "--select", "+customers", "+orders",
+        "--vars", "{slow_model_seconds: 0}", mappings=str(mappings),
+    )  # fmt: skip
+    assert exit_code == 0, report
+    projects = {p["name"]: p for p in report["projects"]}
+    assert projects["customer_360"]["outcome"] == "started"
+    assert projects["finance"]["outcome"] == "started"
+    # revenue_daily was not selected: known once every counted node had started
+    assert projects["executive_kpis"]["reason"] == (
+        "trigger is all, and revenue_daily did not refresh"
+    )
+    assert projects["customer_360"]["decidedAt"]  # decided while dbt ran
+    started = sorted(name for name, _ in run_projects(emulator))
+    assert started == ["customer_health", "finance_overview"]
+
+    after = CliRunner().invoke(
+        main, ["run", "--mappings", str(mappings), "--json", "--no-wait"],
+        obj={"clock": ScaledClock(TIME_SCALE)},
+    )  # fmt: skip
+    assert after.exit_code == 0, after.output
+    assert "was handled before: nothing new is started" in after.stderr
+    rerun = {p["name"]: p for p in json.loads(after.stdout)["projects"]}
+    assert rerun["customer_360"]["runId"] == projects["customer_360"]["runId"]
+    assert rerun["finance"]["runId"] == projects["finance"]["runId"]
+    assert rerun["executive_kpis"]["outcome"] == "skipped"
+    assert len(run_projects(emulator)) == 2  # nothing sent again
 
 
 def _environment(emulator: HexEmulator, state_dir: Path) -> dict[str, str]:

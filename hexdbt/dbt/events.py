@@ -7,7 +7,8 @@ The events hexdbt acts on, as dbt 1.11 writes them (``--log-format json --log-le
 - ``MainReportVersion`` (info): ``data.version`` is ``"=1.11.16"``;
 - ``ArtifactWritten`` (debug, dbt 1.9+): ``data.artifact_path``; manifest.json is written after
   parsing, before any node runs, and again at the end with run_results.json;
-- ``ConcurrencyLine`` (info): ``data.node_count``, how many nodes this invocation selected;
+- ``ConcurrencyLine`` (info): ``data.node_count``, how many of its selected nodes dbt counts
+  (not unit tests, ephemeral models or microbatch batches, which start all the same);
 - ``NodeStart`` / ``NodeFinished`` (debug): ``data.node_info.unique_id``; NodeFinished fires for
   every outcome (skipped nodes included) with ``data.run_result`` holding what run_results.json
   will hold for the node;
@@ -165,7 +166,8 @@ def started_node(event: DbtEvent) -> str | None:
 
 
 def selected_node_count(event: DbtEvent) -> int | None:
-    """How many nodes the invocation selected, from ``ConcurrencyLine``."""
+    """How many selected nodes dbt counts, from ``ConcurrencyLine`` (not every node that
+    starts: see hexdbt.planner.stream)."""
     if event.name != CONCURRENCY_LINE:
         return None
     count = event.data.get("node_count")

@@ -9,11 +9,21 @@ Which nodes will still run. dbt announces no list of selected nodes; it announce
 (``ConcurrencyLine.node_count``) and each node as it starts (``NodeStart``). Until every selected
 node has started, any node of the manifest that has not finished may still run, so a project is
 decidable only once all its mapped models (and, with require_tests, their tests) have finished, or
-one of them failed. Once the count of started nodes reaches ``node_count`` the selection is known
-exactly and what never started never will. This needs no second dbt process (``dbt ls`` would cost
-a full dbt start and parse, and would have to be given the build's selection flags translated),
-and it errs only on the side of deciding later, never wrongly: a project decided early is decided
-on final results of every node that could change its decision.
+one of them failed. That count is not of every node that starts: unit tests, ephemeral models and
+the batches of a microbatch model start without being counted (``COUNTED_KINDS`` says what dbt
+counts). So only the started nodes of the kinds dbt counts are counted against it; once they
+reach ``node_count`` the selection is known exactly, and what never started never will. A kind
+hexdbt does not know is not counted: the count then stays short, and the end of the invocation
+decides. More counted nodes than announced mean the count is not what hexdbt takes it for, and it
+is trusted no longer. This needs no second dbt process (``dbt ls`` would cost a full dbt start and
+parse, and would have to be given the build's selection flags translated), and it errs only on
+the side of deciding later, never wrongly: a project decided early is decided on final results of
+every node that could change its decision.
+
+What finishes. Only what run_results.json will hold counts as finished: an ephemeral model's
+NodeFinished is not (it builds nothing, and dbt leaves it out of run_results.json), nor is a
+microbatch batch's (each batch starts and finishes under its model's id, inside the model's own
+NodeStart and NodeFinished; the model's is the result).
 
 Same decisions as ``hexdbt run``. The rules are ``plan.decide`` (with the nodes still pending)
 and the triggers are built by ``plan.make_plan`` over the nodes finished so far, restricted to the
@@ -29,6 +39,7 @@ writes the exact start only into run_results.json; the two differ by millisecond
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +68,13 @@ from hexdbt.planner.rules import FinishedNodes, Plan, Skipped, Trigger, decide, 
 
 Log = Callable[[str], None]
 MappingLoader = Callable[[Manifest | None], MappingSet]
+
+# The kinds of node dbt counts in ConcurrencyLine.node_count, by the first part of their unique
+# id, as read in dbt-core 1.8 to 1.11: every node of its queue of selected nodes but ephemeral
+# models (which are models: told apart by the manifest). A build runs unit tests outside that
+# queue, just before their model, and adds them to its count only after announcing it (in
+# `dbt test` they are counted: leaving them out only makes the count fall short).
+COUNTED_KINDS = frozenset({"model", "seed", "snapshot", "test", "saved_query", "exposure"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +124,9 @@ class StreamPlanner:
     _finished: FinishedNodes = field(default_factory=FinishedNodes, init=False)
     _results: list[NodeResult] = field(default_factory=list, init=False)
     _started: set[str] = field(default_factory=set, init=False)
+    _counted_started: set[str] = field(default_factory=set, init=False)
+    # NodeStarts not yet followed by their NodeFinished, by node: above one, batches run inside.
+    _running: Counter[str] = field(default_factory=Counter, init=False)
     _watched: list[_Watched] = field(default_factory=list, init=False)
     _watchers_of: dict[str, list[_Watched]] = field(default_factory=dict, init=False)
     _emitted_keys: dict[str, str] = field(default_factory=dict, init=False)
@@ -113,7 +134,8 @@ class StreamPlanner:
 
     @property
     def selection_known(self) -> bool:
-        return self.node_count is not None and len(self._started) >= self.node_count
+        """Every node dbt counted has started: what has not started will not run."""
+        return self.node_count is not None and len(self._counted_started) == self.node_count
 
     @property
     def finished_results(self) -> tuple[NodeResult, ...]:
@@ -144,18 +166,49 @@ class StreamPlanner:
         unique_id = started_node(event)
         if unique_id is not None:
             self._ensure_manifest()
-            was_known = self.selection_known
-            self._started.add(unique_id)
-            if self.selection_known and not was_known:
-                return self._evaluate(self._watched, event)
-            return []
+            self._running[unique_id] += 1
+            return self._evaluate(self._watched, event) if self._note_started(unique_id) else []
         result = finished_node(event)
         if result is not None:
+            if self._running[result.unique_id] > 1:
+                self._running[result.unique_id] -= 1
+                return []  # a batch of a microbatch model: the model's own result comes last
+            self._running.pop(result.unique_id, None)
+            became_known = self._note_started(result.unique_id)
+            if self._builds_nothing(result.unique_id):
+                self._started.discard(result.unique_id)  # ran, and leaves no result to wait for
+                return self._evaluate(self._watched, event) if became_known else []
             self._finished.add(result)
             self._results.append(result)
-            self._started.add(result.unique_id)
-            return self._evaluate(self._watchers_of.get(result.unique_id, ()), event)
+            candidates = self._watched if became_known else self._watchers_of.get(result.unique_id)
+            return self._evaluate(candidates or (), event)
         return []
+
+    def _note_started(self, unique_id: str) -> bool:
+        """Take note of a node that started; True when that makes the selection known."""
+        was_known = self.selection_known
+        self._started.add(unique_id)
+        if self._counted_by_dbt(unique_id):
+            self._counted_started.add(unique_id)
+        return self.selection_known and not was_known
+
+    def _counted_by_dbt(self, unique_id: str) -> bool:
+        kind = unique_id.split(".", 1)[0]
+        if kind != "model":
+            return kind in COUNTED_KINDS
+        # A model the manifest does not know cannot be told from an ephemeral one: not counted.
+        return self._materialization(unique_id) not in (None, "ephemeral")
+
+    def _builds_nothing(self, unique_id: str) -> bool:
+        """An ephemeral model: dbt runs it, but it writes no data and no run_results.json entry."""
+        return self._materialization(unique_id) == "ephemeral"
+
+    def _materialization(self, unique_id: str) -> str | None:
+        node = self.manifest.nodes.get(unique_id) if self.manifest is not None else None
+        if node is None:
+            return None
+        materialized = node.config.get("materialized")
+        return materialized if isinstance(materialized, str) else ""
 
     def _on_artifact(self, path: Path) -> None:
         if path.name == "manifest.json" and self.manifest is None:

@@ -1,12 +1,3 @@
-with payments as (
-    select
-        order_id,
-        sum(amount) as amount,
-        sum(case when payment_method = 'coupon' then amount else 0 end) as coupon_amount
-    from {{ ref('stg_payments') }}
-    group by order_id
-)
-
 select
     orders.order_id,
     orders.customer_id,
@@ -15,5 +6,5 @@ select
     coalesce(payments.amount, 0) as amount,
     coalesce(payments.coupon_amount, 0) as coupon_amount
 from {{ ref('stg_orders') }} as orders
-left join payments using (order_id)
+left join {{ ref('stg_payment_totals') }} as payments using (order_id)
 where {{ fail_if_requested() }}
