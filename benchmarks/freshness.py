@@ -49,6 +49,9 @@ from hexdbt.settings import SqliteState
 
 RUN_S = 120.0
 TOP_APPS = 10
+# The first hour's builds are reported apart: the first build is served at the budget's full
+# speed (20 a minute), which spends the hour's 60 calls early whatever comes next.
+WARM_UP_S = 3600.0
 
 
 def project_id(index: int) -> str:
@@ -147,10 +150,11 @@ def _set_up(case: Case, folder: Path) -> dict[str, Any]:
 @dataclass
 class Result:
     case: Case
-    worst_lag_s: float
+    worst_lag_s: float  # builds after the first hour
     median_lag_s: float
-    top_worst_lag_s: float
-    longest_gap_s: float
+    warm_up_worst_lag_s: float  # builds of the first hour
+    top_worst_lag_s: float  # the TOP_APPS most viewed, after the first hour
+    longest_gap_s: float  # between an app's runs, after the first hour
     queued_at_end: int
     most_queued_per_app: int
     runs: int
@@ -185,6 +189,7 @@ def run_case(case: Case) -> Result:
 
 
 def _measure(case: Case, clock: BuildingClock, runs: list[Any], sent: dict[str, Any]) -> Result:
+    steady_from = clock.begin + WARM_UP_S
     starts: dict[str, list[float]] = {}
     intervals: list[tuple[float, float]] = []
     behind: list[float] = []  # how old the build a run was triggered for was at its start
@@ -194,17 +199,20 @@ def _measure(case: Case, clock: BuildingClock, runs: list[Any], sent: dict[str, 
         behind.append(created - clock.builds[build_number - 1])
         starts.setdefault(run.project_id, []).append(created)
         intervals.append((created, created + RUN_S))
-    lags: dict[int, list[float]] = {}
+    steady: dict[int, list[float]] = {}
+    warm_up: list[float] = []
+    gaps = []
     for index in range(case.apps):
         mine = sorted(starts.get(project_id(index), []))
         for built in clock.builds:
             covering = next((start for start in mine if start >= built), clock.end)
-            lags.setdefault(index, []).append(covering - built)
-    every = [lag for app in lags.values() for lag in app]
-    gaps = []
-    for index in range(case.apps):
-        moments = [clock.begin, *sorted(starts.get(project_id(index), [])), clock.end]
+            lags = steady.setdefault(index, []) if built >= steady_from else warm_up
+            lags.append(covering - built)
+        # Gaps between runs once the first hour is over: from the last run before it.
+        earlier = [start for start in mine if start < steady_from][-1:] or [clock.begin]
+        moments = [*earlier, *(start for start in mine if start >= steady_from), clock.end]
         gaps.append(max(b - a for a, b in itertools.pairwise(moments)))
+    every = [lag for app in steady.values() for lag in app]
     most_live = max(
         (sum(1 for s, e in intervals if s <= moment < e) for moment, _ in intervals), default=0
     )
@@ -213,7 +221,8 @@ def _measure(case: Case, clock: BuildingClock, runs: list[Any], sent: dict[str, 
         case=case,
         worst_lag_s=max(every),
         median_lag_s=statistics.median(every),
-        top_worst_lag_s=max(lag for index in range(TOP_APPS) for lag in lags[index]),
+        warm_up_worst_lag_s=max(warm_up),
+        top_worst_lag_s=max(lag for index in range(TOP_APPS) for lag in steady[index]),
         longest_gap_s=max(gaps),
         queued_at_end=sum(queued.values()),
         most_queued_per_app=max(queued.values(), default=0),
@@ -235,8 +244,8 @@ def main() -> int:
     shapes = [(30, 15)] if quick else [(30, 5), (30, 15), (60, 5), (60, 15)]
     print(
         f"{'apps':>4} {'every':>5} {'coalesce':>8} {'builds':>6} {'runs':>5} {'worst':>6}"
-        f" {'median':>6} {'bound':>6} {'worst/bound':>11} {'vs base':>7} {'queued':>6}"
-        f" {'max/app':>7} {'twice':>5} {'live':>4} {'behind':>6}"
+        f" {'median':>6} {'bound':>6} {'worst/bound':>11} {'vs base':>7} {'1st h':>6}"
+        f" {'queued':>6} {'max/app':>7} {'twice':>5} {'live':>4} {'behind':>6}"
     )
     failures = []
     for apps, every in shapes:
@@ -248,7 +257,8 @@ def main() -> int:
                 f"{apps:>4} {every:>4.0f}m {case.coalesce!s:>8} {result.builds:>6} {result.runs:>5}"
                 f" {_minutes(result.worst_lag_s)} {_minutes(result.median_lag_s)}"
                 f" {_minutes(case.bound_s)} {ratio:>11.2f}"
-                f" {result.worst_lag_s / base.worst_lag_s:>7.2f} {result.queued_at_end:>6}"
+                f" {result.worst_lag_s / base.worst_lag_s:>7.2f}"
+                f" {_minutes(result.warm_up_worst_lag_s)} {result.queued_at_end:>6}"
                 f" {result.most_queued_per_app:>7} {result.two_runs_for_one_build:>5}"
                 f" {result.most_live:>4} {_minutes(result.worst_behind_s)}"
             )
@@ -257,25 +267,30 @@ def main() -> int:
             if result.two_runs_for_one_build:
                 failures.append(f"N={apps} K={every}: two runs for one build")
     print(
-        "(minutes; 'vs base': the worst lag over the baseline's; 'behind': how old the build a"
-        " run was sent for was when it started, at worst: the backlog)"
+        "(minutes. worst, median: lag of the builds after the first hour; 1st h: the worst of the"
+        " first hour's builds, when the first build's burst has spent the hour's budget;"
+        " vs base: worst over the baseline's; behind: how old the build a run was sent for was"
+        " when it started, at worst: the backlog)"
     )
     if not quick:
-        result = run_case(Case(60, 15, views=True))
-        case = result.case
-        top_target = (case.build_every_min + 5) * 60
+        print(f"\nPriorities by Hex views: the {TOP_APPS} most viewed of 60 apps")
         print(
-            f"\nPriorities by Hex views, {case.apps} apps every {case.build_every_min:.0f} min:"
-            f" top {TOP_APPS} worst lag {_minutes(result.top_worst_lag_s).strip()} min against"
-            f" {_minutes(top_target).strip()} ({result.top_worst_lag_s / top_target:.2f}x);"
-            f" longest gap between an app's runs {_minutes(result.longest_gap_s).strip()} min"
-            f" against two bounds, {_minutes(2 * case.bound_s).strip()}"
-            f" ({result.longest_gap_s / (2 * case.bound_s):.2f}x)"
+            f"{'every':>5} {'top worst':>9} {'target':>6} {'ratio':>5}"
+            f" {'longest gap':>11} {'2 bounds':>8} {'ratio':>5}"
         )
-        if result.top_worst_lag_s > top_target:
-            failures.append("the most viewed apps fell behind")
-        if result.longest_gap_s > 2 * case.bound_s:
-            failures.append("an app waited longer than two bounds")
+        for every in (15, 30):
+            result = run_case(Case(60, every, views=True))
+            top_target = (every + 5) * 60
+            two_bounds = 2 * result.case.bound_s
+            print(
+                f"{every:>4}m {_minutes(result.top_worst_lag_s):>9} {_minutes(top_target)}"
+                f" {result.top_worst_lag_s / top_target:>5.2f} {_minutes(result.longest_gap_s):>11}"
+                f" {_minutes(two_bounds):>8} {result.longest_gap_s / two_bounds:>5.2f}"
+            )
+            if result.top_worst_lag_s > top_target:
+                failures.append(f"K={every}: the most viewed apps fell behind")
+            if result.longest_gap_s > two_bounds:
+                failures.append(f"K={every}: an app waited longer than two bounds")
     for failure in failures:
         print(f"MISSED: {failure}")
     return 1 if failures else 0

@@ -205,7 +205,8 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE triggers ADD COLUMN models_json TEXT;
     ALTER TABLE triggers ADD COLUMN superseded_by TEXT;
     ALTER TABLE triggers ADD COLUMN unserved_since DOUBLE PRECISION;
-    CREATE INDEX triggers_by_entry ON triggers(entry_key)
+    CREATE INDEX triggers_by_entry ON triggers(entry_key);
+    CREATE INDEX triggers_by_creation ON triggers(created_at)
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -274,6 +275,21 @@ class EntrySends:
 
     last_sent_at: float | None
     live_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """The triggers planned in a while: how many, for which mapping entries, and whether an
+    entry was planned more than once."""
+
+    planned: int
+    entries: frozenset[str]
+    repeated: bool
+
+    def with_planned(self, triggers: Sequence[NewTrigger]) -> Demand:
+        keys = [trigger.entry_key for trigger in triggers if trigger.entry_key]
+        repeated = self.repeated or len(set(keys)) < len(keys) or not self.entries.isdisjoint(keys)
+        return Demand(self.planned + len(triggers), self.entries | set(keys), repeated)
 
 
 def _unreadable(where: str, trigger_key: str, what: str) -> StateError:
@@ -477,11 +493,15 @@ class Ledger:
         rows = self._read("SELECT 1 FROM invocations WHERE invocation_id = ?", (invocation_id,))
         return bool(rows)
 
-    def recent_invocations(self, limit: int = 10) -> list[InvocationRecord]:
+    def recent_invocations(
+        self, limit: int = 10, *, project_dir: str | None = None
+    ) -> list[InvocationRecord]:
+        """The newest invocations; with ``project_dir``, only those of that dbt project."""
+        where, params = ("WHERE project_dir = ?", (project_dir,)) if project_dir else ("", ())
         rows = self._read(
             "SELECT invocation_id, command, source, first_seen_at, project_dir FROM invocations"
-            " ORDER BY first_seen_at DESC, rowid DESC LIMIT ?",
-            (limit,),
+            f" {where} ORDER BY first_seen_at DESC, rowid DESC LIMIT ?",
+            (*params, limit),
         )
         return [InvocationRecord(**row) for row in rows]
 
@@ -697,6 +717,18 @@ class Ledger:
         return {
             row["entry_key"]: EntrySends(row["last_sent_at"], row["live_since"]) for row in rows
         }
+
+    def demand_since(self, since: float, base_url: str) -> Demand:
+        """The triggers planned for ``base_url`` since ``since`` (superseded ones too): the
+        demand on Hex's budget."""
+        rows = self._read(
+            "SELECT entry_key, count(*) AS planned FROM triggers"
+            " WHERE created_at >= ? AND base_url = ? GROUP BY entry_key",
+            (since, base_url),
+        )
+        entries = frozenset(row["entry_key"] for row in rows if row["entry_key"] is not None)
+        repeated = any(row["planned"] > 1 for row in rows if row["entry_key"] is not None)
+        return Demand(sum(int(row["planned"]) for row in rows), entries, repeated)
 
     def newest_of_entry(self, entry_key: str) -> TriggerRecord | None:
         """The newest trigger of a mapping entry, whatever its state."""

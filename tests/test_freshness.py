@@ -5,6 +5,7 @@ with a real ledger on each backend."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.cli import main
-from hexdbt.clock import ManualClock, SystemClock
+from hexdbt.clock import ManualClock, SystemClock, from_iso
 from hexdbt.emulator import HexEmulator
 from hexdbt.engine import Engine, EngineSettings
 from hexdbt.engine.send_order import send_rank
@@ -43,10 +44,11 @@ class Apps:
         count: int,
         *,
         projects: list[dict[str, Any]] | None = None,
+        running_s: float = 60,
         **mapping_options: Any,
     ) -> None:
         self.clock = ManualClock()
-        document = scenario(count, running_s=60)
+        document = scenario(count, running_s=running_s)
         for spec, extra in zip(document["projects"], projects or [], strict=False):
             spec.update(extra)
         self.emulator = factory(scenario=document, clock=self.clock)
@@ -371,3 +373,38 @@ def test_status_check_without_apps_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["status", "--check"])
     assert result.exit_code == 2
     assert "--check goes with --apps" in result.stderr
+
+
+def _run_times(apps: Apps) -> list[float]:
+    return sorted(from_iso(run.created_at) for run in apps.emulator.runs())
+
+
+def test_one_large_build_goes_at_the_budgets_full_speed(apps_factory: Callable[..., Apps]) -> None:
+    """Not overload: every app planned once, so the first 20 start within the first minute."""
+    apps = apps_factory(25, coalesce=True)
+    begin = apps.clock.now()
+    apps.dispatch(apps.build("inv-1"), wait=False, no_wait_send_window_s=7200)
+    times = _run_times(apps)
+    assert len(times) == 25
+    assert times[19] - begin < 60
+
+
+def test_builds_faster_than_the_budget_are_paced_at_its_sustained_rate(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    """35 apps refreshed twice within the hour ask for 70 runs of Hex's 60: the second build's
+    runs are spread at the budget's sustained rate (one a minute and its margin) instead of
+    spending the hour's rest in its first minute. Once the first build has left the hour, the
+    demand fits the budget again and the rest go at once."""
+    apps = apps_factory(35, coalesce=True, running_s=5)
+    apps.dispatch(apps.build("inv-1"), wait=False, no_wait_send_window_s=7200)
+    assert len(_run_times(apps)) == 35
+    apps.clock.advance(300)
+    apps.dispatch(apps.build("inv-2"), wait=False, no_wait_send_window_s=7200)
+    later = _run_times(apps)[35:]
+    assert len(later) == 35  # one run per app for the newest build: nothing was dropped
+    paced, rest = later[:25], later[25:]  # the hour's 25 calls left, then after the hour
+    assert min(b - a for a, b in itertools.pairwise(paced)) >= 60
+    assert rest[0] - paced[-1] > 1500  # waited for the first build's calls to leave the hour
+    assert rest[-1] - rest[0] <= 61  # as fast as the first build's calls leave the hour
+    assert {record.state for record in apps.ledger.triggers_of("inv-2")} == {TriggerState.STARTED}

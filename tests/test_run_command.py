@@ -146,6 +146,23 @@ def test_status_shows_invocations_their_runs_and_the_queue(setup: Callable[..., 
     assert "Queue: 0 triggers waiting for the budget; 0 live runs" in text
 
 
+def test_status_project_dir_shows_only_that_dbt_projects_invocations(
+    setup: Callable[..., Setup], tmp_path: Path
+) -> None:
+    """Each invocation records its dbt project; two projects share one ledger."""
+    world = setup(1)
+    world.run()
+    other = tmp_path / "other"
+    _target, mappings = write_project(other, 1, invocation_id="inv-other")
+    result = world.invoke("run", "--project-dir", str(other), "--mappings", str(mappings))
+    assert result.exit_code == 0, result.stderr
+    every = json.loads(world.invoke("status", "--json").stdout)["invocations"]
+    assert [i["invocation_id"] for i in every] == ["inv-other", "inv-1"]
+    for folder, expected in ((world.folder, "inv-1"), (other, "inv-other")):
+        only = world.invoke("status", "--json", "--project-dir", str(folder))
+        assert [i["invocation_id"] for i in json.loads(only.stdout)["invocations"]] == [expected]
+
+
 @pytest.mark.parametrize("limit", ["-5", "0"])
 def test_status_refuses_a_limit_below_one_naming_it(limit: str) -> None:
     """`--limit -5` showed every invocation, as if no limit were given."""

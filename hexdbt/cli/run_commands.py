@@ -201,11 +201,13 @@ def status(
     as_json: bool,
 ) -> None:
     """Show what the ledger knows: recent invocations, their triggers and runs, and the queue;
-    with --apps, how fresh each mapped Hex app is.
+    with --project-dir, only the invocations of that dbt project; with --apps, how fresh each
+    mapped Hex app is.
 
     \b
     Examples:
       hexdbt status --limit 3
+      hexdbt status --project-dir ~/analytics
       hexdbt status --apps --check    # exit 1 when an app is past its freshness_minutes
     """
     if check and not apps:
@@ -219,7 +221,8 @@ def status(
 
     try:
         with Ledger.open(resolve_state_location(state_url)) as ledger:
-            invocations = ledger.recent_invocations(limit)
+            only = str(project_dir.resolve()) if project_dir is not None else None
+            invocations = ledger.recent_invocations(limit, project_dir=only)
             per_invocation = [(inv, ledger.triggers_of(inv.invocation_id)) for inv in invocations]
             queue = ledger.in_state(TriggerState.QUEUED, TriggerState.PLANNED)
             live = ledger.in_state(TriggerState.STARTED, TriggerState.SENDING)
@@ -236,6 +239,7 @@ def status(
                         "invocation_id": inv.invocation_id,
                         "command": inv.command,
                         "source": inv.source,
+                        "projectDir": inv.project_dir,
                         "triggers": [outcome_of(record).to_json() for record in records],
                     }
                     for inv, records in per_invocation

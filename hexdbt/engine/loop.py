@@ -61,7 +61,7 @@ from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, backoff_delay_s, run_may_have_started
 from hexdbt.hex.models import RunRequest
 from hexdbt.hex.polls import Polls, RunEnd, WaitCause, WatchedRun
-from hexdbt.ledger import Ledger, NewTrigger, TriggerRecord, TriggerState
+from hexdbt.ledger import Demand, Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan, Trigger
 
@@ -78,6 +78,11 @@ UNREACHABLE_ATTEMPTS = 2
 # own attempts) is looked up this many times before the trigger is reported ambiguous. Twice:
 # one failed look-up is no longer a final verdict, and a silent Hex still ends the command soon.
 LOOKUP_ATTEMPTS = 2
+# While more triggers were planned in this long than Hex's budget runs in it, some app more than
+# once, sends are paced at the budget's sustained rate.
+DEMAND_WINDOW_S = 3600.0
+# How often the engine looks at the demand on the budget again.
+OVERLOAD_CHECK_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,14 @@ class _Pending:
     unreachable: int = 0
     lookups_failed: int = 0
     told: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """Until when a trigger waits, and whether it is a re-run that keeps the overload's pace."""
+
+    until: float
+    paced: bool
 
 
 @dataclass
@@ -187,6 +200,8 @@ class Engine:
         self._state_lost_since: float | None = None
         self._unrecorded_ends: list[RunEnd] = []
         self._next_outage_note = 0.0
+        self._paced_send_at = float("-inf")  # the last trigger sent while overloaded
+        self._demand = (float("-inf"), Demand(0, frozenset(), repeated=False))
         self._app_views = AppViews(
             client, max_age_s=self.settings.app_views_max_age_s, log=self._log
         )
@@ -450,9 +465,11 @@ class Engine:
         """Record a submission; those of its triggers that can go at once are claimed in the
         same transaction. A ledger that cannot be written is tried again a few times."""
         triggers = [new_trigger(trigger, self.client.base_url) for trigger in item.triggers]
-        sending_now = self._take_slots_for(triggers)
+        sending_now: dict[str, Slot | None] = {}
         claimed: set[str] = set()
         try:
+            # The holds read the ledger: a ledger that cannot be read fails this attempt too.
+            sending_now = self._take_slots_for(triggers)
             recorded = self.ledger.plan_and_claim(
                 item.invocation_id,
                 item.command,
@@ -486,6 +503,9 @@ class Engine:
             item.result.set_result(None)
             return
         crash_point("intent-synced")
+        checked_at, demand = self._demand
+        self._demand = (checked_at, demand.with_planned(triggers))
+        self._forget_superseded(recorded[0])
         for record in recorded[0]:
             if record.trigger_key in claimed:
                 slot = sending_now[record.trigger_key]
@@ -495,6 +515,25 @@ class Engine:
         # Told once this turn's POSTs are out: a caller's callback (a log line) never delays them.
         self._recorded.append((item.result, recorded[0]))
 
+    def _forget_superseded(self, newer: Sequence[TriggerRecord]) -> None:
+        """Triggers lined up here that the newly recorded ones may have superseded are looked at
+        again in the ledger, which says whether they were (or were claimed first elsewhere)."""
+        entries = {(r.entry_key, r.base_url) for r in newer if r.coalesce}
+        if not entries:
+            return
+        newer_keys = {record.trigger_key for record in newer}
+        older = [
+            item
+            for item in self._pending
+            if not item.claimed
+            and not item.reconcile
+            and (item.record.entry_key, item.record.base_url) in entries
+            and item.record.trigger_key not in newer_keys
+        ]
+        for item in older:
+            self._pending.remove(item)
+            self._line_up(self.ledger.get(item.record.trigger_key))
+
     def _take_slots_for(self, triggers: Sequence[NewTrigger]) -> dict[str, Slot | None]:
         """The triggers of a plan that may be sent now, highest priority first, each with the
         RunProject slot taken for it: none while older triggers wait (they go first), none whose
@@ -503,7 +542,8 @@ class Engine:
         if self._pending or self.stopping.is_set():
             return {}
         now = self.clock.now()
-        held = self._held_until(triggers, now)
+        # Held triggers, and re-runs that must keep the pace, go through _send_due.
+        held = self._holds(triggers, now)
         ready = [trigger for trigger in triggers if trigger.trigger_key not in held]
         ready.sort(key=lambda t: (-t.options["priority"], -self._app_views.share(t.project_id)))
         places = max(0, self.settings.max_live_runs - len(self.polls))
@@ -514,25 +554,55 @@ class Engine:
         slots = budget.take_now(CallKind.RUN_PROJECT, len(keys))
         return dict(zip(keys, slots, strict=False))  # fewer slots than keys: the rest wait
 
-    def _held_until(
+    def _holds(
         self, triggers: Sequence[NewTrigger | TriggerRecord], now: float
-    ) -> dict[str, float]:
-        """Trigger key -> when its app's ``min_interval`` since its last send has passed, for
-        those whose interval has not (one read of the ledger, only for entries that set one)."""
-        spaced = [t for t in triggers if t.entry_key and t.options.get("min_interval_s")]
-        if not spaced:
-            return {}
-        sends = self.ledger.sends_of_entries(
-            {t.entry_key for t in spaced if t.entry_key}, self.client.base_url
+    ) -> dict[str, _Hold]:
+        """Trigger key -> until when it waits and why, for the mapped triggers held back: by
+        ``min_interval`` since their app's last start, and, while Hex's budget is overloaded,
+        by the pace of the budget's sustained rate (``send_order``). One read of the ledger, and
+        none when no trigger sets an interval."""
+        pacing = self._overloaded(now, [t for t in triggers if isinstance(t, NewTrigger)])
+        mapped = [t for t in triggers if t.entry_key]
+        spaced = [t for t in mapped if t.options.get("min_interval_s")]
+        sends = (
+            self.ledger.sends_of_entries(
+                {t.entry_key for t in spaced if t.entry_key}, self.client.base_url
+            )
+            if spaced
+            else {}
         )
-        held: dict[str, float] = {}
-        for trigger in spaced:
+        holds: dict[str, _Hold] = {}
+        for trigger in mapped:
+            free_at = now
             last = sends.get(trigger.entry_key or "")
-            if last is not None and last.last_sent_at is not None:
-                free_at = last.last_sent_at + float(trigger.options["min_interval_s"])
-                if free_at > now:
-                    held[trigger.trigger_key] = free_at
-        return held
+            interval = trigger.options.get("min_interval_s")
+            if interval and last is not None and last.last_sent_at is not None:
+                free_at = max(free_at, last.last_sent_at + float(interval))
+            if pacing:
+                free_at = max(free_at, self._paced_send_at + self._pace_s())
+            if free_at > now or pacing:
+                holds[trigger.trigger_key] = _Hold(free_at, paced=pacing)
+        return holds
+
+    def _overloaded(self, now: float, planning: Sequence[NewTrigger] = ()) -> bool:
+        """Whether the budget is overloaded: in the last hour, more triggers were planned
+        (``planning``, those being recorded, included) than Hex's RunProject budget runs in one,
+        and some app was planned more than once, so builds keep coming faster than the budget
+        serves them. A single large build is not overload: it goes at the budget's full speed.
+        The ledger is read at most once a minute."""
+        if self.client.budget is None:
+            return False
+        checked_at, demand = self._demand
+        if now - checked_at >= OVERLOAD_CHECK_S:
+            demand = self.ledger.demand_since(now - DEMAND_WINDOW_S, self.client.base_url)
+            self._demand = (now, demand)
+        demand = demand.with_planned(planning)
+        return demand.repeated and demand.planned > DEMAND_WINDOW_S / self._pace_s()
+
+    def _pace_s(self) -> float:
+        budget = self.client.budget
+        assert budget is not None
+        return 1.0 / budget.limits.sustained_rate_per_s(CallKind.RUN_PROJECT)
 
     def _give_back(self, slots: Sequence[Slot | None]) -> None:
         budget = self.client.budget
@@ -610,6 +680,8 @@ class Engine:
                     WaitCause.PLACES, f"{len(self.polls)} runs are live (max_live_runs)"
                 )
                 return self.polls.next_poll_at()  # a finishing run frees a place
+            if len(due) > 1:  # they compete: Hex's views help order them
+                self._app_views.read_if_due(now)
             item = max(due, key=lambda p: self._rank(p.record, now))
             record = item.record
             deadline = record.created_at + self.settings.queue_deadline_s
@@ -625,21 +697,26 @@ class Engine:
                 except MoveRefusedError:  # another process took it meanwhile
                     self._line_up(self.ledger.get(record.trigger_key))
                 continue
-            free_at = self._held_until([record], now).get(record.trigger_key)
-            if free_at is not None:  # its app started less than min_interval ago
-                if self._leaves_for_later(free_at, now):
-                    self._leave_queued(item, "its app's min_interval_minutes to pass")
+            hold = self._holds([record], now).get(record.trigger_key)
+            if hold is not None and hold.until > now:
+                if self._leaves_for_later(hold.until, now):
+                    waiting_for = (
+                        "the pace of re-runs while Hex's budget is overloaded"
+                        if hold.paced
+                        else "its app's min_interval_minutes to pass"
+                    )
+                    self._leave_queued(item, waiting_for)
                 else:
-                    item.not_before = free_at
+                    item.not_before = hold.until
                 continue
             budget = self.client.budget
             taken = budget.take_now(CallKind.RUN_PROJECT, 1) if budget is not None else (None,)
             if taken:
+                if hold is not None and hold.paced:
+                    self._paced_send_at = now
                 self._send(item, taken[0])
                 continue
             assert budget is not None
-            if len(due) > 1:  # they compete for the budget: Hex's views help order them
-                self._app_views.read_if_due(now)
             next_slot = budget.next_slot_at(CallKind.RUN_PROJECT)
             if self._leaves_for_later(next_slot, now):
                 self._leave_queued(item, "Hex's RunProject budget")

@@ -98,7 +98,13 @@ class WatchDaemon:
     def _deliver(self, ready: ReadyInvocation) -> None:
         """On the watch loop's thread: hand the invocation to the engine's inbox."""
         plan = ready.plan
-        submitted = self.engine.submit(plan, source=ready.target.ledger_source, only_new=True)
+        project_dir = ready.target.project_dir
+        submitted = self.engine.submit(
+            plan,
+            source=ready.target.ledger_source,
+            only_new=True,
+            project_dir=str(project_dir.resolve()) if project_dir else None,
+        )
         fields = {
             "target": str(ready.target.target_dir),
             "invocation_id": plan.invocation_id,
