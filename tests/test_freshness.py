@@ -6,6 +6,8 @@ with a real ledger on each backend."""
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,13 @@ from hexdbt.factory import open_client
 from hexdbt.freshness import apps_freshness
 from hexdbt.hex.budget import CallKind
 from hexdbt.hex.client import HexClient
-from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.ledger import LEDGER_FILENAME, Holder, Ledger, NewTrigger, TriggerState
 from hexdbt.mapping import load_mappings
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.files import plan_from_files
 from hexdbt.planner.rules import Plan
-from hexdbt.settings import parse_state_url
+from hexdbt.settings import StateLocation, parse_state_url
+from hexdbt.store import open_store
 
 TOKEN = "hxtp_freshness_test_token"
 
@@ -408,3 +411,71 @@ def test_builds_faster_than_the_budget_are_paced_at_its_sustained_rate(
     assert rest[0] - paced[-1] > 1500  # waited for the first build's calls to leave the hour
     assert rest[-1] - rest[0] <= 61  # as fast as the first build's calls leave the hour
     assert {record.state for record in apps.ledger.triggers_of("inv-2")} == {TriggerState.STARTED}
+
+
+def test_a_supersede_racing_a_claim_on_another_host_leaves_exactly_one_of_them(
+    state_location: StateLocation,
+) -> None:
+    """Host A claims build 1's trigger for sending while host B records build 2 of the same
+    entry, at the same moment, 30 times: each time the ledger lets exactly one of them win. A
+    claimed trigger is sent and build 2 waits as a trigger of its own (both builds get a run); a
+    superseded one is never claimed (build 2's run covers build 1). Never both, never neither."""
+    clock = ManualClock(start=1000.0)
+    host_a, host_b = (
+        _on_host(state_location, "host-a", clock),
+        _on_host(state_location, "host-b", clock),
+    )
+    outcomes: Counter[TriggerState] = Counter()
+    try:
+        for round_number in range(30):
+            older, newer = _entry_trigger(round_number, 1), _entry_trigger(round_number, 2)
+            host_a.plan_and_claim(f"r{round_number}-b1", "build", "test", [older], ())
+            start = threading.Barrier(2)
+            claimed: list[bool] = []
+            racer = threading.Thread(
+                target=_claim_at, args=(start, host_a, older.trigger_key, claimed)
+            )
+            racer.start()
+            start.wait()
+            host_b.plan_and_claim(f"r{round_number}-b2", "build", "test", [newer], ())
+            racer.join()
+            first, second = host_b.get(older.trigger_key), host_b.get(newer.trigger_key)
+            outcomes[first.state] += 1
+            if claimed == [True]:
+                assert first.state is TriggerState.SENDING
+                assert first.superseded_by is None
+                assert second.unserved_since == second.created_at  # build 1 is covered by its run
+            else:
+                assert claimed == [False]
+                assert first.state is TriggerState.SUPERSEDED
+                assert first.superseded_by == newer.trigger_key
+            assert second.state is TriggerState.PLANNED
+            clock.advance(1)
+    finally:
+        host_a.close()
+        host_b.close()
+    assert sum(outcomes.values()) == 30, outcomes
+
+
+def _claim_at(start: threading.Barrier, ledger: Ledger, key: str, claimed: list[bool]) -> None:
+    start.wait()
+    claimed.append(ledger.claim_for_sending(key))
+
+
+def _on_host(state: StateLocation, host: str, clock: ManualClock) -> Ledger:
+    """The ledger as a process of another machine opens it (its own host name and boot)."""
+    store = open_store(state, LEDGER_FILENAME, what="ledger", clock=clock)
+    return Ledger(store, clock=clock, holder=Holder(host, 4242, boot_id=f"boot of {host}"))
+
+
+def _entry_trigger(round_number: int, build: int) -> NewTrigger:
+    return NewTrigger(
+        trigger_key=f"r{round_number}-b{build}",
+        name="revenue",
+        project_id="p-1",
+        base_url="http://127.0.0.1:1",
+        request={},
+        options={"wait": True},
+        entry_key=f"p-1/revenue-{round_number}",
+        coalesce=True,
+    )
