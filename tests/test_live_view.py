@@ -393,9 +393,9 @@ def test_piped_output_has_no_control_sequences_and_whole_urls(
 
 @pytest.mark.slow
 def test_status_in_a_terminal_fits_and_keeps_its_ids_whole(
-    scaledemulator: tuple[HexEmulator, dict[str, str]],
+    scaled_emulator: tuple[HexEmulator, dict[str, str]],
 ) -> None:
-    emulator, environment = scaledemulator
+    emulator, environment = scaled_emulator
     code, _output = run_in_a_terminal(TRIGGER, environment)
     assert code == 5
     code, output = run_in_a_terminal(["status"], {**environment, "COLUMNS": "70"})
