@@ -64,19 +64,26 @@ def _state_of(covering: TriggerRecord) -> str:
 
 
 def app_freshness(ledger: Ledger, mapping: ProjectMapping, now: float) -> AppFreshness:
+    """How fresh a mapped app is, by its entry's newest trigger in the ledger."""
     target_s = None if mapping.freshness_minutes is None else mapping.freshness_minutes * 60
     newest = ledger.newest_of_entry(entry_key(mapping))
     if newest is None:
         return AppFreshness(
             mapping.name, mapping.project_id, target_s, None, (), None, None, None, None, None
         )
+    return _freshness_of(ledger, newest, target_s, now)
+
+
+def _freshness_of(
+    ledger: Ledger, newest: TriggerRecord, target_s: float | None, now: float
+) -> AppFreshness:
     covering = ledger.successor_of(newest)
     ran = covering.state in _RAN and covering.intent_at is not None
     started_at = covering.intent_at if ran else None
     lag_s = (started_at if started_at is not None else now) - covering.unserved_since
     return AppFreshness(
-        name=mapping.name,
-        project_id=mapping.project_id,
+        name=newest.name,
+        project_id=newest.project_id,
         target_s=target_s,
         refreshed_at=newest.created_at,
         models=newest.models,
@@ -93,6 +100,20 @@ def apps_freshness(
 ) -> list[AppFreshness]:
     """One row per enabled mapping entry, those past their target first, then by lag."""
     rows = [app_freshness(ledger, mapping, now) for mapping in mappings if mapping.enabled]
+    return _stalest_first(rows)
+
+
+def apps_of_state(ledger: Ledger, now: float) -> list[AppFreshness]:
+    """One row per mapping entry the ledger has planned, by any process, with the target its
+    newest trigger was planned with: what a daemon can judge without the mapping files."""
+    rows = []
+    for newest in ledger.newest_per_entry():
+        target = newest.options.get("freshness_s")
+        rows.append(_freshness_of(ledger, newest, None if target is None else float(target), now))
+    return _stalest_first(rows)
+
+
+def _stalest_first(rows: list[AppFreshness]) -> list[AppFreshness]:
     return sorted(rows, key=lambda row: (not row.breached, -(row.lag_s or 0.0)))
 
 

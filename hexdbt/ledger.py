@@ -730,6 +730,20 @@ class Ledger:
         repeated = any(row["planned"] > 1 for row in rows if row["entry_key"] is not None)
         return Demand(sum(int(row["planned"]) for row in rows), entries, repeated)
 
+    def newest_per_entry(self) -> list[TriggerRecord]:
+        """The newest trigger of every mapping entry in the ledger."""
+        rows = self._read(
+            "SELECT t.* FROM triggers t JOIN (SELECT entry_key, max(created_at) AS newest"
+            " FROM triggers WHERE entry_key IS NOT NULL GROUP BY entry_key) n"
+            " ON t.entry_key = n.entry_key AND t.created_at = n.newest ORDER BY t.name"
+        )
+        newest = {row["entry_key"]: _trigger_from_row(row, self.where) for row in rows}
+        return list(newest.values())
+
+    def count_in_state(self, state: TriggerState) -> int:
+        rows = self._read("SELECT count(*) AS rows FROM triggers WHERE state = ?", (state.value,))
+        return int(rows[0]["rows"])
+
     def newest_of_entry(self, entry_key: str) -> TriggerRecord | None:
         """The newest trigger of a mapping entry, whatever its state."""
         rows = self._read(

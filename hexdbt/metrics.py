@@ -25,6 +25,15 @@ process never share a counter), and wires it in four places::
 - ``hexdbt_last_dispatch_timestamp_seconds``: when the newest trigger this daemon saw sent was
   sent (its intent, committed just before the RunProject), in seconds since the epoch; 0 until one.
 
+- ``hexdbt_app_lag_seconds{project, name}``: each Hex app of the state (every mapping entry that
+  was ever planned, by any process), its lag: from its models' oldest refresh that no run covers
+  to now, or to the start of the run that covers it (``hexdbt.freshness``); read from the ledger
+  at each scrape.
+- ``hexdbt_app_freshness_breached{project, name}``: 1 while that lag is past the app's
+  ``freshness_minutes``, else 0 (always 0 without a target).
+- ``hexdbt_superseded_triggers_total``: triggers a later build's trigger superseded, in the
+  whole state.
+
 ``GET /healthz``: 200 ``ok`` while the daemon's engine runs, else 503 ``not running``.
 
 Only ``--metrics-port`` imports this module (and prometheus-client with it).
@@ -33,12 +42,14 @@ Only ``--metrics-port`` imports this module (and prometheus-client with it).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hexdbt._version import __version__
@@ -47,6 +58,61 @@ from hexdbt.hex.polls import Progress, RunView, WaitCause
 from hexdbt.outcomes import Outcome, OutcomeKind
 
 InvocationResult = Literal["submitted", "skipped", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppLag:
+    """What the metrics say of one Hex app of the state."""
+
+    name: str
+    project_id: str
+    lag_s: float | None
+    breached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StateFigures:
+    """What the daemon reads from the state at each scrape."""
+
+    apps: Sequence[AppLag]
+    superseded: int
+
+
+class _StateCollector:
+    """The figures of the state, read when Prometheus scrapes (a failed read gives none)."""
+
+    def __init__(self, read: Callable[[], StateFigures | None]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # the series depend on the state: nothing to check at registration
+
+    def collect(self) -> Iterable[Metric]:
+        figures = self._read()
+        if figures is None:
+            return
+        labels = ["project", "name"]
+        lag = GaugeMetricFamily(
+            "hexdbt_app_lag_seconds",
+            "How far each Hex app is behind its models' oldest refresh no run covers.",
+            labels=labels,
+        )
+        breached = GaugeMetricFamily(
+            "hexdbt_app_freshness_breached",
+            "1 while the app's lag is past its freshness_minutes.",
+            labels=labels,
+        )
+        for app in figures.apps:
+            if app.lag_s is not None:
+                lag.add_metric([app.project_id, app.name], app.lag_s)
+            breached.add_metric([app.project_id, app.name], float(app.breached))
+        yield lag
+        yield breached
+        yield CounterMetricFamily(
+            "hexdbt_superseded_triggers",
+            "Triggers a later build's trigger of the same mapping entry superseded.",
+            value=figures.superseded,
+        )
 
 
 class DaemonMetrics:
@@ -90,6 +156,11 @@ class DaemonMetrics:
         for kind in OutcomeKind:
             self.triggers.labels(kind.value)
         self._healthy = threading.Event()
+
+    def track_state(self, read: Callable[[], StateFigures | None]) -> None:
+        """Export what ``read`` finds in the state (the apps' lags, the supersedes) at each
+        scrape; ``read`` answers None when the state cannot be read now."""
+        self.registry.register(_StateCollector(read))
 
     def observe(self, progress: Progress) -> Progress:
         """``progress``, counted: give the result to the engine's ``Polls``."""

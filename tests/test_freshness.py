@@ -5,6 +5,7 @@ with a real ledger on each backend."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import threading
 from collections import Counter
@@ -479,3 +480,31 @@ def _entry_trigger(round_number: int, build: int) -> NewTrigger:
         entry_key=f"p-1/revenue-{round_number}",
         coalesce=True,
     )
+
+
+def test_a_daemon_exports_each_app_s_lag_its_breach_and_the_supersedes(
+    apps_factory: Callable[..., Apps],
+) -> None:
+    """Read from the state at each scrape, by the same rule as status --apps: after two builds
+    queued 30 minutes apart, each app is 50 minutes behind; past a 40-minute target."""
+    from hexdbt.feeders.daemon import daemon_engine
+    from hexdbt.logs import StreamEventLog
+    from hexdbt.metrics import DaemonMetrics
+
+    apps = apps_factory(2, coalesce=True, freshness_minutes=40)
+    apps.spend_the_hours_budget()
+    apps.dispatch(apps.build("inv-1"), wait=False)
+    apps.clock.advance(1800)
+    apps.dispatch(apps.build("inv-2"), wait=False)
+    apps.clock.advance(1200)
+    metrics = DaemonMetrics("watch")
+    with apps.client() as client:
+        daemon_engine(
+            client, apps.ledger, StreamEventLog(io.StringIO()), EngineSettings(), metrics=metrics
+        )
+        text = metrics.exposition().decode()
+    for index in range(2):
+        labels = f'name="app_{index}",project="{project_id(index)}"'
+        assert f"hexdbt_app_lag_seconds{{{labels}}} 3000.0" in text
+        assert f"hexdbt_app_freshness_breached{{{labels}}} 1.0" in text
+    assert "hexdbt_superseded_triggers_total 2.0" in text

@@ -25,6 +25,7 @@ def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
             "cancel_on_timeout": trigger.cancel_on_timeout,
             "priority": trigger.priority,
             "min_interval_s": trigger.min_interval_s,
+            "freshness_s": trigger.freshness_s,
         },
         entry_key=trigger.entry_key,
         coalesce=trigger.coalesce,

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Future
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from hexdbt.errors import HexdbtError
 from hexdbt.logs import EventLog, error_fields
 
 if TYPE_CHECKING:
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.polls import Progress
     from hexdbt.ledger import Ledger, TriggerRecord
-    from hexdbt.metrics import DaemonMetrics, InvocationResult
+    from hexdbt.metrics import DaemonMetrics, InvocationResult, StateFigures
     from hexdbt.planner.rules import Plan
 
 
@@ -37,6 +39,7 @@ def daemon_engine(
     progress = progress or EventProgress(log, heartbeat_s=3600.0)
     if metrics is not None:
         progress = metrics.observe(progress)
+        metrics.track_state(partial(_state_figures, ledger, client))
     return Engine(
         client,
         ledger,
@@ -44,6 +47,22 @@ def daemon_engine(
         polls=Polls(client, progress=progress),
         log=lambda message: log.emit("dispatch", message=message),
     )
+
+
+def _state_figures(ledger: Ledger, client: HexClient) -> StateFigures | None:
+    """The apps' lags and the supersedes, as the state has them now (None: it cannot be read;
+    Prometheus then gets the daemon's other series and tries again at its next scrape)."""
+    from hexdbt.freshness import apps_of_state
+    from hexdbt.ledger import TriggerState
+    from hexdbt.metrics import AppLag, StateFigures
+
+    try:
+        apps = apps_of_state(ledger, client.clock.now())
+        superseded = ledger.count_in_state(TriggerState.SUPERSEDED)
+    except HexdbtError:
+        return None
+    lags = [AppLag(app.name, app.project_id, app.lag_s, app.breached) for app in apps]
+    return StateFigures(lags, superseded)
 
 
 class InvocationEvents:

@@ -64,6 +64,8 @@ class Trigger:
     priority: int = 0
     # The entry's app is started at most this often.
     min_interval_s: float | None = None
+    # The app's freshness target (kept with the trigger, so the state alone can judge it).
+    freshness_s: float | None = None
 
     @property
     def input_params(self) -> Mapping[str, Any]:
@@ -427,6 +429,9 @@ def make_plan(
                 min_interval_s=None
                 if mapping.min_interval_minutes is None
                 else mapping.min_interval_minutes * 60,
+                freshness_s=None
+                if mapping.freshness_minutes is None
+                else mapping.freshness_minutes * 60,
             )
         )
     return Plan(
