@@ -19,6 +19,7 @@ from hexdbt.clock import to_iso
 from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
 from hexdbt.mapping.model import ProjectMapping
 from hexdbt.planner.rules import entry_key
+from hexdbt.wording import display_width, pad
 
 # The states in which a trigger has a run that reads its data.
 _RAN = (TriggerState.STARTED, TriggerState.ENDED)
@@ -144,8 +145,8 @@ def render_apps(rows: Iterable[AppFreshness], now: float) -> str:
                 "STALE" if row.breached else "",
             )
         )
-    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
+    widths = [max(display_width(line[column]) for line in table) for column in range(len(table[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        "  ".join(pad(cell, width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in table
     )

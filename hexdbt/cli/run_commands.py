@@ -304,10 +304,15 @@ def _status_of_apps(
         click.echo(f"Ledger: {where}")
         click.echo(render_apps(rows, now))
     if stale:
+        from hexdbt.wording import counted
+
         names = ", ".join(row.name for row in stale)
-        noun = "app is" if len(stale) == 1 else "apps are"
+        verb = "is" if len(stale) == 1 else "are"
         label = "Error" if check else "Note"
-        click.echo(f"{label}: {len(stale)} {noun} past the freshness target: {names}", err=True)
+        click.echo(
+            f"{label}: {counted(len(stale), 'app')} {verb} past the freshness target: {names}",
+            err=True,
+        )
     raise SystemExit(exit_code)
 
 
