@@ -18,7 +18,12 @@ never starts a Hex project twice for one key:
   transaction that records it: one synced commit stands between dbt's artifacts and its POST.
   The engine takes each call's budget slot itself (``take_now``) and never waits in the client:
   a 429 or 503 requeues the trigger for the moment the budget allows, a trigger that cannot go
-  before its deadline stays queued in the ledger and is reported;
+  before its deadline stays queued in the ledger and is reported. When several wait, the highest
+  ranked goes first (``send_order``: priority, Hex's views, unserved age); an app's
+  ``min_interval`` holds its trigger back, and under overload sends keep the budget's sustained
+  pace;
+- ``superseded`` (a later build's trigger of the same mapping entry took it over before it was
+  sent): a waiting caller follows the trigger that superseded it, and reports that run's outcome;
 - ended, failed, expired, ambiguous: reported as they are.
 
 When the state cannot be reached (PostgreSQL lost), nothing is sent: the runs followed are still
@@ -542,7 +547,7 @@ class Engine:
         if self._pending or self.stopping.is_set():
             return {}
         now = self.clock.now()
-        # Held triggers, and re-runs that must keep the pace, go through _send_due.
+        # Held triggers (and, under overload, all: they keep the pace) go through _send_due.
         held = self._holds(triggers, now)
         ready = [trigger for trigger in triggers if trigger.trigger_key not in held]
         ready.sort(key=lambda t: (-t.options["priority"], -self._app_views.share(t.project_id)))
@@ -701,7 +706,7 @@ class Engine:
             if hold is not None and hold.until > now:
                 if self._leaves_for_later(hold.until, now):
                     waiting_for = (
-                        "the pace of re-runs while Hex's budget is overloaded"
+                        "the budget's sustained pace while it is overloaded"
                         if hold.paced
                         else "its app's min_interval_minutes to pass"
                     )
