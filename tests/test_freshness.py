@@ -224,8 +224,9 @@ def _new(apps: Apps, plan: Plan) -> Any:
 def test_the_budget_goes_by_priority_then_views_then_unserved_age(
     apps_factory: Callable[..., Apps],
 ) -> None:
-    """Four apps wait, refreshed by the same builds, and one slot frees at a time: priority 1
-    first, then the most viewed in Hex (read from ListProjects once they compete)."""
+    """Four apps wait, refreshed by the same builds an hour ago, and one slot frees at a time:
+    priority 3 first (the most viewed app, aging 11 times faster, would have overtaken a
+    priority 1 in that hour), then by Hex's views (read from ListProjects once they compete)."""
     apps = apps_factory(
         4,
         coalesce=True,
@@ -235,7 +236,7 @@ def test_the_budget_goes_by_priority_then_views_then_unserved_age(
     apps.spend_the_hours_budget()
     apps.dispatch(apps.build("inv-1"), wait=False)
     apps.clock.advance(3600 + 1)
-    order = _send_order(apps, mapping, priority={"app_0": 1})
+    order = _send_order(apps, mapping, priority={"app_0": 3})
     assert order == [project_id(0), project_id(1), project_id(3), project_id(2)]
 
 
@@ -283,11 +284,16 @@ def _run_order(apps: Apps) -> list[str]:
 
 
 def test_waiting_raises_a_rank_by_one_priority_level_per_aging_period() -> None:
+    """An app nobody views climbs one priority level per aging period, the most viewed 11 times
+    faster; among apps that have waited alike, the more viewed goes first."""
     aging_s = 6 * 3600.0
     fresh_and_favoured = send_rank(1, 0.0, 0.0, aging_s)
     assert send_rank(0, 0.0, aging_s + 1, aging_s) > fresh_and_favoured
-    assert send_rank(0, 1.0, 0.0, aging_s) == send_rank(0, 0.0, aging_s, aging_s)
-    assert send_rank(0, 0.5, 60.0, aging_s) > send_rank(0, 0.5, 30.0, aging_s)
+    assert send_rank(0, 0.0, aging_s - 1, aging_s) < fresh_and_favoured
+    assert send_rank(0, 1.0, aging_s / 11 + 1, aging_s) > fresh_and_favoured
+    assert send_rank(0, 0.5, 600.0, aging_s) > send_rank(0, 0.1, 600.0, aging_s)
+    assert send_rank(0, 0.5, 0.0, aging_s) > send_rank(0, 0.1, 0.0, aging_s)
+    assert send_rank(0, 0.1, 3600.0, aging_s) > send_rank(0, 1.0, 600.0, aging_s)
 
 
 def test_min_interval_keeps_an_app_from_starting_sooner_and_the_newest_build_waits_for_it(

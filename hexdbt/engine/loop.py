@@ -738,7 +738,7 @@ class Engine:
         them, whether or not it waits on their runs (a mapping's wait: false)."""
         return not self.settings.wait and can_go_at > now + self.settings.no_wait_send_window_s
 
-    def _rank(self, record: TriggerRecord, now: float) -> float:
+    def _rank(self, record: TriggerRecord, now: float) -> tuple[float, float]:
         return send_rank(
             int(record.options.get("priority", 0)),
             self._app_views.share(record.project_id),

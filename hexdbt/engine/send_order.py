@@ -1,14 +1,17 @@
 """Which waiting trigger goes first when Hex's budget cannot send them all: the send order.
 
-    rank = priority + views_share + unserved_s / aging_s
+    rank = priority + (1 + 10 * views_share) * unserved_s / aging_s      (aging_s: 6 hours)
 
 - ``priority``: the mapping's ``priority:`` (an integer, higher first; default 0);
-- ``views_share``: the app's views in Hex over the last seven days as a share of the most viewed
-  app's, in [0, 1]: among apps of one priority, the ones people use most go first;
-- ``unserved_s / aging_s``: how long the app's oldest refresh that no run covers has waited
-  (not the waiting trigger's age, which a newer build resets), one priority level per
-  ``aging_s``. Waiting raises every app's rank at that stated rate, so none starves: an app of
-  priority p waits at most about ``(q - p + 1) * aging_s`` behind apps of priority q.
+- ``unserved_s``: how long the app's oldest refresh that no run covers has waited (not the
+  waiting trigger's age, which a newer build resets). Waiting raises every app's rank at a
+  stated rate, so none starves: one priority level per six hours for an app nobody views;
+- ``views_share``: the app's views in Hex over the last seven days as a share of the most
+  viewed app's, in [0, 1]. The apps people use most age faster, up to 11 times (one level per
+  33 minutes): among apps of one priority, a much viewed app goes before a little viewed one
+  that has waited up to 11 times as long. This is weighted fair queueing: under a budget too
+  small for all, each app is served about as often as its weight, rather than the most viewed
+  taking every slot and the rest starving. Ties go to the more viewed.
 
 The views come from ListProjects (``analytics.appViews.lastSevenDays``), read at most once per
 ``max_age_s`` and only while triggers compete for the budget, each page on a slot of the budget's
@@ -24,17 +27,21 @@ from hexdbt.errors import HexApiError
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import MAX_PAGE_SIZE, HexClient
 
-# One priority level per this much unserved age (the aging rate docs/mapping.md states). Six
-# hours: under a budget that serves every app within a couple of hours, waiting reorders the
-# long tail among itself but does not push it ahead of the apps people use most.
+# One priority level per this much unserved age, for an app nobody views (the aging rate
+# docs/mapping.md states).
 AGING_S = 6 * 3600.0
+# The most viewed app ages this many times faster than one nobody views.
+VIEWS_WEIGHT = 10.0
 # Hex's views are read again at most this often.
 VIEWS_MAX_AGE_S = 3600.0
 
 
-def send_rank(priority: int, views_share: float, unserved_s: float, aging_s: float) -> float:
-    """The rank of a waiting trigger: the highest is sent first."""
-    return priority + views_share + max(0.0, unserved_s) / aging_s
+def send_rank(
+    priority: int, views_share: float, unserved_s: float, aging_s: float
+) -> tuple[float, float]:
+    """The rank of a waiting trigger: the highest is sent first (views break ties)."""
+    weight = 1.0 + VIEWS_WEIGHT * views_share
+    return priority + weight * max(0.0, unserved_s) / aging_s, views_share
 
 
 class AppViews:
