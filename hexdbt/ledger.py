@@ -197,8 +197,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # 2 -> 3: fresh apps. A trigger names its mapping entry and whether it coalesces, the
     # models that made it, the trigger that superseded it, and the oldest refresh it covers;
-    # an invocation names its dbt project.
+    # an invocation names its dbt project. A feeder's input that cannot be read (a damaged
+    # outbox entry) is set aside with its reason, so one bad item never blocks the rest.
     """
+    CREATE TABLE rejected_inputs (
+        source      TEXT NOT NULL,
+        item_id     TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        rejected_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (source, item_id)
+    );
     ALTER TABLE invocations ADD COLUMN project_dir TEXT;
     ALTER TABLE triggers ADD COLUMN entry_key TEXT;
     ALTER TABLE triggers ADD COLUMN coalescing INTEGER NOT NULL DEFAULT 0;
@@ -514,6 +522,27 @@ class Ledger:
             (source,),
         )
         return InvocationRecord(**rows[0]) if rows else None
+
+    # -- inputs set aside -------------------------------------------------------------------
+
+    def reject_input(self, source: str, item_id: str, reason: str) -> bool:
+        """Set aside a feeder's input that cannot be read. False when it was set aside before
+        (by this process or another): it has been reported already."""
+        now = self._clock.now()
+        added = self.store.write(
+            lambda session: session.execute(
+                "INSERT INTO rejected_inputs (source, item_id, reason, rejected_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (source, item_id) DO NOTHING",
+                (source, item_id, reason, now),
+            ),
+            durable=False,
+        )
+        return added.rowcount == 1
+
+    def rejected_inputs(self, source: str) -> dict[str, str]:
+        """The inputs of ``source`` set aside: item id -> why."""
+        rows = self._read("SELECT item_id, reason FROM rejected_inputs WHERE source = ?", (source,))
+        return {row["item_id"]: row["reason"] for row in rows}
 
     # -- triggers -------------------------------------------------------------------------
 

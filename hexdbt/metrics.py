@@ -15,7 +15,7 @@ process never share a counter), and wires it in four places::
 - ``hexdbt_daemon_info{daemon, version}``: 1, which daemon and hexdbt version this is.
 - ``hexdbt_invocations_total{result}``: dbt invocations handed to the engine: ``submitted``
   (recorded), ``skipped`` (the ledger had it: another process saw to it), ``failed`` (the ledger
-  could not record it).
+  could not record it), ``rejected`` (an outbox entry that cannot be read, set aside).
 - ``hexdbt_triggers_total{outcome}``: triggers the engine saw to an end, by outcome (the values of
   ``hexdbt.outcomes.OutcomeKind``: ``completed``, ``errored``, ``failed_to_start``, ``started``
   for a run not waited on, ``queued`` for a later process, ``interrupted`` at stop, ...).
@@ -57,7 +57,7 @@ from hexdbt.errors import ConfigError
 from hexdbt.hex.polls import Progress, RunView, WaitCause
 from hexdbt.outcomes import Outcome, OutcomeKind
 
-InvocationResult = Literal["submitted", "skipped", "failed"]
+InvocationResult = Literal["submitted", "skipped", "failed", "rejected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ class DaemonMetrics:
             registry=self.registry,
         )
         # Every series exists from the start, at 0: a first increase is an increase to rate().
-        for result in ("submitted", "skipped", "failed"):
+        for result in ("submitted", "skipped", "failed", "rejected"):
             self.invocations.labels(result)
         for kind in OutcomeKind:
             self.triggers.labels(kind.value)

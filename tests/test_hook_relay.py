@@ -47,7 +47,7 @@ from hexdbt.feeders.relay import (
 from hexdbt.ledger import Ledger
 from hexdbt.logs import MemoryEventLog
 from hexdbt.planner.files import plan_from_files
-from hexdbt.settings import SqliteState, parse_state_url
+from hexdbt.settings import SqliteState, parse_state_url, resolve_state_location
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = REPO_ROOT / "hex_mappings.yml"
@@ -159,7 +159,10 @@ def postgres_built(
 def _entries(project: Path) -> dict[str, OutboxEntry]:
     outbox = WarehouseOutbox(DbtTarget(project, profiles_dir=project))
     summaries = outbox.summaries()
-    entries = assemble(outbox.chunks([s.invocation_id for s in summaries]), outbox.relation)
+    entries, rejected = assemble(
+        outbox.chunks([s.invocation_id for s in summaries]), outbox.relation
+    )
+    assert rejected == []
     return {entry.invocation.invocation_id: entry for entry in entries}
 
 
@@ -234,8 +237,9 @@ def test_an_incomplete_entry_waits_for_its_chunks(duckdb_built: Built) -> None:
     outbox = WarehouseOutbox(DbtTarget(duckdb_built.project, profiles_dir=duckdb_built.project))
     chunked = max(outbox.summaries(), key=lambda summary: summary.chunk_count)
     chunks = outbox.chunks([chunked.invocation_id])
-    assert assemble(chunks[1:], "outbox") == []
-    assert len(assemble(chunks, "outbox")) == 1
+    assert assemble(chunks[1:], "outbox") == ([], [])
+    entries, rejected = assemble(chunks, "outbox")
+    assert (len(entries), rejected) == (1, [])
 
 
 def test_an_entry_of_another_format_names_the_fix() -> None:
@@ -507,6 +511,115 @@ def test_a_target_the_profile_lacks_is_exit_2_naming_the_ones_it_has(tmp_path: P
         f"Error: {project}: dbt cannot load the project and profile: The profile 'hexdbt_sample'"
         " does not have a target named 'nope'. The valid target names for this profile are: dev"
     ) in result.output
+
+
+# -- no poison pills: an entry that cannot be read is set aside, the rest goes on -----------------
+
+# Damaged entries as a hand, a bug or a half-restored backup leaves them in the outbox: each row
+# is (invocation id, chunk index, chunk count, payload), written now.
+RELATION = '"sample"."main_hexdbt"."hexdbt_outbox"'
+POISON = {
+    "bad-json": [(0, 1, "{not json")],
+    "null-payload": [(0, 1, None)],
+    "wrong-type": [(0, 1, '{"format": 1, "invocation_id": "wrong-type", "results": 5}')],
+    "count-zero": [(0, 0, "{}")],
+    "count-huge": [(0, 10**9, "{}")],
+    "index-minus-one": [(-1, 2, "{"), (1, 2, "}")],
+    "repeated-chunk": [(0, 2, "{"), (0, 2, "{"), (1, 2, "}")],
+}
+POISON_REASONS = {
+    "bad-json": '"sample"."main_hexdbt"."hexdbt_outbox": invocation bad-json: not JSON'
+    " (Expecting property name enclosed in double quotes at character 1)",
+    "null-payload": "a chunk's payload is NULL",
+    "wrong-type": '"sample"."main_hexdbt"."hexdbt_outbox": invocation wrong-type: results is not'
+    " a list of objects",
+    "count-zero": "its chunk count 0 is not between 1 and 1,000,000",
+    "count-huge": "its chunk count 1000000000 is not between 1 and 1,000,000",
+    "index-minus-one": "its chunk indexes -1, 1 are not 0 to 1",
+    "repeated-chunk": "it has 3 chunks for a count of 2",
+}
+
+
+def _poisoned_copy(built: Built, folder: Path) -> Path:
+    """The built project with an outbox of its own, where every POISON entry sits among the
+    valid ones."""
+    project = folder / "project"
+    shutil.copytree(built.project, project)
+    profiles = yaml.safe_load((project / "profiles.yml").read_text())
+    profiles["hexdbt_sample"]["outputs"]["dev"]["path"] = str(project / "sample.duckdb")
+    (project / "profiles.yml").write_text(yaml.safe_dump(profiles))
+    with duckdb.connect(str(project / "sample.duckdb")) as database:
+        # Written long ago (before the tests' manual clock starts): past any --retain-days.
+        written_at = "2025-06-01T00:00:00.000000Z"
+        for invocation_id, rows in POISON.items():
+            for index, count, payload in rows:
+                database.execute(
+                    "insert into main_hexdbt.hexdbt_outbox values (?, ?, ?, ?, ?)",
+                    [invocation_id, index, count, written_at, payload],
+                )
+    return project
+
+
+def test_relay_once_sets_aside_each_entry_it_cannot_read_and_relays_the_rest(
+    duckdb_built: Built, hex_emulator_factory: Callable[..., HexEmulator], tmp_path: Path
+) -> None:
+    """Bad JSON, a NULL payload, a wrong type and each chunk anomaly beside the valid entries:
+    every valid entry starts its projects once, each bad one is named once (exit 3, as for an
+    artifact that cannot be read), and once past --retain-days the bad ones are deleted with the
+    rest: nothing is left to delete by hand."""
+    project = _poisoned_copy(duckdb_built, tmp_path)
+    poisoned = Built(project, duckdb_built.targets)
+    emulator = hex_emulator_factory()
+    result = _relay_once(poisoned, emulator, "--retain-days", "1")
+    assert result.exit_code == 3, result.output
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if line.startswith("Invocation ") and "(dbt" in line] == (
+        _heads(duckdb_built)
+    )
+    set_aside = {
+        line.split()[1].rstrip(":"): line.split(": set aside, it cannot be read: ", 1)[1]
+        for line in lines
+        if "set aside" in line
+    }
+    assert set_aside == POISON_REASONS
+    assert len(_started(emulator)) == 10  # as from the clean outbox
+    assert lines[-1] == "24 mapped Hex projects: 10 started, 14 skipped"
+    with Ledger.open(resolve_state_location()) as ledger:
+        assert ledger.rejected_inputs(f"relay:{RELATION}") == POISON_REASONS
+    outbox = WarehouseOutbox(DbtTarget(project, profiles_dir=project))
+    left = {summary.invocation_id for summary in outbox.summaries()}
+    assert left.isdisjoint(POISON)  # set aside, and older than --retain-days: deleted
+    assert len(left) == len(BUILDS)  # the valid ones are kept for --retain-days
+    again = _relay_once(poisoned, emulator)
+    assert again.exit_code == 0, again.output
+    assert "set aside" not in again.stdout  # named once
+    assert len(_started(emulator)) == 10
+
+
+def test_the_relay_daemon_names_each_bad_entry_once_and_relays_the_rest(
+    duckdb_built: Built, hex_emulator_factory: Callable[..., HexEmulator], tmp_path: Path
+) -> None:
+    """The daemon's polls: the first sets every bad entry aside with one error event each and
+    hands the valid ones over; the next finds nothing to say."""
+    project = _poisoned_copy(duckdb_built, tmp_path)
+    emulator = hex_emulator_factory()
+    log = MemoryEventLog()
+    state = SqliteState(tmp_path / "state")
+    target = DbtTarget(project, profiles_dir=project)
+    options = RelayOptions(MAPPINGS)
+    with (
+        open_client(
+            token="hxtp_test", base_url=emulator.url, clock=emulator.clock, state=state
+        ) as client,
+        Ledger.open(state, clock=emulator.clock) as ledger,
+    ):
+        daemon = RelayDaemon(client, ledger, WarehouseOutbox(target), options, log)
+        assert daemon.poll() == len(BUILDS)  # every valid entry handed to the engine
+        assert daemon.poll() == 0
+    rejected = log.of("outbox_entry_rejected")
+    assert {event["invocation_id"]: event["reason"] for event in rejected} == POISON_REASONS
+    assert {event["level"] for event in rejected} == {"error"}
+    assert not log.of("outbox_failed")
 
 
 # -- `relay --once`: what it handed over, and with --wait what became of it ----------------------

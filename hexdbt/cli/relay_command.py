@@ -248,7 +248,9 @@ def _report_once(relayed: list[Relayed], earlier: list[Outcome], relation: str) 
     if not relayed:
         click.echo(f"No new dbt invocation in {relation}.")
     for item in relayed:
-        head = f"Invocation {item.invocation_id} (dbt {item.command}, target {item.target})"
+        head = f"Invocation {item.invocation_id}"
+        if item.command:  # an entry set aside was never read: its command is not known
+            head += f" (dbt {item.command}, target {item.target})"
         if item.note:
             click.echo(f"{head}: {item.note}")
             continue

@@ -31,6 +31,9 @@ from hexdbt.dbt.artifacts import (
 from hexdbt.errors import ArtifactError
 
 OUTBOX_FORMAT = 1
+# More chunks than this no hook writes (a 1 GB entry in the hook's smallest chunks, 1,000
+# characters): a count beyond it, or below 1, is a damaged row, not an entry still arriving.
+MAX_CHUNKS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,7 @@ class OutboxChunk:
     chunk_index: int
     chunk_count: int
     written_at: str
-    payload: str
+    payload: str | None  # None: a NULL someone wrote by hand
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,24 @@ class EntrySummary:
     def complete(self) -> bool:
         return self.chunks == self.chunk_count
 
+    @property
+    def damage(self) -> str | None:
+        """Why this entry can never be read, whatever chunks come later (None: it can be)."""
+        if not 1 <= self.chunk_count <= MAX_CHUNKS:
+            return f"its chunk count {self.chunk_count} is not between 1 and {MAX_CHUNKS:,}"
+        if self.chunks > self.chunk_count:
+            return f"it has {self.chunks} chunks for a count of {self.chunk_count}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEntry:
+    """An outbox entry that cannot be read: set aside, never retried."""
+
+    invocation_id: str
+    written_at: str
+    reason: str
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
@@ -67,22 +88,38 @@ class OutboxEntry:
     written_at: str
 
 
-def assemble(chunks: Iterable[OutboxChunk], label: str) -> list[OutboxEntry]:
-    """The complete entries among ``chunks``, in the order they were written; the chunks of an
-    incomplete one are left for a later read. ``label`` names the outbox in messages."""
-    by_invocation: dict[str, dict[int, OutboxChunk]] = {}
+def assemble(
+    chunks: Iterable[OutboxChunk], label: str
+) -> tuple[list[OutboxEntry], list[RejectedEntry]]:
+    """The complete entries among ``chunks``, in the order they were written, and those that
+    cannot be read (damaged chunks, a payload that is no entry of this format), each with why.
+    The chunks of an incomplete entry are left for a later read. ``label`` names the outbox."""
+    by_invocation: dict[str, list[OutboxChunk]] = {}
     for chunk in chunks:
-        by_invocation.setdefault(chunk.invocation_id, {})[chunk.chunk_index] = chunk
-    entries = []
+        by_invocation.setdefault(chunk.invocation_id, []).append(chunk)
+    entries, rejected = [], []
     for invocation_id, parts in by_invocation.items():
-        count = max(chunk.chunk_count for chunk in parts.values())
-        if sorted(parts) != list(range(count)):
+        written_at = min(part.written_at for part in parts)
+        count = max(part.chunk_count for part in parts)
+        indexes = sorted(part.chunk_index for part in parts)
+        if len(parts) < count and len(set(indexes)) == len(indexes):
+            continue  # still arriving
+        problem = None
+        if indexes != list(range(count)) or any(p.chunk_count != count for p in parts):
+            shown = ", ".join(str(index) for index in indexes[:5])
+            problem = f"its chunk indexes {shown}{', ...' if len(indexes) > 5 else ''} are not 0 to {count - 1}"
+        elif any(part.payload is None for part in parts):
+            problem = "a chunk's payload is NULL"
+        if problem is not None:
+            rejected.append(RejectedEntry(invocation_id, written_at, problem))
             continue
-        payload = "".join(parts[index].payload for index in range(count))
-        entries.append(
-            read_entry(payload, f"{label}: invocation {invocation_id}", parts[0].written_at)
-        )
-    return sorted(entries, key=lambda entry: entry.written_at)
+        ordered = sorted(parts, key=lambda part: part.chunk_index)
+        payload = "".join(part.payload or "" for part in ordered)
+        try:
+            entries.append(read_entry(payload, f"{label}: invocation {invocation_id}", written_at))
+        except ArtifactError as exc:
+            rejected.append(RejectedEntry(invocation_id, written_at, exc.message))
+    return sorted(entries, key=lambda entry: entry.written_at), rejected
 
 
 def read_entry(payload: str, label: str, written_at: str = "") -> OutboxEntry:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hexdbt.clock import to_iso
-from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, assemble
+from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, RejectedEntry, assemble
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError, StateUnavailable
 from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
 from hexdbt.logs import EventLog, error_fields
@@ -147,7 +147,7 @@ class WarehouseOutbox:
             f" from {self.relation} group by invocation_id"
         )
         return [
-            EntrySummary(str(row[0]), int(row[1]), int(row[2]), str(row[3]))
+            EntrySummary(str(row[0]), int(row[1]), _whole(row[2]), str(row[3] or ""))
             for row in rows
             if _INVOCATION_ID.match(str(row[0]))
         ]
@@ -160,7 +160,13 @@ class WarehouseOutbox:
             f" from {self.relation} where invocation_id in ({_id_list(invocation_ids)})"
         )
         return [
-            OutboxChunk(str(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]))
+            OutboxChunk(
+                str(row[0]),
+                _whole(row[1], missing=-1),
+                _whole(row[2]),
+                str(row[3] or ""),
+                None if row[4] is None else str(row[4]),
+            )
             for row in rows
         ]
 
@@ -207,6 +213,12 @@ def _local_duckdb_file(path: str) -> Path | None:
     if path == ":memory:" or path.startswith("md:") or "://" in path:
         return None
     return Path(path).absolute()
+
+
+def _whole(value: Any, *, missing: int = 0) -> int:
+    """A chunk number as the outbox holds it; a NULL written by hand reads as ``missing``, which
+    the entry's checks then name as damage."""
+    return missing if value is None else int(value)
 
 
 def _id_list(invocation_ids: Sequence[str]) -> str:
@@ -376,22 +388,55 @@ class RelayDaemon:
             )
 
     def _hand_over(self) -> int:
-        summaries = self.outbox.summaries()
+        summaries = sorted(self.outbox.summaries(), key=lambda summary: summary.written_at)
+        set_aside = set(self.ledger.rejected_inputs(self.source))
+        self._handled |= set_aside
+        for summary in summaries:
+            if summary.invocation_id not in self._handled and summary.damage is not None:
+                self._set_aside(
+                    RejectedEntry(summary.invocation_id, summary.written_at, summary.damage)
+                )
         new = [
             summary.invocation_id
-            for summary in sorted(summaries, key=lambda summary: summary.written_at)
+            for summary in summaries
             if summary.complete and summary.invocation_id not in self._handled
         ]
         for invocation_id in new:
             if self.ledger.has_invocation(invocation_id):
                 self._handled.add(invocation_id)
         new = [invocation_id for invocation_id in new if invocation_id not in self._handled]
+        handed_over = 0
         for start in range(0, len(new), FETCH_BATCH):
             batch = new[start : start + FETCH_BATCH]
-            for entry in assemble(self.outbox.chunks(batch), self.outbox.relation):
+            entries, rejected = assemble(self.outbox.chunks(batch), self.outbox.relation)
+            for bad in rejected:
+                self._set_aside(bad)
+            for entry in entries:
                 self._submit(entry)
+            handed_over += len(entries)
         self._delete_old(summaries)
-        return len(new)
+        return handed_over
+
+    def _set_aside(self, entry: RejectedEntry) -> None:
+        """An entry that cannot be read is recorded as rejected and said once (by whichever
+        relay meets it first); every other entry goes on."""
+        self._handled.add(entry.invocation_id)
+        if not self.ledger.reject_input(self.source, entry.invocation_id, entry.reason):
+            return
+        if self.metrics is not None:
+            self.metrics.invocation_seen("rejected")
+        self.log.emit(
+            "outbox_entry_rejected",
+            "error",
+            invocation_id=entry.invocation_id,
+            written_at=entry.written_at,
+            reason=entry.reason,
+            kept=f"in the outbox for --retain-days {self.options.retain_days:g}",
+        )
+        if self.once:
+            fields = {"invocation_id": entry.invocation_id, "command": "", "target": ""}
+            error = ArtifactError(f"set aside, it cannot be read: {entry.reason}")
+            self._handed_over.append(_HandedOver(fields, None, None, error))
 
     def _submit(self, entry: OutboxEntry) -> None:
         invocation = entry.invocation
@@ -426,13 +471,10 @@ class RelayDaemon:
             invocation = (fields["invocation_id"], fields["command"], fields["target"])
             if item.plan is None or item.recorded is None:
                 assert item.error is not None
-                reports.append(
-                    Relayed(
-                        *invocation,
-                        note=f"cannot be planned: {item.error}",
-                        exit_code=item.error.exit_code,
-                    )
+                unplanned = (
+                    str(item.error) if not fields["command"] else f"cannot be planned: {item.error}"
                 )
+                reports.append(Relayed(*invocation, note=unplanned, exit_code=item.error.exit_code))
             elif not item.recorded.done():  # stopped (a signal) before the engine took it in
                 reports.append(Relayed(*invocation, note="not recorded: stopped first"))
             elif (failure := item.recorded.exception()) is not None:
@@ -469,12 +511,18 @@ class RelayDaemon:
         ]
 
     def _delete_old(self, summaries: Sequence[EntrySummary]) -> None:
+        """Entries older than --retain-days: handled ones, incomplete ones, and those set aside."""
         cutoff = to_iso(self.client.clock.now() - self.options.retain_days * 86400, digits=6)
+        set_aside = self.ledger.rejected_inputs(self.source)
         old = [
             summary.invocation_id
             for summary in summaries
             if summary.written_at < cutoff
-            and (not summary.complete or self.ledger.has_invocation(summary.invocation_id))
+            and (
+                not summary.complete
+                or summary.invocation_id in set_aside
+                or self.ledger.has_invocation(summary.invocation_id)
+            )
         ]
         if old:
             self.outbox.delete(old)
