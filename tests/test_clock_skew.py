@@ -33,7 +33,7 @@ def _invoke(emulator: HexEmulator, clock: ManualClock, args: list[str]) -> dict[
     return document
 
 
-@pytest.mark.parametrize("ahead_s", [5.0, 50.0])
+@pytest.mark.parametrize("ahead_s", [5.0, 50.0, 90.0, 300.0])
 @pytest.mark.parametrize("command", ["trigger", "run"])
 def test_a_lost_answer_with_hexdbt_s_clock_ahead_starts_the_project_once(
     hex_emulator_factory: EmulatorFactory, tmp_path: Path, command: str, ahead_s: float

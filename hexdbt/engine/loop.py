@@ -129,7 +129,8 @@ class _Pending:
     """A trigger this process means to send (or, with ``reconcile``, to look up in Hex).
 
     ``claimed``: claimed with its plan (the intent is committed), with the RunProject ``slot``
-    taken for it; sent first. ``unreachable``: how many times its POST provably never reached
+    taken for it; sent first. ``own_intent``: a look-up of a POST this process sent itself (its
+    clock is the intent's). ``unreachable``: how many times its POST provably never reached
     Hex. ``lookups_failed``: how many times Hex failed to give its lost POST's run list.
     ``told``: the causes of waiting the log has named for it."""
 
@@ -138,6 +139,7 @@ class _Pending:
     claimed: bool = False
     slot: Slot | None = None
     reconcile: bool = False
+    own_intent: bool = False
     unreachable: int = 0
     lookups_failed: int = 0
     told: set[str] = field(default_factory=set)
@@ -834,7 +836,7 @@ class Engine:
         key = record.trigger_key
         if run_may_have_started(exc):
             self._log(f"{record.name}: the answer to RunProject was lost; checking Hex's runs")
-            self._pending.append(_Pending(self.ledger.get(key), reconcile=True))
+            self._pending.append(_Pending(self.ledger.get(key), reconcile=True, own_intent=True))
             return
         unreachable = item.unreachable + isinstance(exc, HexTransportError)
         if unreachable > UNREACHABLE_ATTEMPTS:
@@ -877,6 +879,7 @@ class Engine:
                 self.client,
                 record,
                 self.ledger.run_ids_of_project(record.project_id),
+                own_intent=item.own_intent,
             )
         except HexAmbiguousRunError as exc:
             reason = f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"

@@ -6,8 +6,12 @@ clock), so the candidates are the runs no ledger row accounts for that Hex had n
 the intent: still pending, or started at or after it. When the process that committed the intent
 had read Hex's clock by then (the Date header of an earlier answer), the ledger keeps the offset
 with the intent (``hex_clock_offset_s``), and whichever process reconciles, on whichever host,
-compares the two clocks within ``MEASURED_SKEW_S``; otherwise (no answer had come yet) within
-``CLOCK_SKEW_S``. No upper bound: a run may stay pending for minutes
+compares the two clocks within ``MEASURED_SKEW_S``. When no answer had come yet and the process
+that reconciles is the one that committed the intent (its first RunProject lost its answer), the
+look-up's own answer tells Hex's clock, and that offset is used: a clock minutes ahead of Hex's
+would otherwise push the intent past the run it created. Otherwise (the intent of another process,
+maybe on another host, with a clock of its own) the clocks are compared within ``CLOCK_SKEW_S``.
+No upper bound: a run may stay pending for minutes
 before Hex starts it. docs/exactly-once.md argues the rule and states the
 one risk it leaves.
 """
@@ -40,18 +44,27 @@ def _earliest_start(intent_at: float, offset_at_intent: float | None) -> float:
 
 
 def find_run_of_lost_post(
-    client: HexClient, record: TriggerRecord, known_run_ids: set[str]
+    client: HexClient, record: TriggerRecord, known_run_ids: set[str], *, own_intent: bool = False
 ) -> RunStatus | None:
     """The run a RunProject whose answer was lost started, or None when Hex lists none (yet).
+    ``own_intent``: this process committed the intent (its clock is the intent's clock).
 
     A lone candidate is adopted (another client's run started inside the window would be mistaken
     for ours: the one risk Hex's API leaves); several raise HexAmbiguousRunError.
     """
     intent_at = record.intent_at or record.created_at
-    earliest = _earliest_start(intent_at, record.hex_clock_offset_s)
+
+    def earliest_start() -> float:
+        offset = record.hex_clock_offset_s
+        if offset is None and own_intent:
+            offset = client.hex_clock_offset_s  # read from the look-up's own answer
+        return _earliest_start(intent_at, offset)
+
+    runs = client.find_api_runs_since(record.project_id, earliest_start)
+    earliest = earliest_start()
     candidates = [
         run
-        for run in client.find_api_runs_since(record.project_id, earliest)
+        for run in runs
         if run.run_id not in known_run_ids
         and (run.start_time is None or run.start_time >= earliest)
     ]

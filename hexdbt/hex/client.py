@@ -26,7 +26,7 @@ import os
 import random
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -493,10 +493,12 @@ class HexClient:
             after = page.after
 
     def find_api_runs_since(
-        self, project_id: str, since: float, *, max_pages: int = 10
+        self, project_id: str, since: float | Callable[[], float], *, max_pages: int = 10
     ) -> tuple[RunStatus, ...]:
-        """API-triggered runs of a project that started at or after ``since`` (epoch s), or have
-        not started yet: the candidates for a RunProject whose answer was lost.
+        """API-triggered runs of a project that started at or after ``since`` (epoch s on Hex's
+        clock), or have not started yet: the candidates for a RunProject whose answer was lost.
+        ``since`` may be a function, asked once the first page has answered: its Date header has
+        told Hex's clock by then.
 
         Pages newest first and stops at the first run that started before ``since``.
         """
@@ -508,6 +510,8 @@ class HexClient:
                 offset=page_number * MAX_PAGE_SIZE,
                 run_trigger_filter=RunTrigger.API,
             )
+            if callable(since):
+                since = since()
             for run in page.runs:
                 if run.start_time is not None and run.start_time < since:
                     return tuple(found)
