@@ -213,6 +213,7 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE triggers ADD COLUMN models_json TEXT;
     ALTER TABLE triggers ADD COLUMN superseded_by TEXT;
     ALTER TABLE triggers ADD COLUMN unserved_since DOUBLE PRECISION;
+    ALTER TABLE triggers ADD COLUMN window_closes_at DOUBLE PRECISION;
     CREATE INDEX triggers_by_entry ON triggers(entry_key);
     CREATE INDEX triggers_by_creation ON triggers(created_at)
     """,
@@ -250,6 +251,9 @@ class TriggerRecord:
     models: tuple[str, ...]  # the models whose refresh made it
     superseded_by: str | None  # the trigger key that took it over
     unserved_since: float  # the oldest refresh of its entry that no run covers but its own
+    # When its POST can no longer be in flight, by the sender's own timeouts (None: not sent,
+    # or sent by a hexdbt that did not record it).
+    window_closes_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +360,7 @@ def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
         models=tuple(json.loads(row["models_json"] or "[]")),
         superseded_by=row["superseded_by"],
         unserved_since=row["unserved_since"] or row["created_at"],
+        window_closes_at=row["window_closes_at"],
     )
 
 
@@ -557,6 +562,7 @@ class Ledger:
         only_new_invocation: bool = False,
         hex_clock_offset_s: float | None = None,
         project_dir: str | None = None,
+        window_s: float | None = None,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         """Record an invocation and its triggers as planned, in one transaction (a key already in
         the ledger keeps its row and its state), and in the same transaction claim the keys in
@@ -607,7 +613,9 @@ class Ledger:
                 # (a second hexdbt run on the same build) must not take over a later build's.
                 if trigger.coalesce and added.rowcount == 1:
                     self._supersede_older(session, trigger, invocation_id, now)
-            claimed = {key for key in claim if self._claim(session, key, now, hex_clock_offset_s)}
+            claimed = {
+                key for key in claim if self._claim(session, key, now, hex_clock_offset_s, window_s)
+            }
             keys = [trigger.trigger_key for trigger in triggers]
             if not keys:  # an invocation that triggers nothing (PostgreSQL refuses "IN ()")
                 return [], claimed
@@ -682,13 +690,18 @@ class Ledger:
         return _trigger_from_row(rows[0], self.where)
 
     def claim_for_sending(
-        self, trigger_key: str, *, hex_clock_offset_s: float | None = None
+        self,
+        trigger_key: str,
+        *,
+        hex_clock_offset_s: float | None = None,
+        window_s: float | None = None,
     ) -> bool:
         """Commit the intent to POST. False when the row is not sendable (someone else has it).
-        ``hex_clock_offset_s``: Hex's clock minus ours, when an answer has told it."""
+        ``hex_clock_offset_s``: Hex's clock minus ours, when an answer has told it; ``window_s``:
+        how long after the intent the POST may still be in flight, by the sender's timeouts."""
         now = self._clock.now()
         return self.store.write(
-            lambda session: self._claim(session, trigger_key, now, hex_clock_offset_s)
+            lambda session: self._claim(session, trigger_key, now, hex_clock_offset_s, window_s)
         )
 
     def take_over_orphan(self, trigger_key: str) -> bool:
@@ -854,6 +867,7 @@ class Ledger:
             owner_lease=None,
             intent_at=None,
             hex_clock_offset_s=None,
+            window_closes_at=None,
         )
 
     def reopen_ambiguous(self, trigger_key: str) -> TriggerRecord:
@@ -863,7 +877,12 @@ class Ledger:
         )
 
     def _claim(
-        self, session: Session, trigger_key: str, now: float, hex_clock_offset_s: float | None
+        self,
+        session: Session,
+        trigger_key: str,
+        now: float,
+        hex_clock_offset_s: float | None,
+        window_s: float | None,
     ) -> bool:
         """In a write transaction: make a sendable row ``sending``, owned by this process."""
         return self._move(
@@ -874,6 +893,7 @@ class Ledger:
             owner_lease=self._lease(session, now),
             intent_at=now,
             hex_clock_offset_s=hex_clock_offset_s,
+            window_closes_at=None if window_s is None else now + window_s,
         )
 
     def _make(self, trigger_key: str, move: Move, **fields: Any) -> TriggerRecord:

@@ -46,6 +46,7 @@ STATE_DIR_ENV = "HEXDBT_STATE_DIR"
 STATE_URL_ENV = "HEXDBT_STATE_URL"
 TIME_SCALE_ENV = "HEXDBT_TIME_SCALE"
 TIME_ORIGIN_ENV = "HEXDBT_TIME_ORIGIN"
+WINDOW_MARGIN_ENV = "HEXDBT_WINDOW_MARGIN_S"
 BUDGET_ENV = "HEXDBT_BUDGET"
 CONNECT_TIMEOUT_ENV = "HEXDBT_CONNECT_TIMEOUT_S"
 READ_TIMEOUT_ENV = "HEXDBT_READ_TIMEOUT_S"
@@ -307,6 +308,12 @@ def _positive_number(name: str, what: str) -> float | None:
     if not value > 0:
         raise ConfigError(f"{name} must be {what}, got {text!r}")
     return value
+
+
+def resolve_window_margin_s() -> float | None:
+    """``HEXDBT_WINDOW_MARGIN_S``: how long after a RunProject's read deadline Hex may still
+    create its run (None: unset, the default of ``hexdbt.engine.reconcile``)."""
+    return _positive_number(WINDOW_MARGIN_ENV, "a number of seconds above 0")
 
 
 def resolve_crash_point() -> tuple[str, int] | None:

@@ -330,14 +330,14 @@ def test_a_claim_whose_commit_stood_is_recognised_when_run_again(
         _plan(ledger)
         assert ledger.claim_for_sending("k1")  # the attempt whose answer was lost
         again = ledger.store.write(
-            lambda session: ledger._claim(_RetriedSession(session), "k1", 1000.0, None)
+            lambda session: ledger._claim(_RetriedSession(session), "k1", 1000.0, None, None)
         )
         assert again
         later = ledger.store.write(
-            lambda session: ledger._claim(_RetriedSession(session), "k1", 1001.0, None)
+            lambda session: ledger._claim(_RetriedSession(session), "k1", 1001.0, None, None)
         )
         assert not later, "another moment is not this attempt's write"
     with Ledger.open(state_location, clock=clock) as other:
         assert not other.store.write(
-            lambda session: other._claim(_RetriedSession(session), "k1", 1000.0, None)
+            lambda session: other._claim(_RetriedSession(session), "k1", 1000.0, None, None)
         ), "another lease's write is not ours"

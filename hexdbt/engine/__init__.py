@@ -8,6 +8,7 @@ from hexdbt.engine.loop import Engine, EngineSettings, Log
 from hexdbt.engine.reconcile import (
     CLOCK_SKEW_S,
     MEASURED_SKEW_S,
+    WINDOW_MARGIN_S,
     find_run_of_lost_post,
     window_closes_at,
 )
@@ -16,6 +17,7 @@ from hexdbt.engine.records import dry_run_outcomes, new_trigger, outcome_of, ski
 __all__ = [
     "CLOCK_SKEW_S",
     "MEASURED_SKEW_S",
+    "WINDOW_MARGIN_S",
     "Engine",
     "EngineSettings",
     "Log",

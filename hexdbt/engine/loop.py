@@ -46,7 +46,7 @@ from functools import partial
 
 from hexdbt.clock import Clock
 from hexdbt.crashpoints import crash_point
-from hexdbt.engine.reconcile import find_run_of_lost_post, window_closes_at
+from hexdbt.engine.reconcile import WINDOW_MARGIN_S, find_run_of_lost_post, window_closes_at
 from hexdbt.engine.records import new_trigger, outcome_of, skipped_outcomes
 from hexdbt.engine.send_order import AGING_S, VIEWS_MAX_AGE_S, AppViews, send_rank
 from hexdbt.errors import (
@@ -69,6 +69,7 @@ from hexdbt.hex.polls import Polls, RunEnd, WaitCause, WatchedRun
 from hexdbt.ledger import Demand, Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan, Trigger
+from hexdbt.settings import resolve_window_margin_s
 
 Log = Callable[[str], None]
 Records = list[TriggerRecord] | None
@@ -88,6 +89,9 @@ LOOKUP_ATTEMPTS = 2
 DEMAND_WINDOW_S = 3600.0
 # How often the engine looks at the demand on the budget again.
 OVERLOAD_CHECK_S = 60.0
+# While a lost POST may still be in flight, Hex's run list is looked at again this often (real
+# seconds): a run Hex creates just after the read timeout is adopted then, not at the close.
+LOOKUP_AGAIN_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,9 @@ class EngineSettings:
     # A plan whose recording failed (a full disk) is tried again this often, this many times.
     submit_retry_s: float = 5.0
     submit_attempts: int = 5
+    # How long after a RunProject's read deadline Hex may still create its run (real seconds);
+    # None: HEXDBT_WINDOW_MARGIN_S, else reconcile's default.
+    window_margin_s: float | None = None
     # When more triggers wait than the budget sends: one priority level per this much of an
     # app's unserved age, and Hex's views of the apps read at most this often (send_order).
     aging_s: float = AGING_S
@@ -207,6 +214,9 @@ class Engine:
         self._state_lost_since: float | None = None
         self._unrecorded_ends: list[RunEnd] = []
         self._next_outage_note = 0.0
+        margin_s = self.settings.window_margin_s or resolve_window_margin_s() or WINDOW_MARGIN_S
+        # How long a POST of this process may be in flight: its timeouts, and the margin.
+        self._window_s = client.longest_request_s + self.clock.from_real_s(margin_s)
         self._paced_send_at = float("-inf")  # the last trigger sent while overloaded
         self._demand = (float("-inf"), Demand(0, frozenset(), repeated=False))
         self._app_views = AppViews(
@@ -487,6 +497,7 @@ class Engine:
                 only_new_invocation=item.only_new and item.attempts == 0,
                 hex_clock_offset_s=self.client.hex_clock_offset_s,
                 project_dir=item.project_dir,
+                window_s=self._window_s,
             )
             claimed = recorded[1] if recorded else set()
         except StateUnavailable:
@@ -779,7 +790,9 @@ class Engine:
         self._pending.remove(item)
         record = item.record
         if not item.claimed and not self.ledger.claim_for_sending(
-            record.trigger_key, hex_clock_offset_s=self.client.hex_clock_offset_s
+            record.trigger_key,
+            hex_clock_offset_s=self.client.hex_clock_offset_s,
+            window_s=self._window_s,
         ):
             self._give_back([slot])  # another process holds it
             self._line_up(self.ledger.get(record.trigger_key))
@@ -873,7 +886,7 @@ class Engine:
         if record.state is not TriggerState.SENDING:
             self._line_up(record)
             return
-        window_closes = window_closes_at(self.client, record)
+        window_closes = window_closes_at(record, self._window_s)
         try:
             run = find_run_of_lost_post(
                 self.client,
@@ -918,8 +931,10 @@ class Engine:
             )
             self._line_up(self._move(started))
         elif now < window_closes:
-            # The POST may still be in flight: "nothing started" cannot be concluded yet.
-            self._pending.append(replace(item, record=record, not_before=window_closes))
+            # The POST may still be in flight: "nothing started" cannot be concluded yet. Look
+            # again now and then, so that a run Hex creates late is adopted as soon as it is there.
+            again = min(window_closes, now + self.clock.from_real_s(LOOKUP_AGAIN_S))
+            self._pending.append(replace(item, record=record, not_before=again))
         else:
             reason = "RunProject's answer was lost; Hex started no run"
             self._line_up(self._move(partial(self.ledger.release, key, reason=reason)))

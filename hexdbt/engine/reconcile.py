@@ -23,17 +23,24 @@ from hexdbt.hex.client import HexClient
 from hexdbt.hex.models import RunStatus
 from hexdbt.ledger import TriggerRecord
 
-# Hex's clock and ours may disagree by this much when Hex's has not been read yet; it also covers
-# a request Hex goes on handling after our read timeout gave up on it.
+# Hex's clock and ours may disagree by this much when Hex's has not been read yet.
 CLOCK_SKEW_S = 60.0
+# How long after a RunProject's read deadline Hex may still create its run (a request Hex goes on
+# handling after our read timeout gave up on it): the in-flight window's margin, by default
+# (HEXDBT_WINDOW_MARGIN_S; docs/exactly-once.md argues the default).
+WINDOW_MARGIN_S = 60.0
 # Once Hex's clock is read from a Date header (whole seconds, at the middle of an exchange).
 MEASURED_SKEW_S = 2.0
 
 
-def window_closes_at(client: HexClient, record: TriggerRecord) -> float:
-    """When the POST of ``record`` can no longer be in flight (its read deadline, plus the
-    margin): only after it may a run list without the run mean that nothing started."""
-    return (record.intent_at or record.created_at) + client.longest_request_s + CLOCK_SKEW_S
+def window_closes_at(record: TriggerRecord, window_s: float) -> float:
+    """When the POST of ``record`` can no longer be in flight: only after it may a run list
+    without the run mean that nothing started. The sender recorded it with the intent, by its
+    own timeouts and margin (a reconciling process with shorter ones must not close it early);
+    ``window_s``, this process's, only for a row a hexdbt before the window was recorded sent."""
+    if record.window_closes_at is not None:
+        return record.window_closes_at
+    return (record.intent_at or record.created_at) + window_s
 
 
 def _earliest_start(intent_at: float, offset_at_intent: float | None) -> float:
