@@ -89,8 +89,8 @@ LOOKUP_ATTEMPTS = 2
 DEMAND_WINDOW_S = 3600.0
 # How often the engine looks at the demand on the budget again.
 OVERLOAD_CHECK_S = 60.0
-# While a lost POST may still be in flight, Hex's run list is looked at again this often (real
-# seconds): a run Hex creates just after the read timeout is adopted then, not at the close.
+# While a lost POST may still be in flight, Hex's run list is looked at again this often (seconds
+# of the clock): a run Hex creates just after the read timeout is adopted then, not at the close.
 LOOKUP_AGAIN_S = 10.0
 
 
@@ -119,8 +119,8 @@ class EngineSettings:
     # A plan whose recording failed (a full disk) is tried again this often, this many times.
     submit_retry_s: float = 5.0
     submit_attempts: int = 5
-    # How long after a RunProject's read deadline Hex may still create its run (real seconds);
-    # None: HEXDBT_WINDOW_MARGIN_S, else reconcile's default.
+    # How long after a RunProject's read deadline Hex may still create its run (seconds of the
+    # clock); None: HEXDBT_WINDOW_MARGIN_S, else reconcile's default.
     window_margin_s: float | None = None
     # When more triggers wait than the budget sends: one priority level per this much of an
     # app's unserved age, and Hex's views of the apps read at most this often (send_order).
@@ -215,8 +215,9 @@ class Engine:
         self._unrecorded_ends: list[RunEnd] = []
         self._next_outage_note = 0.0
         margin_s = self.settings.window_margin_s or resolve_window_margin_s() or WINDOW_MARGIN_S
-        # How long a POST of this process may be in flight: its timeouts, and the margin.
-        self._window_s = client.longest_request_s + self.clock.from_real_s(margin_s)
+        # How long a POST of this process may be in flight: its timeouts (real seconds, on the
+        # clock), and the margin (on the clock, as Hex's run times are).
+        self._window_s = client.longest_request_s + margin_s
         self._paced_send_at = float("-inf")  # the last trigger sent while overloaded
         self._demand = (float("-inf"), Demand(0, frozenset(), repeated=False))
         self._app_views = AppViews(
@@ -933,7 +934,7 @@ class Engine:
         elif now < window_closes:
             # The POST may still be in flight: "nothing started" cannot be concluded yet. Look
             # again now and then, so that a run Hex creates late is adopted as soon as it is there.
-            again = min(window_closes, now + self.clock.from_real_s(LOOKUP_AGAIN_S))
+            again = min(window_closes, now + LOOKUP_AGAIN_S)
             self._pending.append(replace(item, record=record, not_before=again))
         else:
             reason = "RunProject's answer was lost; Hex started no run"
