@@ -282,11 +282,9 @@ class InvocationRecord:
 
 @dataclass(frozen=True, slots=True)
 class EntrySends:
-    """What a mapping entry has sent: when its newest send was meant, and when the newest of
-    its sends without a recorded end was (its run may be live; None: none is)."""
+    """What a mapping entry has sent: when its newest send was meant."""
 
     last_sent_at: float | None
-    live_since: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -745,20 +743,17 @@ class Ledger:
 
     def sends_of_entries(self, entry_keys: Collection[str], base_url: str) -> dict[str, EntrySends]:
         """For each mapping entry that has sent anything to ``base_url``: when its newest send
-        started (its intent) and since when a run of it may be live."""
+        started (its intent)."""
         if not entry_keys:
             return {}
         marks = ", ".join("?" * len(entry_keys))
         rows = self._read(
-            "SELECT entry_key, max(intent_at) AS last_sent_at,"
-            " max(CASE WHEN state IN ('sending', 'started') THEN intent_at END) AS live_since"
+            "SELECT entry_key, max(intent_at) AS last_sent_at"
             f" FROM triggers WHERE entry_key IN ({marks}) AND base_url = ?"
             " AND state IN ('sending', 'started', 'ended') GROUP BY entry_key",
             (*entry_keys, base_url),
         )
-        return {
-            row["entry_key"]: EntrySends(row["last_sent_at"], row["live_since"]) for row in rows
-        }
+        return {row["entry_key"]: EntrySends(row["last_sent_at"]) for row in rows}
 
     def demand_since(self, since: float, base_url: str) -> Demand:
         """The triggers planned for ``base_url`` since ``since`` (superseded ones too): the

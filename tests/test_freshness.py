@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.cli import main
 from hexdbt.clock import ManualClock, SystemClock, from_iso
 from hexdbt.emulator import HexEmulator
-from hexdbt.engine import Engine, EngineSettings
+from hexdbt.engine import Engine, EngineSettings, new_trigger
 from hexdbt.engine.send_order import send_rank
 from hexdbt.factory import open_client
 from hexdbt.freshness import apps_freshness
@@ -215,9 +216,7 @@ def test_a_claimed_trigger_is_sent_and_never_superseded(apps_factory: Callable[.
     assert (newer.state, newer.unserved_since) == (TriggerState.PLANNED, newer.created_at)
 
 
-def _new(apps: Apps, plan: Plan) -> Any:
-    from hexdbt.engine import new_trigger
-
+def _new(apps: Apps, plan: Plan) -> NewTrigger:
     return new_trigger(plan.triggers[0], apps.emulator.url)
 
 
@@ -232,47 +231,27 @@ def test_the_budget_goes_by_priority_then_views_then_unserved_age(
         coalesce=True,
         projects=[{"app_views": 5}, {"app_views": 900}, {"app_views": 5}, {"app_views": 40}],
     )
-    mapping = apps.folder / "hex_mappings.yml"
     apps.spend_the_hours_budget()
     apps.dispatch(apps.build("inv-1"), wait=False)
     apps.clock.advance(3600 + 1)
-    order = _send_order(apps, mapping, priority={"app_0": 3})
+    order = _send_order(apps, priority={"app_0": 3})
     assert order == [project_id(0), project_id(1), project_id(3), project_id(2)]
 
 
-def _send_order(apps: Apps, mapping: Path, priority: dict[str, int]) -> list[str]:
-    import yaml
-
+def _send_order(apps: Apps, priority: dict[str, int]) -> list[str]:
+    """The order in which the engine sends a newer build of every app, with these priorities,
+    while one RunProject slot frees at a time."""
+    apps.build("inv-2")
+    mapping = apps.folder / "hex_mappings.yml"
     document = yaml.safe_load(mapping.read_text())
     for entry in document["projects"]:
         entry["priority"] = priority.get(entry["name"], 0)
     mapping.write_text(yaml.safe_dump(document))
-    plan = plan_from_files(
-        apps.folder / "target" / "run_results.json",
-        apps.folder / "target" / "manifest.json",
-        mapping,
-    ).plan
-    # The priorities are the newest build's: plan it again under a new invocation.
-    from dataclasses import replace
-
-    from hexdbt.planner.rules import trigger_key
-
-    newer = replace(
-        plan,
-        invocation_id="inv-2",
-        triggers=tuple(
-            replace(t, trigger_key=trigger_key("inv-2", t.project_id, t.input_params))
-            for t in plan.triggers
-        ),
-    )
-    # One slot a minute: spend 59 of the hour again, so the engine sends one at a time.
-    with apps.client() as client:
-        assert client.budget is not None
-        for _ in range(3):
-            client.budget.take_now(CallKind.RUN_PROJECT, 20 - (1 if _ == 2 else 0))
-            apps.clock.advance(1)
-    apps.dispatch(newer, wait=False, no_wait_send_window_s=7200)
-    return [body_project for body_project in _run_order(apps)]
+    target = apps.folder / "target"
+    plan = plan_from_files(target / "run_results.json", target / "manifest.json", mapping).plan
+    apps.spend_the_hours_budget(keep=1)
+    apps.dispatch(plan, wait=False, no_wait_send_window_s=7200)
+    return _run_order(apps)
 
 
 def _run_order(apps: Apps) -> list[str]:
@@ -350,8 +329,6 @@ def test_status_apps_check_exits_1_naming_the_stale_app(tmp_path: Path) -> None:
     state = tmp_path / "state"
     plan = plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
     clock = SystemClock()
-    from hexdbt.engine import new_trigger
-
     with Ledger.open(parse_state_url(f"sqlite://{state}"), clock=clock) as ledger:
         triggers = [new_trigger(trigger, "http://127.0.0.1:9") for trigger in plan.triggers]
         ledger.plan_and_claim("inv-1", "build", "test", triggers, [triggers[0].trigger_key])

@@ -578,8 +578,8 @@ class Engine:
     ) -> dict[str, _Hold]:
         """Trigger key -> until when it waits and why, for the mapped triggers held back: by
         ``min_interval`` since their app's last start, and, while Hex's budget is overloaded,
-        by the pace of the budget's sustained rate (``send_order``). One read of the ledger, and
-        none when no trigger sets an interval."""
+        by the pace of the budget's sustained rate (``send_order``). The ledger is read for the
+        intervals only when a trigger sets one (and for the demand at most once a minute)."""
         pacing = self._overloaded(now, [t for t in triggers if isinstance(t, NewTrigger)])
         mapped = [t for t in triggers if t.entry_key]
         spaced = [t for t in mapped if t.options.get("min_interval_s")]

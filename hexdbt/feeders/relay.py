@@ -327,6 +327,7 @@ class RelayDaemon:
         )
         self.source = f"relay:{outbox.relation}"
         self._handled: set[str] = set()
+        self._set_aside_ids: set[str] = set()  # entries that cannot be read
         self._not_ready: str | None = None
         self._handed_over: list[_HandedOver] = []
         self._resumed: Future[list[TriggerRecord]] | None = None
@@ -389,8 +390,8 @@ class RelayDaemon:
 
     def _hand_over(self) -> int:
         summaries = sorted(self.outbox.summaries(), key=lambda summary: summary.written_at)
-        set_aside = set(self.ledger.rejected_inputs(self.source))
-        self._handled |= set_aside
+        self._set_aside_ids |= set(self.ledger.rejected_inputs(self.source))  # by any relay
+        self._handled |= self._set_aside_ids
         for summary in summaries:
             if summary.invocation_id not in self._handled and summary.damage is not None:
                 self._set_aside(
@@ -421,6 +422,7 @@ class RelayDaemon:
         """An entry that cannot be read is recorded as rejected and said once (by whichever
         relay meets it first); every other entry goes on."""
         self._handled.add(entry.invocation_id)
+        self._set_aside_ids.add(entry.invocation_id)
         if not self.ledger.reject_input(self.source, entry.invocation_id, entry.reason):
             return
         if self.metrics is not None:
@@ -513,14 +515,13 @@ class RelayDaemon:
     def _delete_old(self, summaries: Sequence[EntrySummary]) -> None:
         """Entries older than --retain-days: handled ones, incomplete ones, and those set aside."""
         cutoff = to_iso(self.client.clock.now() - self.options.retain_days * 86400, digits=6)
-        set_aside = self.ledger.rejected_inputs(self.source)
         old = [
             summary.invocation_id
             for summary in summaries
             if summary.written_at < cutoff
             and (
                 not summary.complete
-                or summary.invocation_id in set_aside
+                or summary.invocation_id in self._set_aside_ids
                 or self.ledger.has_invocation(summary.invocation_id)
             )
         ]
