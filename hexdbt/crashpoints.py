@@ -1,12 +1,16 @@
-"""Named crash points: the process exits hard at a named point of the engine, for crash tests.
+"""Named points of the engine where a test makes the process crash or stall.
 
 ``HEXDBT_CRASH_AT=NAME`` (or ``NAME:N``, the N-th time the point is reached) makes
 ``crash_point(NAME)`` end the process at once with ``os._exit(CRASH_EXIT_CODE)``: no cleanup, no
-flush, no ledger write, as a power cut or SIGKILL would. Unset (always, outside tests),
-``crash_point`` is a function that does nothing. The points, in the order a trigger meets them:
+flush, no ledger write, as a power cut or SIGKILL would. ``HEXDBT_STOP_AT`` (same form) makes it
+stop the process with SIGSTOP instead, as a GC pause, a suspended VM or a closed laptop lid
+would: the test lets it go on with SIGCONT. Unset (always, outside tests), ``crash_point`` is a
+function that does nothing. The points, in the order a trigger meets them:
 
-    intent-synced     the plan and the claim to send are committed (synced) in the ledger
-    before-post       the claim is committed; RunProject is about to be sent
+    planned           the plan is recorded, and the triggers that go at once are claimed (not
+                      yet armed: nothing may have been sent)
+    armed             a trigger is armed (its intent synced, its fence raised); RunProject is
+                      about to be sent
     post-answered     Hex answered RunProject; the run id is not recorded yet
     run-id-recorded   the run id is committed in the ledger
 """
@@ -14,20 +18,29 @@ flush, no ledger write, as a power cut or SIGKILL would. Unset (always, outside 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 
 from hexdbt.errors import ConfigError
-from hexdbt.settings import resolve_crash_point
+from hexdbt.settings import CRASH_AT_ENV, STOP_AT_ENV, resolve_crash_point, resolve_stop_point
 
 CRASH_EXIT_CODE = 86
-POINTS = ("intent-synced", "before-post", "post-answered", "run-id-recorded")
+POINTS = ("planned", "armed", "post-answered", "run-id-recorded")
 
 
 def _nothing(name: str) -> None:
-    """No crash point is set: nothing happens."""
+    """No point is set: nothing happens."""
 
 
-def _crash_at(target: str, nth: int) -> Callable[[str], None]:
+def _crash() -> None:
+    os._exit(CRASH_EXIT_CODE)
+
+
+def _stall() -> None:
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _at(target: str, nth: int, act: Callable[[], None]) -> Callable[[str], None]:
     reached = 0
 
     def crash_point(name: str) -> None:
@@ -36,21 +49,23 @@ def _crash_at(target: str, nth: int) -> Callable[[str], None]:
             return
         reached += 1
         if reached == nth:
-            os._exit(CRASH_EXIT_CODE)
+            act()
 
     return crash_point
 
 
-def _from_setting() -> Callable[[str], None]:
-    setting = resolve_crash_point()
-    if setting is None:
-        return _nothing
-    name, nth = setting
-    if name not in POINTS:
-        raise ConfigError(
-            f"HEXDBT_CRASH_AT names no crash point: {name!r}", hint=f"one of {', '.join(POINTS)}"
-        )
-    return _crash_at(name, nth)
+def _from_settings() -> Callable[[str], None]:
+    for env, setting, act in (
+        (CRASH_AT_ENV, resolve_crash_point(), _crash),
+        (STOP_AT_ENV, resolve_stop_point(), _stall),
+    ):
+        if setting is None:
+            continue
+        name, nth = setting
+        if name not in POINTS:
+            raise ConfigError(f"{env} names no point: {name!r}", hint=f"one of {', '.join(POINTS)}")
+        return _at(name, nth, act)
+    return _nothing
 
 
-crash_point = _from_setting()
+crash_point = _from_settings()

@@ -29,16 +29,22 @@ supersede and the claim are both guarded UPDATEs of the same row, so exactly one
 SQLite and PostgreSQL alike. The newer trigger inherits the oldest refresh it now covers
 (``unserved_since``); the superseded row names it (``superseded_by``).
 
-``sending`` is committed *before* the POST and ``started`` (with the run id) right after it, so a
-crash between the two leaves a row that says "a run may exist": the dispatcher reconciles it
-through GetProjectRuns instead of posting again. Claiming a row for sending is one guarded UPDATE,
-so two processes handling the same invocation never both post, on one machine or many.
+A row is claimed (``sending``, owned, not armed) and then *armed* right before its POST: one
+synced transaction that commits the intent's time, raises the row's fence and records when the
+POST can no longer be in flight, only while the row is still this process's and its lease has
+not lapsed. ``started`` (with the run id) is committed right after the POST, so a crash between
+the two leaves a row that says "a run may exist": the engine reconciles it through GetProjectRuns
+instead of posting again. A claimed row never armed says "nothing was sent". Claiming is one
+guarded UPDATE, so two processes handling the same invocation never both post, on one machine or
+many; every move out of ``sending`` is guarded by the owner and the fence it names, so a process
+that stalled past its lease cannot arm, or overwrite, a row another has taken over.
 
 A ``sending`` row names its owner's lease: host, pid, boot id and an expiry that the owner renews
-while it lives (``keep_lease``). The owner is gone, and the row an orphan, when the lease is
-released or has expired; on the owner's own host (same boot) at once when its pid has ended. The
-rule is the same on SQLite and PostgreSQL (``hexdbt.store``); ``_MIGRATIONS[n]`` takes the
-schema from version n to n+1 on either.
+while it lives (``renew_lease``, from ``engine.lease_keeper``), judged on PostgreSQL's clock, or
+on SQLite the process's. The owner is gone, and the row an orphan, when the lease is released or
+has expired; on the owner's own host (same boot) at once when its pid has ended. The rule is the
+same on SQLite and PostgreSQL (``hexdbt.store``); ``_MIGRATIONS[n]`` takes the schema from
+version n to n+1 on either.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from typing import Any
 
 from hexdbt.clock import Clock, SystemClock
 from hexdbt.errors import MoveRefusedError, StateError, StateUnavailable
-from hexdbt.settings import StateLocation
+from hexdbt.settings import StateLocation, resolve_host_name, resolve_lease_ttl_s
 from hexdbt.store import Row, Session, Store, open_store
 
 LEDGER_FILENAME = "ledger.sqlite3"
@@ -217,6 +223,21 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX triggers_by_entry ON triggers(entry_key);
     CREATE INDEX triggers_by_creation ON triggers(created_at)
     """,
+    # 3 -> 4: fenced sends. Each arm before a POST raises the row's fence; every move out of
+    # ``sending`` names the fence it holds, so a process that stalled past its lease cannot move
+    # a row someone else has taken over. A run such a process started all the same is a stray,
+    # recorded beside its trigger.
+    """
+    ALTER TABLE triggers ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE stray_runs (
+        run_id      TEXT PRIMARY KEY,
+        trigger_key TEXT NOT NULL,
+        project_id  TEXT NOT NULL,
+        run_url     TEXT,
+        found_at    DOUBLE PRECISION NOT NULL,
+        fate        TEXT NOT NULL
+    )
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -254,6 +275,21 @@ class TriggerRecord:
     # When its POST can no longer be in flight, by the sender's own timeouts (None: not sent,
     # or sent by a hexdbt that did not record it).
     window_closes_at: float | None
+    # Raised by each arm: a move out of ``sending`` must name the fence of the arm it follows.
+    fence: int
+
+
+@dataclass(frozen=True, slots=True)
+class StrayRun:
+    """A run a process started after it had lost its trigger to another (it stalled past its
+    lease between its arm and its POST), and what was done about it."""
+
+    run_id: str
+    trigger_key: str
+    project_id: str
+    run_url: str | None
+    found_at: float
+    fate: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +395,7 @@ def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
         superseded_by=row["superseded_by"],
         unserved_since=row["unserved_since"] or row["created_at"],
         window_closes_at=row["window_closes_at"],
+        fence=row["fence"],
     )
 
 
@@ -393,7 +430,7 @@ class Holder:
 
     @classmethod
     def this_process(cls) -> Holder:
-        return cls(socket.gethostname(), os.getpid(), _boot_id())
+        return cls(resolve_host_name() or socket.gethostname(), os.getpid(), _boot_id())
 
 
 def owner_is_gone(lease: Row | None, me: Holder, now: float) -> bool:
@@ -410,16 +447,29 @@ def owner_is_gone(lease: Row | None, me: Holder, now: float) -> bool:
 
 class Ledger:
     """The ledger, on a ``Store``. Each call is its own short transaction; one instance may be
-    shared by the threads of a process (the store keeps their transactions apart)."""
+    shared by the threads of a process (the store keeps their transactions apart).
 
-    def __init__(self, store: Store, *, clock: Clock | None = None, holder: Holder | None = None):
+    Leases are judged on one clock for every process that shares the state: PostgreSQL's own
+    (``clock_timestamp()``, the server's) and, on SQLite, which one machine's processes share,
+    the process's clock. ``lease_clock`` replaces either (tests of takeovers on a manual
+    clock)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        holder: Holder | None = None,
+        lease_clock: Clock | None = None,
+    ):
         self.store = store
         self.where = store.describe()
         self._clock = clock or SystemClock()
         self._holder = holder or Holder.this_process()
+        self._server_leases = lease_clock is None and store.backend == "postgresql"
+        self._lease_clock = lease_clock or self._clock
         self._lease_lock = threading.Lock()
         self._lease_id: str | None = None  # taken with the first claim
-        self._lease_renewed_at = 0.0
         try:
             store.migrate("ledger", _MIGRATIONS)
         except BaseException:
@@ -459,44 +509,51 @@ class Ledger:
 
     @property
     def lease_ttl_s(self) -> float:
-        return self._clock.from_real_s(LEASE_TTL_S)
+        """How long a lease lasts unless renewed, in seconds of the leases' clock."""
+        ttl_s = resolve_lease_ttl_s() or LEASE_TTL_S
+        return ttl_s if self._server_leases else self._lease_clock.from_real_s(ttl_s)
 
-    def _lease(self, session: Session, now: float) -> str:
+    @property
+    def lease_renew_every_s(self) -> float:
+        """How often a live process renews its lease: a third of its length, in real seconds
+        (two renewals may fail before it lapses)."""
+        return (resolve_lease_ttl_s() or LEASE_TTL_S) / 3
+
+    @property
+    def holds_lease(self) -> bool:
+        return self._lease_id is not None
+
+    def _lease_now(self, session: Session) -> float:
+        """Now on the leases' clock, in a transaction."""
+        if not self._server_leases:
+            return self._lease_clock.now()
+        row = session.execute("SELECT extract(epoch FROM clock_timestamp()) AS now").first()
+        assert row is not None
+        return float(row["now"])
+
+    def _lease(self, session: Session) -> str:
         """In a write transaction: this process's lease, taken or renewed (for a claim)."""
         with self._lease_lock:
+            now = self._lease_now(session)
             if self._lease_id is None:
                 self._lease_id = uuid.uuid4().hex
-                session.execute(
-                    "DELETE FROM leases WHERE expires_at < ?",
-                    (now - self._clock.from_real_s(LEASE_FORGOTTEN_AFTER_S),),
-                )
+                forgotten_s = self.lease_ttl_s / LEASE_TTL_S * LEASE_FORGOTTEN_AFTER_S
+                session.execute("DELETE FROM leases WHERE expires_at < ?", (now - forgotten_s,))
             holder = self._holder
             session.execute(
                 "INSERT INTO leases (lease_id, host, pid, boot_id, renewed_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (lease_id) DO UPDATE"
                 " SET renewed_at = excluded.renewed_at, expires_at = excluded.expires_at",
-                (
-                    self._lease_id,
-                    holder.host,
-                    holder.pid,
-                    holder.boot_id,
-                    now,
-                    now + self.lease_ttl_s,
-                ),
+                (self._lease_id, holder.host, holder.pid, holder.boot_id, now, now + self.lease_ttl_s),
             )
-            self._lease_renewed_at = now
             return self._lease_id
 
-    def keep_lease(self) -> float | None:
-        """Renew this process's lease when it is due (the engine calls this every turn). Returns
-        when to call again; None while no lease is held."""
-        if self._lease_id is None:
-            return None
-        every = self._clock.from_real_s(LEASE_RENEW_EVERY_S)
-        now = self._clock.now()
-        if now - self._lease_renewed_at >= every:
-            self.store.write(lambda session: self._lease(session, now), durable=False)
-        return self._lease_renewed_at + every
+    def renew_lease(self) -> None:
+        """Renew this process's lease, if it holds one (``engine.lease_keeper`` calls this
+        while the engine lives; a lapsed lease is renewed too, but the rows another process
+        took over meanwhile stay its)."""
+        if self._lease_id is not None:
+            self.store.write(self._lease, durable=False)
 
     # -- invocations ----------------------------------------------------------------------
 
@@ -558,17 +615,16 @@ class Ledger:
         claim: Collection[str],
         *,
         only_new_invocation: bool = False,
-        hex_clock_offset_s: float | None = None,
         project_dir: str | None = None,
-        window_s: float | None = None,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         """Record an invocation and its triggers as planned, in one transaction (a key already in
         the ledger keeps its row and its state), and in the same transaction claim the keys in
-        ``claim`` as ``claim_for_sending`` would: a trigger sent at once costs one synced commit
-        instead of two. A new trigger of a coalescing entry supersedes the entry's triggers that
-        wait unsent. Returns the records and the keys this call claimed (a row someone else
-        holds is left alone); None, recording nothing, when ``only_new_invocation`` and the
-        ledger has the invocation."""
+        ``claim``: ``sending``, owned by this process, not yet armed. Nothing may be sent before
+        ``arm``, whose commit is the one synced before a POST; this one needs none (a plan lost
+        with the machine is planned again from dbt's artifacts). A new trigger of a coalescing
+        entry supersedes the entry's triggers that wait unsent. Returns the records and the keys
+        this call claimed (a row someone else holds is left alone); None, recording nothing,
+        when ``only_new_invocation`` and the ledger has the invocation."""
         now = self._clock.now()
 
         def plan(session: Session) -> tuple[list[TriggerRecord], set[str]] | None:
@@ -611,9 +667,7 @@ class Ledger:
                 # (a second hexdbt run on the same build) must not take over a later build's.
                 if trigger.coalesce and added.rowcount == 1:
                     self._supersede_older(session, trigger, invocation_id, now)
-            claimed = {
-                key for key in claim if self._claim(session, key, now, hex_clock_offset_s, window_s)
-            }
+            claimed = {key for key in claim if self._claim(session, key, now)}
             keys = [trigger.trigger_key for trigger in triggers]
             if not keys:  # an invocation that triggers nothing (PostgreSQL refuses "IN ()")
                 return [], claimed
@@ -625,7 +679,7 @@ class Ledger:
             by_key = {row["trigger_key"]: _trigger_from_row(row, self.where) for row in rows}
             return [by_key[key] for key in keys], claimed
 
-        return self.store.write(plan, durable=bool(claim))
+        return self.store.write(plan, durable=False)
 
     def _supersede_older(
         self, session: Session, newer: NewTrigger, invocation_id: str, now: float
@@ -693,21 +747,87 @@ class Ledger:
         *,
         hex_clock_offset_s: float | None = None,
         window_s: float | None = None,
-    ) -> bool:
-        """Commit the intent to POST. False when the row is not sendable (someone else has it).
-        ``hex_clock_offset_s``: Hex's clock minus ours, when an answer has told it; ``window_s``:
-        how long after the intent the POST may still be in flight, by the sender's timeouts."""
+    ) -> TriggerRecord | None:
+        """Claim a sendable row and arm it, in one synced transaction: what a trigger sent now
+        that was not claimed with its plan needs before its POST. None when the row is not
+        sendable (someone else has it)."""
+        now = self._clock.now()
+
+        def claim_and_arm(session: Session) -> TriggerRecord | None:
+            if not self._claim(session, trigger_key, now):
+                return None
+            fence = self._row(session, trigger_key)["fence"]
+            return self._arm(session, trigger_key, fence, now, hex_clock_offset_s, window_s)
+
+        return self.store.write(claim_and_arm)
+
+    def arm(
+        self,
+        trigger_key: str,
+        *,
+        fence: int,
+        hex_clock_offset_s: float | None = None,
+        window_s: float | None = None,
+    ) -> TriggerRecord | None:
+        """Arm a row this process claimed, right before its POST, in one synced transaction:
+        the intent's time, a raised fence, and when the POST can no longer be in flight
+        (``window_s`` after the intent, by the sender's timeouts; ``hex_clock_offset_s``: Hex's
+        clock minus ours, when an answer has told it). Only while the row is still ``sending``,
+        this process's, at ``fence``, and its lease has not lapsed on the leases' clock; the
+        lease is renewed with it, so it outlasts the POST. None when any of that fails: then
+        nothing may be sent."""
         now = self._clock.now()
         return self.store.write(
-            lambda session: self._claim(session, trigger_key, now, hex_clock_offset_s, window_s)
+            lambda session: self._arm(
+                session, trigger_key, fence, now, hex_clock_offset_s, window_s
+            )
         )
 
-    def take_over_orphan(self, trigger_key: str) -> bool:
-        """Adopt a ``sending`` row whose owner is gone, so this process reconciles it.
-        False when the row is no longer ``sending`` or its owner lives."""
+    def _arm(
+        self,
+        session: Session,
+        trigger_key: str,
+        fence: int,
+        now: float,
+        hex_clock_offset_s: float | None,
+        window_s: float | None,
+    ) -> TriggerRecord | None:
+        lease = session.execute(
+            "SELECT expires_at FROM leases WHERE lease_id = ?", (self._lease_id,)
+        ).first()
+        if lease is None or lease["expires_at"] <= self._lease_now(session):
+            return None  # lapsed: another process may be taking its rows over right now
+        armed = session.execute(
+            "UPDATE triggers SET fence = fence + 1, intent_at = ?, window_closes_at = ?,"
+            " hex_clock_offset_s = ?, updated_at = ?"
+            " WHERE trigger_key = ? AND state = ? AND owner_lease = ? AND fence = ?",
+            (
+                now,
+                None if window_s is None else now + window_s,
+                hex_clock_offset_s,
+                now,
+                trigger_key,
+                TriggerState.SENDING.value,
+                self._lease_id,
+                fence,
+            ),
+        )
+        if armed.rowcount != 1:
+            row = self._row(session, trigger_key)
+            # An earlier attempt of this transaction whose commit stood (its answer was lost).
+            mine = row["owner_lease"] == self._lease_id and row["fence"] == fence + 1
+            if not (session.retried and mine and row["intent_at"] == now):
+                return None
+        self._lease(session)
+        return _trigger_from_row(self._row(session, trigger_key), self.where)
+
+    def take_over_orphan(self, trigger_key: str) -> TriggerRecord | None:
+        """Adopt a ``sending`` row whose owner is gone, so this process reconciles it (or, when
+        it was never armed, sends it). None when the row is no longer ``sending``, its owner
+        lives, or it was armed meanwhile."""
         now = self._clock.now()
 
-        def take(session: Session) -> bool:
+        def take(session: Session) -> TriggerRecord | None:
             row = self._row(session, trigger_key)
             owner = row["owner_lease"]
             # A row of this very ledger (an earlier engine of this process left it) is ours.
@@ -716,17 +836,20 @@ class Ledger:
                     "SELECT host, pid, boot_id, expires_at FROM leases WHERE lease_id = ?",
                     (owner,),
                 ).first()
-                if not owner_is_gone(lease, self._holder, now):
-                    return False
-            # Guarded by the owner read above: of two processes adopting at once, one wins.
-            return self._move(
+                if not owner_is_gone(lease, self._holder, self._lease_now(session)):
+                    return None
+            # Guarded by the owner and fence read above: of two processes adopting at once one
+            # wins, and an owner that woke up and armed it first keeps it.
+            moved = self._move(
                 session,
                 trigger_key,
                 Move.TAKE_OVER_ORPHAN,
                 now,
-                expected_owner=owner,
-                owner_lease=self._lease(session, now),
+                owner=owner,
+                fence=row["fence"],
+                owner_lease=self._lease(session),
             )
+            return _trigger_from_row(self._row(session, trigger_key), self.where) if moved else None
 
         return self.store.write(take)
 
@@ -797,12 +920,22 @@ class Ledger:
         rows = self._read("SELECT host, pid FROM leases WHERE lease_id = ?", (record.owner_lease,))
         return f"{rows[0]['host']} pid {rows[0]['pid']}" if rows else "a process that has ended"
 
+    # A move out of ``sending`` names the fence it holds (the claim's, or its arm's): it is
+    # refused unless the row is still this process's at that fence.
+
     def mark_started(
-        self, trigger_key: str, *, run_id: str, run_url: str | None, trace_id: str | None
+        self,
+        trigger_key: str,
+        *,
+        fence: int,
+        run_id: str,
+        run_url: str | None,
+        trace_id: str | None,
     ) -> TriggerRecord:
         return self._make(
             trigger_key,
             Move.MARK_STARTED,
+            fence=fence,
             run_id=run_id,
             run_url=run_url,
             trace_id=trace_id,
@@ -831,19 +964,20 @@ class Ledger:
         )
 
     def mark_failed(
-        self, trigger_key: str, *, reason: str, trace_id: str | None = None
+        self, trigger_key: str, *, fence: int, reason: str, trace_id: str | None = None
     ) -> TriggerRecord:
         return self._make(
             trigger_key,
             Move.MARK_FAILED,
+            fence=fence,
             reason=reason,
             trace_id=trace_id,
             ended_at=self._clock.now(),
         )
 
-    def mark_ambiguous(self, trigger_key: str, *, reason: str) -> TriggerRecord:
+    def mark_ambiguous(self, trigger_key: str, *, fence: int, reason: str) -> TriggerRecord:
         return self._make(
-            trigger_key, Move.MARK_AMBIGUOUS, reason=reason, ended_at=self._clock.now()
+            trigger_key, Move.MARK_AMBIGUOUS, fence=fence, reason=reason, ended_at=self._clock.now()
         )
 
     def mark_queued(self, trigger_key: str, *, deadline_at: float, reason: str) -> TriggerRecord:
@@ -852,12 +986,13 @@ class Ledger:
     def mark_expired(self, trigger_key: str, *, reason: str) -> TriggerRecord:
         return self._make(trigger_key, Move.MARK_EXPIRED, reason=reason, ended_at=self._clock.now())
 
-    def release(self, trigger_key: str, *, reason: str) -> TriggerRecord:
-        """Give a claimed trigger back: nothing was sent (interrupted before the POST, 429, 503),
-        or reconciling found that Hex started no run."""
+    def release(self, trigger_key: str, *, fence: int, reason: str) -> TriggerRecord:
+        """Give a claimed trigger back: nothing was sent (interrupted before the POST, 429, 503,
+        never armed), or reconciling found that Hex started no run."""
         return self._make(
             trigger_key,
             Move.RELEASE,
+            fence=fence,
             reason=reason,
             owner_lease=None,
             intent_at=None,
@@ -871,45 +1006,52 @@ class Ledger:
             trigger_key, Move.REOPEN_AMBIGUOUS, reason=None, ended_at=None, owner_lease=None
         )
 
-    def _claim(
-        self,
-        session: Session,
-        trigger_key: str,
-        now: float,
-        hex_clock_offset_s: float | None,
-        window_s: float | None,
-    ) -> bool:
-        """In a write transaction: make a sendable row ``sending``, owned by this process."""
+    def _claim(self, session: Session, trigger_key: str, now: float) -> bool:
+        """In a write transaction: make a sendable row ``sending``, owned by this process and
+        not armed (no intent: until it is armed, nothing can have been sent)."""
         return self._move(
             session,
             trigger_key,
             Move.CLAIM_FOR_SENDING,
             now,
-            owner_lease=self._lease(session, now),
-            intent_at=now,
-            hex_clock_offset_s=hex_clock_offset_s,
-            window_closes_at=None if window_s is None else now + window_s,
+            owner_lease=self._lease(session),
+            intent_at=None,
+            hex_clock_offset_s=None,
+            window_closes_at=None,
         )
 
-    def _make(self, trigger_key: str, move: Move, **fields: Any) -> TriggerRecord:
-        """Make ``move`` on a row, setting ``fields`` too; a StateError when the row is in a
-        state the move does not start from."""
+    def _make(
+        self, trigger_key: str, move: Move, *, fence: int | None = None, **fields: Any
+    ) -> TriggerRecord:
+        """Make ``move`` on a row, setting ``fields`` too (a move out of ``sending`` only while
+        the row is this process's at ``fence``); a MoveRefusedError when the row is in a state
+        the move does not start from, or another process holds it now."""
         now = self._clock.now()
+        owner = self._lease_id if fence is not None else None
 
         def make(session: Session) -> TriggerRecord:
-            if not self._move(session, trigger_key, move, now, **fields):
-                row = self._row(session, trigger_key)
-                transition = ALLOWED_MOVES[move]
-                sources = " or ".join(sorted(transition.sources))
-                raise MoveRefusedError(
-                    f"the ledger {self.where} refuses to move trigger {row['name']}"
-                    f" ({trigger_key}) from {_state_of(row, self.where)} to {transition.target}"
-                    f" ({move} moves only {sources} triggers)",
-                    hint="another hexdbt process may have moved it first; hexdbt status shows it",
-                )
+            if not self._move(session, trigger_key, move, now, owner=owner, fence=fence, **fields):
+                raise self._refused(self._row(session, trigger_key), move)
             return _trigger_from_row(self._row(session, trigger_key), self.where)
 
         return self.store.write(make)
+
+    def _refused(self, row: Row, move: Move) -> MoveRefusedError:
+        transition = ALLOWED_MOVES[move]
+        state = _state_of(row, self.where)
+        what = f"trigger {row['name']} ({row['trigger_key']}) from {state} to {transition.target}"
+        if state in transition.sources:
+            return MoveRefusedError(
+                f"the ledger {self.where} refuses to move {what}: another process took it"
+                " over after this one's lease lapsed",
+                hint="that process sends or follows it now; hexdbt status shows it",
+            )
+        sources = " or ".join(sorted(transition.sources))
+        return MoveRefusedError(
+            f"the ledger {self.where} refuses to move {what} ({move} moves only {sources}"
+            " triggers)",
+            hint="another hexdbt process may have moved it first; hexdbt status shows it",
+        )
 
     def _move(
         self,
@@ -918,20 +1060,22 @@ class Ledger:
         move: Move,
         now: float,
         *,
-        expected_owner: str | None = None,
+        owner: str | None = None,
+        fence: int | None = None,
         **fields: Any,
     ) -> bool:
         """In a write transaction: make ``move`` on a row in one UPDATE guarded by the states it
-        starts from (and, for ``TAKE_OVER_ORPHAN``, by the owner the caller saw). False, changing
-        nothing, when the row is in another state."""
+        starts from and, when ``fence`` is given, by the owner and fence the caller holds (or,
+        taking over an orphan, saw). False, changing nothing, when the row is in another state
+        or held by another."""
         transition = ALLOWED_MOVES[move]
         changes = {"state": transition.target.value, **fields, "updated_at": now}
         sources = sorted(state.value for state in transition.sources)
         guard = f"state IN ({', '.join('?' * len(sources))})"
         params: list[Any] = [*changes.values(), trigger_key, *sources]
-        if move is Move.TAKE_OVER_ORPHAN:
-            guard += " AND coalesce(owner_lease, '') = ?"
-            params.append(expected_owner or "")
+        if fence is not None:
+            guard += " AND coalesce(owner_lease, '') = ? AND fence = ?"
+            params += [owner or "", fence]
         changed = session.execute(
             f"UPDATE triggers SET {', '.join(f'{column} = ?' for column in changes)}"
             f" WHERE trigger_key = ? AND {guard}",
@@ -959,6 +1103,27 @@ class Ledger:
     def _no_trigger(self, trigger_key: str) -> StateError:
         return StateError(f"the ledger {self.where} has no trigger {trigger_key}")
 
+    def record_stray(
+        self, record: TriggerRecord, *, run_id: str, run_url: str | None, fate: str
+    ) -> None:
+        """Record a run this process started for ``record`` after another had taken the trigger
+        over (see ``StrayRun``), and what was done about it (``fate``)."""
+        now = self._clock.now()
+        self.store.write(
+            lambda session: session.execute(
+                "INSERT INTO stray_runs (run_id, trigger_key, project_id, run_url, found_at, fate)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET fate = excluded.fate",
+                (run_id, record.trigger_key, record.project_id, run_url, now, fate),
+            )
+        )
+
+    def stray_runs(self) -> list[StrayRun]:
+        rows = self._read(
+            "SELECT run_id, trigger_key, project_id, run_url, found_at, fate FROM stray_runs"
+            " ORDER BY found_at, run_id"
+        )
+        return [StrayRun(**row) for row in rows]
+
     def triggers_of(self, invocation_id: str) -> list[TriggerRecord]:
         rows = self._read(
             "SELECT * FROM triggers WHERE invocation_id = ? ORDER BY created_at, rowid",
@@ -967,9 +1132,12 @@ class Ledger:
         return [_trigger_from_row(row, self.where) for row in rows]
 
     def run_ids_of_project(self, project_id: str) -> set[str]:
-        """Every Hex run id the ledger has recorded for a project (to tell ours from others')."""
+        """Every Hex run id the ledger has recorded for a project, strays too (to tell ours from
+        others')."""
         rows = self._read(
-            "SELECT run_id FROM triggers WHERE project_id = ? AND run_id IS NOT NULL", (project_id,)
+            "SELECT run_id FROM triggers WHERE project_id = ? AND run_id IS NOT NULL"
+            " UNION SELECT run_id FROM stray_runs WHERE project_id = ?",
+            (project_id, project_id),
         )
         return {row["run_id"] for row in rows}
 

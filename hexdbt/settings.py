@@ -13,6 +13,13 @@ Only the environment variables below are read, and only here:
                         ``run_project=20/60,60/3600;other=30/60`` (calls/seconds)
     HEXDBT_CONNECT_TIMEOUT_S, HEXDBT_READ_TIMEOUT_S
                         the time limits of one HTTP attempt to Hex (10 s and 30 s)
+    HEXDBT_WINDOW_MARGIN_S
+                        how long after a RunProject's read deadline Hex may still create its run
+                        (60 s; docs/exactly-once.md)
+    HEXDBT_LEASE_TTL_S  how long a process's lease on the triggers it sends lasts unless renewed
+                        (60 s); it must outlast the longest RunProject (connect + read timeouts)
+    HEXDBT_HOST_NAME    the host name a process's lease gives (the machine's by default): set it
+                        per container when containers share a state folder and a host name
     HEXDBT_TIME_SCALE   run hexdbt's clock this many times faster than real time; only for use
                         with `hexdbt emulator --time-scale` at the same factor (demos, benchmarks).
                         Without a state named by HEXDBT_STATE_DIR or a state URL, the ledger and
@@ -23,6 +30,9 @@ Only the environment variables below are read, and only here:
     DBT_PROJECT_DIR     the dbt project folder, as dbt itself reads it
     DBT_TARGET_PATH     dbt's target folder, as dbt itself reads it
     HEXDBT_CRASH_AT     crash tests only: exit hard at a named point (``hexdbt.crashpoints``)
+    HEXDBT_STOP_AT      stall tests only: SIGSTOP the process at a named point (the same points)
+    HEXDBT_UNFENCED     stall tests only: send without arming, as hexdbt did before fenced sends,
+                        to show that the stall tests fail without the fence
 
 A template's ``env_var`` reads the environment too (the user's own variables, as dbt's does).
 """
@@ -52,6 +62,10 @@ CONNECT_TIMEOUT_ENV = "HEXDBT_CONNECT_TIMEOUT_S"
 READ_TIMEOUT_ENV = "HEXDBT_READ_TIMEOUT_S"
 MAPPINGS_ENV = "HEXDBT_MAPPINGS"
 CRASH_AT_ENV = "HEXDBT_CRASH_AT"
+STOP_AT_ENV = "HEXDBT_STOP_AT"
+UNFENCED_ENV = "HEXDBT_UNFENCED"
+LEASE_TTL_ENV = "HEXDBT_LEASE_TTL_S"
+HOST_NAME_ENV = "HEXDBT_HOST_NAME"
 DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"
 DBT_TARGET_PATH_ENV = "DBT_TARGET_PATH"
 
@@ -316,9 +330,33 @@ def resolve_window_margin_s() -> float | None:
     return _positive_number(WINDOW_MARGIN_ENV, "a number of seconds above 0")
 
 
+def resolve_lease_ttl_s() -> float | None:
+    """``HEXDBT_LEASE_TTL_S``: how long a lease lasts unless renewed (None: the ledger's default)."""
+    return _positive_number(LEASE_TTL_ENV, "a number of seconds above 0")
+
+
+def resolve_host_name() -> str | None:
+    """``HEXDBT_HOST_NAME``: the host name leases give, when set (else the machine's)."""
+    return os.environ.get(HOST_NAME_ENV, "").strip() or None
+
+
+def resolve_unfenced() -> bool:
+    """``HEXDBT_UNFENCED=1``, for stall tests only: send without arming."""
+    return os.environ.get(UNFENCED_ENV, "").strip() == "1"
+
+
 def resolve_crash_point() -> tuple[str, int] | None:
     """``HEXDBT_CRASH_AT=NAME[:N]`` for crash tests (see ``hexdbt.crashpoints``), or None."""
-    text = os.environ.get(CRASH_AT_ENV, "").strip()
+    return _named_point(CRASH_AT_ENV)
+
+
+def resolve_stop_point() -> tuple[str, int] | None:
+    """``HEXDBT_STOP_AT=NAME[:N]`` for stall tests (see ``hexdbt.crashpoints``), or None."""
+    return _named_point(STOP_AT_ENV)
+
+
+def _named_point(env: str) -> tuple[str, int] | None:
+    text = os.environ.get(env, "").strip()
     if not text:
         return None
     name, _, nth = text.partition(":")
@@ -327,7 +365,7 @@ def resolve_crash_point() -> tuple[str, int] | None:
     except ValueError:
         count = 0
     if count < 1:
-        raise ConfigError(f"{CRASH_AT_ENV} must be NAME or NAME:N with N >= 1, got {text!r}")
+        raise ConfigError(f"{env} must be NAME or NAME:N with N >= 1, got {text!r}")
     return name, count
 
 

@@ -358,9 +358,7 @@ class HookedLedger(Ledger):
         claim: Collection[str],
         *,
         only_new_invocation: bool = False,
-        hex_clock_offset_s: float | None = None,
         project_dir: str | None = None,
-        window_s: float | None = None,
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         recorded = super().plan_and_claim(
             invocation_id,
@@ -369,9 +367,7 @@ class HookedLedger(Ledger):
             triggers,
             claim,
             only_new_invocation=only_new_invocation,
-            hex_clock_offset_s=hex_clock_offset_s,
             project_dir=project_dir,
-            window_s=window_s,
         )
         if recorded is not None:
             self.after_recording(recorded[0])
@@ -1002,14 +998,14 @@ def test_the_reconciler_keeps_the_window_the_sender_recorded_not_its_own(
     plan = world.plan()
     sender = Ledger.open(world.state, clock=world.clock)
     key = plan.triggers[0].trigger_key
-    sender.plan_and_claim(
+    (claimed,), _ = sender.plan_and_claim(
         plan.invocation_id,
         plan.command,
         "test",
         [new_trigger(plan.triggers[0], world.emulator.url)],
         [key],
-        window_s=300.0,
     )
+    assert sender.arm(key, fence=claimed.fence, window_s=300.0) is not None
     hex_clock.posted_at = world.clock.now()
     assert sender.get(key).window_closes_at == hex_clock.posted_at + 300.0
     sender.close()  # its lease released: the row is an orphan, as after the sender's crash

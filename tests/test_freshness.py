@@ -331,8 +331,11 @@ def test_status_apps_check_exits_1_naming_the_stale_app(tmp_path: Path) -> None:
     clock = SystemClock()
     with Ledger.open(parse_state_url(f"sqlite://{state}"), clock=clock) as ledger:
         triggers = [new_trigger(trigger, "http://127.0.0.1:9") for trigger in plan.triggers]
-        ledger.plan_and_claim("inv-1", "build", "test", triggers, [triggers[0].trigger_key])
-        ledger.mark_started(triggers[0].trigger_key, run_id="run-0", run_url=None, trace_id=None)
+        first = triggers[0].trigger_key
+        ledger.plan_and_claim("inv-1", "build", "test", triggers, ())
+        armed = ledger.claim_for_sending(first)
+        assert armed is not None
+        ledger.mark_started(first, fence=armed.fence, run_id="run-0", run_url=None, trace_id=None)
     runner = CliRunner()
     env = {"HEXDBT_STATE_DIR": str(state)}
     args = ["status", "--apps", "--mappings", str(mappings)]
@@ -443,7 +446,7 @@ def test_a_supersede_racing_a_claim_on_another_host_leaves_exactly_one_of_them(
 
 def _claim_at(start: threading.Barrier, ledger: Ledger, key: str, claimed: list[bool]) -> None:
     start.wait()
-    claimed.append(ledger.claim_for_sending(key))
+    claimed.append(ledger.claim_for_sending(key) is not None)
 
 
 def _on_host(state: StateLocation, host: str, clock: ManualClock) -> Ledger:

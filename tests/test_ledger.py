@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,12 @@ def test_a_trigger_moves_from_planned_to_ended_with_timestamps(
     with Ledger.open(state_location, clock=clock) as ledger:
         _plan(ledger)
         assert ledger.get("k1").state is TriggerState.PLANNED
-        assert ledger.claim_for_sending("k1")
+        armed = ledger.claim_for_sending("k1")
+        assert armed is not None
         clock.advance(1)
-        record = ledger.mark_started("k1", run_id="r-1", run_url="http://x/r-1", trace_id="t")
+        record = ledger.mark_started(
+            "k1", fence=armed.fence, run_id="r-1", run_url="http://x/r-1", trace_id="t"
+        )
         assert (record.state, record.run_id, record.intent_at) == (
             TriggerState.STARTED,
             "r-1",
@@ -72,14 +76,17 @@ def test_a_trigger_moves_from_planned_to_ended_with_timestamps(
 def test_planning_the_same_key_twice_keeps_the_first_row(state_location: StateLocation) -> None:
     with Ledger.open(state_location) as ledger:
         _plan(ledger)
-        ledger.claim_for_sending("k1")
-        ledger.mark_started("k1", run_id="r-1", run_url=None, trace_id=None)
+        armed = ledger.claim_for_sending("k1")
+        assert armed is not None
+        ledger.mark_started("k1", fence=armed.fence, run_id="r-1", run_url=None, trace_id=None)
         _plan(ledger)
         assert ledger.get("k1").run_id == "r-1"
         assert len(ledger.triggers_of("inv-1")) == 1
 
 
-def test_plan_and_claim_commits_the_intent_with_the_plan(state_location: StateLocation) -> None:
+def test_plan_and_claim_claims_without_an_intent_until_the_arm(
+    state_location: StateLocation,
+) -> None:
     with Ledger.open(state_location, clock=ManualClock(start=1000.0)) as ledger:
         _plan(ledger, "held")
         assert ledger.claim_for_sending("held")  # another sender has it
@@ -93,12 +100,16 @@ def test_plan_and_claim_commits_the_intent_with_the_plan(state_location: StateLo
             ("held", TriggerState.SENDING),
             ("later", TriggerState.PLANNED),
         ]
-        assert records[0].intent_at == 1000.0
+        assert records[0].intent_at is None  # claimed, not armed: nothing can have been sent
         assert ledger.owner_of(records[0]) == f"{socket.gethostname()} pid {os.getpid()}"
         assert not ledger.claim_for_sending("new")
+        armed = ledger.arm("new", fence=records[0].fence, window_s=100.0)
+        assert armed is not None
+        assert (armed.intent_at, armed.window_closes_at, armed.fence) == (1000.0, 1100.0, 1)
+        assert ledger.arm("new", fence=records[0].fence) is None, "armed once per fence"
 
 
-def test_the_intent_to_send_is_synced_to_disk_and_a_mere_plan_is_not(tmp_path: Path) -> None:
+def test_the_arm_is_synced_to_disk_and_a_plan_or_a_claim_is_not(tmp_path: Path) -> None:
     """PRAGMA synchronous on the ledger's own connection: FULL (2) fsyncs at commit."""
     with Ledger(SqliteStore(tmp_path / "ledger.sqlite3", what="ledger")) as ledger:
 
@@ -109,9 +120,12 @@ def test_the_intent_to_send_is_synced_to_disk_and_a_mere_plan_is_not(tmp_path: P
 
         _plan(ledger, "k1", "inv-1")
         assert synchronous() == 1  # NORMAL: a power cut may forget a plan, never an intent
-        ledger.plan_and_claim("inv-2", "build", "run", [_trigger("k2")], ["k2"])
+        (claimed,), _ = ledger.plan_and_claim("inv-2", "build", "run", [_trigger("k2")], ["k2"])
+        assert synchronous() == 1
+        armed = ledger.arm("k2", fence=claimed.fence)
+        assert armed is not None
         assert synchronous() == 2
-        ledger.mark_started("k2", run_id="r-2", run_url=None, trace_id=None)
+        ledger.mark_started("k2", fence=armed.fence, run_id="r-2", run_url=None, trace_id=None)
         assert synchronous() == 2
         _plan(ledger, "k3", "inv-3")
         assert synchronous() == 1
@@ -144,7 +158,7 @@ def test_a_claimed_trigger_cannot_be_claimed_again(state_location: StateLocation
 
 def _claim_in_child(state_url: str, results: multiprocessing.Queue[bool]) -> None:
     with Ledger.open(parse_state_url(state_url)) as ledger:
-        results.put(ledger.claim_for_sending("k1"))
+        results.put(ledger.claim_for_sending("k1") is not None)
 
 
 def test_processes_racing_for_one_trigger_let_exactly_one_win(state_url: str) -> None:
@@ -221,7 +235,8 @@ def test_a_process_that_closes_its_ledger_releases_its_lease(state_location: Sta
 def _on_host(state: StateLocation, host: str, clock: ManualClock) -> Ledger:
     """The ledger as a process of another machine opens it (its own host name and boot)."""
     store = open_store(state, LEDGER_FILENAME, what="ledger", clock=clock)
-    return Ledger(store, clock=clock, holder=Holder(host, 4242, boot_id=f"boot of {host}"))
+    holder = Holder(host, 4242, boot_id=f"boot of {host}")
+    return Ledger(store, clock=clock, holder=holder, lease_clock=clock)
 
 
 def test_another_host_s_sending_row_is_adopted_only_once_its_lease_expires(
@@ -236,7 +251,7 @@ def test_another_host_s_sending_row_is_adopted_only_once_its_lease_expires(
         # A pid of another machine says nothing: only the lease's expiry does.
         assert not worker_2.take_over_orphan("k1")
         clock.advance(LEASE_TTL_S / 2)
-        worker_1.keep_lease()
+        worker_1.renew_lease()
         clock.advance(LEASE_TTL_S / 2 + 1)
         assert not worker_2.take_over_orphan("k1"), "renewed: its owner lives"
         clock.advance(LEASE_TTL_S)  # worker-1 stopped renewing: it died with its machine
@@ -248,15 +263,46 @@ def test_another_host_s_sending_row_is_adopted_only_once_its_lease_expires(
         worker_2.close()
 
 
-def test_a_lease_is_renewed_only_when_due_and_says_when_next(state_location: StateLocation) -> None:
+def test_a_lease_is_renewed_by_a_lease_length_from_now(state_location: StateLocation) -> None:
     clock = ManualClock(start=1000.0)
-    with Ledger.open(state_location, clock=clock) as ledger:
-        assert ledger.keep_lease() is None  # nothing claimed: no lease to keep
+    with Ledger(
+        open_store(state_location, LEDGER_FILENAME, what="ledger"), lease_clock=clock
+    ) as ledger:
+
+        def expiries() -> list[float]:
+            return [row["expires_at"] for row in ledger._read("SELECT expires_at FROM leases")]
+
+        ledger.renew_lease()
+        assert expiries() == []  # nothing claimed: no lease to keep
         _plan(ledger)
         ledger.claim_for_sending("k1")
-        assert ledger.keep_lease() == 1020.0
+        assert expiries() == [1000.0 + LEASE_TTL_S]
         clock.advance(25)
-        assert ledger.keep_lease() == 1045.0
+        ledger.renew_lease()
+        assert expiries() == [1025.0 + LEASE_TTL_S]
+
+
+def test_postgresql_leases_are_judged_by_the_server_s_clock(postgres_state_url: str) -> None:
+    """A host whose clock runs an hour ahead writes its lease on the server's clock: another
+    host does not take its row over as long expired."""
+    ahead = ManualClock(start=time.time() + 3600)
+    location = parse_state_url(postgres_state_url)
+    on_time = Ledger.open(location)
+    try:
+        with Ledger(
+            open_store(location, LEDGER_FILENAME, what="ledger"),
+            clock=ahead,
+            holder=Holder("ahead", 4242, boot_id="boot of ahead"),
+        ) as fast:
+            _plan(fast)
+            assert fast.claim_for_sending("k1")
+            (expires_at,) = [
+                row["expires_at"] for row in fast._read("SELECT expires_at FROM leases")
+            ]
+            assert abs(expires_at - (time.time() + LEASE_TTL_S)) < 30
+            assert on_time.take_over_orphan("k1") is None, "its lease is fresh on the server"
+    finally:
+        on_time.close()
 
 
 def test_queued_triggers_are_listed_with_their_deadline(state_location: StateLocation) -> None:
@@ -266,8 +312,9 @@ def test_queued_triggers_are_listed_with_their_deadline(state_location: StateLoc
         ledger.mark_queued("k2", deadline_at=5000.0, reason="hourly RunProject budget spent")
         queued = ledger.in_state(TriggerState.QUEUED)
         assert [(r.trigger_key, r.deadline_at) for r in queued] == [("k2", 5000.0)]
-        assert ledger.claim_for_sending("k2")
-        ledger.release("k2", reason="interrupted before sending")
+        armed = ledger.claim_for_sending("k2")
+        assert armed is not None
+        ledger.release("k2", fence=armed.fence, reason="interrupted before sending")
         assert ledger.get("k2").state is TriggerState.QUEUED
 
 
@@ -302,7 +349,7 @@ def test_unknown_trigger_is_a_state_error(state_location: StateLocation) -> None
         Ledger.open(state_location) as ledger,
         pytest.raises(StateError, match="no trigger"),
     ):
-        ledger.mark_failed("nope", reason="x")
+        ledger.mark_failed("nope", fence=0, reason="x")
 
 
 @dataclass
@@ -330,14 +377,14 @@ def test_a_claim_whose_commit_stood_is_recognised_when_run_again(
         _plan(ledger)
         assert ledger.claim_for_sending("k1")  # the attempt whose answer was lost
         again = ledger.store.write(
-            lambda session: ledger._claim(_RetriedSession(session), "k1", 1000.0, None, None)
+            lambda session: ledger._claim(_RetriedSession(session), "k1", 1000.0)
         )
         assert again
         later = ledger.store.write(
-            lambda session: ledger._claim(_RetriedSession(session), "k1", 1001.0, None, None)
+            lambda session: ledger._claim(_RetriedSession(session), "k1", 1001.0)
         )
         assert not later, "another moment is not this attempt's write"
     with Ledger.open(state_location, clock=clock) as other:
         assert not other.store.write(
-            lambda session: other._claim(_RetriedSession(session), "k1", 1000.0, None, None)
+            lambda session: other._claim(_RetriedSession(session), "k1", 1000.0)
         ), "another lease's write is not ours"

@@ -22,17 +22,27 @@ from hexdbt.settings import StateLocation
 
 KEY = "inv-1/p-1/3f2a"
 
+
+def _fence(ledger: Ledger, key: str) -> int:
+    """The fence a sender holds: the row's, as its claim or arm left it."""
+    return ledger.get(key).fence
+
+
 # How each move is asked of the ledger, as the dispatcher asks it.
 MAKE: dict[Move, Callable[[Ledger, str], object]] = {
     Move.CLAIM_FOR_SENDING: lambda ledger, key: ledger.claim_for_sending(key),
     Move.TAKE_OVER_ORPHAN: lambda ledger, key: ledger.take_over_orphan(key),
     Move.MARK_STARTED: lambda ledger, key: ledger.mark_started(
-        key, run_id="r-1", run_url="http://hex/r-1", trace_id="t-1"
+        key, fence=_fence(ledger, key), run_id="r-1", run_url="http://hex/r-1", trace_id="t-1"
     ),
     Move.MARK_STATUS: lambda ledger, key: ledger.mark_status(key, "RUNNING"),
     Move.MARK_ENDED: lambda ledger, key: ledger.mark_ended(key, hex_status="COMPLETED"),
-    Move.MARK_FAILED: lambda ledger, key: ledger.mark_failed(key, reason="HTTP 422"),
-    Move.MARK_AMBIGUOUS: lambda ledger, key: ledger.mark_ambiguous(key, reason="answer lost"),
+    Move.MARK_FAILED: lambda ledger, key: ledger.mark_failed(
+        key, fence=_fence(ledger, key), reason="HTTP 422"
+    ),
+    Move.MARK_AMBIGUOUS: lambda ledger, key: ledger.mark_ambiguous(
+        key, fence=_fence(ledger, key), reason="answer lost"
+    ),
     Move.MARK_QUEUED: lambda ledger, key: ledger.mark_queued(
         key, deadline_at=9000.0, reason="budget spent"
     ),
@@ -40,11 +50,13 @@ MAKE: dict[Move, Callable[[Ledger, str], object]] = {
     Move.SUPERSEDE: lambda ledger, key: ledger.supersede(
         key, by="inv-2/p-1/3f2a", reason="superseded by dbt invocation inv-2"
     ),
-    Move.RELEASE: lambda ledger, key: ledger.release(key, reason="interrupted"),
+    Move.RELEASE: lambda ledger, key: ledger.release(
+        key, fence=_fence(ledger, key), reason="interrupted"
+    ),
     Move.REOPEN_AMBIGUOUS: lambda ledger, key: ledger.reopen_ambiguous(key),
 }
 
-# The moves that answer False, not an error, when the row is not theirs: another process holds it.
+# The moves that answer None (else the record), not an error, when the row is not theirs: another process holds it.
 ANSWERING_FALSE = {Move.CLAIM_FOR_SENDING, Move.TAKE_OVER_ORPHAN}
 
 # A way to each state through allowed moves, from planned.
@@ -129,7 +141,7 @@ def test_every_allowed_move_works(
     assert record.state is ALLOWED_MOVES[move].target
     assert record.updated_at == clock.now()
     if move in ANSWERING_FALSE:
-        assert answer is True
+        assert answer == record
     else:
         assert answer == record
 
@@ -140,7 +152,7 @@ def test_every_other_move_is_refused_and_changes_nothing(
 ) -> None:
     before = _row_in(ledger, clock, state)
     if move in ANSWERING_FALSE:
-        assert MAKE[move](ledger, KEY) is False
+        assert MAKE[move](ledger, KEY) is None
     else:
         with pytest.raises(StateError) as caught:
             MAKE[move](ledger, KEY)
@@ -152,7 +164,9 @@ def test_every_other_move_is_refused_and_changes_nothing(
 def test_an_ended_trigger_cannot_be_started_again(ledger: Ledger, clock: ManualClock) -> None:
     before = _row_in(ledger, clock, TriggerState.ENDED)
     with pytest.raises(StateError) as caught:
-        ledger.mark_started(KEY, run_id="r-2", run_url=None, trace_id=None)
+        ledger.mark_started(
+            KEY, fence=_fence(ledger, KEY), run_id="r-2", run_url=None, trace_id=None
+        )
     assert str(caught.value) == (
         f"the ledger {ledger.where} refuses to move trigger app_3 ({KEY}) from ended to started"
         " (mark_started moves only sending triggers)"
@@ -176,7 +190,7 @@ def test_a_failed_trigger_is_not_queued_again(ledger: Ledger, clock: ManualClock
     with pytest.raises(StateError, match=r"from failed to queued \(mark_queued moves only"):
         ledger.mark_queued(KEY, deadline_at=9000.0, reason="budget spent")
     with pytest.raises(StateError, match=r"from failed to queued \(release moves only sending"):
-        ledger.release(KEY, reason="interrupted")
+        ledger.release(KEY, fence=_fence(ledger, KEY), reason="interrupted")
     assert ledger.get(KEY).state is TriggerState.FAILED
 
 
@@ -187,7 +201,7 @@ def test_a_started_trigger_is_neither_claimed_nor_released(
     before = _row_in(ledger, clock, TriggerState.STARTED)
     assert not ledger.claim_for_sending(KEY)
     with pytest.raises(StateError, match="from started to queued"):
-        ledger.release(KEY, reason="interrupted")
+        ledger.release(KEY, fence=_fence(ledger, KEY), reason="interrupted")
     assert ledger.get(KEY) == before
 
 
@@ -216,7 +230,9 @@ def test_an_ambiguous_trigger_is_sent_again_only_once_reopened(
         None,
     )
     assert ledger.claim_for_sending(KEY)
-    started = ledger.mark_started(KEY, run_id="r-2", run_url=None, trace_id=None)
+    started = ledger.mark_started(
+        KEY, fence=_fence(ledger, KEY), run_id="r-2", run_url=None, trace_id=None
+    )
     assert (started.state, started.run_id, started.intent_at) == (
         TriggerState.STARTED,
         "r-2",
@@ -226,7 +242,7 @@ def test_an_ambiguous_trigger_is_sent_again_only_once_reopened(
 
 def test_releasing_a_claim_forgets_the_intent(ledger: Ledger, clock: ManualClock) -> None:
     _row_in(ledger, clock, TriggerState.SENDING)
-    released = ledger.release(KEY, reason="HTTP 503: no free kernel")
+    released = ledger.release(KEY, fence=_fence(ledger, KEY), reason="HTTP 503: no free kernel")
     assert (released.state, released.owner_lease, released.intent_at, released.reason) == (
         TriggerState.QUEUED,
         None,
@@ -318,7 +334,9 @@ def test_a_row_in_an_unknown_state_is_a_state_error(ledger: Ledger) -> None:
             read()
         assert str(caught.value) == expected
     with pytest.raises(StateError) as caught:
-        ledger.mark_started(KEY, run_id="r-1", run_url=None, trace_id=None)
+        ledger.mark_started(
+            KEY, fence=_fence(ledger, KEY), run_id="r-1", run_url=None, trace_id=None
+        )
     assert str(caught.value) == expected
     assert not ledger.claim_for_sending(KEY)
 

@@ -34,7 +34,7 @@ def _row(ledger: Ledger, key: str, *, claim: bool = True) -> None:
         options={},
     )
     ledger.plan_and_claim("inv", "build", "run", [trigger], ())
-    if claim:
+    if claim:  # claimed and armed: its fence is 1
         assert ledger.claim_for_sending(key)
 
 
@@ -53,7 +53,7 @@ def test_an_ended_run_maps_to_its_outcome_and_exit_code(
     ledger: Ledger, hex_status: str, timed_out: bool, kind: OutcomeKind, code: int
 ) -> None:
     _row(ledger, "k")
-    ledger.mark_started("k", run_id="r", run_url=RUN_URL, trace_id="t")
+    ledger.mark_started("k", fence=1, run_id="r", run_url=RUN_URL, trace_id="t")
     outcome = outcome_of(ledger.mark_ended("k", hex_status=hex_status, timed_out=timed_out))
     assert (outcome.kind, outcome.exit_code) == (kind, code)
     assert outcome.input_params == {"region": "EMEA"}
@@ -65,8 +65,8 @@ def test_rows_that_never_started_map_to_their_own_outcomes(ledger: Ledger) -> No
     for key in ("expired", "queued", "planned"):  # never claimed: only a planned row expires
         _row(ledger, key, claim=False)
     kinds = {
-        "failed": outcome_of(ledger.mark_failed("failed", reason="HTTP 422")).kind,
-        "ambiguous": outcome_of(ledger.mark_ambiguous("ambiguous", reason="lost")).kind,
+        "failed": outcome_of(ledger.mark_failed("failed", fence=1, reason="HTTP 422")).kind,
+        "ambiguous": outcome_of(ledger.mark_ambiguous("ambiguous", fence=1, reason="lost")).kind,
         "expired": outcome_of(ledger.mark_expired("expired", reason="deadline")).kind,
         "queued": outcome_of(ledger.mark_queued("queued", deadline_at=1, reason="budget")).kind,
         "sending": outcome_of(ledger.get("sending")).kind,

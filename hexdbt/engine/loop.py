@@ -46,10 +46,12 @@ from functools import partial
 
 from hexdbt.clock import Clock
 from hexdbt.crashpoints import crash_point
+from hexdbt.engine.lease_keeper import LeaseKeeper
 from hexdbt.engine.reconcile import WINDOW_MARGIN_S, find_run_of_lost_post, window_closes_at
 from hexdbt.engine.records import new_trigger, outcome_of, skipped_outcomes
 from hexdbt.engine.send_order import AGING_S, VIEWS_MAX_AGE_S, AppViews, send_rank
 from hexdbt.errors import (
+    ConfigError,
     HexAmbiguousRunError,
     HexApiError,
     HexdbtError,
@@ -64,12 +66,12 @@ from hexdbt.errors import (
 )
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import HexClient, backoff_delay_s, run_may_have_started
-from hexdbt.hex.models import RunRequest
+from hexdbt.hex.models import Run, RunRequest
 from hexdbt.hex.polls import Polls, RunEnd, WaitCause, WatchedRun
 from hexdbt.ledger import Demand, Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.rules import Plan, Trigger
-from hexdbt.settings import resolve_window_margin_s
+from hexdbt.settings import LEASE_TTL_ENV, resolve_unfenced, resolve_window_margin_s
 
 Log = Callable[[str], None]
 Records = list[TriggerRecord] | None
@@ -213,11 +215,23 @@ class Engine:
         # While the state cannot be reached: since when, and the run ends seen meanwhile.
         self._state_lost_since: float | None = None
         self._unrecorded_ends: list[RunEnd] = []
+        # Runs started while the state was lost: recorded, before their ends, once it is back.
+        self._unrecorded_starts: list[tuple[TriggerRecord, Run]] = []
         self._next_outage_note = 0.0
         margin_s = self.settings.window_margin_s or resolve_window_margin_s() or WINDOW_MARGIN_S
         # How long a POST of this process may be in flight: its timeouts (real seconds, on the
         # clock), and the margin (on the clock, as Hex's run times are).
         self._window_s = client.longest_request_s + margin_s
+        # The arm renews the lease; it must outlast the POST that follows (the self-fence).
+        lease_ttl_s = 3 * ledger.lease_renew_every_s
+        if lease_ttl_s <= sum(client.timeout):
+            raise ConfigError(
+                f"{LEASE_TTL_ENV} ({lease_ttl_s:g} s) must be longer than the longest RunProject"
+                f" (connect and read timeouts: {sum(client.timeout):g} s)",
+                hint="a POST must end before the lease that allowed it can lapse",
+            )
+        self._lease_keeper = LeaseKeeper(ledger, log=self._log)
+        self._unfenced = resolve_unfenced()
         self._paced_send_at = float("-inf")  # the last trigger sent while overloaded
         self._demand = (float("-inf"), Demand(0, frozenset(), repeated=False))
         self._app_views = AppViews(
@@ -288,8 +302,10 @@ class Engine:
     def run(self) -> None:
         """Send, poll and record until closed and idle, or until stop is requested."""
         failures = 0
+        self._lease_keeper.start()
         try:
             while not self.stopping.is_set():
+                self._lease_keeper.beat()
                 try:
                     wake_at = self._turn()
                     failures = 0
@@ -311,6 +327,7 @@ class Engine:
             if self.stopping.is_set():
                 self._wind_down()
             self._settle_unrecorded()
+            self._lease_keeper.stop()
             self.polls.progress.close(self.clock.now())
 
     def _sleep_until(self, wake_at: float) -> None:
@@ -343,7 +360,10 @@ class Engine:
         for item in self._pending:
             if item.claimed:
                 self._give_back([item.slot])
-                release = partial(self.ledger.release, item.record.trigger_key, reason=reason)
+                record = item.record
+                release = partial(
+                    self.ledger.release, record.trigger_key, fence=record.fence, reason=reason
+                )
                 self._record_quietly(release)
 
     def _settle_unrecorded(self) -> None:
@@ -387,9 +407,7 @@ class Engine:
         busy = self._pending or self._elsewhere or len(self.polls) or self._waiting_submissions
         if self._closed and not busy and self._inbox.empty():
             return None
-        # Other hosts judge this process's sending rows by its lease: renew it while alive.
-        renew_at = self.ledger.keep_lease()
-        moments = [send_at, poll_at, renew_at, self._next_resume, *self._elsewhere.values()]
+        moments = [send_at, poll_at, self._next_resume, *self._elsewhere.values()]
         moments += [item.not_before for item in self._waiting_submissions]
         if len(self.polls):
             moments.append(self.polls.next_refresh_at())
@@ -443,6 +461,9 @@ class Engine:
     def _regain_state(self) -> None:
         """Record the run ends seen without the state and take up again from the ledger what was
         lined up. StateUnavailable while the state is still lost."""
+        while self._unrecorded_starts:
+            self._record_start(*self._unrecorded_starts[0])
+            self._unrecorded_starts.pop(0)
         while self._unrecorded_ends:
             with suppress(MoveRefusedError):  # another process recorded it first
                 self._record_end(self._unrecorded_ends[0])
@@ -496,9 +517,7 @@ class Engine:
                 list(sending_now),
                 # A retry takes up what an attempt that failed halfway may have recorded.
                 only_new_invocation=item.only_new and item.attempts == 0,
-                hex_clock_offset_s=self.client.hex_clock_offset_s,
                 project_dir=item.project_dir,
-                window_s=self._window_s,
             )
             claimed = recorded[1] if recorded else set()
         except StateUnavailable:
@@ -521,7 +540,7 @@ class Engine:
         if recorded is None:
             item.result.set_result(None)
             return
-        crash_point("intent-synced")
+        crash_point("planned")
         checked_at, demand = self._demand
         self._demand = (checked_at, demand.with_planned(triggers))
         self._forget_superseded(recorded[0])
@@ -642,9 +661,15 @@ class Engine:
         if record.state is TriggerState.AMBIGUOUS and self.settings.resend_ambiguous:
             record = self.ledger.reopen_ambiguous(key)
         if record.state is TriggerState.SENDING:
-            if self.ledger.take_over_orphan(key):
+            adopted = self.ledger.take_over_orphan(key)
+            if adopted is not None and adopted.intent_at is None:
+                # Claimed, never armed: its owner sent nothing, and can no longer.
                 self._elsewhere.pop(key, None)
-                self._pending.append(_Pending(record, reconcile=True))
+                reason = "its claim lapsed before it was sent"
+                self._line_up(self._move(adopted, self.ledger.release, reason=reason))
+            elif adopted is not None:
+                self._elsewhere.pop(key, None)
+                self._pending.append(_Pending(adopted, reconcile=True))
             elif self._should_wait(record):
                 # Another live process is sending it: follow it through the ledger.
                 if key not in self._elsewhere:
@@ -787,70 +812,136 @@ class Engine:
             self._line_up(self.ledger.get(record.trigger_key))
 
     def _send(self, item: _Pending, slot: Slot | None) -> None:
-        """POST one trigger, on the RunProject ``slot`` taken for it."""
+        """Arm one trigger and POST it, on the RunProject ``slot`` taken for it."""
         self._pending.remove(item)
         record = item.record
-        if not item.claimed and not self.ledger.claim_for_sending(
-            record.trigger_key,
-            hex_clock_offset_s=self.client.hex_clock_offset_s,
-            window_s=self._window_s,
-        ):
+        armed = self._arm(item)
+        if armed is None:
             self._give_back([slot])  # another process holds it
-            self._line_up(self.ledger.get(record.trigger_key))
+            current = self.ledger.get(record.trigger_key)
+            if item.claimed and current.owner_lease != record.owner_lease:
+                owner = self.ledger.owner_of(current)
+                self._log(
+                    f"{record.name}: not sent: {owner} took it over while this process was"
+                    " stalled past its lease"
+                )
+            self._line_up(current)
             return
-        crash_point("before-post")
+        crash_point("armed")
+        self._lease_keeper.beat()
         try:
             run = self.client.run_project(
-                record.project_id, RunRequest.from_api(record.request), slot=slot
+                armed.project_id, RunRequest.from_api(armed.request), slot=slot
             )
         except Interrupted as exc:
             if exc.sent:
-                self._interrupted[record.trigger_key] = (
+                self._interrupted[armed.trigger_key] = (
                     "interrupted while RunProject was in flight; a later hexdbt run looks it up"
                     " in Hex's runs before sending anything"
                 )
             else:
                 self._give_back([slot])
                 reason = "hexdbt was interrupted before sending it"
-                self._record_quietly(
-                    partial(self.ledger.release, record.trigger_key, reason=reason)
-                )
+                self._record_quietly(partial(self._move, armed, self.ledger.release, reason=reason))
             raise
         except HexApiError as exc:
-            self._send_failed(item, exc)
+            self._send_failed(replace(item, record=armed), exc)
             return
         crash_point("post-answered")
         self._started_here.add(run.run_id)
-        started = self._move(
-            partial(
-                self.ledger.mark_started,
+        try:
+            started = self._record_start(armed, run)
+        except StateUnavailable:
+            # The run is Hex's now: follow it, and record it (then its end) once the state is back.
+            self._unrecorded_starts.append((armed, run))
+            self._follow(replace(armed, state=TriggerState.STARTED, run_id=run.run_id))
+            raise
+        crash_point("run-id-recorded")
+        if started.state is TriggerState.STARTED and not self._should_wait(started):
+            self._settle(started)  # sent, its run not waited on: this engine is done with it
+
+    def _arm(self, item: _Pending) -> TriggerRecord | None:
+        """Commit the intent to POST (``Ledger.arm``; ``claim_for_sending`` for a trigger not
+        claimed with its plan): the armed record, or None when this process may not send it."""
+        record = item.record
+        if not item.claimed:
+            return self.ledger.claim_for_sending(
                 record.trigger_key,
+                hex_clock_offset_s=self.client.hex_clock_offset_s,
+                window_s=self._window_s,
+            )
+        if self._unfenced:  # stall tests only: POST on the claim alone, as before the fence
+            return record
+        return self.ledger.arm(
+            record.trigger_key,
+            fence=record.fence,
+            hex_clock_offset_s=self.client.hex_clock_offset_s,
+            window_s=self._window_s,
+        )
+
+    def _record_start(self, armed: TriggerRecord, run: Run) -> TriggerRecord:
+        """Record the run a POST of ``armed`` started, and follow it. When another process took
+        the trigger over meanwhile (this one stalled past its lease), its row stands: the run is
+        its own, or the one it waits to find in Hex, or else a stray, cancelled and recorded."""
+        try:
+            started = self.ledger.mark_started(
+                armed.trigger_key,
+                fence=armed.fence,
                 run_id=run.run_id,
                 run_url=run.run_url,
                 trace_id=run.trace_id,
             )
-        )
-        crash_point("run-id-recorded")
-        self._log(f"{record.name}: started run {run.run_id}  {run.run_url or ''}".rstrip())
-        self._line_up(started)
-        if started.state is TriggerState.STARTED and not self._should_wait(started):
-            self._settle(started)  # sent, its run not waited on: this engine is done with it
-
-    def _move(self, move: partial[TriggerRecord]) -> TriggerRecord:
-        """Make a move on a row this process owns. Another engine (on a ledger of its own) may
-        have adopted and moved it first, once the POST's window closed: then its row stands."""
-        try:
-            return move()
         except MoveRefusedError:
-            return self.ledger.get(move.args[0])
+            started = self.ledger.get(armed.trigger_key)
+            taken_over_at_this_intent = (
+                started.state is TriggerState.SENDING and started.fence == armed.fence
+            )
+            if started.run_id != run.run_id and not taken_over_at_this_intent:
+                self._stray(armed, run, started)
+        else:
+            self._log(f"{armed.name}: started run {run.run_id}  {run.run_url or ''}".rstrip())
+        self._line_up(started)
+        return started
+
+    def _stray(self, armed: TriggerRecord, run: Run, current: TriggerRecord) -> None:
+        """A run this process started after another had taken its trigger over and decided
+        without it: cancel it in Hex (on a slot of the budget), record it, say so."""
+        self._started_here.discard(run.run_id)
+        budget = self.client.budget
+        slots: Sequence[Slot | None] = budget.take_now(CallKind.OTHER, 1) if budget else [None]
+        if not slots:
+            fate = "not cancelled: Hex's rate budget had no call left; cancel it in Hex"
+        else:
+            try:
+                self.client.cancel_run(armed.project_id, run.run_id, slot=slots[0])
+                fate = "cancelled in Hex"
+            except HexRejectedError:
+                fate = "not cancelled: it had ended already"
+            except HexApiError as exc:
+                fate = f"not cancelled ({exc}); cancel it in Hex"
+        self.ledger.record_stray(armed, run_id=run.run_id, run_url=run.run_url, fate=fate)
+        owner = self.ledger.owner_of(current) if current.owner_lease else "another process"
+        self._log(
+            f"{armed.name}: run {run.run_id} was started after {owner} had taken the trigger"
+            f" over (this process stalled past its lease); stray run {fate}"
+        )
+
+    def _move(
+        self, record: TriggerRecord, move: Callable[..., TriggerRecord], **fields: object
+    ) -> TriggerRecord:
+        """Move a ``sending`` row this process holds at ``record``'s fence. Another process may
+        have taken it over first (this one stalled past its lease): then its row stands."""
+        try:
+            return move(record.trigger_key, fence=record.fence, **fields)
+        except MoveRefusedError:
+            return self.ledger.get(record.trigger_key)
 
     def _send_failed(self, item: _Pending, exc: HexApiError) -> None:
         now = self.clock.now()
         record = item.record
-        key = record.trigger_key
         if run_may_have_started(exc):
             self._log(f"{record.name}: the answer to RunProject was lost; checking Hex's runs")
-            self._pending.append(_Pending(self.ledger.get(key), reconcile=True, own_intent=True))
+            self._pending.append(_Pending(record, reconcile=True, own_intent=True))
             return
         unreachable = item.unreachable + isinstance(exc, HexTransportError)
         if unreachable > UNREACHABLE_ATTEMPTS:
@@ -864,7 +955,7 @@ class Engine:
                 retry_at = now + backoff_delay_s(unreachable, None, jitter=0.5)
             else:
                 retry_at = now + self.settings.retry_later_s
-            released = self._move(partial(self.ledger.release, key, reason=str(exc)))
+            released = self._move(record, self.ledger.release, reason=str(exc))
             self._log(f"{record.name}: not started ({exc}); trying again in {retry_at - now:.0f} s")
             if released.state is TriggerState.QUEUED:
                 self._pending.append(
@@ -874,7 +965,7 @@ class Engine:
                 self._line_up(released)
             return
         failed = self._move(
-            partial(self.ledger.mark_failed, key, reason=str(exc), trace_id=exc.trace_id)
+            record, self.ledger.mark_failed, reason=str(exc), trace_id=exc.trace_id
         )
         self._log(f"{record.name}: Hex refused the run: {exc}")
         self._line_up(failed)
@@ -883,9 +974,8 @@ class Engine:
         """Find out whether a POST whose answer was lost started a run."""
         self._pending.remove(item)
         record = self.ledger.get(item.record.trigger_key)
-        key = record.trigger_key
-        if record.state is not TriggerState.SENDING:
-            self._line_up(record)
+        if record.state is not TriggerState.SENDING or record.fence != item.record.fence:
+            self._line_up(record)  # moved, or taken over, meanwhile
             return
         window_closes = window_closes_at(record, self._window_s)
         try:
@@ -897,7 +987,7 @@ class Engine:
             )
         except HexAmbiguousRunError as exc:
             reason = f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"
-            self._line_up(self._move(partial(self.ledger.mark_ambiguous, key, reason=reason)))
+            self._line_up(self._move(record, self.ledger.mark_ambiguous, reason=reason))
             return
         except HexApiError as exc:
             failures = item.lookups_failed + 1
@@ -917,20 +1007,20 @@ class Engine:
                 )
                 return
             reason = f"RunProject's answer was lost and Hex's run list could not be read: {exc}"
-            self._line_up(self._move(partial(self.ledger.mark_ambiguous, key, reason=reason)))
+            self._line_up(self._move(record, self.ledger.mark_ambiguous, reason=reason))
             return
         now = self.clock.now()
         if run is not None:
             self._log(f"{record.name}: found run {run.run_id}, the one started after its intent")
             self._started_here.add(run.run_id)
-            started = partial(
+            started = self._move(
+                record,
                 self.ledger.mark_started,
-                key,
                 run_id=run.run_id,
                 run_url=run.run_url,
                 trace_id=run.trace_id,
             )
-            self._line_up(self._move(started))
+            self._line_up(started)
         elif now < window_closes:
             # The POST may still be in flight: "nothing started" cannot be concluded yet. Look
             # again now and then, so that a run Hex creates late is adopted as soon as it is there.
@@ -938,7 +1028,7 @@ class Engine:
             self._pending.append(replace(item, record=record, not_before=again))
         else:
             reason = "RunProject's answer was lost; Hex started no run"
-            self._line_up(self._move(partial(self.ledger.release, key, reason=reason)))
+            self._line_up(self._move(record, self.ledger.release, reason=reason))
 
     # -- following runs ---------------------------------------------------------------------------
 
