@@ -5,7 +5,7 @@
 flush, no ledger write, as a power cut or SIGKILL would. ``HEXDBT_STOP_AT`` (same form) makes it
 stop the process with SIGSTOP instead, as a GC pause, a suspended VM or a closed laptop lid
 would: the test lets it go on with SIGCONT. Unset (always, outside tests), ``crash_point`` is a
-function that does nothing. The points, in the order a trigger meets them:
+function that does nothing (the setting is read at the first point met). The points, in the order a trigger meets them:
 
     planned           the plan is recorded, and the triggers that go at once are claimed (not
                       yet armed: nothing may have been sent)
@@ -55,6 +55,8 @@ def _at(target: str, nth: int, act: Callable[[], None]) -> Callable[[str], None]
 
 
 def _from_settings() -> Callable[[str], None]:
+    """The point the environment names, read at the first ``crash_point``: a test may fork
+    lives from a warm process and give each its own."""
     for env, setting, act in (
         (CRASH_AT_ENV, resolve_crash_point(), _crash),
         (STOP_AT_ENV, resolve_stop_point(), _stall),
@@ -68,4 +70,11 @@ def _from_settings() -> Callable[[str], None]:
     return _nothing
 
 
-crash_point = _from_settings()
+_point: Callable[[str], None] | None = None
+
+
+def crash_point(name: str) -> None:
+    global _point
+    if _point is None:
+        _point = _from_settings()
+    _point(name)

@@ -136,12 +136,12 @@ def _scenario() -> dict[str, Any]:
 
 def _crash_points(rng: random.Random) -> list[str | None]:
     """The ``HEXDBT_CRASH_AT`` of each life of one process: some crash points, then none.
-    ``intent-synced`` is met once per life (when the plan is recorded); the others once per
+    ``planned`` is met once per life (when the plan is recorded); the others once per
     trigger the life sends, so their hit count is drawn."""
     points: list[str | None] = []
     for _ in range(rng.randint(*CRASHED_LIVES)):
         point = rng.choice(POINTS)
-        points.append(point if point == "intent-synced" else f"{point}:{rng.randint(1, 4)}")
+        points.append(point if point == "planned" else f"{point}:{rng.randint(1, 4)}")
     return [*points, None]
 
 
