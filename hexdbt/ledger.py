@@ -544,7 +544,14 @@ class Ledger:
                 "INSERT INTO leases (lease_id, host, pid, boot_id, renewed_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (lease_id) DO UPDATE"
                 " SET renewed_at = excluded.renewed_at, expires_at = excluded.expires_at",
-                (self._lease_id, holder.host, holder.pid, holder.boot_id, now, now + self.lease_ttl_s),
+                (
+                    self._lease_id,
+                    holder.host,
+                    holder.pid,
+                    holder.boot_id,
+                    now,
+                    now + self.lease_ttl_s,
+                ),
             )
             return self._lease_id
 

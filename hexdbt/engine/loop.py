@@ -964,9 +964,7 @@ class Engine:
             else:
                 self._line_up(released)
             return
-        failed = self._move(
-            record, self.ledger.mark_failed, reason=str(exc), trace_id=exc.trace_id
-        )
+        failed = self._move(record, self.ledger.mark_failed, reason=str(exc), trace_id=exc.trace_id)
         self._log(f"{record.name}: Hex refused the run: {exc}")
         self._line_up(failed)
 
