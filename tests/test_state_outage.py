@@ -20,7 +20,7 @@ from hexdbt.emulator import HexEmulator
 from hexdbt.engine import Engine
 from hexdbt.errors import StateError, StateUnavailable
 from hexdbt.hex.budget import ALONE_SHARE, CallKind, SharedBudget
-from hexdbt.ledger import Ledger, TriggerState
+from hexdbt.ledger import Ledger, TriggerRecord, TriggerState
 from hexdbt.outcomes import OutcomeKind
 from hexdbt.settings import parse_state_url
 
@@ -179,6 +179,55 @@ def test_plans_handed_over_while_postgresql_is_down_are_recorded_and_sent_once_i
         for plan in plans:
             assert {o.kind for o in engine.outcomes_of(plan)} == {OutcomeKind.COMPLETED}
     assert world.started() == {project_id(index): 2 for index in range(RUNS)}
+
+
+class LosingLedger(Ledger):
+    """The real ledger, whose server is stopped right before the first run id is recorded: the
+    POST has started a run that only this process knows of."""
+
+    server: PostgresServer | None = None
+
+    def mark_started(self, trigger_key: str, **fields: Any) -> TriggerRecord:
+        if self.server is not None and self.server.running:
+            self.server.stop()
+            self.server = None  # once
+        return super().mark_started(trigger_key, **fields)
+
+
+def test_a_run_started_as_postgresql_is_lost_is_followed_and_recorded_once_it_is_back(
+    world: World, server: PostgresServer
+) -> None:
+    """Its run id is kept in memory, as the ends are: the run is polled meanwhile, and recorded
+    with its end once the state is back (then the others are sent). It is never looked up as a
+    lost POST."""
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if "recorded in the ledger once the state is back" in line:  # the first run's end
+            server.start()
+
+    ledger = LosingLedger.open(world.state, clock=world.clock)
+    ledger.server = server
+    plan = world.plan()
+    try:
+        with world.client() as client:
+            engine = Engine(client, ledger, log=log)
+            engine.submit(plan, source="test")
+            engine.close()
+            engine.run()
+            outcomes = engine.outcomes_of(plan)
+    finally:
+        ledger.close()
+    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.COMPLETED] * RUNS
+    assert world.started() == {project_id(index): 1 for index in range(RUNS)}
+    looked_up = ("answer to RunProject was lost", "the one started after its intent")
+    assert not any(text in line for line in lines for text in looked_up), lines
+    runs = {run.project_id: run.run_id for run in world.emulator.runs()}
+    records = world.ledger.triggers_of(plan.invocation_id)
+    assert {(r.state, r.run_id) for r in records} == {
+        (TriggerState.ENDED, runs[r.project_id]) for r in records
+    }
 
 
 def test_the_budget_keeps_to_a_third_of_the_limits_on_its_own_while_postgresql_is_down(
