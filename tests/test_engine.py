@@ -32,7 +32,14 @@ from hexdbt.factory import open_client
 from hexdbt.hex.budget import BUDGET_FILE
 from hexdbt.hex.client import HexClient
 from hexdbt.hex.polls import NoProgress, RunView
-from hexdbt.ledger import LEDGER_FILENAME, Ledger, NewTrigger, TriggerRecord, TriggerState
+from hexdbt.ledger import (
+    LEDGER_FILENAME,
+    Holder,
+    Ledger,
+    NewTrigger,
+    TriggerRecord,
+    TriggerState,
+)
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.planner.files import plan_from_files
 from hexdbt.planner.rules import Plan
@@ -1038,5 +1045,87 @@ def test_a_window_margin_that_is_no_number_is_a_one_line_error(
     assert (
         str(caught.value)
         == "HEXDBT_WINDOW_MARGIN_S must be a number of seconds above 0, got 'soon'"
+    )
+    assert caught.value.exit_code == 2
+
+
+class StallingLedger(Ledger):
+    """The real ledger of a host whose process stalls once, right after its first arm (before
+    the bytes of its POST): ``stall`` is what the world does meanwhile."""
+
+    stall: Callable[[], None] = staticmethod(lambda: None)
+
+    def arm(self, trigger_key: str, **fields: Any) -> TriggerRecord | None:
+        armed = super().arm(trigger_key, **fields)
+        stall, self.stall = self.stall, (lambda: None)
+        stall()
+        return armed
+
+
+def _ledger_of_host(world: World, host: str, kind: type[Ledger] = Ledger) -> Ledger:
+    """A ledger as a process of another machine opens it; leases on the world's clock."""
+    store = open_store(world.state, LEDGER_FILENAME, what="ledger", clock=world.clock)
+    holder = Holder(host, 4242, boot_id=f"boot of {host}")
+    return kind(store, clock=world.clock, holder=holder, lease_clock=world.clock)
+
+
+def test_a_run_posted_after_a_takeover_decided_without_it_is_cancelled_as_a_stray(
+    world_factory: Callable[..., World],
+) -> None:
+    """What fencing leaves (docs/exactly-once.md): a process stalls between its arm and its POST
+    past its lease and past the POST's window. Another host takes the trigger over, finds no run
+    in Hex, sends it and follows its run to the end. When the first wakes up, its POST starts a
+    second run: a stray, which it cancels, records beside the trigger and reports. Its own
+    outcome is the other host's run, and the row keeps that run."""
+    world = world_factory(1)
+    plan = world.plan()
+    stalled = _ledger_of_host(world, "host-a", StallingLedger)
+    taker = _ledger_of_host(world, "host-b")
+    assert isinstance(stalled, StallingLedger)
+
+    def stall_past_the_lease_and_the_window() -> None:
+        world.clock.sleep(3600)
+        with world.client() as client:
+            other = Engine(client, taker)
+            other.resume()
+            other.close()
+            other.run()
+
+    stalled.stall = stall_past_the_lease_and_the_window
+    lines: list[str] = []
+    try:
+        with world.client() as client:
+            engine = Engine(client, stalled, log=lines.append)
+            engine.submit(plan, source="test")
+            engine.close()
+            engine.run()
+            (outcome,) = engine.outcomes_of(plan)
+        strays = stalled.stray_runs()
+    finally:
+        stalled.close()
+        taker.close()
+    runs = {run.status: run.run_id for run in world.emulator.runs(project_id(0))}
+    assert set(runs) == {"COMPLETED", "KILLED"}
+    assert (outcome.kind, outcome.run_id) == (OutcomeKind.COMPLETED, runs["COMPLETED"])
+    assert [(s.run_id, s.trigger_key, s.fate) for s in strays] == [
+        (runs["KILLED"], plan.triggers[0].trigger_key, "cancelled in Hex")
+    ]
+    (said,) = [line for line in lines if "stray run" in line]
+    assert said == (
+        f"app_0: run {runs['KILLED']} was started after host-b pid 4242 had taken the trigger"
+        " over (this process stalled past its lease); stray run cancelled in Hex"
+    )
+
+
+def test_a_lease_shorter_than_the_longest_post_is_refused(
+    world_factory: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = world_factory(1)
+    monkeypatch.setenv("HEXDBT_LEASE_TTL_S", "30")
+    with world.client() as client, pytest.raises(ConfigError) as caught:
+        Engine(client, world.ledger)
+    assert str(caught.value) == (
+        "HEXDBT_LEASE_TTL_S (30 s) must be longer than the longest RunProject (connect and read"
+        " timeouts: 40 s)"
     )
     assert caught.value.exit_code == 2
