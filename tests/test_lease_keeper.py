@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -19,6 +20,10 @@ LEASE_TTL_S = 0.3  # renewed every 0.1 s
 def _expiry(ledger: Ledger) -> float:
     (row,) = ledger._read("SELECT expires_at FROM leases")
     return float(row["expires_at"])
+
+
+def _renewed_since(ledger: Ledger, expiry: float) -> bool:
+    return _expiry(ledger) > expiry
 
 
 def _wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -42,7 +47,7 @@ def test_the_lease_is_renewed_while_the_engine_beats_and_lapses_once_it_stops(
             for _ in range(3):  # an engine that lives renews its lease again and again
                 seen = _expiry(ledger)
                 keeper.beat()
-                _wait_until(lambda: _expiry(ledger) > seen, "the lease renewed")
+                _wait_until(partial(_renewed_since, ledger, seen), "the lease renewed")
             assert _expiry(ledger) > first
             # The engine hangs: no beat. After three renewal periods, no more renewals.
             hung_at = time.monotonic()
