@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import requests
 from engine_helpers import project_id, scenario, started_runs, write_project
 
-from hexdbt.clock import Clock, ManualClock, from_iso
+from hexdbt.clock import Clock, ManualClock, SystemClock, from_iso
 from hexdbt.emulator import HexEmulator
 from hexdbt.engine import (
     WINDOW_MARGIN_S,
@@ -31,7 +32,7 @@ from hexdbt.errors import ConfigError, Interrupted, StateError
 from hexdbt.factory import open_client
 from hexdbt.hex.budget import BUDGET_FILE
 from hexdbt.hex.client import HexClient
-from hexdbt.hex.polls import NoProgress, RunView
+from hexdbt.hex.polls import FixedSchedule, NoProgress, Polls, RunView
 from hexdbt.ledger import (
     LEDGER_FILENAME,
     Holder,
@@ -1129,3 +1130,54 @@ def test_a_lease_shorter_than_the_longest_post_is_refused(
         " timeouts: 40 s)"
     )
     assert caught.value.exit_code == 2
+
+
+def test_a_run_timing_out_while_the_budget_for_other_calls_is_spent_holds_up_nothing(
+    hex_emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On real time: RunProject's budget is free, the one for other calls has one call a minute,
+    spent by the poll that finds the run past its timeout. Its cancel waits for a slot of the
+    engine's, never inside the client: a build handed over meanwhile is sent at once, and stop is
+    obeyed within 2 s, the run reported timed out and not cancelled."""
+    monkeypatch.setenv("HEXDBT_BUDGET", "other=1/60")
+    emulator = hex_emulator_factory(scenario=scenario(1, running_s=600), clock=SystemClock())
+    state = parse_state_url(f"sqlite://{tmp_path / 'state'}")
+    first, mappings = write_project(
+        tmp_path / "first", 1, mapping_options={"timeout_minutes": 0.001}
+    )
+    later, _ = write_project(tmp_path / "later", 1, invocation_id="inv-2")
+    plans = [
+        plan_from_files(target / "run_results.json", target / "manifest.json", mappings).plan
+        for target in (first, later)
+    ]
+    past_timeout = threading.Event()
+
+    def log(line: str) -> None:
+        if "past its timeout" in line:
+            past_timeout.set()
+
+    with (
+        Ledger.open(state) as ledger,
+        open_client(token=TOKEN, base_url=emulator.url, state=state) as client,
+    ):
+        polls = Polls(client, schedule=FixedSchedule(every_s=0.2))
+        engine = Engine(client, ledger, polls=polls, log=log)
+        loop = threading.Thread(target=engine.run)
+        engine.submit(plans[0], source="test")
+        loop.start()
+        try:
+            assert past_timeout.wait(30), "the poll never found the run past its timeout"
+            engine.submit(plans[1], source="test")
+            deadline = time.monotonic() + 10
+            while started_runs(emulator.journal()) != {project_id(0): 2}:
+                assert time.monotonic() < deadline, "the later build was not sent"
+                time.sleep(0.01)
+        finally:
+            engine.request_stop()
+            loop.join(timeout=2)
+        assert not loop.is_alive(), "stop was not obeyed within 2 s"
+        (timed_out,) = engine.outcomes_of(plans[0])
+    assert timed_out.kind is OutcomeKind.TIMEOUT
+    assert timed_out.reason is not None
+    assert timed_out.reason.endswith("not cancelled: hexdbt was stopped first")
+    assert "CancelRun" not in {entry["operation"] for entry in emulator.journal()}

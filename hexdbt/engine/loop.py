@@ -154,6 +154,15 @@ class _Pending:
     told: set[str] = field(default_factory=set)
 
 
+@dataclass
+class _Cancel:
+    """A run past its timeout, to cancel on a budget slot of the engine's own."""
+
+    end: RunEnd
+    attempts: int = 0
+    not_before: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class _Hold:
     """Until when a trigger waits, and whether it is a re-run that keeps the overload's pace."""
@@ -210,6 +219,7 @@ class Engine:
         self._run_keys: dict[str, str] = {}  # run id -> trigger key, for every run followed
         self._started_here: set[str] = set()
         self._lost: dict[str, str] = {}  # trigger key -> why polling gave up
+        self._cancels: list[_Cancel] = []
         self._interrupted: dict[str, str] = {}  # trigger key -> what stopping did to it
         self._next_resume = float("inf")
         # While the state cannot be reached: since when, and the run ends seen meanwhile.
@@ -402,12 +412,19 @@ class Engine:
         for result, records in recorded:
             result.set_result(records)
         poll_at = self._poll_due()
+        cancel_at = self._cancel_due()
         now = self.clock.now()
         self.polls.refresh(now)
-        busy = self._pending or self._elsewhere or len(self.polls) or self._waiting_submissions
+        busy = (
+            self._pending
+            or self._elsewhere
+            or len(self.polls)
+            or self._cancels
+            or self._waiting_submissions
+        )
         if self._closed and not busy and self._inbox.empty():
             return None
-        moments = [send_at, poll_at, self._next_resume, *self._elsewhere.values()]
+        moments = [send_at, poll_at, cancel_at, self._next_resume, *self._elsewhere.values()]
         moments += [item.not_before for item in self._waiting_submissions]
         if len(self.polls):
             moments.append(self.polls.next_refresh_at())
@@ -451,9 +468,10 @@ class Engine:
                 self._next_outage_note = now + self.settings.resume_every_s
                 self._log(f"still without the state after {lost_for:.0f} s: {exc}")
         poll_at = self._poll_due()
+        cancel_at = self._cancel_due()
         now = self.clock.now()
         self.polls.refresh(now)
-        moments = [poll_at, now + self.clock.from_real_s(STATE_RETRY_S)]
+        moments = [poll_at, cancel_at, now + self.clock.from_real_s(STATE_RETRY_S)]
         if len(self.polls):
             moments.append(self.polls.next_refresh_at())
         return min(moment for moment in moments if moment is not None)
@@ -1069,7 +1087,43 @@ class Engine:
                 self._ended(end)
         return None
 
+    def _cancel_due(self) -> float | None:
+        """Cancel the runs past their timeout, each on a budget slot taken now (never waited
+        for: sending, polling and stop go on meanwhile); when to come back for the rest."""
+        while self._cancels and not self.stopping.is_set():
+            now = self.clock.now()
+            due = [item for item in self._cancels if item.not_before <= now]
+            if not due:
+                return min(item.not_before for item in self._cancels)
+            budget = self.client.budget
+            slots: Sequence[Slot | None] = budget.take_now(CallKind.OTHER, 1) if budget else [None]
+            if not slots:
+                assert budget is not None
+                return budget.next_slot_at(CallKind.OTHER)
+            item = due[0]
+            run = item.end.run
+            try:
+                self.client.cancel_run(run.project_id, run.run_id, slot=slots[0])
+            except HexRejectedError:
+                end = item.end.cancelled("it ended just as hexdbt cancelled it", sent=False)
+            except HexApiError as exc:
+                item.attempts += 1
+                if item.attempts < UNREACHABLE_ATTEMPTS:
+                    item.not_before = now + backoff_delay_s(item.attempts, None, jitter=0.5)
+                    continue
+                end = item.end.cancelled(f"cancelling it failed: {exc}", sent=False)
+            else:
+                end = item.end.cancelled("cancelled", sent=True)
+            self._cancels.remove(item)
+            self._ended(end)
+        return None
+
     def _ended(self, end: RunEnd) -> None:
+        if end.cancel_wanted:
+            minutes = (end.run.timeout_s or 0) / 60
+            self._log(f"{end.run.label}: past its timeout of {minutes:g} min; cancelling it")
+            self._cancels.append(_Cancel(end))
+            return
         if self._state_lost_since is None:
             try:
                 # Another process following the same run may have recorded its end first.
@@ -1124,6 +1178,10 @@ class Engine:
                         reason="hexdbt was interrupted and cancelled it",
                     )
                 )
+        timed_out, self._cancels = self._cancels, []
+        for waiting in timed_out:  # past their timeout, not cancelled yet: stopping leaves them
+            end = waiting.end.cancelled("not cancelled: hexdbt was stopped first", sent=False)
+            self._record_quietly(partial(self._record_end, end))
         self._give_back_claims("hexdbt was interrupted before sending it")
         pending, self._pending = self._pending, []
         for item in pending:

@@ -22,7 +22,6 @@ from hexdbt.errors import (
     HexApiError,
     HexdbtError,
     HexRateLimitedError,
-    HexRejectedError,
     HexTransportError,
     HexUnavailableError,
     RunFailedError,
@@ -58,6 +57,19 @@ class RunEnd:
     polls: int
     cancel_sent: bool = False
     error: HexdbtError | None = None
+    # A timeout whose run is to be cancelled: the engine cancels it on a slot of its own, then
+    # ends it with ``cancelled``.
+    cancel_wanted: bool = False
+
+    def cancelled(self, note: str, *, sent: bool) -> RunEnd:
+        """This timeout, once the engine has tried to cancel its run (``note`` says how)."""
+        assert self.last is not None
+        return replace(
+            self,
+            cancel_wanted=False,
+            cancel_sent=sent,
+            error=_timeout_error(self.run, self.last, note),
+        )
 
 
 class PollSchedule(Protocol):
@@ -350,30 +362,25 @@ class Polls:
         return RunEnd(run, kind, status.status, status, item.polls, error=error)
 
     def _timed_out(self, item: _Open, status: RunStatus) -> RunEnd:
+        """A run past its timeout. Its cancel is the engine's to send, on a budget slot of its
+        own: waiting for one here would hold up the engine's thread."""
         run = item.run
-        cancel_sent = False
         note = "left running (cancel_on_timeout is off)"
-        if run.cancel_on_timeout:
-            try:
-                self.client.cancel_run(run.project_id, run.run_id)
-                cancel_sent = True
-                note = "cancelled"
-            except HexRejectedError:
-                note = "it ended just as hexdbt cancelled it"
-            except HexApiError as exc:
-                note = f"cancelling it failed: {exc}"
-        minutes = (run.timeout_s or 0) / 60
-        error = RunTimeoutError(
-            f"run {run.run_id} of project {run.label or run.project_id} did not end within"
-            f" {minutes:g} min (last status {status.status}); {note}",
-            hint=f"see {run.run_url}" if run.run_url else None,
-        )
         return RunEnd(
             run,
             OutcomeKind.TIMEOUT,
             status.status,
             status,
             item.polls,
-            cancel_sent=cancel_sent,
-            error=error,
+            error=_timeout_error(run, status, note),
+            cancel_wanted=run.cancel_on_timeout,
         )
+
+
+def _timeout_error(run: WatchedRun, status: RunStatus, note: str) -> RunTimeoutError:
+    minutes = (run.timeout_s or 0) / 60
+    return RunTimeoutError(
+        f"run {run.run_id} of project {run.label or run.project_id} did not end within"
+        f" {minutes:g} min (last status {status.status}); {note}",
+        hint=f"see {run.run_url}" if run.run_url else None,
+    )
