@@ -154,6 +154,14 @@ class _Pending:
     told: set[str] = field(default_factory=set)
 
 
+class _NoSlot(Exception):
+    """Hex's budget for other calls has no slot now: come back at ``free_at``."""
+
+    def __init__(self, free_at: float) -> None:
+        super().__init__(f"no budget slot before {free_at}")
+        self.free_at = free_at
+
+
 @dataclass
 class _Cancel:
     """A run past its timeout, to cancel on a budget slot of the engine's own."""
@@ -660,6 +668,17 @@ class Engine:
         assert budget is not None
         return 1.0 / budget.limits.sustained_rate_per_s(CallKind.RUN_PROJECT)
 
+    def _other_slot(self) -> Slot | None:
+        """A slot of Hex's budget for a call other than RunProject, taken now (None: no budget
+        is kept); ``_NoSlot`` when none is free: the engine never waits for one in the client."""
+        budget = self.client.budget
+        if budget is None:
+            return None
+        taken = budget.take_now(CallKind.OTHER, 1)
+        if not taken:
+            raise _NoSlot(budget.next_slot_at(CallKind.OTHER))
+        return taken[0]
+
     def _give_back(self, slots: Sequence[Slot | None]) -> None:
         budget = self.client.budget
         if budget is not None:
@@ -925,18 +944,15 @@ class Engine:
         """A run this process started after another had taken its trigger over and decided
         without it: cancel it in Hex (on a slot of the budget), record it, say so."""
         self._started_here.discard(run.run_id)
-        budget = self.client.budget
-        slots: Sequence[Slot | None] = budget.take_now(CallKind.OTHER, 1) if budget else [None]
-        if not slots:
+        try:
+            self.client.cancel_run(armed.project_id, run.run_id, slot=self._other_slot())
+            fate = "cancelled in Hex"
+        except _NoSlot:
             fate = "not cancelled: Hex's rate budget had no call left; cancel it in Hex"
-        else:
-            try:
-                self.client.cancel_run(armed.project_id, run.run_id, slot=slots[0])
-                fate = "cancelled in Hex"
-            except HexRejectedError:
-                fate = "not cancelled: it had ended already"
-            except HexApiError as exc:
-                fate = f"not cancelled ({exc}); cancel it in Hex"
+        except HexRejectedError:
+            fate = "not cancelled: it had ended already"
+        except HexApiError as exc:
+            fate = f"not cancelled ({exc}); cancel it in Hex"
         self.ledger.record_stray(armed, run_id=run.run_id, run_url=run.run_url, fate=fate)
         owner = self.ledger.owner_of(current) if current.owner_lease else "another process"
         self._log(
@@ -1000,7 +1016,13 @@ class Engine:
                 record,
                 self.ledger.run_ids_of_project(record.project_id),
                 own_intent=item.own_intent,
+                slot_for_page=self._other_slot,
             )
+        except (
+            _NoSlot
+        ) as no_slot:  # the look-up waits for a slot of the engine's, not in the client
+            self._pending.append(replace(item, record=record, not_before=no_slot.free_at))
+            return
         except HexAmbiguousRunError as exc:
             reason = f"{exc}; not re-sent (use --resend-ambiguous to send it anyway)"
             self._line_up(self._move(record, self.ledger.mark_ambiguous, reason=reason))
@@ -1075,13 +1097,10 @@ class Engine:
             poll_at = self.polls.next_poll_at()
             if poll_at is None or poll_at > self.clock.now():
                 return poll_at
-            budget = self.client.budget
-            slot: Slot | None = None
-            if budget is not None:
-                taken = budget.take_now(CallKind.OTHER, 1)
-                if not taken:
-                    return budget.next_slot_at(CallKind.OTHER)
-                slot = taken[0]
+            try:
+                slot = self._other_slot()
+            except _NoSlot as no_slot:
+                return no_slot.free_at
             end = self.polls.poll(slot)
             if end is not None:
                 self._ended(end)
@@ -1095,15 +1114,14 @@ class Engine:
             due = [item for item in self._cancels if item.not_before <= now]
             if not due:
                 return min(item.not_before for item in self._cancels)
-            budget = self.client.budget
-            slots: Sequence[Slot | None] = budget.take_now(CallKind.OTHER, 1) if budget else [None]
-            if not slots:
-                assert budget is not None
-                return budget.next_slot_at(CallKind.OTHER)
+            try:
+                slot = self._other_slot()
+            except _NoSlot as no_slot:
+                return no_slot.free_at
             item = due[0]
             run = item.end.run
             try:
-                self.client.cancel_run(run.project_id, run.run_id, slot=slots[0])
+                self.client.cancel_run(run.project_id, run.run_id, slot=slot)
             except HexRejectedError:
                 end = item.end.cancelled("it ended just as hexdbt cancelled it", sent=False)
             except HexApiError as exc:

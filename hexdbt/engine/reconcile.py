@@ -18,7 +18,10 @@ one risk it leaves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hexdbt.errors import HexAmbiguousRunError
+from hexdbt.hex.budget import Slot
 from hexdbt.hex.client import HexClient
 from hexdbt.hex.models import RunStatus
 from hexdbt.ledger import TriggerRecord
@@ -51,10 +54,16 @@ def _earliest_start(intent_at: float, offset_at_intent: float | None) -> float:
 
 
 def find_run_of_lost_post(
-    client: HexClient, record: TriggerRecord, known_run_ids: set[str], *, own_intent: bool = False
+    client: HexClient,
+    record: TriggerRecord,
+    known_run_ids: set[str],
+    *,
+    own_intent: bool = False,
+    slot_for_page: Callable[[], Slot | None] | None = None,
 ) -> RunStatus | None:
     """The run a RunProject whose answer was lost started, or None when Hex lists none (yet).
-    ``own_intent``: this process committed the intent (its clock is the intent's clock).
+    ``own_intent``: this process committed the intent (its clock is the intent's clock);
+    ``slot_for_page``: the caller's budget slots (``HexClient.find_api_runs_since``).
 
     A lone candidate is adopted (another client's run started inside the window would be mistaken
     for ours: the one risk Hex's API leaves); several raise HexAmbiguousRunError.
@@ -67,7 +76,9 @@ def find_run_of_lost_post(
             offset = client.hex_clock_offset_s  # read from the look-up's own answer
         return _earliest_start(intent_at, offset)
 
-    runs = client.find_api_runs_since(record.project_id, earliest_start)
+    runs = client.find_api_runs_since(
+        record.project_id, earliest_start, slot_for_page=slot_for_page
+    )
     earliest = earliest_start()
     candidates = [
         run

@@ -493,12 +493,18 @@ class HexClient:
             after = page.after
 
     def find_api_runs_since(
-        self, project_id: str, since: float | Callable[[], float], *, max_pages: int = 10
+        self,
+        project_id: str,
+        since: float | Callable[[], float],
+        *,
+        max_pages: int = 10,
+        slot_for_page: Callable[[], Slot | None] | None = None,
     ) -> tuple[RunStatus, ...]:
         """API-triggered runs of a project that started at or after ``since`` (epoch s on Hex's
         clock), or have not started yet: the candidates for a RunProject whose answer was lost.
         ``since`` may be a function, asked once the first page has answered: its Date header has
-        told Hex's clock by then.
+        told Hex's clock by then. ``slot_for_page``: the caller's budget slot for each page (it
+        raises when it has none, and the look-up is made again later), instead of waiting here.
 
         Pages newest first and stops at the first run that started before ``since``.
         """
@@ -509,6 +515,7 @@ class HexClient:
                 limit=MAX_PAGE_SIZE,
                 offset=page_number * MAX_PAGE_SIZE,
                 run_trigger_filter=RunTrigger.API,
+                slot=slot_for_page() if slot_for_page is not None else None,
             )
             if callable(since):
                 since = since()
