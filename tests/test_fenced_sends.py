@@ -196,3 +196,31 @@ def test_without_the_fence_the_stalled_host_starts_second_runs(hosts: Hosts, sta
     assert played.exit_b == 0
     runs = started_runs(hosts.emulator.journal())
     assert sum(runs.values()) > PROJECTS, "the round must catch a host that sends on a lapsed claim"
+
+
+def test_a_slow_queue_of_posts_keeps_its_lease_and_every_project_starts_once(
+    postgres_state_url: str, hex_emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Host A claims four triggers with its plan and sends them one after another; Hex answers
+    each POST just after A's read timeout (35 s after a 30 s timeout, here 0.9 s after 0.6 s),
+    so A is busy past its lease's length before its last arm, then waits to find each run in
+    Hex. Host B runs the same build meanwhile. A's lease is renewed by each arm and, between, on
+    its own thread: B follows A's sends instead of taking them over, and every project starts
+    once."""
+    emulator = hex_emulator_factory(
+        scenario=scenario(4, running_s=1, limits_enabled=False), clock=SystemClock()
+    )
+    emulator.inject_faults("RunProject", rate=1.0, fault={"kind": "lost_timeout", "delay_s": 0.9})
+    _, mappings = write_project(tmp_path / "build", 4)
+    args = ["run", "--project-dir", str(tmp_path / "build"), "--mappings", str(mappings)]
+    with WarmLives(tmp_path) as lives:
+        hosts = Hosts(lives, emulator, postgres_state_url, tmp_path)
+        a = lives.start([*args, "--no-wait"], hosts.env("host-a"))
+        _wait_until(lambda: bool(started_runs(emulator.journal())), "A's first POST in Hex")
+        b = lives.start(args, hosts.env("host-b"))
+        assert lives.wait(a) == 0, a.errors()
+        assert lives.wait(b) == 0, b.errors()
+    assert started_runs(emulator.journal()) == {project_id(i): 1 for i in range(4)}
+    assert "being sent by host-a" in b.errors()
+    assert "took it over" not in a.errors() + b.errors()
+    assert _runs_nobody_follows(hosts) == set()
