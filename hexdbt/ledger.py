@@ -217,6 +217,28 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX triggers_by_entry ON triggers(entry_key);
     CREATE INDEX triggers_by_creation ON triggers(created_at)
     """,
+    # 3 -> 4: the status page (hexdbt.page). A plan's entries that were not triggered, with the
+    # planner's reason, and the planner's reason for each trigger, so an invocation's page shows
+    # its whole plan; indexes for the page's reads (each app's newest trigger and run, the
+    # timeline's window, what superseded what, the invocations of one dbt project).
+    """
+    CREATE TABLE plan_skips (
+        invocation_id TEXT NOT NULL REFERENCES invocations(invocation_id),
+        position      INTEGER NOT NULL,
+        name          TEXT NOT NULL,
+        project_id    TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        is_error      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (invocation_id, position)
+    );
+    ALTER TABLE triggers ADD COLUMN plan_reason TEXT;
+    CREATE INDEX triggers_by_entry_and_creation ON triggers(entry_key, created_at);
+    CREATE INDEX triggers_by_entry_and_intent ON triggers(entry_key, intent_at);
+    CREATE INDEX triggers_by_end ON triggers(ended_at);
+    CREATE INDEX triggers_by_superseding ON triggers(superseded_by);
+    CREATE INDEX invocations_by_project_dir ON invocations(project_dir, first_seen_at);
+    CREATE INDEX invocations_by_first_seen ON invocations(first_seen_at)
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -254,6 +276,7 @@ class TriggerRecord:
     # When its POST can no longer be in flight, by the sender's own timeouts (None: not sent,
     # or sent by a hexdbt that did not record it).
     window_closes_at: float | None
+    plan_reason: str | None = None  # why the planner triggered it (None: recorded before 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +292,17 @@ class NewTrigger:
     entry_key: str | None = None
     coalesce: bool = False
     models: tuple[str, ...] = ()
+    plan_reason: str | None = None  # why the planner triggered it, for the status page
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSkip:
+    """A mapping entry the plan did not trigger, and the planner's reason."""
+
+    name: str
+    project_id: str
+    reason: str
+    is_error: bool = False  # something is wrong (a template error), not merely "not stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +393,7 @@ def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
         superseded_by=row["superseded_by"],
         unserved_since=row["unserved_since"] or row["created_at"],
         window_closes_at=row["window_closes_at"],
+        plan_reason=row["plan_reason"],
     )
 
 
@@ -561,14 +596,16 @@ class Ledger:
         hex_clock_offset_s: float | None = None,
         project_dir: str | None = None,
         window_s: float | None = None,
+        skipped: Sequence[PlanSkip] = (),
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         """Record an invocation and its triggers as planned, in one transaction (a key already in
         the ledger keeps its row and its state), and in the same transaction claim the keys in
         ``claim`` as ``claim_for_sending`` would: a trigger sent at once costs one synced commit
         instead of two. A new trigger of a coalescing entry supersedes the entry's triggers that
-        wait unsent. Returns the records and the keys this call claimed (a row someone else
-        holds is left alone); None, recording nothing, when ``only_new_invocation`` and the
-        ledger has the invocation."""
+        wait unsent. ``skipped``: the plan's entries not triggered, kept with the invocation
+        (the first plan recorded of an invocation keeps them). Returns the records and the keys
+        this call claimed (a row someone else holds is left alone); None, recording nothing,
+        when ``only_new_invocation`` and the ledger has the invocation."""
         now = self._clock.now()
 
         def plan(session: Session) -> tuple[list[TriggerRecord], set[str]] | None:
@@ -583,12 +620,29 @@ class Ledger:
                 and not self._recorded_by_me(session, invocation_id, now)
             ):
                 return None
+            if skipped:
+                session.executemany(
+                    "INSERT INTO plan_skips (invocation_id, position, name, project_id, reason,"
+                    " is_error) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (invocation_id, position) DO NOTHING",
+                    [
+                        (
+                            invocation_id,
+                            position,
+                            skip.name,
+                            skip.project_id,
+                            skip.reason,
+                            int(skip.is_error),
+                        )
+                        for position, skip in enumerate(skipped)
+                    ],
+                )
             for trigger in triggers:
                 added = session.execute(
                     "INSERT INTO triggers (trigger_key, invocation_id, name, project_id,"
                     " base_url, request_json, options_json, state, created_at, updated_at,"
-                    " entry_key, coalescing, models_json, unserved_since)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " entry_key, coalescing, models_json, unserved_since, plan_reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (trigger_key) DO NOTHING",
                     (
                         trigger.trigger_key,
@@ -605,6 +659,7 @@ class Ledger:
                         int(trigger.coalesce),
                         json.dumps(list(trigger.models)),
                         now,
+                        trigger.plan_reason,
                     ),
                 )
                 # Only a trigger new to the ledger supersedes: planning an invocation again
@@ -972,6 +1027,13 @@ class Ledger:
             "SELECT run_id FROM triggers WHERE project_id = ? AND run_id IS NOT NULL", (project_id,)
         )
         return {row["run_id"] for row in rows}
+
+    def select_triggers(self, clause: str, params: Sequence[Any] = ()) -> list[TriggerRecord]:
+        """The triggers (table alias ``t``) that ``clause`` (a JOIN, a WHERE, an ORDER BY)
+        selects: for read models such as the status page. ``clause`` is hexdbt's own SQL, never
+        a user's text; values go in ``params``."""
+        rows = self._read(f"SELECT t.* FROM triggers t {clause}", params)
+        return [_trigger_from_row(row, self.where) for row in rows]
 
     def in_state(self, *states: TriggerState) -> list[TriggerRecord]:
         rows = self._read(

@@ -47,7 +47,7 @@ from functools import partial
 from hexdbt.clock import Clock
 from hexdbt.crashpoints import crash_point
 from hexdbt.engine.reconcile import WINDOW_MARGIN_S, find_run_of_lost_post, window_closes_at
-from hexdbt.engine.records import new_trigger, outcome_of, skipped_outcomes
+from hexdbt.engine.records import new_trigger, outcome_of, plan_skip, skipped_outcomes
 from hexdbt.engine.send_order import AGING_S, VIEWS_MAX_AGE_S, AppViews, send_rank
 from hexdbt.errors import (
     HexAmbiguousRunError,
@@ -68,7 +68,7 @@ from hexdbt.hex.models import RunRequest
 from hexdbt.hex.polls import Polls, RunEnd, WaitCause, WatchedRun
 from hexdbt.ledger import Demand, Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
-from hexdbt.planner.rules import Plan, Trigger
+from hexdbt.planner.rules import Plan, Skipped, Trigger
 from hexdbt.settings import resolve_window_margin_s
 
 Log = Callable[[str], None]
@@ -168,6 +168,7 @@ class _Submission:
     triggers: Sequence[Trigger]
     only_new: bool
     project_dir: str | None
+    skipped: Sequence[Skipped] = ()
     result: Future[Records] = field(default_factory=Future)
     attempts: int = 0
     not_before: float = 0.0
@@ -244,6 +245,7 @@ class Engine:
             source=source,
             only_new=only_new,
             project_dir=project_dir,
+            skipped=plan.skipped,
         )
 
     def submit_triggers(
@@ -255,8 +257,12 @@ class Engine:
         source: str,
         only_new: bool = False,
         project_dir: str | None = None,
+        skipped: Sequence[Skipped] = (),
     ) -> Future[Records]:
-        item = _Submission(invocation_id, command, source, tuple(triggers), only_new, project_dir)
+        """``skipped``: the plan's entries not triggered, recorded with the invocation."""
+        item = _Submission(
+            invocation_id, command, source, tuple(triggers), only_new, project_dir, skipped
+        )
         self._put(item)
         return item.result
 
@@ -499,6 +505,7 @@ class Engine:
                 hex_clock_offset_s=self.client.hex_clock_offset_s,
                 project_dir=item.project_dir,
                 window_s=self._window_s,
+                skipped=[plan_skip(skipped) for skipped in item.skipped],
             )
             claimed = recorded[1] if recorded else set()
         except StateUnavailable:
