@@ -23,6 +23,9 @@ Only the environment variables below are read, and only here:
     DBT_PROJECT_DIR     the dbt project folder, as dbt itself reads it
     DBT_TARGET_PATH     dbt's target folder, as dbt itself reads it
     HEXDBT_CRASH_AT     crash tests only: exit hard at a named point (``hexdbt.crashpoints``)
+    HEXDBT_PAGE_TOKEN, HEXDBT_PAGE_PASSWORD
+                        what opens the status page and /metrics when set: a bearer token, or
+                        a basic-auth password (``hexdbt.page.access``); never printed
 
 A template's ``env_var`` reads the environment too (the user's own variables, as dbt's does).
 """
@@ -54,6 +57,19 @@ MAPPINGS_ENV = "HEXDBT_MAPPINGS"
 CRASH_AT_ENV = "HEXDBT_CRASH_AT"
 DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"
 DBT_TARGET_PATH_ENV = "DBT_TARGET_PATH"
+PAGE_TOKEN_ENV = "HEXDBT_PAGE_TOKEN"
+PAGE_PASSWORD_ENV = "HEXDBT_PAGE_PASSWORD"
+
+
+def resolve_page_access(
+    token: str | None = None, password: str | None = None
+) -> tuple[str | None, str | None]:
+    """The status page's bearer token and basic-auth password: the flags, else
+    ``HEXDBT_PAGE_TOKEN`` and ``HEXDBT_PAGE_PASSWORD`` (None: not set)."""
+    return (
+        token or os.environ.get(PAGE_TOKEN_ENV) or None,
+        password or os.environ.get(PAGE_PASSWORD_ENV) or None,
+    )
 
 
 def resolve_token(flag_value: str | None = None) -> str:
