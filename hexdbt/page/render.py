@@ -216,13 +216,14 @@ def _context(view: PageView, *, links: bool, refresh_s: float | None) -> dict[st
     }
 
 
-def render_page(view: PageView, *, refresh_s: float) -> str:
-    """The whole page, served at ``/`` (its script and style are served beside it)."""
-    return (
-        _environment()
-        .get_template("page.html")
-        .render(_context(view, links=True, refresh_s=refresh_s))
+def render_page(view: PageView, *, refresh_s: float, fragment: str | None = None) -> str:
+    """The whole page, served at ``/`` (its script and style are served beside it), around
+    ``fragment`` (``render_fragment(view)``, rendered here when not given)."""
+    context = _context(view, links=True, refresh_s=refresh_s)
+    context["fragment"] = markupsafe.Markup(
+        fragment if fragment is not None else render_fragment(view)
     )
+    return _environment().get_template("page.html").render(context)
 
 
 def render_fragment(view: PageView) -> str:

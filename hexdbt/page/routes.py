@@ -142,7 +142,8 @@ def page_routes(
             read = reader.read(*_filters(request))
         except HexdbtError as exc:
             return _unavailable(exc)
-        return HTMLResponse(render_page(read.view, refresh_s=refresh_s), headers=SECURITY_HEADERS)
+        html = render_page(read.view, refresh_s=refresh_s, fragment=read.fragment)
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
 
     def fragment(request: Request) -> Response:
         try:

@@ -24,10 +24,12 @@
     }
   }
 
+  // A bar or a build mark of the timeline says what it is in its <title>.
   function showDetails(event) {
-    var target = event.target.closest ? event.target.closest("[data-details]") : null;
+    var target = event.target.closest ? event.target.closest(".bar, .build") : null;
+    var title = target ? target.querySelector("title") : null;
     var line = document.getElementById("bar-details");
-    if (target && line) line.textContent = target.getAttribute("data-details");
+    if (title && line) line.textContent = title.textContent;
   }
 
   function start() {
