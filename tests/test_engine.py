@@ -32,7 +32,7 @@ from hexdbt.factory import open_client
 from hexdbt.hex.budget import BUDGET_FILE
 from hexdbt.hex.client import HexClient
 from hexdbt.hex.polls import NoProgress, RunView
-from hexdbt.ledger import LEDGER_FILENAME, Ledger, NewTrigger, TriggerRecord, TriggerState
+from hexdbt.ledger import LEDGER_FILENAME, Ledger, NewTrigger, PlanSkip, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.planner.files import plan_from_files
 from hexdbt.planner.rules import Plan
@@ -361,6 +361,7 @@ class HookedLedger(Ledger):
         hex_clock_offset_s: float | None = None,
         project_dir: str | None = None,
         window_s: float | None = None,
+        skipped: Sequence[PlanSkip] = (),
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         recorded = super().plan_and_claim(
             invocation_id,
@@ -372,6 +373,7 @@ class HookedLedger(Ledger):
             hex_clock_offset_s=hex_clock_offset_s,
             project_dir=project_dir,
             window_s=window_s,
+            skipped=skipped,
         )
         if recorded is not None:
             self.after_recording(recorded[0])
