@@ -213,7 +213,11 @@ def _in_project(project_dir: str | None) -> tuple[str, tuple[Any, ...]]:
     )
 
 
-def _newest_per_entry(ledger: Ledger, column: str, condition: str, project_dir: str | None) -> Any:
+def _newest_per_entry(
+    ledger: Ledger, column: str, condition: str, project_dir: str | None
+) -> list[TriggerRecord]:
+    """Each mapping entry's trigger with the largest ``column`` among those meeting
+    ``condition``."""
     where, params = _in_project(project_dir)
     return ledger.select_triggers(
         f"JOIN (SELECT entry_key, max({column}) AS newest FROM triggers t"
@@ -375,19 +379,19 @@ def read_page(
         for mapping in mappings:
             if mapping.enabled:
                 by_key[entry_key(mapping)] = (mapping, None)
-    for key, record in newest.items():
+    for key, latest in newest.items():
         assert key is not None
-        by_key[key] = (by_key.get(key, (None, None))[0], record)
+        by_key[key] = (by_key.get(key, (None, None))[0], latest)
     freshness: list[tuple[str, AppFreshness]] = []
-    for key, (known, record) in by_key.items():
-        target_s = _target_s(known, record)
-        if record is None:
+    for key, (known, newest_trigger) in by_key.items():
+        target_s = _target_s(known, newest_trigger)
+        if newest_trigger is None:
             assert known is not None
             row = AppFreshness(
                 known.name, known.project_id, target_s, None, (), None, None, None, None, None
             )
         else:
-            row = freshness_of_newest(ledger, record, target_s, now)
+            row = freshness_of_newest(ledger, newest_trigger, target_s, now)
         freshness.append((key, row))
     keys = {id(row): key for key, row in freshness}
     apps = tuple(

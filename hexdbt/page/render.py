@@ -9,7 +9,7 @@ whose geometry is worked out here, so the templates only draw.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 import markupsafe
 
-from hexdbt.page.read_model import InvocationView, PageView, TimelineRow
+from hexdbt.page.read_model import InvocationView, PageView, RunView, TimelineRow
 
 # The timeline's drawing, in SVG user units (it scales to the page's width).
 _WIDTH = 1000.0
@@ -100,7 +100,7 @@ class Timeline:
     now_x: float
 
 
-def _run_title(name: str, run: Any, now: float) -> str:
+def _run_title(name: str, run: RunView, now: float) -> str:
     end = run.ended_at if run.ended_at is not None else now
     ended = utc_text(run.ended_at) if run.ended_at is not None else "still running"
     return (
@@ -152,7 +152,9 @@ def timeline_of(view: PageView, *, links: bool) -> Timeline:
     )
 
 
-def _bars(row: TimelineRow, top: float, x_of: Any, now: float, links: bool) -> list[Bar]:
+def _bars(
+    row: TimelineRow, top: float, x_of: Callable[[float], float], now: float, links: bool
+) -> list[Bar]:
     found = []
     for run in row.runs:
         x = x_of(run.started_at)

@@ -55,6 +55,9 @@ SECURITY_HEADERS = {
 }
 
 
+_MAX_CACHED_READS = 32
+
+
 @dataclass(frozen=True, slots=True)
 class _Read:
     at: float
@@ -101,7 +104,9 @@ class PageReader:
             fragment = render_fragment(view)
             etag = '"' + hashlib.sha256(fragment.encode("utf-8")).hexdigest()[:32] + '"'
             read = _Read(now, view, fragment, etag)
-            # One entry per filter a tab uses; a handful at most, so never pruned by age.
+            # One entry per filter in use: a handful, unless someone makes up filters.
+            if len(self._reads) >= _MAX_CACHED_READS:
+                self._reads.clear()
             self._reads[key] = read
             return read
 
