@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import requests
 from click.testing import CliRunner
 from engine_helpers import write_project
 from page_helpers import new_trigger, plan, run, serving
+from postgres_server import PostgresServer
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -253,3 +255,31 @@ def test_status_html_with_json_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["status", "--html", str(tmp_path / "x.html"), "--json"])
     assert result.exit_code == 2
     assert "--html goes without --apps and --json" in result.stderr
+
+
+def test_the_page_answers_503_in_one_line_while_the_state_is_lost(
+    postgres_server: PostgresServer, postgres_state_url: str
+) -> None:
+    with Ledger.open(parse_state_url(postgres_state_url)) as ledger:
+        _history(ledger, ManualClock(start=START))
+        with serving(page_routes(ledger, cache_s=0)) as url:
+            assert requests.get(url, timeout=10).status_code == 200
+            postgres_server.stop()
+            try:
+                lost = requests.get(url, timeout=120)
+                lost_invocation = requests.get(url + "invocations/inv-1", timeout=120)
+            finally:
+                postgres_server.start()
+            for answer in (lost, lost_invocation):
+                assert answer.status_code == 503
+                assert answer.text.startswith("hexdbt: cannot read the state: ")
+                assert answer.text.count("\n") == 1
+                assert "Traceback" not in answer.text
+            # Back with the server, once the store's next reconnect is due (within 5 s).
+            back = threading.Event()
+            for _ in range(150):
+                if requests.get(url, timeout=30).status_code == 200:
+                    back.set()
+                    break
+                back.wait(0.1)
+            assert back.is_set()
