@@ -9,6 +9,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -260,6 +261,8 @@ def test_status_html_with_json_is_a_usage_error(tmp_path: Path) -> None:
 def test_the_page_answers_503_in_one_line_while_the_state_is_lost(
     postgres_server: PostgresServer, postgres_state_url: str
 ) -> None:
+    password = urlsplit(postgres_state_url).password
+    assert password
     with Ledger.open(parse_state_url(postgres_state_url)) as ledger:
         _history(ledger, ManualClock(start=START))
         with serving(page_routes(ledger, cache_s=0)) as url:
@@ -275,6 +278,7 @@ def test_the_page_answers_503_in_one_line_while_the_state_is_lost(
                 assert answer.text.startswith("hexdbt: cannot read the state: ")
                 assert answer.text.count("\n") == 1
                 assert "Traceback" not in answer.text
+                assert f":{password}@" not in answer.text
             # Back with the server, once the store's next reconnect is due (within 5 s).
             back = threading.Event()
             for _ in range(150):
