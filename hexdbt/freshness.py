@@ -72,12 +72,14 @@ def app_freshness(ledger: Ledger, mapping: ProjectMapping, now: float) -> AppFre
         return AppFreshness(
             mapping.name, mapping.project_id, target_s, None, (), None, None, None, None, None
         )
-    return _freshness_of(ledger, newest, target_s, now)
+    return freshness_of_newest(ledger, newest, target_s, now)
 
 
-def _freshness_of(
+def freshness_of_newest(
     ledger: Ledger, newest: TriggerRecord, target_s: float | None, now: float
 ) -> AppFreshness:
+    """How fresh an app is, from its entry's newest trigger (read by the caller, which may read
+    every entry's at once)."""
     covering = ledger.successor_of(newest)
     ran = covering.state in _RAN and covering.intent_at is not None
     started_at = covering.intent_at if ran else None
@@ -101,7 +103,7 @@ def apps_freshness(
 ) -> list[AppFreshness]:
     """One row per enabled mapping entry, those past their target first, then by lag."""
     rows = [app_freshness(ledger, mapping, now) for mapping in mappings if mapping.enabled]
-    return _stalest_first(rows)
+    return stalest_first(rows)
 
 
 def apps_of_state(ledger: Ledger, now: float) -> list[AppFreshness]:
@@ -110,11 +112,14 @@ def apps_of_state(ledger: Ledger, now: float) -> list[AppFreshness]:
     rows = []
     for newest in ledger.newest_per_entry():
         target = newest.options.get("freshness_s")
-        rows.append(_freshness_of(ledger, newest, None if target is None else float(target), now))
-    return _stalest_first(rows)
+        rows.append(
+            freshness_of_newest(ledger, newest, None if target is None else float(target), now)
+        )
+    return stalest_first(rows)
 
 
-def _stalest_first(rows: list[AppFreshness]) -> list[AppFreshness]:
+def stalest_first(rows: list[AppFreshness]) -> list[AppFreshness]:
+    """Those past their target first, then the longest lag first."""
     return sorted(rows, key=lambda row: (not row.breached, -(row.lag_s or 0.0)))
 
 

@@ -223,10 +223,14 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX triggers_by_entry ON triggers(entry_key);
     CREATE INDEX triggers_by_creation ON triggers(created_at)
     """,
-    # 3 -> 4: fenced sends. Each arm before a POST raises the row's fence; every move out of
-    # ``sending`` names the fence it holds, so a process that stalled past its lease cannot move
-    # a row someone else has taken over. A run such a process started all the same is a stray,
-    # recorded beside its trigger.
+    # 3 -> 4: fenced sends, and the status page (hexdbt.page). Each arm before a POST raises
+    # the row's fence; every move out of ``sending`` names the fence it holds, so a process that
+    # stalled past its lease cannot move a row someone else has taken over, and a run such a
+    # process started all the same is a stray, recorded beside its trigger. A plan's entries
+    # that were not triggered are kept with the planner's reason, as is each trigger's, so an
+    # invocation's page shows its whole plan; indexes for the page's reads (each app's newest
+    # trigger and run, the timeline's window, what superseded what, one dbt project's
+    # invocations).
     """
     ALTER TABLE triggers ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE stray_runs (
@@ -236,7 +240,23 @@ _MIGRATIONS: tuple[str, ...] = (
         run_url     TEXT,
         found_at    DOUBLE PRECISION NOT NULL,
         fate        TEXT NOT NULL
-    )
+    );
+    CREATE TABLE plan_skips (
+        invocation_id TEXT NOT NULL REFERENCES invocations(invocation_id),
+        position      INTEGER NOT NULL,
+        name          TEXT NOT NULL,
+        project_id    TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        is_error      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (invocation_id, position)
+    );
+    ALTER TABLE triggers ADD COLUMN plan_reason TEXT;
+    CREATE INDEX triggers_by_entry_and_creation ON triggers(entry_key, created_at);
+    CREATE INDEX triggers_by_entry_and_intent ON triggers(entry_key, intent_at);
+    CREATE INDEX triggers_by_end ON triggers(ended_at);
+    CREATE INDEX triggers_by_superseding ON triggers(superseded_by);
+    CREATE INDEX invocations_by_project_dir ON invocations(project_dir, first_seen_at);
+    CREATE INDEX invocations_by_first_seen ON invocations(first_seen_at)
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -275,6 +295,7 @@ class TriggerRecord:
     # When its POST can no longer be in flight, by the sender's own timeouts (None: not sent,
     # or sent by a hexdbt that did not record it).
     window_closes_at: float | None
+    plan_reason: str | None  # why the planner triggered it (None: recorded before 4)
     # Raised by each arm: a move out of ``sending`` must name the fence of the arm it follows.
     fence: int
 
@@ -305,6 +326,17 @@ class NewTrigger:
     entry_key: str | None = None
     coalesce: bool = False
     models: tuple[str, ...] = ()
+    plan_reason: str | None = None  # why the planner triggered it, for the status page
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSkip:
+    """A mapping entry the plan did not trigger, and the planner's reason."""
+
+    name: str
+    project_id: str
+    reason: str
+    is_error: bool = False  # something is wrong (a template error), not merely "not stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +428,7 @@ def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
         unserved_since=row["unserved_since"] or row["created_at"],
         window_closes_at=row["window_closes_at"],
         fence=row["fence"],
+        plan_reason=row["plan_reason"],
     )
 
 
@@ -623,13 +656,16 @@ class Ledger:
         *,
         only_new_invocation: bool = False,
         project_dir: str | None = None,
+        skipped: Sequence[PlanSkip] = (),
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         """Record an invocation and its triggers as planned, in one transaction (a key already in
         the ledger keeps its row and its state), and in the same transaction claim the keys in
         ``claim``: ``sending``, owned by this process, not yet armed. Nothing may be sent before
         ``arm``, whose commit is the one synced before a POST; this one needs none (a plan lost
         with the machine is planned again from dbt's artifacts). A new trigger of a coalescing
-        entry supersedes the entry's triggers that wait unsent. Returns the records and the keys
+        entry supersedes the entry's triggers that wait unsent. ``skipped``: the plan's entries
+        not triggered, kept with the invocation (the first plan recorded of an invocation keeps
+        them). Returns the records and the keys
         this call claimed (a row someone else holds is left alone); None, recording nothing,
         when ``only_new_invocation`` and the ledger has the invocation."""
         now = self._clock.now()
@@ -646,12 +682,29 @@ class Ledger:
                 and not self._recorded_by_me(session, invocation_id, now)
             ):
                 return None
+            if skipped:
+                session.executemany(
+                    "INSERT INTO plan_skips (invocation_id, position, name, project_id, reason,"
+                    " is_error) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (invocation_id, position) DO NOTHING",
+                    [
+                        (
+                            invocation_id,
+                            position,
+                            skip.name,
+                            skip.project_id,
+                            skip.reason,
+                            int(skip.is_error),
+                        )
+                        for position, skip in enumerate(skipped)
+                    ],
+                )
             for trigger in triggers:
                 added = session.execute(
                     "INSERT INTO triggers (trigger_key, invocation_id, name, project_id,"
                     " base_url, request_json, options_json, state, created_at, updated_at,"
-                    " entry_key, coalescing, models_json, unserved_since)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " entry_key, coalescing, models_json, unserved_since, plan_reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (trigger_key) DO NOTHING",
                     (
                         trigger.trigger_key,
@@ -668,6 +721,7 @@ class Ledger:
                         int(trigger.coalesce),
                         json.dumps(list(trigger.models)),
                         now,
+                        trigger.plan_reason,
                     ),
                 )
                 # Only a trigger new to the ledger supersedes: planning an invocation again
@@ -1147,6 +1201,13 @@ class Ledger:
             (project_id, project_id),
         )
         return {row["run_id"] for row in rows}
+
+    def select_triggers(self, clause: str, params: Sequence[Any] = ()) -> list[TriggerRecord]:
+        """The triggers (table alias ``t``) that ``clause`` (a JOIN, a WHERE, an ORDER BY)
+        selects: for read models such as the status page. ``clause`` is hexdbt's own SQL, never
+        a user's text; values go in ``params``."""
+        rows = self._read(f"SELECT t.* FROM triggers t {clause}", params)
+        return [_trigger_from_row(row, self.where) for row in rows]
 
     def in_state(self, *states: TriggerState) -> list[TriggerRecord]:
         rows = self._read(

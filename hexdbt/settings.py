@@ -33,6 +33,9 @@ Only the environment variables below are read, and only here:
     HEXDBT_STOP_AT      stall tests only: SIGSTOP the process at a named point (the same points)
     HEXDBT_UNFENCED     stall tests only: send without arming, as hexdbt did before fenced sends,
                         to show that the stall tests fail without the fence
+    HEXDBT_PAGE_TOKEN, HEXDBT_PAGE_PASSWORD
+                        what opens the status page and /metrics when set: a bearer token, or
+                        a basic-auth password (``hexdbt.page.access``); never printed
 
 A template's ``env_var`` reads the environment too (the user's own variables, as dbt's does).
 """
@@ -68,6 +71,19 @@ LEASE_TTL_ENV = "HEXDBT_LEASE_TTL_S"
 HOST_NAME_ENV = "HEXDBT_HOST_NAME"
 DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"
 DBT_TARGET_PATH_ENV = "DBT_TARGET_PATH"
+PAGE_TOKEN_ENV = "HEXDBT_PAGE_TOKEN"
+PAGE_PASSWORD_ENV = "HEXDBT_PAGE_PASSWORD"
+
+
+def resolve_page_access(
+    token: str | None = None, password: str | None = None
+) -> tuple[str | None, str | None]:
+    """The status page's bearer token and basic-auth password: the flags, else
+    ``HEXDBT_PAGE_TOKEN`` and ``HEXDBT_PAGE_PASSWORD`` (None: not set)."""
+    return (
+        token or os.environ.get(PAGE_TOKEN_ENV) or None,
+        password or os.environ.get(PAGE_PASSWORD_ENV) or None,
+    )
 
 
 def resolve_token(flag_value: str | None = None) -> str:

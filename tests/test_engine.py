@@ -38,6 +38,7 @@ from hexdbt.ledger import (
     Holder,
     Ledger,
     NewTrigger,
+    PlanSkip,
     TriggerRecord,
     TriggerState,
 )
@@ -367,6 +368,7 @@ class HookedLedger(Ledger):
         *,
         only_new_invocation: bool = False,
         project_dir: str | None = None,
+        skipped: Sequence[PlanSkip] = (),
     ) -> tuple[list[TriggerRecord], set[str]] | None:
         recorded = super().plan_and_claim(
             invocation_id,
@@ -376,6 +378,7 @@ class HookedLedger(Ledger):
             claim,
             only_new_invocation=only_new_invocation,
             project_dir=project_dir,
+            skipped=skipped,
         )
         if recorded is not None:
             self.after_recording(recorded[0])

@@ -28,6 +28,8 @@ FORBIDDEN = (
     "rich",
     "prometheus_client",
     "ruamel",
+    "starlette",
+    "uvicorn",
 )
 FORBIDDEN_HEXDBT = (
     "hexdbt.emulator",
@@ -35,6 +37,7 @@ FORBIDDEN_HEXDBT = (
     "hexdbt.factory",
     "hexdbt.ledger",
     "hexdbt.feeders",
+    "hexdbt.page",
 )
 
 _PROBE = r"""

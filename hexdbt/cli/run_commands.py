@@ -185,6 +185,14 @@ COMMANDS.append(run)
     " reads it, its lag and its freshness target.",
 )
 @click.option("--check", is_flag=True, help="With --apps: exit 1 when an app is past its target.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Instead: write the status page's apps table and timeline (the last 24 hours), as they"
+    " are now, to this file: one self-contained HTML file (a CI artifact, an e-mail), written"
+    " whole or not at all.",
+)
 @project_dir_option
 @target_path_option
 @mappings_option
@@ -194,6 +202,7 @@ def status(
     limit: int,
     apps: bool,
     check: bool,
+    html_file: Path | None,
     project_dir: Path | None,
     target_path: Path | None,
     mappings_file: Path | None,
@@ -209,9 +218,15 @@ def status(
       hexdbt status --limit 3
       hexdbt status --project-dir ~/analytics
       hexdbt status --apps --check    # exit 1 when an app is past its freshness_minutes
+      hexdbt status --html reports/hex-apps.html
     """
     if check and not apps:
         raise click.UsageError("--check goes with --apps")
+    if html_file is not None:
+        if apps or as_json:
+            raise click.UsageError("--html goes without --apps and --json")
+        _status_as_html(html_file, project_dir, target_path, mappings_file, state_url)
+        return
     if apps:
         _status_of_apps(project_dir, target_path, mappings_file, state_url, check, as_json)
         return
@@ -264,6 +279,35 @@ def status(
     click.echo(
         f"\nQueue: {counted(len(queue), 'trigger')} waiting for the budget;"
         f" {counted(len(live), 'live run')}"
+    )
+
+
+def _status_as_html(
+    html_file: Path,
+    project_dir: Path | None,
+    target_path: Path | None,
+    mappings_file: Path | None,
+    state_url: str | None,
+) -> None:
+    from hexdbt.clock import SystemClock
+    from hexdbt.files import write_whole
+    from hexdbt.ledger import Ledger
+    from hexdbt.page.read_model import read_page
+    from hexdbt.page.render import render_export
+    from hexdbt.planner.files import mappings_of_project
+    from hexdbt.settings import resolve_state_location
+
+    try:
+        mappings = mappings_of_project(project_dir, target_path, mappings_file)
+        with Ledger.open(resolve_state_location(state_url)) as ledger:
+            only = str(project_dir.resolve()) if project_dir is not None else None
+            view = read_page(ledger, now=SystemClock().now(), mappings=mappings, project_dir=only)
+        write_whole(html_file, render_export(view), what="the status page")
+    except HexdbtError as exc:
+        fail(exc, as_json=False)
+    click.echo(
+        f"Wrote {html_file}: {counted(len(view.apps), 'app')}, {view.stale} past the freshness"
+        " target"
     )
 
 

@@ -48,7 +48,7 @@ from hexdbt.clock import Clock
 from hexdbt.crashpoints import crash_point
 from hexdbt.engine.lease_keeper import LeaseKeeper
 from hexdbt.engine.reconcile import WINDOW_MARGIN_S, find_run_of_lost_post, window_closes_at
-from hexdbt.engine.records import new_trigger, outcome_of, skipped_outcomes
+from hexdbt.engine.records import new_trigger, outcome_of, plan_skip, skipped_outcomes
 from hexdbt.engine.send_order import AGING_S, VIEWS_MAX_AGE_S, AppViews, send_rank
 from hexdbt.errors import (
     ConfigError,
@@ -70,7 +70,7 @@ from hexdbt.hex.models import Run, RunRequest
 from hexdbt.hex.polls import Polls, RunEnd, WaitCause, WatchedRun
 from hexdbt.ledger import Demand, Ledger, NewTrigger, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind
-from hexdbt.planner.rules import Plan, Trigger
+from hexdbt.planner.rules import Plan, Skipped, Trigger
 from hexdbt.settings import LEASE_TTL_ENV, resolve_unfenced, resolve_window_margin_s
 
 Log = Callable[[str], None]
@@ -187,6 +187,7 @@ class _Submission:
     triggers: Sequence[Trigger]
     only_new: bool
     project_dir: str | None
+    skipped: Sequence[Skipped] = ()
     result: Future[Records] = field(default_factory=Future)
     attempts: int = 0
     not_before: float = 0.0
@@ -276,6 +277,7 @@ class Engine:
             source=source,
             only_new=only_new,
             project_dir=project_dir,
+            skipped=plan.skipped,
         )
 
     def submit_triggers(
@@ -287,8 +289,12 @@ class Engine:
         source: str,
         only_new: bool = False,
         project_dir: str | None = None,
+        skipped: Sequence[Skipped] = (),
     ) -> Future[Records]:
-        item = _Submission(invocation_id, command, source, tuple(triggers), only_new, project_dir)
+        """``skipped``: the plan's entries not triggered, recorded with the invocation."""
+        item = _Submission(
+            invocation_id, command, source, tuple(triggers), only_new, project_dir, skipped
+        )
         self._put(item)
         return item.result
 
@@ -544,6 +550,7 @@ class Engine:
                 # A retry takes up what an attempt that failed halfway may have recorded.
                 only_new_invocation=item.only_new and item.attempts == 0,
                 project_dir=item.project_dir,
+                skipped=[plan_skip(skipped) for skipped in item.skipped],
             )
             claimed = recorded[1] if recorded else set()
         except StateUnavailable:

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 from hexdbt.errors import HexApiError
 from hexdbt.hex.client import HexClient
-from hexdbt.ledger import NewTrigger, TriggerRecord, TriggerState
+from hexdbt.ledger import NewTrigger, PlanSkip, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind, kind_of_final_status
-from hexdbt.planner.rules import Plan, Trigger
+from hexdbt.planner.rules import Plan, Skipped, Trigger
 
 
 def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
@@ -30,7 +30,13 @@ def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
         entry_key=trigger.entry_key,
         coalesce=trigger.coalesce,
         models=trigger.models,
+        plan_reason=trigger.reason,
     )
+
+
+def plan_skip(skipped: Skipped) -> PlanSkip:
+    """What the ledger records of a plan's entry that was not triggered."""
+    return PlanSkip(skipped.name, skipped.project_id, skipped.reason, skipped.is_error)
 
 
 def outcome_of(record: TriggerRecord) -> Outcome:

@@ -269,7 +269,11 @@ class StreamDispatch:
         if settlement.new_triggers and not interrupted:
             invocation_id = settlement.plan.invocation_id
             self.engine.submit_triggers(
-                invocation_id, settlement.plan.command, settlement.new_triggers, source=self.source
+                invocation_id,
+                settlement.plan.command,
+                settlement.new_triggers,
+                source=self.source,
+                skipped=settlement.plan.skipped,
             )
             self.submitted.extend(trigger.name for trigger in settlement.new_triggers)
         return settlement
