@@ -82,9 +82,10 @@ STOP_CHECK_S = 1.0
 STATE_RETRY_S = 1.0
 # A RunProject that provably never reached Hex is tried again this many times (with backoff).
 UNREACHABLE_ATTEMPTS = 2
-# A lost POST's run list that Hex fails to give (5xx, 429, no answer: each after the client's
-# own attempts) is looked up this many times before the trigger is reported ambiguous. Twice:
-# one failed look-up is no longer a final verdict, and a silent Hex still ends the command soon.
+# A lost POST's run list that Hex fails to give (5xx, 429, no answer) is looked up this many
+# times, each as many requests as the client tries a GET (one per budget slot of the engine's),
+# before the trigger is reported ambiguous. Twice: one failed look-up is no longer a final
+# verdict, and a silent Hex still ends the command soon.
 LOOKUP_ATTEMPTS = 2
 # While more triggers were planned in this long than Hex's budget runs in it, some app more than
 # once, sends are paced at the budget's sustained rate.
@@ -140,7 +141,7 @@ class _Pending:
     ``claimed``: claimed with its plan (the intent is committed), with the RunProject ``slot``
     taken for it; sent first. ``own_intent``: a look-up of a POST this process sent itself (its
     clock is the intent's). ``unreachable``: how many times its POST provably never reached
-    Hex. ``lookups_failed``: how many times Hex failed to give its lost POST's run list.
+    Hex. ``lookups_failed``: how many requests for its lost POST's run list Hex failed.
     ``told``: the causes of waiting the log has named for it."""
 
     record: TriggerRecord
@@ -1037,11 +1038,15 @@ class Engine:
         except HexApiError as exc:
             failures = item.lookups_failed + 1
             passing = isinstance(exc, HexTransportError | HexRateLimitedError | HexUnavailableError)
-            if passing and failures < LOOKUP_ATTEMPTS:
+            attempts = self.client.get_attempts
+            if passing and failures < LOOKUP_ATTEMPTS * attempts:
                 # Hex failing for a moment proves nothing either way: look again, still sending.
                 retry_after = exc.retry_after_s if isinstance(exc, HexRateLimitedError) else None
-                delay = backoff_delay_s(failures, retry_after, jitter=0.5)
-                self._log(f"{record.name}: Hex's run list could not be read ({exc}); looking again")
+                delay = backoff_delay_s((failures - 1) % attempts + 1, retry_after, jitter=0.5)
+                if failures % attempts == 0:  # a whole look-up failed: say so once
+                    self._log(
+                        f"{record.name}: Hex's run list could not be read ({exc}); looking again"
+                    )
                 self._pending.append(
                     replace(
                         item,
