@@ -25,8 +25,9 @@ from hexdbt.clock import ScaledClock, SystemClock
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID
 from hexdbt.engine import EngineSettings
 from hexdbt.factory import open_client
-from hexdbt.feeders.artifact_watch import WatchOptions, WatchTarget
+from hexdbt.feeders.artifact_watch import WatchOptions
 from hexdbt.feeders.watch import WatchDaemon
+from hexdbt.feeders.watch_targets import WatchTarget
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.logs import MemoryEventLog
 from hexdbt.settings import resolve_state_dir, resolve_state_location
