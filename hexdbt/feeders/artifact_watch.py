@@ -11,9 +11,11 @@ Three threads, each with one job (the shape of watchfiles):
   write happens on one thread and reaction time is not the loop's turn time.
 
 When is run_results.json complete? dbt truncates it and streams JSON into it in place. With
-inotify, the close-after-write event says so; with ``--polling`` (or no close events) the file
-is re-read after ``debounce_s`` of quiet until it parses *and* its size/mtime did not change
-since the previous look. A file that stays unreadable once complete is reported once and the
+inotify, the close-after-write event says so, and the writes themselves are not watched (see
+``ArtifactWatcher._arm``): a write never closed is found by the check every ``rearm_check_s``
+and looked at ``close_fallback_s`` later. With ``--polling`` (or no close events) the file is
+re-read after ``debounce_s`` of quiet until it parses *and* its size/mtime did not change since
+the previous look. A file that stays unreadable once complete is reported once and the
 watcher goes on.
 
 Which invocations count: not the one already in a target when the watcher started (unless
@@ -84,6 +86,8 @@ class _TargetState:
     due_at: float | None = None
     complete_hint: bool = False  # a close (or rename) was seen since the last read
     last_signature: FileSignature | None = None
+    # The file as last seen (at start, at a look, at the check for writes never closed).
+    seen_signature: FileSignature | None = None
     bad_signature: FileSignature | None = None
     manifest_failures: int = 0
     # manifest.json was closed (or renamed into place): parse it now, before run_results.json.
@@ -105,7 +109,8 @@ class WatchOptions:
     debounce_s: float = 0.2
     # With close events, a write not followed by a close is still looked at after this.
     close_fallback_s: float = 2.0
-    # How often target folders are checked for having been deleted and recreated.
+    # How often target folders are checked for having been deleted and recreated and, with
+    # close events, run_results.json for a write never closed.
     rearm_check_s: float = 1.0
     polling_interval_s: float = 0.5
     manifest_attempts: int = 5
@@ -226,7 +231,8 @@ class ArtifactWatcher:
 
     def _take_baseline(self, state: _TargetState, now: float) -> None:
         path = state.target.run_results
-        if not path.exists():
+        state.seen_signature = signature_of(path)
+        if state.seen_signature is None:
             return
         if self.options.replay_latest:
             state.due_at = now
@@ -276,6 +282,12 @@ class ArtifactWatcher:
             FileMovedEvent,
         )
 
+        # With close events the writes themselves are not watched: watchdog gathers events that
+        # come within a millisecond of each other and waits out another millisecond for more
+        # before handing them on, so the events of dbt's last writes held up its close by that
+        # millisecond, a third of the time from the close to the POST. A write never closed is
+        # found by the check every rearm_check_s instead (``_notice_unclosed_write``).
+        writes = [] if self.close_events else [FileCreatedEvent, FileModifiedEvent]
         folder = state.target.target_dir
         parent = folder.parent
         try:
@@ -309,8 +321,7 @@ class ArtifactWatcher:
                 str(folder),
                 recursive=False,
                 event_filter=[
-                    FileCreatedEvent,
-                    FileModifiedEvent,
+                    *writes,
                     FileClosedEvent,
                     FileMovedEvent,
                     DirDeletedEvent,  # the folder itself, deleted
@@ -370,18 +381,35 @@ class ArtifactWatcher:
             elif signal in (Signal.CLOSED, Signal.REPLACED):
                 state.complete_hint = True
                 state.due_at = now
-            elif self.close_events:
-                # The close is coming; look anyway later, should it never come.
-                if state.due_at is None:
-                    state.due_at = now + self.options.close_fallback_s
             else:
-                state.due_at = now + self.options.debounce_s
+                self._changed(state, now)
+
+    def _changed(self, state: _TargetState, now: float) -> None:
+        """run_results.json was written, maybe only in part."""
+        if not self.close_events:
+            state.due_at = now + self.options.debounce_s
+        elif state.due_at is None:
+            # The close is coming; look anyway later, should it never come.
+            state.due_at = now + self.options.close_fallback_s
+
+    def _notice_unclosed_write(self, state: _TargetState, now: float) -> None:
+        """With close events: a run_results.json changed since it was last seen is written by a
+        writer that has not closed it (yet), as a write event would have told."""
+        signature = signature_of(state.target.run_results)
+        if signature == state.seen_signature:
+            return
+        state.seen_signature = signature
+        if signature is not None:
+            self._changed(state, now)
 
     def process_due(self, now: float) -> None:
         if self._observer is not None and now >= self._next_rearm_check:
             self._next_rearm_check = now + self.options.rearm_check_s
+            close_events = self.close_events
             for state in self._states.values():
                 self._arm(state, now)
+                if close_events:
+                    self._notice_unclosed_write(state, now)
         for state in self._states.values():
             if state.manifest_written:
                 state.manifest_written = False
@@ -408,7 +436,7 @@ class ArtifactWatcher:
         last look, or unchanged since then. A file that is unchanged and still unreadable is
         reported once; anything else is looked at again after the debounce."""
         path = state.target.run_results
-        signature = signature_of(path)
+        signature = state.seen_signature = signature_of(path)
         complete_hint, state.complete_hint = state.complete_hint, False
         if signature is None:
             state.last_signature = None
