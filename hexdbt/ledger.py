@@ -217,6 +217,14 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX triggers_by_entry ON triggers(entry_key);
     CREATE INDEX triggers_by_creation ON triggers(created_at)
     """,
+    # 3 -> 4: a new trigger of a coalescing entry looks for the entry's triggers that wait
+    # unsent; by entry alone it read every trigger the entry ever had (0.14 ms at 400 of them,
+    # growing for as long as the ledger keeps them), by entry and state only the waiting ones.
+    # The index by entry alone is a prefix of it.
+    """
+    CREATE INDEX triggers_by_entry_and_state ON triggers(entry_key, state);
+    DROP INDEX triggers_by_entry
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -91,7 +91,7 @@ def test_a_working_setup_is_ok_on_every_line(hex_emulator: HexEmulator, tmp_path
     assert lines["token"][1] == "a workspace token (hxtw_..., 28 characters) from HEX_API_TOKEN"
     assert lines["base URL"][1] == f"{hex_emulator.url}/api/v1"
     assert lines["state"][1] == (
-        f"sqlite {tmp_path / 'hexdbt-state'}: ledger schema 3, budget schema 1, writable"
+        f"sqlite {tmp_path / 'hexdbt-state'}: ledger schema 4, budget schema 1, writable"
     )
     assert lines["artifacts"][1].startswith("manifest.json (dbt 1.")
     assert "run_results.json (dbt build of " in lines["artifacts"][1]
@@ -302,6 +302,6 @@ def test_a_postgresql_state_names_the_server_and_schema_versions_without_the_pas
     assert _lines(result)["state"] == (
         "OK",
         f"postgresql postgresql://hexdbt:***@127.0.0.1:{postgres_server.port}/hexdbt (schema"
-        f" {schema}): ledger schema 3, budget schema 1, writable",
+        f" {schema}): ledger schema 4, budget schema 1, writable",
     )
     assert postgres_server.password not in result.output
