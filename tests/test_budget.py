@@ -278,6 +278,18 @@ def test_old_calls_are_forgotten(open_budget: Callable[..., SharedBudget]) -> No
     assert _rows(budget, "SELECT count(*) AS calls FROM calls") == [{"calls": 1}]
 
 
+def test_a_call_of_one_kind_forgets_the_old_calls_of_every_kind(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
+    clock = ManualClock(start=0.0)
+    budget = open_budget(clock)
+    _acquire(budget, CallKind.RUN_PROJECT)
+    _acquire(budget, CallKind.OTHER)
+    clock.advance(7200)
+    _acquire(budget, CallKind.OTHER)
+    assert _rows(budget, "SELECT kind, at FROM calls") == [{"kind": "other", "at": 7200.0}]
+
+
 def test_a_budget_store_that_cannot_be_used_is_a_state_error_naming_it(
     open_budget: Callable[..., SharedBudget],
 ) -> None:
