@@ -1,5 +1,6 @@
 """Files hexdbt writes for a user (the mapping file, the dbt project's files, reports): whole or
-not at all.
+not at all. And how a file that hexdbt reads again and again (dbt's artifacts, the mapping) is
+told to have changed: by its signature.
 
 A file cut short by a full disk is worse than none: a hex_mappings.yml cut mid-line fails every
 later ``hexdbt run``. So the new content goes to a temporary file beside the target, which then
@@ -17,6 +18,7 @@ import contextlib
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from hexdbt.errors import ConfigError, HexdbtError
@@ -94,3 +96,24 @@ def _replace(target: Path, data: bytes, existing: os.stat_result | None) -> None
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
+
+
+# -- telling a file changed -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileSignature:
+    """What changes when a file is written: a file is taken as unchanged while it stays the same."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def signature_of(path: Path) -> FileSignature | None:
+    """None when the file cannot be seen (missing, no access)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return FileSignature(status.st_ino, status.st_size, status.st_mtime_ns)

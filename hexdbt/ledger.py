@@ -230,7 +230,10 @@ _MIGRATIONS: tuple[str, ...] = (
     # that were not triggered are kept with the planner's reason, as is each trigger's, so an
     # invocation's page shows its whole plan; indexes for the page's reads (each app's newest
     # trigger and run, the timeline's window, what superseded what, one dbt project's
-    # invocations).
+    # invocations). A new trigger of a coalescing entry looks for the entry's triggers that wait
+    # unsent: by entry alone it read every trigger the entry ever had (0.14 ms at 400 of them,
+    # growing for as long as the ledger keeps them), by entry and state only the waiting ones;
+    # the index by entry alone is a prefix of it.
     """
     ALTER TABLE triggers ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE stray_runs (
@@ -256,7 +259,9 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX triggers_by_end ON triggers(ended_at);
     CREATE INDEX triggers_by_superseding ON triggers(superseded_by);
     CREATE INDEX invocations_by_project_dir ON invocations(project_dir, first_seen_at);
-    CREATE INDEX invocations_by_first_seen ON invocations(first_seen_at)
+    CREATE INDEX invocations_by_first_seen ON invocations(first_seen_at);
+    CREATE INDEX triggers_by_entry_and_state ON triggers(entry_key, state);
+    DROP INDEX triggers_by_entry
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

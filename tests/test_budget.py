@@ -195,6 +195,30 @@ def test_take_now_takes_what_fits_and_never_waits(open_budget: Callable[..., Sha
     assert clock.now() == 0.0
 
 
+def test_take_now_takes_exactly_what_the_plan_puts_at_now(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
+    """take_now counts the windows in the store while everything asked for fits, and reads the
+    call log otherwise: either way it takes what slots_for plans at now, as the two windows fill
+    and empty and while a 429 blocks."""
+    clock = ManualClock(start=0.0)
+    limits = BudgetLimits(run_project=(Limit(3, 10.0), Limit(5, 60.0)), margin_s=1.0)
+    budget = open_budget(clock, limits=limits)
+    asked_and_taken: list[tuple[int, int]] = []
+    for step, calls in [(0, 2), (1, 2), (2, 1), (9, 1), (0.5, 2), (3, 3), (20, 1), (45, 3)] * 3:
+        clock.advance(step)
+        if clock.now() == 80.5:  # once: windows with room, the block alone holds calls back
+            budget.note_rate_limited(CallKind.RUN_PROJECT, 30.0)
+        planned = budget.slots_for(CallKind.RUN_PROJECT, calls)
+        expected = sum(1 for slot in planned if slot <= clock.now())
+        taken = budget.take_now(CallKind.RUN_PROJECT, calls)
+        assert len(taken) == expected, f"at {clock.now()}: took {len(taken)} of {calls}"
+        asked_and_taken.append((calls, len(taken)))
+    # Both ways were taken: everything asked for, and less than that.
+    assert any(asked == taken for asked, taken in asked_and_taken)
+    assert any(asked > taken for asked, taken in asked_and_taken)
+
+
 def test_slots_given_back_count_no_more(open_budget: Callable[..., SharedBudget]) -> None:
     clock = ManualClock(start=0.0)
     budget, other_process = open_budget(clock), open_budget(clock)
@@ -252,6 +276,18 @@ def test_old_calls_are_forgotten(open_budget: Callable[..., SharedBudget]) -> No
     clock.advance(7200)
     _acquire(budget, CallKind.OTHER)
     assert _rows(budget, "SELECT count(*) AS calls FROM calls") == [{"calls": 1}]
+
+
+def test_a_call_of_one_kind_forgets_the_old_calls_of_every_kind(
+    open_budget: Callable[..., SharedBudget],
+) -> None:
+    clock = ManualClock(start=0.0)
+    budget = open_budget(clock)
+    _acquire(budget, CallKind.RUN_PROJECT)
+    _acquire(budget, CallKind.OTHER)
+    clock.advance(7200)
+    _acquire(budget, CallKind.OTHER)
+    assert _rows(budget, "SELECT kind, at FROM calls") == [{"kind": "other", "at": 7200.0}]
 
 
 def test_a_budget_store_that_cannot_be_used_is_a_state_error_naming_it(

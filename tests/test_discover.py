@@ -16,8 +16,7 @@ from disk_helpers import read_only, run_hexdbt_on_a_full_disk, run_hexdbt_with_a
 
 from hexdbt.cli import main
 from hexdbt.clock import ManualClock, SystemClock
-from hexdbt.dbt.artifacts import Relation, load_relations
-from hexdbt.dbt.relations import RelationIndex, parse_table_name
+from hexdbt.dbt.relations import Relation, RelationIndex, load_relations, parse_table_name
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.scenario import (
     UNPUBLISHED_ID,

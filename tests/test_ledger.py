@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,44 @@ def test_the_arm_is_synced_to_disk_and_a_plan_or_a_claim_is_not(tmp_path: Path) 
         assert synchronous() == 2
         _plan(ledger, "k3", "inv-3")
         assert synchronous() == 1
+
+
+def test_recording_a_coalescing_trigger_costs_no_more_after_a_long_history(
+    tmp_path: Path,
+) -> None:
+    """A new trigger of a coalescing entry looks for the entry's triggers waiting unsent: it
+    reads those, not every trigger the entry ever had. Counted in SQLite's virtual machine
+    steps, not in time."""
+    store = SqliteStore(tmp_path / "ledger.sqlite3", what="ledger")
+    with Ledger(store, clock=ManualClock(start=1000.0)) as ledger:
+
+        def steps_to_record(number: int) -> int:
+            """Record (and claim) the entry's next trigger, as the watcher does; start its run."""
+            steps = 0
+
+            def count() -> int:
+                nonlocal steps
+                steps += 1
+                return 0  # go on
+
+            key = f"k{number}"
+            trigger = replace(_trigger(key), entry_key="health", coalesce=True)
+            store._db.set_progress_handler(count, 1)  # the ledger's own connection
+            try:
+                (claimed,), _ = ledger.plan_and_claim(
+                    f"inv-{number}", "build", "watch", [trigger], [key]
+                )
+            finally:
+                store._db.set_progress_handler(None, 1)
+            armed = ledger.arm(key, fence=claimed.fence)
+            assert armed is not None
+            ledger.mark_started(
+                key, fence=armed.fence, run_id=f"r-{number}", run_url=None, trace_id=None
+            )
+            return steps
+
+        costs = [steps_to_record(number) for number in range(400)]
+    assert costs[-1] <= costs[20] * 1.1, f"{costs[20]} steps at 20 triggers, {costs[-1]} at 400"
 
 
 def test_only_a_new_invocation_is_planned_when_asked(state_location: StateLocation) -> None:

@@ -25,8 +25,9 @@ from hexdbt.clock import ScaledClock, SystemClock
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID
 from hexdbt.engine import EngineSettings
 from hexdbt.factory import open_client
-from hexdbt.feeders.artifact_watch import WatchOptions, WatchTarget
+from hexdbt.feeders.artifact_watch import WatchOptions
 from hexdbt.feeders.watch import WatchDaemon
+from hexdbt.feeders.watch_targets import WatchTarget
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.logs import MemoryEventLog
 from hexdbt.settings import resolve_state_dir, resolve_state_location
@@ -406,6 +407,23 @@ def test_an_invocation_in_the_ledger_is_not_triggered_again(harness: Harness) ->
     assert "already in the ledger" in log.of("invocation_skipped")[0]["reason"]
     REAL.sleep(0.3)
     assert harness.posts() == Counter()
+
+
+def test_a_write_never_closed_is_found_by_the_check_and_read(harness: Harness) -> None:
+    """With close events the writes themselves are not watched: a writer that keeps the file
+    open is found by the check every rearm_check_s and read close_fallback_s later."""
+    import json
+
+    target = harness.target()
+    _, log = harness.start(target, rearm_check_s=0.1, close_fallback_s=0.3)
+    assert log.of("watching")[0]["mode"] == "close events"
+    text = json.dumps(run_results_document(BOTH, invocation_id="inv-open"))
+    with target.run_results.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        harness.expect_posts({CUSTOMER_HEALTH_ID: 1, FINANCE_OVERVIEW_ID: 1})
+    assert [e["invocation_id"] for e in log.of("invocation_submitted")] == ["inv-open"]
+    _no_errors(log)
 
 
 def test_polling_mode_reads_a_file_once_it_is_stable(harness: Harness) -> None:

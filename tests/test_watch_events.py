@@ -17,19 +17,11 @@ from dbt_shapes import manifest_document, model, run_results_document, write_jso
 
 from hexdbt.clock import ManualClock
 from hexdbt.errors import ConfigError
-from hexdbt.feeders.artifact_watch import (
-    ArtifactWatcher,
-    PlanInputs,
-    RawEvent,
-    ReadyInvocation,
-    RecentIds,
-    Signal,
-    WatchOptions,
-    WatchTarget,
-    classify,
-    resolve_targets,
-)
+from hexdbt.feeders.artifact_watch import ArtifactWatcher, ReadyInvocation, RecentIds, WatchOptions
+from hexdbt.feeders.watch_events import RawEvent, Signal, classify
+from hexdbt.feeders.watch_targets import WatchTarget, resolve_targets
 from hexdbt.logs import LogFormat, MemoryEventLog, StreamEventLog
+from hexdbt.planner.inputs import PlanInputs
 
 MAPPINGS = """\
 version: 1

@@ -63,8 +63,9 @@ def discover(
       hexdbt discover --write          # add what is missing to hex_mappings.yml
       hexdbt discover --check          # in CI: exit 1 when the mapping has drifted
     """
-    from hexdbt.dbt.artifacts import load_manifest, load_relations
+    from hexdbt.dbt.artifacts import load_manifest
     from hexdbt.dbt.locate import locate_artifacts
+    from hexdbt.dbt.relations import load_relations
     from hexdbt.discovery.cache import write_cache
     from hexdbt.discovery.fetch import fetch_discovery
     from hexdbt.discovery.proposal import entry_name, find_drift, propose

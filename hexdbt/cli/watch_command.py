@@ -123,8 +123,9 @@ def watch(
     from hexdbt._version import __version__
     from hexdbt.engine import EngineSettings
     from hexdbt.factory import open_ledger
-    from hexdbt.feeders.artifact_watch import WatchOptions, resolve_targets
+    from hexdbt.feeders.artifact_watch import WatchOptions
     from hexdbt.feeders.watch import WatchDaemon
+    from hexdbt.feeders.watch_targets import resolve_targets
     from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.settings import resolve_state_location
 

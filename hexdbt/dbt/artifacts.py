@@ -261,7 +261,7 @@ class Manifest:
 # collector: they hold no cycles.
 
 
-class _Metadata(msgspec.Struct, gc=False):
+class ArtifactMetadata(msgspec.Struct, gc=False):
     dbt_schema_version: Any = None
     dbt_version: Any = None
     generated_at: Any = None
@@ -274,7 +274,7 @@ class _Metadata(msgspec.Struct, gc=False):
 class _Header(msgspec.Struct, gc=False):
     """What every artifact starts with: read alone to report a file of the wrong kind."""
 
-    metadata: _Metadata | None = None
+    metadata: ArtifactMetadata | None = None
 
 
 class _Timing(msgspec.Struct, gc=False):
@@ -302,7 +302,7 @@ class _Args(msgspec.Struct, gc=False):
 
 
 class _RunResultsFile(msgspec.Struct, gc=False):
-    metadata: _Metadata | None = None
+    metadata: ArtifactMetadata | None = None
     results: list[_Result] | None = None
     args: _Args | None = None
     elapsed_time: Any = None
@@ -395,7 +395,7 @@ class _Node(msgspec.Struct, gc=False):
 
 
 class _ManifestFile(msgspec.Struct, gc=False):
-    metadata: _Metadata | None = None
+    metadata: ArtifactMetadata | None = None
     # Each node is decoded on its own, in turn, so that only one is alive at a time.
     nodes: dict[str, msgspec.Raw] | None = None
     # Exposures are few: read whole, as the plain JSON they are.
@@ -522,7 +522,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _read(
+def read_artifact(
     decoder: msgspec.json.Decoder[Any], path: Path, what: str, kind: str, supported: range
 ) -> tuple[Any, int]:
     """The file decoded into its struct, and its schema version. The schema is checked first:
@@ -539,7 +539,9 @@ def _read(
     return document, _schema_version(document.metadata, path, kind, supported)
 
 
-def _schema_version(metadata: _Metadata | None, path: Path, kind: str, supported: range) -> int:
+def _schema_version(
+    metadata: ArtifactMetadata | None, path: Path, kind: str, supported: range
+) -> int:
     declared = metadata.dbt_schema_version if metadata is not None else None
     match = _SCHEMA_VERSION.search(declared) if isinstance(declared, str) else None
     if match is None:
@@ -561,7 +563,7 @@ def _schema_version(metadata: _Metadata | None, path: Path, kind: str, supported
     return version
 
 
-def _str_or_none(value: Any) -> str | None:
+def str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
@@ -621,7 +623,7 @@ def _results(raw_results: list[_Result]) -> tuple[NodeResult, ...]:
 
 
 def _invocation_started_at(
-    metadata: _Metadata, results: Iterable[NodeResult], generated_at: str, elapsed: Any
+    metadata: ArtifactMetadata, results: Iterable[NodeResult], generated_at: str, elapsed: Any
 ) -> str:
     """dbt 1.10+ writes invocation_started_at; older files get the earliest node start, else
     generated_at minus elapsed_time, else generated_at."""
@@ -654,11 +656,11 @@ def load_run_results(path: str | Path) -> Invocation:
 
 def _load_run_results(path: Path) -> Invocation:
     document: _RunResultsFile
-    document, _ = _read(
+    document, _ = read_artifact(
         _RUN_RESULTS_DECODER, path, "run_results.json", "run-results", RUN_RESULTS_VERSIONS
     )
     metadata = document.metadata
-    assert metadata is not None  # _read checked its schema version
+    assert metadata is not None  # read_artifact checked its schema version
     invocation_id = metadata.invocation_id
     if not isinstance(invocation_id, str) or not invocation_id:
         raise ArtifactError(f"{path}: metadata.invocation_id is missing")
@@ -667,13 +669,13 @@ def _load_run_results(path: Path) -> Invocation:
     results = _results(document.results)
     args = document.args or _Args()
     command = args.which
-    generated_at = _str_or_none(metadata.generated_at) or ""
+    generated_at = str_or_none(metadata.generated_at) or ""
     return Invocation(
         invocation_id=invocation_id,
         command=command if isinstance(command, str) and command else "unknown",
         started_at=_invocation_started_at(metadata, results, generated_at, document.elapsed_time),
         generated_at=generated_at,
-        dbt_version=_str_or_none(metadata.dbt_version) or "unknown",
+        dbt_version=str_or_none(metadata.dbt_version) or "unknown",
         vars=args.vars if isinstance(args.vars, dict) else {},
         results=results,
     )
@@ -745,11 +747,11 @@ def load_manifest(path: str | Path) -> Manifest:
 
 def _load_manifest(path: Path) -> Manifest:
     document: _ManifestFile
-    document, version = _read(
+    document, version = read_artifact(
         _MANIFEST_DECODER, path, "manifest.json", "manifest", MANIFEST_VERSIONS
     )
     metadata = document.metadata
-    assert metadata is not None  # _read checked its schema version
+    assert metadata is not None  # read_artifact checked its schema version
     if document.nodes is None:
         raise ArtifactError(f"{path}: nodes is missing")
 
@@ -769,7 +771,7 @@ def _load_manifest(path: Path) -> Manifest:
     json_objects: dict[bytes, _JSONObject] = {}
     config_metas: dict[bytes, _JSONObject] = {}
     # The hot loop of a large manifest (tens of thousands of nodes): type() checks and local
-    # names instead of helper calls, with the same results as _str_or_none.
+    # names instead of helper calls, with the same results as str_or_none.
     decode_node = _NODE_DECODER.decode
     for unique_id, node_text in document.nodes.items():
         try:  # free in Python 3.11+ while nothing is raised
@@ -849,12 +851,12 @@ def _load_manifest(path: Path) -> Manifest:
         exposure_config = raw_exposure.get("config")
         exposures[unique_id] = Exposure(
             unique_id=unique_id,
-            name=_str_or_none(raw_exposure.get("name")) or node_name(unique_id),
-            label=_str_or_none(raw_exposure.get("label")),
-            type=_str_or_none(raw_exposure.get("type")),
-            url=_str_or_none(raw_exposure.get("url")),
-            package_name=_str_or_none(raw_exposure.get("package_name")) or "",
-            original_file_path=_str_or_none(raw_exposure.get("original_file_path")) or "",
+            name=str_or_none(raw_exposure.get("name")) or node_name(unique_id),
+            label=str_or_none(raw_exposure.get("label")),
+            type=str_or_none(raw_exposure.get("type")),
+            url=str_or_none(raw_exposure.get("url")),
+            package_name=str_or_none(raw_exposure.get("package_name")) or "",
+            original_file_path=str_or_none(raw_exposure.get("original_file_path")) or "",
             meta=_meta(raw_exposure, exposure_config if isinstance(exposure_config, dict) else {}),
             depends_on=_depends_on(raw_exposure),
         )
@@ -867,7 +869,7 @@ def _load_manifest(path: Path) -> Manifest:
     return Manifest(
         path=str(path),
         schema_version=version,
-        dbt_version=_str_or_none(metadata.dbt_version) or "unknown",
+        dbt_version=str_or_none(metadata.dbt_version) or "unknown",
         project_name=project_name,
         nodes=nodes,
         exposures=exposures,
@@ -875,100 +877,3 @@ def _load_manifest(path: Path) -> Manifest:
         # Plain dicts: a lookup of a missing key must not add it.
         lookups=NodeLookups(dict(by_name), dict(by_tag), dict(by_package), dict(by_fqn_head)),
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Relations: where each model, seed, snapshot and source lives in the warehouse. Read on their
-# own (by ``hexdbt discover`` and ``discover: auto``), so that planning never pays for them.
-
-
-@dataclass(frozen=True, slots=True)
-class Relation:
-    """A warehouse relation that dbt builds (a model, seed or snapshot) or reads (a source).
-
-    ``rendered`` is the name as dbt writes it in SQL (its ``relation_name``, quoting included)
-    when the manifest has it; ``database``, ``schema`` and ``identifier`` are its parts as dbt
-    holds them. ``name`` is a node's name (what a selector matches), a source's
-    ``source.table``; ``label`` is what reports show."""
-
-    unique_id: str
-    resource_type: str
-    name: str
-    database: str | None
-    schema: str | None
-    identifier: str
-    rendered: str | None
-
-    @property
-    def triggers(self) -> bool:
-        """Whether dbt refreshes it: a source is read by dbt, never written."""
-        return self.resource_type in DATA_RESOURCE_TYPES
-
-    @property
-    def label(self) -> str:
-        """The name, with a model's version (``dim_accounts.v2``)."""
-        return versioned_name(self.unique_id) if self.triggers else self.name
-
-
-@dataclass(frozen=True, slots=True)
-class Relations:
-    """The manifest's relations and the warehouse they are in (dbt's adapter type)."""
-
-    adapter_type: str | None
-    relations: tuple[Relation, ...]
-
-
-class _RelationNode(msgspec.Struct, gc=False):
-    resource_type: Any = None
-    name: Any = None
-    source_name: Any = None
-    database: Any = None
-    schema: Any = None
-    alias: Any = None
-    identifier: Any = None
-    relation_name: Any = None
-    config: Any = None
-
-
-class _RelationsFile(msgspec.Struct, gc=False):
-    metadata: _Metadata | None = None
-    nodes: dict[str, _RelationNode] | None = None
-    sources: dict[str, _RelationNode] | None = None
-
-
-_RELATIONS_DECODER = msgspec.json.Decoder(_RelationsFile)
-
-
-def load_relations(path: str | Path) -> Relations:
-    """The relations of a manifest.json (schema v4 to v12): models, seeds and snapshots (not
-    ephemeral models, which build none) and sources."""
-    path = Path(path)
-    document: _RelationsFile
-    document, _ = _read(_RELATIONS_DECODER, path, "manifest.json", "manifest", MANIFEST_VERSIONS)
-    assert document.metadata is not None  # _read checked its schema version
-    relations: list[Relation] = []
-    for group in (document.nodes, document.sources):
-        for unique_id, node in (group or {}).items():
-            resource_type = node.resource_type
-            is_source = resource_type == "source"
-            if resource_type not in DATA_RESOURCE_TYPES and not is_source:
-                continue
-            config = node.config if isinstance(node.config, dict) else {}
-            if config.get("materialized") == "ephemeral":
-                continue
-            name = _str_or_none(node.name) or node_name(unique_id)
-            identifier = _str_or_none(node.identifier if is_source else node.alias) or name
-            if is_source and isinstance(node.source_name, str):
-                name = f"{node.source_name}.{name}"
-            relations.append(
-                Relation(
-                    unique_id=unique_id,
-                    resource_type=resource_type,
-                    name=name,
-                    database=_str_or_none(node.database) or None,
-                    schema=_str_or_none(node.schema) or None,
-                    identifier=identifier,
-                    rendered=_str_or_none(node.relation_name) or None,
-                )
-            )
-    return Relations(_str_or_none(document.metadata.adapter_type), tuple(relations))

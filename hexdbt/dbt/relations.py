@@ -1,4 +1,8 @@
-"""Which dbt relation a warehouse table name means: pure functions, no I/O.
+"""Where each model, seed, snapshot and source lives in the warehouse, and which of them a
+warehouse table name means.
+
+The relations are read from manifest.json on their own (by ``hexdbt discover`` and ``discover:
+auto``), so that planning never pays for them. The matching is pure functions, no I/O.
 
 Hex reports the tables a project reads as the warehouse writes them, and each warehouse has its
 own rules, which these follow:
@@ -19,10 +23,123 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from hexdbt.dbt.artifacts import Relation
+import msgspec
+
+from hexdbt.dbt.artifacts import (
+    DATA_RESOURCE_TYPES,
+    MANIFEST_VERSIONS,
+    ArtifactMetadata,
+    node_name,
+    read_artifact,
+    str_or_none,
+    versioned_name,
+)
 
 TableParts = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A warehouse relation that dbt builds (a model, seed or snapshot) or reads (a source).
+
+    ``rendered`` is the name as dbt writes it in SQL (its ``relation_name``, quoting included)
+    when the manifest has it; ``database``, ``schema`` and ``identifier`` are its parts as dbt
+    holds them. ``name`` is a node's name (what a selector matches), a source's
+    ``source.table``; ``label`` is what reports show."""
+
+    unique_id: str
+    resource_type: str
+    name: str
+    database: str | None
+    schema: str | None
+    identifier: str
+    rendered: str | None
+
+    @property
+    def triggers(self) -> bool:
+        """Whether dbt refreshes it: a source is read by dbt, never written."""
+        return self.resource_type in DATA_RESOURCE_TYPES
+
+    @property
+    def label(self) -> str:
+        """The name, with a model's version (``dim_accounts.v2``)."""
+        return versioned_name(self.unique_id) if self.triggers else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Relations:
+    """The manifest's relations and the warehouse they are in (dbt's adapter type)."""
+
+    adapter_type: str | None
+    relations: tuple[Relation, ...]
+
+
+# -- reading them from manifest.json --------------------------------------------------------------
+
+
+class _RelationNode(msgspec.Struct, gc=False):
+    resource_type: Any = None
+    name: Any = None
+    source_name: Any = None
+    database: Any = None
+    schema: Any = None
+    alias: Any = None
+    identifier: Any = None
+    relation_name: Any = None
+    config: Any = None
+
+
+class _RelationsFile(msgspec.Struct, gc=False):
+    metadata: ArtifactMetadata | None = None
+    nodes: dict[str, _RelationNode] | None = None
+    sources: dict[str, _RelationNode] | None = None
+
+
+_RELATIONS_DECODER = msgspec.json.Decoder(_RelationsFile)
+
+
+def load_relations(path: str | Path) -> Relations:
+    """The relations of a manifest.json (schema v4 to v12): models, seeds and snapshots (not
+    ephemeral models, which build none) and sources."""
+    path = Path(path)
+    document: _RelationsFile
+    document, _ = read_artifact(
+        _RELATIONS_DECODER, path, "manifest.json", "manifest", MANIFEST_VERSIONS
+    )
+    assert document.metadata is not None  # read_artifact checked its schema version
+    relations: list[Relation] = []
+    for group in (document.nodes, document.sources):
+        for unique_id, node in (group or {}).items():
+            resource_type = node.resource_type
+            is_source = resource_type == "source"
+            if resource_type not in DATA_RESOURCE_TYPES and not is_source:
+                continue
+            config = node.config if isinstance(node.config, dict) else {}
+            if config.get("materialized") == "ephemeral":
+                continue
+            name = str_or_none(node.name) or node_name(unique_id)
+            identifier = str_or_none(node.identifier if is_source else node.alias) or name
+            if is_source and isinstance(node.source_name, str):
+                name = f"{node.source_name}.{name}"
+            relations.append(
+                Relation(
+                    unique_id=unique_id,
+                    resource_type=resource_type,
+                    name=name,
+                    database=str_or_none(node.database) or None,
+                    schema=str_or_none(node.schema) or None,
+                    identifier=identifier,
+                    rendered=str_or_none(node.relation_name) or None,
+                )
+            )
+    return Relations(str_or_none(document.metadata.adapter_type), tuple(relations))
+
+
+# -- matching table names -------------------------------------------------------------------------
+
 
 _QUOTES = {'"': '"', "`": "`", "[": "]"}
 # Warehouses that ignore the case of every identifier, quoted or not (DuckDB keeps it, but

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hexdbt.clock import Clock, SystemClock, to_iso
-from hexdbt.dbt.artifacts import load_relations
+from hexdbt.dbt.relations import load_relations
 from hexdbt.discovery.cache import read_cache
 from hexdbt.discovery.proposal import entry_name, propose
 from hexdbt.hex.client import normalize_base_url

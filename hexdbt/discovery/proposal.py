@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from hexdbt.dbt.artifacts import Relation, Relations, versioned_name
-from hexdbt.dbt.relations import RelationIndex
+from hexdbt.dbt.artifacts import versioned_name
+from hexdbt.dbt.relations import Relation, RelationIndex, Relations
 from hexdbt.discovery.fetch import Discovery
 from hexdbt.mapping.model import ProjectMapping
 from hexdbt.mapping.selectors import SelectorIndex

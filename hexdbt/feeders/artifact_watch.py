@@ -11,9 +11,11 @@ Three threads, each with one job (the shape of watchfiles):
   write happens on one thread and reaction time is not the loop's turn time.
 
 When is run_results.json complete? dbt truncates it and streams JSON into it in place. With
-inotify, the close-after-write event says so; with ``--polling`` (or no close events) the file
-is re-read after ``debounce_s`` of quiet until it parses *and* its size/mtime did not change
-since the previous look. A file that stays unreadable once complete is reported once and the
+inotify, the close-after-write event says so, and the writes themselves are not watched (see
+``ArtifactWatcher._arm``): a write never closed is found by the check every ``rearm_check_s``
+and looked at ``close_fallback_s`` later. With ``--polling`` (or no close events) the file is
+re-read after ``debounce_s`` of quiet until it parses *and* its size/mtime did not change since
+the previous look. A file that stays unreadable once complete is reported once and the
 watcher goes on.
 
 Which invocations count: not the one already in a target when the watcher started (unless
@@ -31,233 +33,23 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hexdbt.clock import Clock, SystemClock
-from hexdbt.dbt.artifacts import Invocation, Manifest, load_manifest, load_run_results
-from hexdbt.errors import ArtifactError, ConfigError, HexdbtError
+from hexdbt.dbt.artifacts import Invocation, load_run_results
+from hexdbt.errors import ArtifactError, HexdbtError
+from hexdbt.feeders.watch_events import RawEvent, Signal, classify
+from hexdbt.feeders.watch_targets import WatchTarget
+from hexdbt.files import FileSignature, signature_of
 from hexdbt.logs import EventLog, error_fields
-from hexdbt.mapping.selectors import SelectorIndex
+from hexdbt.planner.inputs import PlanInputs
 
 if TYPE_CHECKING:
     from hexdbt.ledger import Ledger
-    from hexdbt.mapping import MappingSet
     from hexdbt.planner.rules import Plan
-
-RUN_RESULTS = "run_results.json"
-MANIFEST = "manifest.json"
-# How the ledger names the watcher's invocations: by their target folder, so that a restarted
-# watcher knows which targets it has handled before.
-WATCH_SOURCE = "watch {target_dir}"
-
-
-# -- what to watch --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WatchTarget:
-    """One dbt target folder (absolute)."""
-
-    target_dir: Path
-    project_dir: Path | None = None
-
-    @property
-    def run_results(self) -> Path:
-        return self.target_dir / RUN_RESULTS
-
-    @property
-    def manifest(self) -> Path:
-        return self.target_dir / MANIFEST
-
-    @property
-    def ledger_source(self) -> str:
-        return WATCH_SOURCE.format(target_dir=self.target_dir)
-
-
-def resolve_targets(
-    project_dirs: Sequence[Path], target_paths: Sequence[Path], *, cwd: Path | None = None
-) -> list[WatchTarget]:
-    """The target folders to watch, resolved as dbt resolves them.
-
-    No option: the project found from the current folder. Projects only: each one's target
-    folder. Target paths only: relative ones are taken from the project found from the current
-    folder (absolute ones need no project). One project and several target paths: each target
-    under that project. As many target paths as projects: paired in order.
-    """
-    from hexdbt.dbt.locate import locate_artifacts
-
-    base = cwd or Path.cwd()
-    pairs: list[tuple[Path | None, Path | None]]
-    if not target_paths:
-        pairs = [(project, None) for project in project_dirs] or [(None, None)]
-    elif len(project_dirs) <= 1:
-        project = project_dirs[0] if project_dirs else None
-        pairs = [(project, target) for target in target_paths]
-    elif len(project_dirs) == len(target_paths):
-        pairs = list(zip(project_dirs, target_paths, strict=True))
-    else:
-        raise ConfigError(
-            f"{len(project_dirs)} --project-dir and {len(target_paths)} --target-path:"
-            " cannot tell which target folder belongs to which project",
-            hint="give one --target-path per --project-dir (paired in order), or one"
-            " --project-dir with several --target-path",
-        )
-    targets: list[WatchTarget] = []
-    for project, target in pairs:
-        if project is None and target is not None and target.expanduser().is_absolute():
-            targets.append(WatchTarget(target.expanduser()))
-            continue
-        paths = locate_artifacts(project, target, cwd=base)
-        target_dir = paths.target_dir if paths.target_dir.is_absolute() else base / paths.target_dir
-        project_dir = (
-            paths.project_dir if paths.project_dir.is_absolute() else base / paths.project_dir
-        )
-        targets.append(WatchTarget(Path(os.path.abspath(target_dir)), project_dir))
-    unique = list({watched.target_dir: watched for watched in targets}.values())
-    for watched in unique:
-        if not watched.target_dir.parent.is_dir():
-            raise ConfigError(
-                f"cannot watch {watched.target_dir}: its parent folder"
-                f" {watched.target_dir.parent} does not exist",
-                hint="check --project-dir / --target-path",
-            )
-    return unique
-
-
-# -- events: pure classification ------------------------------------------------------------------
-
-
-class Signal(StrEnum):
-    CLOSED = "closed"  # run_results.json closed after writing: complete
-    REPLACED = "replaced"  # renamed onto run_results.json: atomic, complete
-    CHANGED = "changed"  # created or written: maybe half-written
-    MANIFEST = "manifest"  # manifest.json closed after writing or renamed into place
-    FOLDER = "folder"  # the target folder itself appeared, vanished or moved
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """What the observer thread queues: watchdog's event reduced to strings."""
-
-    event_type: str
-    src_path: str
-    dest_path: str = ""
-    is_directory: bool = False
-
-
-def is_run_results(path: Path, target_dirs: Mapping[Path, WatchTarget]) -> WatchTarget | None:
-    if path.name != RUN_RESULTS:
-        return None
-    return target_dirs.get(path.parent)
-
-
-def classify(
-    event: RawEvent, target_dirs: Mapping[Path, WatchTarget]
-) -> list[tuple[WatchTarget, Signal]]:
-    """Which targets an event concerns, and how. Events about anything else: an empty list."""
-    src = Path(event.src_path)
-    dest = Path(event.dest_path) if event.dest_path else None
-    found: list[tuple[WatchTarget, Signal]] = []
-    if event.is_directory:
-        if event.event_type in ("created", "deleted", "moved"):
-            for path in (src, dest):
-                if path is not None and path in target_dirs:
-                    found.append((target_dirs[path], Signal.FOLDER))
-        return found
-    if event.event_type == "closed":
-        complete, signal = src, Signal.CLOSED
-    elif event.event_type == "moved" and dest is not None:
-        complete, signal = dest, Signal.REPLACED
-    elif event.event_type in ("created", "modified"):
-        target = is_run_results(src, target_dirs)
-        return [(target, Signal.CHANGED)] if target is not None else []
-    else:
-        # Opened, closed-without-writing (our own reads), attribute changes and deletions of the
-        # file say nothing new: the next write will.
-        return []
-    target = target_dirs.get(complete.parent)
-    if target is not None and complete.name == RUN_RESULTS:
-        found.append((target, signal))
-    elif target is not None and complete.name == MANIFEST:
-        found.append((target, Signal.MANIFEST))
-    return found
-
-
-# -- the watch loop -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FileSignature:
-    inode: int
-    size: int
-    mtime_ns: int
-
-
-def signature_of(path: Path) -> FileSignature | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return FileSignature(stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-class PlanInputs:
-    """One target's manifest.json and the mapping, each parsed once per version of its file.
-
-    Every invocation is planned from them; a real manifest is tens of MB, and parsing it again
-    after each run_results.json would stand between dbt's close and the trigger. dbt writes
-    manifest.json just before run_results.json, so the watch loop parses it on its close, ahead
-    of the invocation. Otherwise a file counts as unchanged while its inode, size and mtime are;
-    the signature is taken before the read, so a write during the read makes the next use read
-    again. Errors are not kept: the next use reads again.
-    """
-
-    def __init__(self, manifest_path: Path, mappings_file: Path | None) -> None:
-        self.manifest_path = manifest_path
-        self.mappings_file = mappings_file
-        self._manifest: tuple[FileSignature, Manifest, SelectorIndex] | None = None
-        self._mappings: tuple[Path, FileSignature | None, Manifest, MappingSet] | None = None
-
-    def manifest(self, *, written: bool = False) -> Manifest:
-        """The parsed manifest.json; ``written``: it was just closed after writing, so it is read
-        even if it looks unchanged (a rewrite of the same size within the file system's clock
-        tick keeps the old mtime)."""
-        signature = signature_of(self.manifest_path)
-        if not written and self._manifest is not None and signature == self._manifest[0]:
-            return self._manifest[1]
-        self._manifest = None
-        manifest = load_manifest(self.manifest_path)
-        if signature is not None:
-            self._manifest = (signature, manifest, SelectorIndex(manifest))
-        return manifest
-
-    def selectors(self, manifest: Manifest) -> SelectorIndex:
-        """The selector index kept with ``manifest``: each selector is resolved once per version."""
-        if self._manifest is not None and self._manifest[1] is manifest:
-            return self._manifest[2]
-        return SelectorIndex(manifest)
-
-    def mappings(self, manifest: Manifest) -> MappingSet:
-        """The mapping file (or the exposures alone), merged with ``manifest``'s Hex exposures."""
-        from hexdbt.mapping import resolve_mappings_path
-        from hexdbt.planner.files import load_mapping_set
-
-        mappings_path, _explicit = resolve_mappings_path(self.mappings_file)
-        signature = signature_of(mappings_path)
-        cached = self._mappings
-        if (
-            cached is not None
-            and cached[:2] == (mappings_path, signature)
-            and cached[2] is manifest
-        ):
-            return cached[3]
-        mappings, _path, _used = load_mapping_set(self.mappings_file, manifest)
-        self._mappings = (mappings_path, signature, manifest, mappings)
-        return mappings
 
 
 class RecentIds:
@@ -294,6 +86,8 @@ class _TargetState:
     due_at: float | None = None
     complete_hint: bool = False  # a close (or rename) was seen since the last read
     last_signature: FileSignature | None = None
+    # The file as last seen (at start, at a look, at the check for writes never closed).
+    seen_signature: FileSignature | None = None
     bad_signature: FileSignature | None = None
     manifest_failures: int = 0
     # manifest.json was closed (or renamed into place): parse it now, before run_results.json.
@@ -315,7 +109,8 @@ class WatchOptions:
     debounce_s: float = 0.2
     # With close events, a write not followed by a close is still looked at after this.
     close_fallback_s: float = 2.0
-    # How often target folders are checked for having been deleted and recreated.
+    # How often target folders are checked for having been deleted and recreated and, with
+    # close events, run_results.json for a write never closed.
     rearm_check_s: float = 1.0
     polling_interval_s: float = 0.5
     manifest_attempts: int = 5
@@ -436,7 +231,8 @@ class ArtifactWatcher:
 
     def _take_baseline(self, state: _TargetState, now: float) -> None:
         path = state.target.run_results
-        if not path.exists():
+        state.seen_signature = signature_of(path)
+        if state.seen_signature is None:
             return
         if self.options.replay_latest:
             state.due_at = now
@@ -486,6 +282,12 @@ class ArtifactWatcher:
             FileMovedEvent,
         )
 
+        # With close events the writes themselves are not watched: watchdog gathers events that
+        # come within a millisecond of each other and waits out another millisecond for more
+        # before handing them on, so the events of dbt's last writes held up its close by that
+        # millisecond, a third of the time from the close to the POST. A write never closed is
+        # found by the check every rearm_check_s instead (``_notice_unclosed_write``).
+        writes = [] if self.close_events else [FileCreatedEvent, FileModifiedEvent]
         folder = state.target.target_dir
         parent = folder.parent
         try:
@@ -519,8 +321,7 @@ class ArtifactWatcher:
                 str(folder),
                 recursive=False,
                 event_filter=[
-                    FileCreatedEvent,
-                    FileModifiedEvent,
+                    *writes,
                     FileClosedEvent,
                     FileMovedEvent,
                     DirDeletedEvent,  # the folder itself, deleted
@@ -580,18 +381,35 @@ class ArtifactWatcher:
             elif signal in (Signal.CLOSED, Signal.REPLACED):
                 state.complete_hint = True
                 state.due_at = now
-            elif self.close_events:
-                # The close is coming; look anyway later, should it never come.
-                if state.due_at is None:
-                    state.due_at = now + self.options.close_fallback_s
             else:
-                state.due_at = now + self.options.debounce_s
+                self._changed(state, now)
+
+    def _changed(self, state: _TargetState, now: float) -> None:
+        """run_results.json was written, maybe only in part."""
+        if not self.close_events:
+            state.due_at = now + self.options.debounce_s
+        elif state.due_at is None:
+            # The close is coming; look anyway later, should it never come.
+            state.due_at = now + self.options.close_fallback_s
+
+    def _notice_unclosed_write(self, state: _TargetState, now: float) -> None:
+        """With close events: a run_results.json changed since it was last seen is written by a
+        writer that has not closed it (yet), as a write event would have told."""
+        signature = signature_of(state.target.run_results)
+        if signature == state.seen_signature:
+            return
+        state.seen_signature = signature
+        if signature is not None:
+            self._changed(state, now)
 
     def process_due(self, now: float) -> None:
         if self._observer is not None and now >= self._next_rearm_check:
             self._next_rearm_check = now + self.options.rearm_check_s
+            close_events = self.close_events
             for state in self._states.values():
                 self._arm(state, now)
+                if close_events:
+                    self._notice_unclosed_write(state, now)
         for state in self._states.values():
             if state.manifest_written:
                 state.manifest_written = False
@@ -618,7 +436,7 @@ class ArtifactWatcher:
         last look, or unchanged since then. A file that is unchanged and still unreadable is
         reported once; anything else is looked at again after the debounce."""
         path = state.target.run_results
-        signature = signature_of(path)
+        signature = state.seen_signature = signature_of(path)
         complete_hint, state.complete_hint = state.complete_hint, False
         if signature is None:
             state.last_signature = None
@@ -669,7 +487,7 @@ class ArtifactWatcher:
             )
             return
         try:
-            plan = self.plan(state.inputs, invocation)
+            plan = state.inputs.plan(invocation, environ=self.options.environ)
         except ArtifactError as exc:
             state.manifest_failures += 1
             if state.manifest_failures < self.options.manifest_attempts:
@@ -691,16 +509,3 @@ class ArtifactWatcher:
         state.manifest_failures = 0
         self.taken.add(invocation_id)
         self.deliver(ReadyInvocation(state.target, plan, len(invocation.results)))
-
-    def plan(self, inputs: PlanInputs, invocation: Invocation) -> Plan:
-        """As ``planner.files.plan_from_files``, on the invocation already read and the parsed inputs."""
-        from hexdbt.planner.rules import make_plan
-
-        manifest = inputs.manifest()
-        return make_plan(
-            invocation,
-            inputs.mappings(manifest),
-            manifest,
-            environ=self.options.environ,
-            selectors=inputs.selectors(manifest),
-        )

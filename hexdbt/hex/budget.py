@@ -197,6 +197,9 @@ def plan_slots(
     return tuple(slots)
 
 
+_KINDS = tuple(kind.value for kind in CallKind)
+_KIND_MARKS = ", ".join("?" * len(_KINDS))
+
 # The row a slot recorded (slots taken together share a time: any one of them will do).
 _ROW_OF_SLOT = "SELECT rowid FROM calls WHERE scope = ? AND kind = ? AND at = ? LIMIT 1"
 
@@ -319,6 +322,28 @@ class SharedBudget:
         ).first()
         return times, (row["until"] if row else 0.0)
 
+    def _all_fit_now(self, session: Session, kind: CallKind, now: float, calls: int) -> bool:
+        """Whether ``calls`` more calls fit every limit of ``kind`` at ``now`` and no 429 holds
+        them back: ``plan_slots`` would put them all at ``now``. The usual case before each
+        RunProject, so the store counts the calls in each window and none is read into Python
+        (reading the log cost about a microsecond a call, a tenth of a millisecond before each
+        trigger in benchmarks/watch.py)."""
+        limits = self.limits.for_kind(kind)
+        starts = [now - limit.window_s - self.limits.margin_s for limit in limits]
+        counts = ", ".join(
+            f"COUNT(CASE WHEN at > ? THEN 1 END) AS in_window_{i}" for i in range(len(limits))
+        )
+        row = session.execute(
+            f"SELECT {counts},"
+            " (SELECT until FROM blocks WHERE scope = ? AND kind = ?) AS blocked_until"
+            " FROM calls WHERE scope = ? AND kind = ? AND at > ?",
+            (*starts, self.scope, kind.value, self.scope, kind.value, min(starts)),
+        ).first()
+        assert row is not None  # an aggregate always has its row
+        if (row["blocked_until"] or 0.0) > now:
+            return False
+        return all(row[f"in_window_{i}"] + calls <= limit.calls for i, limit in enumerate(limits))
+
     def acquire(self, kind: CallKind, *, deadline: float, stop: threading.Event) -> None:
         while True:
             now = self.clock.now()
@@ -348,27 +373,32 @@ class SharedBudget:
             return 0, now
 
         def take(session: Session) -> tuple[int, float]:
-            times, blocked_until = self._state(session, kind, now)
-            if session.retried:  # an earlier attempt's commit may stand: count it once
-                times = [at for at in times if at != now]
-                session.execute(
-                    "DELETE FROM calls WHERE scope = ? AND kind = ? AND at = ?",
-                    (self.scope, kind.value, now),
-                )
-            slots = plan_slots(
-                times, self.limits.for_kind(kind), self.limits.margin_s, now, blocked_until, calls
-            )
-            taken = sum(1 for slot in slots if slot <= now)  # slots never come earlier in the list
+            if not session.retried and self._all_fit_now(session, kind, now, calls):
+                taken, next_at = calls, now
+            else:
+                times, blocked_until = self._state(session, kind, now)
+                if session.retried:  # an earlier attempt's commit may stand: count it once
+                    times = [at for at in times if at != now]
+                    session.execute(
+                        "DELETE FROM calls WHERE scope = ? AND kind = ? AND at = ?",
+                        (self.scope, kind.value, now),
+                    )
+                limits = self.limits.for_kind(kind)
+                slots = plan_slots(times, limits, self.limits.margin_s, now, blocked_until, calls)
+                # Slots never come earlier in the list.
+                taken = sum(1 for slot in slots if slot <= now)
+                next_at = slots[taken] if taken < calls else now
             if taken:
                 session.executemany(
                     "INSERT INTO calls (scope, kind, at) VALUES (?, ?, ?)",
                     [(self.scope, kind.value, now)] * taken,
                 )
+                # Kind by kind, so that the index's range of old calls is read, not every call.
                 session.execute(
-                    "DELETE FROM calls WHERE scope = ? AND at < ?",
-                    (self.scope, self._oldest_that_counts(now)),
+                    f"DELETE FROM calls WHERE scope = ? AND kind IN ({_KIND_MARKS}) AND at < ?",
+                    (self.scope, *_KINDS, self._oldest_that_counts(now)),
                 )
-            return taken, slots[taken] if taken < calls else now
+            return taken, next_at
 
         return self._or_alone(
             lambda: self._write(take), lambda alone: alone._take(kind, calls, now)

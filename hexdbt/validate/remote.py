@@ -165,7 +165,7 @@ def check_drift(
     that fails meanwhile, is one warning; the rest of the validation stands."""
     from pathlib import Path
 
-    from hexdbt.dbt.artifacts import load_relations
+    from hexdbt.dbt.relations import load_relations
     from hexdbt.discovery.fetch import ENTERPRISE_ONLY, fetch_discovery
     from hexdbt.discovery.proposal import find_drift, propose
     from hexdbt.mapping.selectors import SelectorIndex
