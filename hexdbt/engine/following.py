@@ -33,9 +33,9 @@ class Following:
                 run_id=record.run_id,
                 started_at=record.intent_at or record.created_at,
                 run_url=record.run_url,
-                timeout_s=float(record.options.get("timeout_minutes", 60)) * 60,
+                timeout_s=record.options.timeout_minutes * 60,
                 label=record.name,
-                cancel_on_timeout=bool(record.options.get("cancel_on_timeout", True)),
+                cancel_on_timeout=record.options.cancel_on_timeout,
             )
         )
 

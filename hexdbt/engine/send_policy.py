@@ -53,7 +53,7 @@ class SendPolicy:
         # Held triggers (and, under overload, all: they keep the pace) go through the sender.
         held = self.holds(triggers, now)
         ready = [trigger for trigger in triggers if trigger.trigger_key not in held]
-        ready.sort(key=lambda t: (-t.options["priority"], -self.app_views.share(t.project_id)))
+        ready.sort(key=lambda t: (-t.options.priority, -self.app_views.share(t.project_id)))
         places = max(0, work.settings.max_live_runs - len(work.polls))
         keys = [trigger.trigger_key for trigger in ready[:places]]
         budget = work.client.budget
@@ -75,7 +75,7 @@ class SendPolicy:
         work = self._work
         pacing = self._overloaded(now, [t for t in triggers if isinstance(t, NewTrigger)])
         mapped = [t for t in triggers if t.entry_key]
-        spaced = [t for t in mapped if t.options.get("min_interval_s")]
+        spaced = [t for t in mapped if t.options.min_interval_s]
         sends = (
             work.ledger.sends_of_entries(
                 {t.entry_key for t in spaced if t.entry_key}, work.client.base_url
@@ -87,9 +87,9 @@ class SendPolicy:
         for trigger in mapped:
             free_at = now
             last = sends.get(trigger.entry_key or "")
-            interval = trigger.options.get("min_interval_s")
+            interval = trigger.options.min_interval_s
             if interval and last is not None and last.last_sent_at is not None:
-                free_at = max(free_at, last.last_sent_at + float(interval))
+                free_at = max(free_at, last.last_sent_at + interval)
             if pacing:
                 free_at = max(free_at, self._paced_send_at + self._pace_s())
             if free_at > now or pacing:
@@ -102,7 +102,7 @@ class SendPolicy:
 
     def rank(self, record: TriggerRecord, now: float) -> tuple[float, float]:
         return send_rank(
-            int(record.options.get("priority", 0)),
+            record.options.priority,
             self.app_views.share(record.project_id),
             now - record.unserved_since,
             self._work.settings.aging_s,

@@ -138,7 +138,7 @@ class Work:
         return self.client.clock
 
     def should_wait(self, record: TriggerRecord) -> bool:
-        return self.settings.wait and bool(record.options.get("wait", True))
+        return self.settings.wait and record.options.wait
 
     def lose_state(self, exc: StateUnavailable) -> None:
         """The state cannot be reached: follow the live runs meanwhile and send nothing. What was
