@@ -43,7 +43,7 @@ from hexdbt.errors import (
 )
 from hexdbt.hex.budget import CallKind, Slot
 from hexdbt.hex.client import backoff_delay_s, run_may_have_started
-from hexdbt.hex.models import Run, RunRequest
+from hexdbt.hex.models import Run
 from hexdbt.hex.polls import WaitCause
 from hexdbt.ledger import TriggerRecord, TriggerState
 from hexdbt.settings import resolve_unfenced
@@ -192,9 +192,7 @@ class Sender:
         crash_point("armed")
         self._lease_keeper.beat()
         try:
-            run = work.client.run_project(
-                armed.project_id, RunRequest.from_api(armed.request), slot=slot
-            )
+            run = work.client.run_project_body(armed.project_id, armed.request, slot=slot)
         except Interrupted as exc:
             if exc.sent:
                 work.interrupted[armed.trigger_key] = (
