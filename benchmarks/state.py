@@ -34,7 +34,7 @@ from postgres_server import PostgresServer, PostgresServerError
 
 from hexdbt.clock import ManualClock
 from hexdbt.hex.budget import CallKind, SharedBudget
-from hexdbt.ledger import Ledger, NewTrigger
+from hexdbt.ledger import Ledger, NewTrigger, TriggerOptions
 from hexdbt.settings import SqliteState, StateLocation, parse_state_url
 
 T = TypeVar("T")
@@ -70,7 +70,9 @@ def measure(location: StateLocation) -> list[float]:
             for number in range(WARM_UP + REPETITIONS):
                 clock.advance(SPACING_S)
                 key = f"trigger-{number}"
-                trigger = NewTrigger(key, f"project {number}", f"p-{number}", BASE_URL, {}, {})
+                trigger = NewTrigger(
+                    key, f"project {number}", f"p-{number}", BASE_URL, {}, TriggerOptions()
+                )
                 planned, _ = _timed(
                     partial(
                         ledger.plan_and_claim,

@@ -111,10 +111,7 @@ def apps_of_state(ledger: Ledger, now: float) -> list[AppFreshness]:
     newest trigger was planned with: what a daemon can judge without the mapping files."""
     rows = []
     for newest in ledger.newest_per_entry():
-        target = newest.options.get("freshness_s")
-        rows.append(
-            freshness_of_newest(ledger, newest, None if target is None else float(target), now)
-        )
+        rows.append(freshness_of_newest(ledger, newest, newest.options.freshness_s, now))
     return stalest_first(rows)
 
 

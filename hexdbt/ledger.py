@@ -56,7 +56,7 @@ import threading
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -268,6 +268,42 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
+class TriggerOptions:
+    """What a trigger's mapping entry asks of its send and its run, kept with it in the ledger
+    (``options_json``, one JSON object). A key the hexdbt that wrote the row did not know takes
+    its default here, the one place the defaults are."""
+
+    wait: bool = True
+    timeout_minutes: float = 60.0
+    cancel_on_timeout: bool = True
+    # When more triggers wait than the budget allows, higher goes first.
+    priority: int = 0
+    # Not sent sooner than this after its entry's last send (None: no interval).
+    min_interval_s: float | None = None
+    # The entry's freshness target, for the status page and the metrics (None: none).
+    freshness_s: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json_object(cls, stored: Mapping[str, Any]) -> TriggerOptions:
+        """The options of a stored JSON object; ValueError or TypeError when a value is of the
+        wrong kind."""
+        default = cls()
+        min_interval_s = stored.get("min_interval_s")
+        freshness_s = stored.get("freshness_s")
+        return cls(
+            wait=bool(stored.get("wait", default.wait)),
+            timeout_minutes=float(stored.get("timeout_minutes", default.timeout_minutes)),
+            cancel_on_timeout=bool(stored.get("cancel_on_timeout", default.cancel_on_timeout)),
+            priority=int(stored.get("priority") or default.priority),
+            min_interval_s=None if min_interval_s is None else float(min_interval_s),
+            freshness_s=None if freshness_s is None else float(freshness_s),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TriggerRecord:
     """One row of the ledger: a trigger and what has happened to it so far."""
 
@@ -277,7 +313,7 @@ class TriggerRecord:
     project_id: str
     base_url: str
     request: dict[str, Any]
-    options: dict[str, Any]
+    options: TriggerOptions
     state: TriggerState
     owner_lease: str | None
     deadline_at: float | None
@@ -327,7 +363,7 @@ class NewTrigger:
     project_id: str
     base_url: str
     request: dict[str, Any]
-    options: dict[str, Any]
+    options: TriggerOptions
     entry_key: str | None = None
     coalesce: bool = False
     models: tuple[str, ...] = ()
@@ -402,6 +438,14 @@ def _json_object_of(row: Row, column: str, where: str) -> dict[str, Any]:
     return value
 
 
+def _options_of(row: Row, where: str) -> TriggerOptions:
+    try:
+        return TriggerOptions.from_json_object(_json_object_of(row, "options_json", where))
+    except (TypeError, ValueError) as exc:
+        what = f"its options_json has a value of the wrong kind ({exc})"
+        raise _unreadable(where, row["trigger_key"], what) from None
+
+
 def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
     """The record of a row of the ledger at ``where``; a StateError when it cannot be read."""
     return TriggerRecord(
@@ -411,7 +455,7 @@ def _trigger_from_row(row: Row, where: str) -> TriggerRecord:
         project_id=row["project_id"],
         base_url=row["base_url"],
         request=_json_object_of(row, "request_json", where),
-        options=_json_object_of(row, "options_json", where),
+        options=_options_of(row, where),
         state=_state_of(row, where),
         owner_lease=row["owner_lease"],
         deadline_at=row["deadline_at"],
@@ -718,7 +762,7 @@ class Ledger:
                         trigger.project_id,
                         trigger.base_url,
                         json.dumps(trigger.request, sort_keys=True),
-                        json.dumps(trigger.options, sort_keys=True),
+                        trigger.options.to_json(),
                         TriggerState.PLANNED.value,
                         now,
                         now,

@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from hexdbt.clock import ManualClock
-from hexdbt.ledger import Ledger, NewTrigger, PlanSkip
+from hexdbt.ledger import Ledger, NewTrigger, PlanSkip, TriggerOptions
 from hexdbt.page.access import AccessGuard
 
 BASE_URL = "http://127.0.0.1:1"
@@ -72,7 +72,7 @@ def new_trigger(
         project_id=project_id,
         base_url=base_url,
         request={},
-        options={"priority": priority, "freshness_s": freshness_s},
+        options=TriggerOptions(priority=priority, freshness_s=freshness_s),
         entry_key=f"{project_id}/{name}",
         coalesce=coalesce,
         models=tuple(models),

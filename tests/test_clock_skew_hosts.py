@@ -22,7 +22,7 @@ from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.clock import SystemClock
 from hexdbt.emulator import HexEmulator
-from hexdbt.ledger import LEDGER_FILENAME, Holder, Ledger, NewTrigger, TriggerState
+from hexdbt.ledger import LEDGER_FILENAME, Holder, Ledger, NewTrigger, TriggerOptions, TriggerState
 from hexdbt.settings import parse_state_url
 from hexdbt.store import open_store
 
@@ -52,7 +52,7 @@ def _env(host: str, **extra: str) -> dict[str, str]:
 
 def _plan(url: str) -> None:
     with Ledger.open(parse_state_url(url)) as ledger:
-        trigger = NewTrigger("k1", "app", "p-1", "http://127.0.0.1:9", {}, {})
+        trigger = NewTrigger("k1", "app", "p-1", "http://127.0.0.1:9", {}, TriggerOptions())
         ledger.plan_and_claim("inv-1", "build", "run", [trigger], ())
 
 

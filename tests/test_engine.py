@@ -27,7 +27,7 @@ from hexdbt.engine import (
     dry_run_outcomes,
     new_trigger,
 )
-from hexdbt.engine.loop import LOOKUP_AGAIN_S
+from hexdbt.engine.lost_posts import LOOKUP_AGAIN_S
 from hexdbt.errors import ConfigError, Interrupted, StateError
 from hexdbt.factory import open_client
 from hexdbt.hex.budget import BUDGET_FILE

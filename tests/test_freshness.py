@@ -27,7 +27,14 @@ from hexdbt.factory import open_client
 from hexdbt.freshness import apps_freshness
 from hexdbt.hex.budget import CallKind
 from hexdbt.hex.client import HexClient
-from hexdbt.ledger import LEDGER_FILENAME, Holder, Ledger, NewTrigger, TriggerState
+from hexdbt.ledger import (
+    LEDGER_FILENAME,
+    Holder,
+    Ledger,
+    NewTrigger,
+    TriggerOptions,
+    TriggerState,
+)
 from hexdbt.mapping import load_mappings
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.planner.files import plan_from_files
@@ -462,7 +469,7 @@ def _entry_trigger(round_number: int, build: int) -> NewTrigger:
         project_id="p-1",
         base_url="http://127.0.0.1:1",
         request={},
-        options={"wait": True},
+        options=TriggerOptions(wait=True),
         entry_key=f"p-1/revenue-{round_number}",
         coalesce=True,
     )

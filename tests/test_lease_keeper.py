@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 
 from hexdbt.engine.lease_keeper import LeaseKeeper
-from hexdbt.ledger import LEDGER_FILENAME, Holder, Ledger, NewTrigger
+from hexdbt.ledger import LEDGER_FILENAME, Holder, Ledger, NewTrigger, TriggerOptions
 from hexdbt.settings import StateLocation
 from hexdbt.store import open_store
 
@@ -38,7 +38,7 @@ def test_the_lease_is_renewed_while_the_engine_beats_and_lapses_once_it_stops(
 ) -> None:
     monkeypatch.setenv("HEXDBT_LEASE_TTL_S", str(LEASE_TTL_S))
     with Ledger.open(state_location) as ledger:
-        trigger = NewTrigger("k1", "app", "p-1", "http://127.0.0.1:9", {}, {})
+        trigger = NewTrigger("k1", "app", "p-1", "http://127.0.0.1:9", {}, TriggerOptions())
         ledger.plan_and_claim("inv-1", "build", "run", [trigger], ["k1"])  # takes the lease
         keeper = LeaseKeeper(ledger, log=lambda line: None)
         keeper.start()

@@ -26,6 +26,7 @@ from hexdbt.ledger import (
     Holder,
     Ledger,
     NewTrigger,
+    TriggerOptions,
     TriggerState,
 )
 from hexdbt.settings import SqliteState, StateLocation, parse_state_url
@@ -39,7 +40,7 @@ def _trigger(key: str) -> NewTrigger:
         project_id="p-1",
         base_url="http://127.0.0.1:1",
         request={"inputParams": {"as_of": "2026-01-01"}},
-        options={"wait": True, "timeout_minutes": 60},
+        options=TriggerOptions(wait=True, timeout_minutes=60),
     )
 
 

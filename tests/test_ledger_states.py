@@ -15,6 +15,7 @@ from hexdbt.ledger import (
     Ledger,
     Move,
     NewTrigger,
+    TriggerOptions,
     TriggerRecord,
     TriggerState,
 )
@@ -101,7 +102,7 @@ def _plan(ledger: Ledger, key: str = KEY) -> None:
         project_id="p-1",
         base_url="http://127.0.0.1:1",
         request={"inputParams": {"as_of": "2026-01-01"}},
-        options={"wait": True},
+        options=TriggerOptions(wait=True),
     )
     ledger.plan_and_claim("inv-1", "build", "run", [trigger], ())
 
@@ -297,6 +298,12 @@ SPOILED = [
     pytest.param(
         "request_json", "[1, 2]", "its request_json is not a JSON object", id="request-a-list"
     ),
+    pytest.param(
+        "options_json",
+        '{"priority": "high"}',
+        "its options_json has a value of the wrong kind (invalid literal for int()",
+        id="options-a-wrong-kind",
+    ),
 ]
 
 
@@ -320,6 +327,18 @@ def test_a_row_with_bad_json_is_a_state_error_on_every_read(
         assert caught.value.hint is not None
         assert f"move {ledger.where} aside to start afresh" in caught.value.hint
         assert caught.value.exit_code == 7
+
+
+def test_options_a_row_was_written_without_take_their_defaults(ledger: Ledger) -> None:
+    """A hexdbt before an option was known wrote no key for it: the row reads, with the default."""
+    _plan(ledger)
+    _spoil(ledger, "options_json", '{"priority": 3, "wait": false}')
+    assert ledger.get(KEY).options == TriggerOptions(wait=False, priority=3)
+    _spoil(ledger, "options_json", "{}")
+    assert ledger.get(KEY).options == TriggerOptions()
+    assert TriggerOptions() == TriggerOptions(
+        wait=True, timeout_minutes=60, cancel_on_timeout=True, priority=0
+    )
 
 
 def test_a_row_in_an_unknown_state_is_a_state_error(ledger: Ledger) -> None:
@@ -353,7 +372,7 @@ def test_in_state_lists_a_corrupt_row_of_that_state_as_a_state_error(ledger: Led
 def test_planning_over_a_corrupt_row_claims_nothing(ledger: Ledger) -> None:
     _plan(ledger)
     _spoil(ledger, "options_json", "{")
-    trigger = NewTrigger(KEY, "app_3", "p-1", "http://127.0.0.1:1", {}, {})
+    trigger = NewTrigger(KEY, "app_3", "p-1", "http://127.0.0.1:1", {}, TriggerOptions())
     with pytest.raises(StateError, match=f"unreadable trigger {KEY}: its options_json"):
         ledger.plan_and_claim("inv-1", "build", "run", [trigger], [KEY])
     rows = ledger.store.read(

@@ -10,7 +10,7 @@ import pytest
 from hexdbt.clock import ManualClock
 from hexdbt.engine import outcome_of
 from hexdbt.errors import EXIT_SIGINT, ConfigError
-from hexdbt.ledger import Ledger, NewTrigger
+from hexdbt.ledger import Ledger, NewTrigger, TriggerOptions
 from hexdbt.outcomes import Outcome, OutcomeKind, exit_code_of
 from hexdbt.report import render_table, summary_line, write_junit
 from hexdbt.settings import SqliteState
@@ -31,7 +31,7 @@ def _row(ledger: Ledger, key: str, *, claim: bool = True) -> None:
         project_id="p-1",
         base_url="http://127.0.0.1:9",
         request={"inputParams": {"region": "EMEA"}},
-        options={},
+        options=TriggerOptions(),
     )
     ledger.plan_and_claim("inv", "build", "run", [trigger], ())
     if claim:  # claimed and armed: its fence is 1

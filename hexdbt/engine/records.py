@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from hexdbt.errors import HexApiError
 from hexdbt.hex.client import HexClient
-from hexdbt.ledger import NewTrigger, PlanSkip, TriggerRecord, TriggerState
+from hexdbt.ledger import NewTrigger, PlanSkip, TriggerOptions, TriggerRecord, TriggerState
 from hexdbt.outcomes import Outcome, OutcomeKind, kind_of_final_status
 from hexdbt.planner.rules import Plan, Skipped, Trigger
 
@@ -19,14 +19,14 @@ def new_trigger(trigger: Trigger, base_url: str) -> NewTrigger:
         project_id=trigger.project_id,
         base_url=base_url,
         request=trigger.request.to_api(),
-        options={
-            "wait": trigger.wait,
-            "timeout_minutes": trigger.timeout_minutes,
-            "cancel_on_timeout": trigger.cancel_on_timeout,
-            "priority": trigger.priority,
-            "min_interval_s": trigger.min_interval_s,
-            "freshness_s": trigger.freshness_s,
-        },
+        options=TriggerOptions(
+            wait=trigger.wait,
+            timeout_minutes=trigger.timeout_minutes,
+            cancel_on_timeout=trigger.cancel_on_timeout,
+            priority=trigger.priority,
+            min_interval_s=trigger.min_interval_s,
+            freshness_s=trigger.freshness_s,
+        ),
         entry_key=trigger.entry_key,
         coalesce=trigger.coalesce,
         models=trigger.models,

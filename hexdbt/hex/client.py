@@ -351,7 +351,13 @@ class HexClient:
         """RunProject: start the published app. 201 -> Run. ``slot``: a RunProject slot the
         caller took from the budget already (``take_now``); the first attempt is made on it
         instead of waiting for one."""
-        body = (request or RunRequest()).to_api()
+        return self.run_project_body(project_id, (request or RunRequest()).to_api(), slot=slot)
+
+    def run_project_body(
+        self, project_id: str, body: Mapping[str, Any], *, slot: Slot | None = None
+    ) -> Run:
+        """RunProject with its body built already (``RunRequest.to_api``, once, when the trigger
+        was made; the ledger keeps it): sent as it is. ``slot`` as for ``run_project``."""
         payload = self._call(
             "POST",
             f"/projects/{_segment(project_id, 'project id')}/runs",

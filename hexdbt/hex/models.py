@@ -457,7 +457,7 @@ class RunRequest:
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any]) -> RunRequest:
-        """From the body ``to_api`` made (the ledger keeps it, to send a queued trigger later)."""
+        """From the body ``to_api`` made (as the ledger keeps it)."""
         return cls(
             input_params=dict(body.get("inputParams") or {}),
             update_published_results=bool(body.get("updatePublishedResults", True)),

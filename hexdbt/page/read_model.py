@@ -257,9 +257,7 @@ def send_queue(
     unsent = [r for r in waiting if r.state in (TriggerState.PLANNED, TriggerState.QUEUED)]
     ordered = sorted(
         unsent,
-        key=lambda r: send_rank(
-            int(r.options.get("priority") or 0), 0.0, now - r.unserved_since, AGING_S
-        ),
+        key=lambda r: send_rank(r.options.priority, 0.0, now - r.unserved_since, AGING_S),
         reverse=True,
     )
     slots: Sequence[float | None] = [None] * len(ordered)
@@ -271,7 +269,7 @@ def send_queue(
             trigger_key=record.trigger_key,
             invocation_id=record.invocation_id,
             state=record.state.value,
-            priority=int(record.options.get("priority") or 0),
+            priority=record.options.priority,
             unserved_since=record.unserved_since,
             estimated_start=slot,
             reason=record.reason,
@@ -321,8 +319,7 @@ def _waiting_of(
 def _target_s(mapping: ProjectMapping | None, newest: TriggerRecord | None) -> float | None:
     if mapping is not None:
         return None if mapping.freshness_minutes is None else mapping.freshness_minutes * 60.0
-    target = newest.options.get("freshness_s") if newest is not None else None
-    return None if target is None else float(target)
+    return newest.options.freshness_s if newest is not None else None
 
 
 def _app_row(
