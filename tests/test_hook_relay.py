@@ -359,7 +359,7 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
         restarted = _relay(project, environment, tmp_path, "--metrics-port", "0")
         try:
             serving = restarted.wait_for("metrics_serving")
-            assert until_healthy(serving["health"]) == (200, "text/plain", "ok\n")
+            assert until_healthy(serving["health"]) == (200, "text/plain; charset=utf-8", "ok\n")
             before = samples(get(serving["url"])[2])
             assert value(before, "hexdbt_daemon_info", daemon="relay", version=__version__) == 1
             assert value(before, "hexdbt_invocations_total", result="submitted") == 0

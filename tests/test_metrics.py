@@ -29,6 +29,7 @@ from hexdbt.errors import ConfigError
 from hexdbt.hex.polls import NoProgress, RunView, WaitCause, WatchedRun
 from hexdbt.metrics import DaemonMetrics
 from hexdbt.outcomes import Outcome, OutcomeKind
+from hexdbt.web import HttpServer, build_app
 
 TOKEN = "hxtp_metrics_secret"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -111,11 +112,11 @@ def test_two_daemons_in_one_process_keep_their_own_counters() -> None:
 
 def test_it_serves_metrics_and_health_over_http() -> None:
     metrics = DaemonMetrics("watch")
-    with metrics.serve("127.0.0.1", 0) as server:
+    with HttpServer(build_app(metrics), "127.0.0.1", 0) as server:
         assert server.url.startswith("http://127.0.0.1:")
         assert get(f"{server.url}/healthz")[::2] == (503, "not running\n")
         metrics.set_healthy(True)
-        assert get(f"{server.url}/healthz") == (200, "text/plain", "ok\n")
+        assert get(f"{server.url}/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
         status, content_type, body = get(f"{server.url}/metrics")
         assert status == 200
         assert content_type.startswith("text/plain; version=")
@@ -131,7 +132,7 @@ def test_a_port_in_use_is_a_config_error_naming_it() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=rf"cannot serve metrics on 127.0.0.1:{port}: "):
-            DaemonMetrics("watch").serve("127.0.0.1", port)
+            HttpServer(build_app(DaemonMetrics("watch")), "127.0.0.1", port)
 
 
 def test_watch_with_a_port_in_use_exits_2_with_one_line(
@@ -243,7 +244,7 @@ def test_a_running_watch_serves_metrics_that_move_after_a_build(
         serving = daemon.wait_for("metrics_serving")
         assert serving["url"].startswith("http://127.0.0.1:")
         daemon.wait_for("watching")
-        assert until_healthy(serving["health"]) == (200, "text/plain", "ok\n")
+        assert until_healthy(serving["health"]) == (200, "text/plain; charset=utf-8", "ok\n")
         before = samples(get(serving["url"])[2])
         assert value(before, "hexdbt_invocations_total", result="submitted") == 0
         assert value(before, "hexdbt_last_dispatch_timestamp_seconds") == 0

@@ -298,9 +298,10 @@ def serve_daemon_metrics(
     if port is None:
         return None
     from hexdbt.metrics import DaemonMetrics
+    from hexdbt.web import HttpServer, build_app
 
     metrics = DaemonMetrics(daemon)
-    server = served.enter_context(metrics.serve(host, port))
+    server = served.enter_context(HttpServer(build_app(metrics), host, port))
     log.emit("metrics_serving", url=f"{server.url}/metrics", health=f"{server.url}/healthz")
     return metrics
 
