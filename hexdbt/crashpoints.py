@@ -9,6 +9,11 @@ flush, no ledger write, as a power cut or SIGKILL would. Unset (always, outside 
     before-post       the claim is committed; RunProject is about to be sent
     post-answered     Hex answered RunProject; the run id is not recorded yet
     run-id-recorded   the run id is committed in the ledger
+
+and, for ``hexdbt serve``'s dbt Cloud feeder:
+
+    dbt-cloud-before-plan   a dbt Cloud run is in the ledger (its webhook answered 200), about to
+                            be planned
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from hexdbt.errors import ConfigError
 from hexdbt.settings import resolve_crash_point
 
 CRASH_EXIT_CODE = 86
-POINTS = ("intent-synced", "before-post", "post-answered", "run-id-recorded")
+POINTS = (
+    "intent-synced",
+    "before-post",
+    "post-answered",
+    "run-id-recorded",
+    "dbt-cloud-before-plan",
+)
 
 
 def _nothing(name: str) -> None:

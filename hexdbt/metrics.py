@@ -22,6 +22,10 @@ process never share a counter), and wires it in four places::
 - ``hexdbt_live_runs``: Hex runs followed now.
 - ``hexdbt_budget_waits_total``: triggers that had to wait for Hex's RunProject budget (once per
   trigger and wait).
+- ``hexdbt_webhooks_total{result}``: dbt Cloud webhook deliveries answered (``hexdbt serve``):
+  ``accepted`` (recorded), ``duplicate`` (an eventId seen before), ``ignored`` (a job or event
+  not acted on), ``refused`` (unsigned, badly signed, malformed, too large, another account),
+  ``unavailable`` (the state could not be reached: 503).
 - ``hexdbt_last_dispatch_timestamp_seconds``: when the newest trigger this daemon saw sent was
   sent (its intent, committed just before the RunProject), in seconds since the epoch; 0 until one.
 
@@ -55,6 +59,7 @@ from hexdbt.hex.polls import Progress, RunView, WaitCause
 from hexdbt.outcomes import Outcome, OutcomeKind
 
 InvocationResult = Literal["submitted", "skipped", "failed", "rejected"]
+WEBHOOK_RESULTS = ("accepted", "duplicate", "ignored", "refused", "unavailable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,12 @@ class DaemonMetrics:
             "Triggers that had to wait for Hex's RunProject budget.",
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "hexdbt_webhooks",
+            "dbt Cloud webhook deliveries answered, by result.",
+            ["result"],
+            registry=self.registry,
+        )
         self.last_dispatch = Gauge(
             "hexdbt_last_dispatch_timestamp_seconds",
             "When the newest trigger seen sent was sent (seconds since the epoch; 0: none yet).",
@@ -152,6 +163,8 @@ class DaemonMetrics:
             self.invocations.labels(result)
         for kind in OutcomeKind:
             self.triggers.labels(kind.value)
+        for result in WEBHOOK_RESULTS:
+            self.webhooks.labels(result)
         self._healthy = threading.Event()
 
     def track_state(self, read: Callable[[], StateFigures | None]) -> None:
@@ -165,6 +178,9 @@ class DaemonMetrics:
 
     def invocation_seen(self, result: InvocationResult) -> None:
         self.invocations.labels(result).inc()
+
+    def webhook_answered(self, result: str) -> None:
+        self.webhooks.labels(result).inc()
 
     def set_healthy(self, healthy: bool) -> None:
         if healthy:

@@ -17,6 +17,8 @@ import uuid
 from typing import Any
 
 from hexdbt.clock import Clock, ManualClock, SystemClock, to_iso
+from hexdbt.emulator.dbt_cloud import OPERATIONS as DBT_CLOUD_OPERATIONS
+from hexdbt.emulator.dbt_cloud import DbtCloudEmulation, dbt_cloud_operation_for
 from hexdbt.emulator.exchange import (
     ApiError,
     Exchange,
@@ -61,6 +63,7 @@ class HexService:
         self._journal: list[JsonObject] = []
         self._windows = RateWindows()
         self._runs = RunStore()
+        self.dbt_cloud = DbtCloudEmulation(clock, self._journal_clock)
         self.scenario = scenario
         self._load(scenario)
 
@@ -107,7 +110,7 @@ class HexService:
         """Route a request, journal its arrival and draw its fault (if any)."""
         # To the microsecond, before any work on the request: benchmarks time watchers by it.
         received = to_iso(self._journal_clock.now(), digits=6)
-        operation = operation_for(request)
+        operation = operation_for(request) or dbt_cloud_operation_for(request)
         trace_id = uuid.uuid4().hex
         entry: JsonObject = {
             "method": request.method,
@@ -138,6 +141,12 @@ class HexService:
 
     def fault_response(self, exchange: Exchange, fault: Fault) -> Response:
         """The answer of an ``error`` fault, as a failing proxy or backend would give it."""
+        if fault.status == 429 and fault.delay_s:
+            return Response(
+                429,
+                json_bytes({"code": error_code(429), "message": "Too Many Requests"}),
+                headers=(("Retry-After", str(round(fault.delay_s))),),
+            )
         if fault.body == "empty":
             return Response(fault.status, b"", content_type="text/plain")
         if fault.body == "html":
@@ -159,6 +168,8 @@ class HexService:
         path = request.path
         if path.startswith("/_emulator"):
             return self._admin(request)
+        if exchange.operation in DBT_CLOUD_OPERATIONS:
+            return self.dbt_cloud.answer(request, exchange.operation)
         page = _APP_PAGE.match(path)
         if page:
             return self._app_page(page.group(1), page.group(2))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hexdbt.clock import to_iso
 from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, RejectedEntry, assemble
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError, StateUnavailable
-from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
+from hexdbt.feeders.daemon import FeederCalls, InvocationEvents, daemon_engine, run_service
 from hexdbt.logs import EventLog, error_fields
 from hexdbt.outcomes import Outcome
 from hexdbt.planner.files import load_mapping_set
@@ -343,19 +343,9 @@ class RelayDaemon:
             self.engine.run()
             return
         thread = threading.Thread(target=self._poll_loop, name="hexdbt-relay", daemon=True)
-        thread.start()
-        try:
-            self.engine.resume().add_done_callback(self.events.resumed)
-            if self.metrics is not None:
-                self.metrics.set_healthy(True)
-            self.engine.run()
-        finally:
-            if self.metrics is not None:
-                self.metrics.set_healthy(False)
-            self.log.emit("stopping")
-            self.engine.stopping.set()
-            thread.join(timeout=10)
-            self.log.emit("stopped")
+        # The outbox is read on a thread of its own, which ends once the engine is stopping.
+        feeder = FeederCalls(thread.start, lambda: thread.join(timeout=10))
+        run_service(self.engine, [feeder], self.log, metrics=self.metrics, events=self.events)
 
     def _poll_loop(self) -> None:
         stopping = self.engine.stopping

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from hexdbt.clock import Clock
 from hexdbt.feeders.artifact_watch import ArtifactWatcher, ReadyInvocation, WatchOptions
-from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
+from hexdbt.feeders.daemon import FeederCalls, InvocationEvents, daemon_engine, run_service
 from hexdbt.logs import EventLog
 
 if TYPE_CHECKING:
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 
 class WatchDaemon:
-    """``hexdbt watch``: the watcher feeding the engine, until ``stop`` is called (or the
-    client's stop event is set, as a signal handler does).
+    """``hexdbt watch``: the watcher feeding the engine, until ``stop`` is called (or the client's
+    stop event is set, as a signal handler does): a preset of ``run_service`` with one feeder.
 
     ``run`` must be called on the thread that should send and poll (the CLI's main thread); the
     watch loop gets a thread of its own and hands each new invocation to the engine's inbox. Live
@@ -72,28 +72,28 @@ class WatchDaemon:
             options, self._deliver, log, clock=watch_clock, ledger=ledger
         )
         self._start_observer = start_observer
+        self._thread: threading.Thread | None = None
 
     def stop(self) -> None:
         self.engine.request_stop()
 
     def run(self) -> None:
+        feeder = FeederCalls(self._start_watching, self._stop_watching)
+        run_service(self.engine, [feeder], self.log, metrics=self.metrics, events=self.events)
+
+    def _start_watching(self) -> None:
+        """As a feeder of ``run_service``: the watch loop on a thread of its own."""
         self.watcher.start(start_observer=self._start_observer)
-        thread = threading.Thread(target=self.watcher.run, name="hexdbt-watch", daemon=True)
-        thread.start()
-        try:
-            resumed = self.engine.resume()
-            resumed.add_done_callback(self.events.resumed)
-            if self.metrics is not None:
-                self.metrics.set_healthy(True)
-            self.engine.run()
-        finally:
-            if self.metrics is not None:
-                self.metrics.set_healthy(False)
-            self.log.emit("stopping")
-            self.watcher.stop()
-            thread.join(timeout=5)
-            self.watcher.close()
-            self.log.emit("stopped")
+        self._thread = threading.Thread(target=self.watcher.run, name="hexdbt-watch", daemon=True)
+        self._thread.start()
+
+    def _stop_watching(self) -> None:
+        """As a feeder: the watch loop ends and lets go of the folders (the engine is stopped
+        by ``run_service``; ``request_stop`` stops it from outside)."""
+        self.watcher.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.watcher.close()
 
     def _deliver(self, ready: ReadyInvocation) -> None:
         """On the watch loop's thread: hand the invocation to the engine's inbox."""

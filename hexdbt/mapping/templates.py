@@ -30,7 +30,7 @@ from functools import lru_cache
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from hexdbt.settings import TOKEN_ENV
+from hexdbt.settings import DBT_CLOUD_SECRET_ENV, DBT_CLOUD_TOKEN_ENV, TOKEN_ENV
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -49,8 +49,11 @@ _MISSING = object()
 
 # What a template renders is sent to Hex, printed by `hexdbt plan --json` and kept in the ledger,
 # so env_var() refuses the variables that hold secrets: the Hex token, the state database's URL
-# (it carries a password) and, as dbt does, every DBT_ENV_SECRET_* variable.
-SECRET_VARIABLES = frozenset({TOKEN_ENV, "HEXDBT_STATE_URL"})
+# (it carries a password), dbt Cloud's token and webhook secret and, as dbt does, every
+# DBT_ENV_SECRET_* variable.
+SECRET_VARIABLES = frozenset(
+    {TOKEN_ENV, "HEXDBT_STATE_URL", DBT_CLOUD_TOKEN_ENV, DBT_CLOUD_SECRET_ENV}
+)
 SECRET_VARIABLE_PREFIX = "DBT_ENV_SECRET_"
 
 
