@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -376,3 +377,95 @@ def test_the_endpoint_answers_503_when_the_state_cannot_be_written(
     status, text = made.post(body, _signed(body))
     assert status == 503, text
     assert [event["event"] for event in made.log.events] == ["webhook_unrecorded"]
+
+
+# -- the emulator's dbt Cloud admin API (a user's own trial) ----------------------------------
+
+
+def _admin(emulator: HexEmulator, method: str, path: str, document: object = None) -> Any:
+    data = None if document is None else json.dumps(document).encode()
+    request = urllib.request.Request(f"{emulator.url}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def test_a_user_sets_up_a_job_a_webhook_and_a_run_through_the_admin_api(
+    hex_emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = hex_emulator_factory()
+    received: list[tuple[str, bytes]] = []
+    listener = _Listener(received)
+    try:
+        step = tmp_path / "target"
+        step.mkdir()
+        write_json(step / "run_results.json", run_results_document({"model.shop.a": "success"}))
+        assert (
+            _admin(emulator, "POST", "/_emulator/dbt-cloud/runs", {"job_id": 5, "steps": []})[0]
+            == 404
+        )
+        assert _admin(emulator, "POST", "/_emulator/dbt-cloud/jobs", {"job_id": 5})[0] == 400
+        status, _ = _admin(
+            emulator, "POST", "/_emulator/dbt-cloud/jobs", {"job_id": 5, "environment_id": 3}
+        )
+        assert status == 200
+        status, _ = _admin(
+            emulator,
+            "POST",
+            "/_emulator/dbt-cloud/webhooks",
+            {"url": listener.url, "secret": SECRET},
+        )
+        assert status == 200
+        status, run = _admin(
+            emulator,
+            "POST",
+            "/_emulator/dbt-cloud/runs",
+            {
+                "job_id": 5,
+                "steps": [{"name": "Invoke dbt with `dbt build`", "artifacts": str(step)}],
+            },
+        )
+        assert status == 200
+        assert [item["index"] for item in run["run_steps"]] == [1]
+        emulator.dbt_cloud.wait_for_deliveries()
+        _, deliveries = _admin(emulator, "GET", "/_emulator/dbt-cloud/deliveries")
+        assert [(item["eventType"], item["status"]) for item in deliveries] == [
+            ("job.run.started", 200),
+            ("job.run.completed", 200),
+        ]
+        for signature, body in received:
+            assert signature == _signed(body)
+        assert json.loads(received[1][1])["data"]["runId"] == str(run["id"])
+    finally:
+        listener.close()
+
+
+class _Listener:
+    """A plain HTTP server that keeps what webhooks it receives (signature, body)."""
+
+    def __init__(self, received: list[tuple[str, bytes]]) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.headers["Authorization"], body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

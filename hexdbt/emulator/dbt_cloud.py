@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hexdbt.clock import Clock
-from hexdbt.emulator.exchange import Request, Response, json_bytes, query_value
+from hexdbt.emulator.exchange import Request, Response, admin_error, json_bytes, query_value
 
 ACCOUNT_ID = 1
 DBT_CLOUD_TOKEN = "dbtc_emulator_service_token"
@@ -257,8 +257,7 @@ class DbtCloudEmulation:
             kinds = ["job.run.started", "job.run.completed"]
             if status == ERROR:
                 kinds.append("job.run.errored")
-            for kind in kinds:
-                self._notify(run, kind, subscriptions)
+            self._notify(run, kinds, subscriptions)
         return run
 
     def runs(self) -> list[EmulatedRun]:
@@ -310,24 +309,99 @@ class DbtCloudEmulation:
         }
         return json.dumps(document).encode()
 
+    # -- the admin API (``hexdbt emulator`` users' own trial) -----------------------------------
+
+    def admin(self, method: str, path: str, document: Any) -> Response:
+        """``/_emulator/dbt-cloud/...``: jobs, webhook subscriptions, runs, deliveries."""
+        route = (method, path.removeprefix("/_emulator/dbt-cloud"))
+        body = document if isinstance(document, dict) else {}
+        try:
+            if route == ("POST", "/jobs"):
+                self.add_environment(
+                    int(body["environment_id"]), str(body.get("environment_type", "deployment"))
+                )
+                self.add_job(
+                    int(body["job_id"]),
+                    environment_id=int(body["environment_id"]),
+                    job_type=str(body.get("job_type", "scheduled")),
+                )
+                return Response(200, json_bytes({"job_id": int(body["job_id"])}))
+            if route == ("POST", "/webhooks"):
+                self.subscribe(
+                    str(body["url"]),
+                    secret=str(body["secret"]),
+                    job_ids=[int(job) for job in body.get("job_ids", [])],
+                )
+                return Response(200, json_bytes({"subscribed": str(body["url"])}))
+            if route == ("POST", "/runs"):
+                steps = [
+                    (
+                        str(step["name"]),
+                        Path(step["artifacts"]) if step.get("artifacts") else None,
+                        int(step.get("status", body.get("status", SUCCESS))),
+                    )
+                    for step in body["steps"]
+                ]
+                with self._lock:
+                    if int(body["job_id"]) not in self._account.jobs:
+                        return admin_error(404, f"no job {body['job_id']}: POST /jobs first")
+                run = self.add_run(
+                    int(body["job_id"]),
+                    steps,
+                    status=int(body.get("status", SUCCESS)),
+                    notify=bool(body.get("notify", True)),
+                )
+                return Response(200, json_bytes(run.to_api(with_steps=True)))
+            if route == ("GET", "/deliveries"):
+                return Response(
+                    200,
+                    json_bytes(
+                        [
+                            {
+                                "eventId": item.event_id,
+                                "eventType": item.event_type,
+                                "runId": item.run_id,
+                                "attempt": item.attempt,
+                                "status": item.status,
+                                "elapsedS": round(item.elapsed_s, 4),
+                            }
+                            for item in self.deliveries()
+                        ]
+                    ),
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            return admin_error(400, f"{route[1]}: missing or bad field {exc}")
+        return admin_error(404, f"no admin endpoint {method} {path}")
+
     # -- webhooks -------------------------------------------------------------------------------
 
-    def _notify(self, run: EmulatedRun, event_type: str, subscriptions: list[Subscription]) -> None:
+    def _notify(
+        self, run: EmulatedRun, kinds: Sequence[str], subscriptions: list[Subscription]
+    ) -> None:
+        """Each subscription gets the run's events in order, from a thread of its own."""
         for subscription in subscriptions:
-            if event_type not in subscription.event_types:
-                continue
             if subscription.job_ids and run.job_id not in subscription.job_ids:
                 continue
-            body = self.event_body(run, event_type)
+            events = [
+                (kind, self.event_body(run, kind))
+                for kind in kinds
+                if kind in subscription.event_types
+            ]
             sender = threading.Thread(
-                target=self._deliver,
-                args=(subscription, body, run.run_id, event_type),
+                target=self._deliver_in_order,
+                args=(subscription, events, run.run_id),
                 name="dbt-cloud-webhook",
                 daemon=True,
             )
             with self._lock:
                 self._senders.append(sender)
             sender.start()
+
+    def _deliver_in_order(
+        self, subscription: Subscription, events: list[tuple[str, bytes]], run_id: int
+    ) -> None:
+        for kind, body in events:
+            self._deliver(subscription, body, run_id, kind)
 
     def _deliver(self, subscription: Subscription, body: bytes, run_id: int, kind: str) -> None:
         event_id = json.loads(body)["eventId"]

@@ -25,6 +25,7 @@ from hexdbt.emulator.exchange import (
     JsonObject,
     Request,
     Response,
+    admin_error,
     bearer_fingerprint,
     error_code,
     json_bytes,
@@ -205,13 +206,13 @@ class HexService:
                     or not isinstance(seconds, int | float)
                     or not 0 <= seconds <= _MAX_ADVANCE_S  # NaN too
                 ):
-                    return _admin_error(
+                    return admin_error(
                         400,
                         'expected a JSON body {"seconds": N} with N from 0 to'
                         f" {_MAX_ADVANCE_S:.0f} (ten years)",
                     )
                 if not isinstance(self.clock, ManualClock):
-                    return _admin_error(
+                    return admin_error(
                         409, "the clock is not manual: start the emulator with --manual-clock"
                     )
                 self.advance(float(seconds))
@@ -231,6 +232,9 @@ class HexService:
             if route == ("GET", "/_emulator/runs"):
                 project_id = query_value(request.query, "projectId")
                 return Response(200, json_bytes([r.to_json() for r in self.runs(project_id)]))
+            if request.path.startswith("/_emulator/dbt-cloud/"):
+                return self.dbt_cloud.admin(request.method, request.path.rstrip("/"),
+                                            _admin_document(request.body))  # fmt: skip
             if route == ("GET", "/_emulator/status"):
                 return Response(
                     200,
@@ -245,10 +249,10 @@ class HexService:
                     ),
                 )
         except (ScenarioError, FaultError) as exc:
-            return _admin_error(400, str(exc))
+            return admin_error(400, str(exc))
         except ApiError as exc:
-            return _admin_error(exc.status, exc.message)
-        return _admin_error(404, f"no admin endpoint {request.method} {request.path}")
+            return admin_error(exc.status, exc.message)
+        return admin_error(404, f"no admin endpoint {request.method} {request.path}")
 
     def _app_page(self, project_id: str, run_id: str) -> Response:
         with self._lock:
@@ -277,7 +281,3 @@ def _admin_document(body: bytes) -> Any:
     if document is None and body.strip() not in (b"", b"null"):
         raise ApiError(400, "the request body is not valid JSON (or is nested too deeply)")
     return document
-
-
-def _admin_error(status: int, message: str) -> Response:
-    return Response(status, json_bytes({"error": message}))
