@@ -326,6 +326,17 @@ class DbtCloudRunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DbtCloudEvent:
+    """A dbt Cloud webhook event; ``run``: the run to plan, for a completed one."""
+
+    event_id: str
+    event_type: str
+    run_id: str
+    job_id: str
+    run: DbtCloudRunRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EntrySends:
     """What a mapping entry has sent: when its newest send was meant."""
 
@@ -594,31 +605,33 @@ class Ledger:
 
     # -- dbt Cloud ------------------------------------------------------------------------
 
-    def record_dbt_cloud_event(
-        self,
-        event_id: str,
-        event_type: str,
-        run: DbtCloudRunRecord | None,
-        *,
-        run_id: str,
-        job_id: str,
-    ) -> bool:
-        """Record a webhook event, and with ``run`` (a completed run) the run to plan, in one
-        synced transaction: once this returns, a crash loses neither. False when the event was
-        recorded before (a redelivery: nothing more to do)."""
+    def record_dbt_cloud_events(self, events: Sequence[DbtCloudEvent]) -> list[bool]:
+        """Record webhook events, and with each completed one its run to plan, in one synced
+        transaction (deliveries that arrive together share its commit): once this returns, a
+        crash loses none. Each answer: False when that event was recorded before (a
+        redelivery: nothing more to do)."""
         now = self._clock.now()
 
-        def record(session: Session) -> bool:
-            added = session.execute(
-                "INSERT INTO dbt_cloud_events (event_id, event_type, run_id, job_id, received_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-                (event_id, event_type, run_id, job_id, now),
-            )
-            if added.rowcount == 0 and not self._event_recorded_by_me(session, event_id, now):
-                return False
-            if run is not None:
-                self._note_run(session, run, now)
-            return True
+        def record(session: Session) -> list[bool]:
+            answers = []
+            seen: set[str] = set()  # an event delivered twice in one batch is new once
+            for event in events:
+                if event.event_id in seen:
+                    answers.append(False)
+                    continue
+                seen.add(event.event_id)
+                added = session.execute(
+                    "INSERT INTO dbt_cloud_events (event_id, event_type, run_id, job_id,"
+                    " received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+                    (event.event_id, event.event_type, event.run_id, event.job_id, now),
+                )
+                new = added.rowcount == 1 or self._event_recorded_by_me(
+                    session, event.event_id, now
+                )
+                if new and event.run is not None:
+                    self._note_run(session, event.run, now)
+                answers.append(new)
+            return answers
 
         return self.store.write(record, durable=True)
 

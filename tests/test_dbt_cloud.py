@@ -28,7 +28,7 @@ from hexdbt.engine import EngineSettings
 from hexdbt.errors import ConfigError, DbtCloudError
 from hexdbt.feeders.daemon import daemon_engine
 from hexdbt.feeders.dbt_cloud import DbtCloudFeeder, DbtCloudOptions
-from hexdbt.feeders.dbt_cloud_webhook import MAX_BODY_BYTES, PATH, webhook_routes
+from hexdbt.feeders.dbt_cloud_webhook import MAX_BODY_BYTES, PATH, WebhookEndpoint
 from hexdbt.hex.client import HexClient
 from hexdbt.ledger import Ledger
 from hexdbt.logs import MemoryEventLog
@@ -250,7 +250,8 @@ class Endpoint:
             clock=self.clock,
             metrics=self.metrics,
         )
-        app = build_app(self.metrics, routes=webhook_routes(self.feeder, SECRET, self.log, None))
+        self.endpoint = WebhookEndpoint(self.feeder, SECRET, self.log, None)
+        app = build_app(self.metrics, routes=self.endpoint.routes)
         self.server = HttpServer(app, "127.0.0.1", 0)
         self.url = self.server.url + PATH
 
@@ -283,6 +284,7 @@ class Endpoint:
 
     def close(self) -> None:
         self.server.close()
+        self.endpoint.close()
         self.ledger.close()
         self.client.close()
 

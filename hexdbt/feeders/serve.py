@@ -82,10 +82,12 @@ def serve(
     )
     routes = list(options.routes)
     secret = options.dbt_cloud.webhook_secret
+    endpoint = None
     if secret:
-        from hexdbt.feeders.dbt_cloud_webhook import PATH, webhook_routes
+        from hexdbt.feeders.dbt_cloud_webhook import PATH, WebhookEndpoint
 
-        routes = [*webhook_routes(feeder, secret, log, metrics), *routes]
+        endpoint = WebhookEndpoint(feeder, secret, log, metrics)
+        routes = [*endpoint.routes, *routes]
     app = build_app(metrics, routes=routes)
     try:
         with HttpServer(app, options.host, options.port, what="HTTP") as server:
@@ -104,4 +106,6 @@ def serve(
             )
             run_service(engine, [feeder], log, metrics=metrics, events=feeder.events)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         cloud.close()
