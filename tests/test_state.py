@@ -37,7 +37,7 @@ def test_state_check_on_the_default_folder_says_sqlite_and_its_versions() -> Non
     assert result.stdout.splitlines() == [
         "Backend: sqlite",
         f"Where:   {resolve_state_dir()}",
-        "Ledger   schema version 3, writable",
+        "Ledger   schema version 4, writable",
         "Budget   schema version 1, writable",
     ]
 
@@ -56,8 +56,8 @@ def test_state_check_on_postgresql_creates_the_schema_and_never_shows_the_passwo
         f" (schema {location.schema})"
     )
     assert document["ledger"] == {
-        "schemaVersion": 3,
-        "knownVersion": 3,
+        "schemaVersion": 4,
+        "knownVersion": 4,
         "writable": True,
         "problem": None,
     }
@@ -67,7 +67,7 @@ def test_state_check_on_postgresql_creates_the_schema_and_never_shows_the_passwo
         rows = admin.execute(
             f'SELECT component, version FROM "{location.schema}".schema_versions ORDER BY 1'
         )
-        assert rows.fetchall() == [("budget", 1), ("ledger", 3)]
+        assert rows.fetchall() == [("budget", 1), ("ledger", 4)]
 
 
 def test_hosts_starting_at_once_on_a_fresh_schema_migrate_it_once(
@@ -87,7 +87,7 @@ def test_hosts_starting_at_once_on_a_fresh_schema_migrate_it_once(
     for check in checks:
         stdout, stderr = check.communicate(timeout=60)
         assert check.returncode == 0, stderr
-        assert "Ledger   schema version 3, writable" in stdout
+        assert "Ledger   schema version 4, writable" in stdout
 
 
 def test_a_server_that_is_not_there_is_exit_7_naming_host_and_cause(
@@ -181,7 +181,7 @@ def test_a_read_only_role_is_told_the_state_cannot_be_written(
         url = f"postgresql://reader:reader-secret@127.0.0.1:{postgres_server.port}/hexdbt"
         result = _check("--state-url", f"{url}?schema={schema}")
         assert result.exit_code == 7, result.output
-        assert "Ledger   schema version 3, NOT writable" in result.stdout
+        assert "Ledger   schema version 4, NOT writable" in result.stdout
         assert "permission denied for table schema_versions" in result.stderr
         assert "reader-secret" not in result.output
     finally:
@@ -202,7 +202,7 @@ def test_a_schema_from_a_newer_hexdbt_is_refused(
         )
     result = _check("--state-url", postgres_state_url)
     assert result.exit_code == 7
-    assert "has schema version 9, newer than this hexdbt knows (3)" in result.stderr
+    assert "has schema version 9, newer than this hexdbt knows (4)" in result.stderr
 
 
 def test_a_ledger_from_before_leases_is_migrated_and_its_sending_row_is_an_orphan(
@@ -244,7 +244,7 @@ def test_a_ledger_from_before_leases_is_migrated_and_its_sending_row_is_an_orpha
         assert ledger.take_over_orphan("k1")
         assert ledger.recent_invocations()[0].project_dir is None
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_connections_cut_mid_dispatch_are_reopened_and_nothing_is_sent_twice(
