@@ -30,11 +30,17 @@ from hexdbt.feeders.daemon import daemon_engine
 from hexdbt.feeders.dbt_cloud import DbtCloudFeeder, DbtCloudOptions
 from hexdbt.feeders.dbt_cloud_webhook import MAX_BODY_BYTES, PATH, WebhookEndpoint
 from hexdbt.hex.client import HexClient
-from hexdbt.ledger import Ledger
+from hexdbt.ledger import DbtCloudEvent, DbtCloudRunRecord, Ledger
 from hexdbt.logs import MemoryEventLog
 from hexdbt.mapping.templates import is_secret_variable
 from hexdbt.metrics import DaemonMetrics
-from hexdbt.settings import DbtCloudSettings, normalize_dbt_cloud_url, resolve_dbt_cloud
+from hexdbt.settings import (
+    DbtCloudSettings,
+    StateLocation,
+    normalize_dbt_cloud_url,
+    parse_state_url,
+    resolve_dbt_cloud,
+)
 from hexdbt.web import HttpServer, build_app
 
 SECRET = "whsec-hexdbt-test-secret-4f2a"
@@ -237,7 +243,7 @@ class Endpoint:
     def __init__(self, emulator: HexEmulator, state: Path) -> None:
         self.clock = ManualClock()
         self.client = HexClient(emulator.url, HEX_TOKEN, clock=self.clock)
-        self.ledger = Ledger.open(_location(state), clock=self.clock)
+        self.ledger = Ledger.open(parse_state_url(f"sqlite:///{state}"), clock=self.clock)
         self.log = MemoryEventLog()
         self.metrics = DaemonMetrics("serve")
         engine = daemon_engine(self.client, self.ledger, self.log, EngineSettings(daemon=True))
@@ -287,12 +293,6 @@ class Endpoint:
         self.endpoint.close()
         self.ledger.close()
         self.client.close()
-
-
-def _location(state: Path):  # type: ignore[no-untyped-def]
-    from hexdbt.settings import resolve_state_location
-
-    return resolve_state_location(f"sqlite:///{state}")
 
 
 def _signed(body: bytes, secret: str = SECRET) -> str:
@@ -471,3 +471,58 @@ class _Listener:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# -- the ledger's dbt Cloud tables, on SQLite and PostgreSQL ----------------------------------
+
+
+def _event(event_id: str, run_id: str, *, completed: bool = True) -> DbtCloudEvent:
+    run = DbtCloudRunRecord(run_id, "12", "7", 10, "webhook", 0.0, None, None)
+    kind = "job.run.completed" if completed else "job.run.started"
+    return DbtCloudEvent(event_id, kind, run_id, "12", run if completed else None)
+
+
+def test_events_are_new_once_and_a_completed_one_notes_its_run_once(
+    state_location: StateLocation,
+) -> None:
+    with Ledger.open(state_location, clock=ManualClock()) as ledger:
+        answers = ledger.record_dbt_cloud_events(
+            [_event("e1", "100", completed=False), _event("e2", "100"), _event("e2", "100")]
+        )
+        assert answers == [True, True, False]  # the same event twice in one commit: new once
+        assert ledger.record_dbt_cloud_events([_event("e2", "100"), _event("e3", "100")]) == [
+            False,
+            True,  # another event of the same run: new, and the run noted once
+        ]
+        runs = ledger.dbt_cloud_runs(unsettled_only=True)
+        assert [(run.run_id, run.seen_via) for run in runs] == [("100", "webhook")]
+        polled = DbtCloudRunRecord("100", "12", "7", 10, "poll", 0.0, None, None)
+        assert not ledger.note_dbt_cloud_run(polled)
+        assert ledger.known_dbt_cloud_runs(["100", "101"]) == {"100"}
+        assert ledger.settle_dbt_cloud_run("100", "planned")
+        assert not ledger.settle_dbt_cloud_run("100", "cancelled")  # settled once
+        assert ledger.dbt_cloud_runs(unsettled_only=True) == []
+        assert [run.outcome for run in ledger.dbt_cloud_runs()] == ["planned"]
+
+
+def test_a_step_invocation_another_way_in_recorded_first_is_named(
+    state_location: StateLocation,
+) -> None:
+    with Ledger.open(state_location, clock=ManualClock()) as ledger:
+        ledger.plan_and_claim("inv-hook", "build", "relay:outbox", [], [])
+        steps = [("inv-seed", "seed", 4), ("inv-hook", "build", 5)]
+        assert ledger.handle_dbt_cloud_steps("100", "dbt-cloud:1", steps) == ["inv-hook"]
+        assert ledger.has_invocation("inv-seed")
+        # The run's own steps, recorded again (a restart), are not another way in's.
+        assert ledger.handle_dbt_cloud_steps("100", "dbt-cloud:1", steps[:1]) == []
+        assert ledger.handle_dbt_cloud_steps("200", "dbt-cloud:1", steps[:1]) == ["inv-seed"]
+
+
+def test_polling_starts_once_per_account(state_location: StateLocation) -> None:
+    clock = ManualClock()
+    with Ledger.open(state_location, clock=clock) as ledger:
+        since, first = ledger.dbt_cloud_polling_since("1")
+        clock.advance(60)
+        assert ledger.dbt_cloud_polling_since("1") == (since, False)
+        assert first
+        assert ledger.dbt_cloud_polling_since("2") == (since + 60, True)
