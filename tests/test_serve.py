@@ -227,13 +227,27 @@ def test_a_signed_webhook_starts_each_app_once_and_five_retries_beside_polling_a
         run = cloud.emulator.dbt_cloud.add_run(JOB, steps.job())
         cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)))
         # dbt Cloud delivers the same event again (an answer it took for lost), five times.
-        body = cloud.emulator.dbt_cloud.event_body(run, "job.run.completed", "wev_retried")
+        cloud.emulator.dbt_cloud.wait_for_deliveries()
+        delivered = [
+            item.event_id
+            for item in cloud.emulator.dbt_cloud.deliveries()
+            if item.event_type == "job.run.completed"
+        ]
+        body = cloud.emulator.dbt_cloud.event_body(run, "job.run.completed", delivered[0])
         for _ in range(5):
             assert _deliver(daemon, body, SECRET) == 200
         time.sleep(2.5)  # two polls
         assert cloud.posts() == Counter(dict.fromkeys(EVERY_APP, 1))
         submitted = daemon.events("invocation_submitted")
         assert [event["run_id"] for event in submitted] == [str(run.run_id)]
+        serving = daemon.events("serving")[0]
+        with urllib.request.urlopen(serving["health"], timeout=5) as health:
+            assert health.read() == b"ok\n"
+        with urllib.request.urlopen(serving["metrics"], timeout=5) as metrics:
+            text = metrics.read().decode()
+        webhooks = [line for line in text.splitlines() if line.startswith("hexdbt_webhooks_total")]
+        assert 'hexdbt_webhooks_total{result="duplicate"} 5.0' in webhooks, webhooks
+        assert 'hexdbt_daemon_info{daemon="serve"' in text
     finally:
         assert daemon.stop() == 0
     _no_secret_anywhere(daemon)

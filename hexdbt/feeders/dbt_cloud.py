@@ -400,8 +400,10 @@ class DbtCloudFeeder:
         self._in_flight.discard(record.run_id)
         invocation_fields = {**fields, "invocation_id": plan.invocation_id}
         self.events.submitted(plan, future, invocation_fields, **details)
-        if future.exception() is not None:
-            return  # the run stays unsettled: the worker tries again
+        failure = future.exception()
+        if failure is not None:  # the run stays unsettled: the worker tries again, later
+            self._retry_later(record, fields, failure)
+            return
         try:
             self.ledger.settle_dbt_cloud_run(record.run_id, "planned")
         except StateError as exc:
