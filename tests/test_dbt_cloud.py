@@ -108,7 +108,7 @@ def test_templates_may_not_read_the_dbt_cloud_token_or_the_webhook_secret() -> N
 @pytest.mark.parametrize(
     ("environment", "args", "message"),
     [
-        ({}, [], "Error: hexdbt serve has no dbt Cloud account to serve"),
+        ({}, [], "Error: hexdbt serve has nothing to serve"),
         ({"DBT_CLOUD_ACCOUNT_ID": "1"}, [], "Error: no dbt Cloud token: set DBT_CLOUD_API_TOKEN"),
         (
             {"DBT_CLOUD_ACCOUNT_ID": "1", "DBT_CLOUD_API_TOKEN": "dbtc_x"},

@@ -383,3 +383,34 @@ def test_two_serve_processes_on_one_postgresql_state_start_each_app_once_per_run
         for daemon in daemons:
             assert daemon.stop() == 0
     _no_secret_anywhere(*daemons)
+
+
+def test_one_serve_watches_a_target_folder_beside_dbt_cloud_and_starts_nothing_twice(
+    cloud: Cloud, steps: Steps, tmp_path: Path
+) -> None:
+    """A build seen in a watched folder, and then a dbt Cloud run of that same dbt invocation:
+    the watcher's plan stands, the run is handled by another way in and says so."""
+    project = tmp_path / "project"
+    (project / "target").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: sample\nprofile: sample\n")
+    daemon = cloud.serve("--project-dir", str(project))
+    try:
+        assert daemon.events("serving")[0]["watching"] == [str(project / "target")]
+        _subscribe(cloud, daemon)
+        daemon.wait_for("watching")
+        shutil.copy(steps.run / "manifest.json", project / "target" / "manifest.json")
+        shutil.copy(steps.run / "run_results.json", project / "target" / "run_results.json")
+        daemon.wait_for("invocation_submitted")
+        without_tests = Counter(
+            dict.fromkeys((CUSTOMER_HEALTH_ID, MARKETING_ATTRIBUTION_ID, EXECUTIVE_KPIS_ID), 1)
+        )
+        cloud.wait_for_posts(without_tests)
+        cloud.emulator.dbt_cloud.add_run(JOB, steps.job(with_tests=False))
+        daemon.wait_for("dbt_cloud_run_not_planned")
+        reason = daemon.events("dbt_cloud_run_not_planned")[0]["reason"]
+        run_invocation = load_run_results(steps.run / "run_results.json").invocation_id
+        assert reason.startswith("its dbt invocations were handled by another way in")
+        assert run_invocation in reason
+        assert cloud.posts() == without_tests
+    finally:
+        assert daemon.stop() == 0

@@ -278,6 +278,27 @@ metrics_host_option = click.option(
 )
 
 
+def watched_folders_options(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--project-dir`` and ``--target-path``, repeatable: the target folders a daemon watches
+    (``project_dirs``, ``target_paths``); ``default``: what it watches without them."""
+    project_dirs = click.option(
+        "--project-dir",
+        "project_dirs",
+        multiple=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"A dbt project whose target folder to watch (repeatable; without it: {default}).",
+    )
+    target_paths = click.option(
+        "--target-path",
+        "target_paths",
+        multiple=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="A target folder to watch (repeatable; relative to the project; paired in order"
+        " with --project-dir when as many are given).",
+    )
+    return lambda command: project_dirs(target_paths(command))
+
+
 def checked_mappings_file(mappings_file: Path | None) -> Path | None:
     """The mapping file a command will read (absolute), read once now: a broken one is a usage
     error at start, not a log line per invocation or an error after a 40-minute build. None when

@@ -15,6 +15,7 @@ from hexdbt.cli._common import (
     mappings_option,
     max_live_runs_option,
     state_url_option,
+    watched_folders_options,
 )
 from hexdbt.errors import ConfigError
 from hexdbt.signals import Signals
@@ -52,6 +53,7 @@ def _job_ids(text: str | None) -> frozenset[str] | None:
     help="The HTTP server's port (0: any free one, logged in the serving event).",
 )
 @mappings_option
+@watched_folders_options("none: dbt Cloud only")
 @click.option(
     "--dbt-cloud-host",
     metavar="HOST",
@@ -103,6 +105,8 @@ def serve(
     host: str,
     port: int,
     mappings_file: Path | None,
+    project_dirs: tuple[Path, ...],
+    target_paths: tuple[Path, ...],
     dbt_cloud_host: str | None,
     dbt_cloud_account: str | None,
     jobs_text: str | None,
@@ -114,7 +118,8 @@ def serve(
     state_url: str | None,
     allow_insecure_http: bool,
 ) -> None:
-    """Trigger Hex from dbt Cloud's job runs, until stopped: signed webhooks, polling, or both.
+    """Trigger Hex from dbt Cloud's job runs (signed webhooks, polling, or both) and from watched
+    target folders, on one engine and one HTTP server, until stopped.
 
     A completed run's steps' artifacts are read through dbt Cloud's Admin API and planned as one
     invocation, as `hexdbt plan` would, and each Hex project starts at most once per run, however
@@ -127,38 +132,52 @@ def serve(
       hexdbt serve                                # webhooks (HEXDBT_DBT_CLOUD_WEBHOOK_SECRET)
       hexdbt serve --dbt-cloud-poll               # polling every 60 s, no inbound network
       hexdbt serve --dbt-cloud-jobs 1234 --port 9000 --dbt-cloud-poll 300
+      hexdbt serve --project-dir ~/analytics      # as hexdbt watch, with /metrics
     """
     from hexdbt._version import __version__
     from hexdbt.engine import EngineSettings
     from hexdbt.factory import open_ledger
+    from hexdbt.feeders.artifact_watch import WatchOptions, resolve_targets
     from hexdbt.feeders.dbt_cloud import DbtCloudOptions
-    from hexdbt.feeders.serve import ServeOptions, check_serve_options
+    from hexdbt.feeders.serve import DbtCloudFeeding, ServeOptions, check_dbt_cloud
     from hexdbt.feeders.serve import serve as run_serve
     from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.settings import resolve_dbt_cloud, resolve_state_location
 
     job_ids = _job_ids(jobs_text)
-    dbt_cloud = check_serve_options(
+    watching = bool(project_dirs or target_paths)
+    dbt_cloud = check_dbt_cloud(
         resolve_dbt_cloud(
             host=dbt_cloud_host,
             account_id=dbt_cloud_account,
             allow_insecure_http=allow_insecure_http,
         ),
         polling=poll_interval_s is not None,
+        required=not watching,
     )
     resolved_mappings = checked_mappings_file(mappings_file)
     options = ServeOptions(
-        dbt_cloud=dbt_cloud,
-        feeder=DbtCloudOptions(
-            account_id=dbt_cloud.account_id,
-            mappings_file=resolved_mappings,
-            job_ids=job_ids,
-            poll_interval_s=poll_interval_s,
-            look_back_s=look_back_hours * 3600,
-            take_old_runs=take_old_runs,
-        ),
         host=host,
         port=port,
+        dbt_cloud=None
+        if dbt_cloud is None
+        else DbtCloudFeeding(
+            dbt_cloud,
+            DbtCloudOptions(
+                account_id=dbt_cloud.account_id,
+                mappings_file=resolved_mappings,
+                job_ids=job_ids,
+                poll_interval_s=poll_interval_s,
+                look_back_s=look_back_hours * 3600,
+                take_old_runs=take_old_runs,
+            ),
+        ),
+        watch=WatchOptions(
+            targets=tuple(resolve_targets(list(project_dirs), list(target_paths))),
+            mappings_file=resolved_mappings,
+        )
+        if watching
+        else None,
     )
     log = StreamEventLog(log_format=LogFormat(log_format))
     signals = Signals()
@@ -172,8 +191,8 @@ def serve(
             version=__version__,
             hex=client.base_url,
             state=state.describe(),
-            dbt_cloud=dbt_cloud.api_url,
-            account=dbt_cloud.account_id,
+            dbt_cloud=dbt_cloud.api_url if dbt_cloud else "off",
+            account=dbt_cloud.account_id if dbt_cloud else None,
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
         with open_ledger(client, state) as ledger:

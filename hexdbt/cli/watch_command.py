@@ -19,6 +19,7 @@ from hexdbt.cli._common import (
     metrics_port_option,
     serve_daemon_metrics,
     state_url_option,
+    watched_folders_options,
 )
 from hexdbt.signals import Signals
 
@@ -34,22 +35,7 @@ COMMANDS: list[click.Command] = []
 
 
 @click.command()
-@click.option(
-    "--project-dir",
-    "project_dirs",
-    multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A dbt project whose target folder to watch (repeatable; default: DBT_PROJECT_DIR, else"
-    " the nearest parent holding dbt_project.yml).",
-)
-@click.option(
-    "--target-path",
-    "target_paths",
-    multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A target folder to watch (repeatable; relative to the project; paired in order with"
-    " --project-dir when as many are given).",
-)
+@watched_folders_options("DBT_PROJECT_DIR, else the nearest parent holding dbt_project.yml")
 @click.option(
     "--mappings",
     "mappings_file",

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from hexdbt.metrics import DaemonMetrics
 
 SOURCE_PREFIX = "dbt-cloud"
+# Where ``serve`` takes dbt Cloud's webhooks (``dbt_cloud_webhook``).
+WEBHOOK_PATH = "/webhooks/dbt-cloud"
 DEFAULT_POLL_INTERVAL_S = 60.0
 DEFAULT_LOOK_BACK_S = 86_400.0
 # A run whose artifacts cannot be had yet (a 5xx, a dbt step's file not there yet) is tried

@@ -38,12 +38,12 @@ from starlette.routing import BaseRoute, Route
 
 from hexdbt.dbt.cloud import STATUS_NAMES
 from hexdbt.errors import StateError
-from hexdbt.feeders.dbt_cloud import DbtCloudFeeder
+from hexdbt.feeders.dbt_cloud import WEBHOOK_PATH, DbtCloudFeeder
 from hexdbt.ledger import DbtCloudEvent, DbtCloudRunRecord, Ledger
 from hexdbt.logs import EventLog, error_fields
 from hexdbt.metrics import DaemonMetrics
 
-PATH = "/webhooks/dbt-cloud"
+PATH = WEBHOOK_PATH
 MAX_BODY_BYTES = 256 * 1024
 COMPLETED = "job.run.completed"
 RECORDED_TYPES = frozenset({"job.run.started", COMPLETED, "job.run.errored"})

@@ -1,50 +1,70 @@
 """``hexdbt serve``: one long-running process, one engine, one HTTP server, and the feeders that
-are configured (dbt Cloud's webhooks and polling).
+are configured: dbt Cloud's webhooks and polling, target folders watched as ``hexdbt watch``
+does.
 
     serve(client, ledger, options, log)    # until the engine stops (a signal)
 
 The HTTP server (``hexdbt.web``) hosts ``/metrics``, ``/healthz`` and, with a webhook secret,
 ``POST /webhooks/dbt-cloud``; ``ServeOptions.routes`` mounts more (a status page). It binds
 127.0.0.1 unless told otherwise. ``hexdbt watch`` and ``hexdbt relay`` run on the same machinery
-(``run_service``, the same HTTP stack for their ``--metrics-port``).
+(``run_service``, the same HTTP stack for their ``--metrics-port``); ``serve --project-dir``
+hosts the watch's feeder beside dbt Cloud's, on its one engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hexdbt.errors import ConfigError
-from hexdbt.feeders.daemon import daemon_engine, run_service
+from hexdbt.feeders.daemon import Feeder, InvocationEvents, daemon_engine, run_service
+from hexdbt.feeders.dbt_cloud import WEBHOOK_PATH
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from hexdbt.engine import EngineSettings
+    from hexdbt.engine import Engine, EngineSettings
+    from hexdbt.feeders.artifact_watch import WatchOptions
     from hexdbt.feeders.dbt_cloud import DbtCloudOptions
     from hexdbt.hex.client import HexClient
     from hexdbt.ledger import Ledger
     from hexdbt.logs import EventLog
+    from hexdbt.metrics import DaemonMetrics
     from hexdbt.settings import DbtCloudSettings
 
 
 @dataclass(frozen=True, slots=True)
+class DbtCloudFeeding:
+    """dbt Cloud as a feeder of ``serve``: where it is, and what to take."""
+
+    settings: DbtCloudSettings
+    options: DbtCloudOptions
+
+
+@dataclass(frozen=True, slots=True)
 class ServeOptions:
-    dbt_cloud: DbtCloudSettings
-    feeder: DbtCloudOptions
     host: str
     port: int  # 0: any free one
+    dbt_cloud: DbtCloudFeeding | None = None
+    watch: WatchOptions | None = None  # target folders to watch, as `hexdbt watch`
     routes: Sequence[BaseRoute] = field(default_factory=tuple)
 
 
-def check_serve_options(settings: DbtCloudSettings | None, polling: bool) -> DbtCloudSettings:
-    """The dbt Cloud settings ``serve`` needs, or a ConfigError saying what is missing."""
+def check_dbt_cloud(
+    settings: DbtCloudSettings | None, *, polling: bool, required: bool
+) -> DbtCloudSettings | None:
+    """The dbt Cloud settings ``serve`` can use (None: no dbt Cloud, and it is not
+    ``required``), or a ConfigError saying what is missing."""
     if settings is None:
+        if not required:
+            return None
         raise ConfigError(
-            "hexdbt serve has no dbt Cloud account to serve: set DBT_CLOUD_ACCOUNT_ID",
-            hint="and DBT_CLOUD_API_TOKEN, then HEXDBT_DBT_CLOUD_WEBHOOK_SECRET and/or"
-            " --dbt-cloud-poll (docs/dbt-cloud.md)",
+            "hexdbt serve has nothing to serve: set DBT_CLOUD_ACCOUNT_ID for dbt Cloud, or"
+            " pass --project-dir to watch a dbt project's target folder",
+            hint="for dbt Cloud, also DBT_CLOUD_API_TOKEN, then HEXDBT_DBT_CLOUD_WEBHOOK_SECRET"
+            " and/or --dbt-cloud-poll (docs/dbt-cloud.md)",
         )
     if not settings.token:
         raise ConfigError(
@@ -69,43 +89,80 @@ def serve(
     settings: EngineSettings,
 ) -> None:
     """Serve until the engine stops (the client's stop event, as a signal handler sets it)."""
-    from hexdbt.dbt.cloud import DbtCloudClient
-    from hexdbt.feeders.dbt_cloud import DbtCloudFeeder
     from hexdbt.metrics import DaemonMetrics
     from hexdbt.web import HttpServer, build_app
 
     metrics = DaemonMetrics("serve")
     engine = daemon_engine(client, ledger, log, replace(settings, daemon=True), metrics=metrics)
-    cloud = DbtCloudClient(options.dbt_cloud, clock=client.clock)
-    feeder = DbtCloudFeeder(
-        engine, ledger, cloud, options.feeder, log, clock=client.clock, metrics=metrics
-    )
+    events = InvocationEvents(log, metrics)
+    feeders: list[Feeder] = []
     routes = list(options.routes)
-    secret = options.dbt_cloud.webhook_secret
-    endpoint = None
-    if secret:
-        from hexdbt.feeders.dbt_cloud_webhook import PATH, WebhookEndpoint
+    said: dict[str, Any] = {}
+    with ExitStack() as held:
+        if options.watch is not None:
+            from hexdbt.feeders.watch import WatchFeeder
 
-        endpoint = WebhookEndpoint(feeder, secret, log, metrics)
-        routes = [*endpoint.routes, *routes]
-    app = build_app(metrics, routes=routes)
-    try:
-        with HttpServer(app, options.host, options.port, what="HTTP") as server:
-            log.emit(
-                "serving",
-                url=server.url,
-                webhook=f"{server.url}{PATH}" if secret else "off",
-                metrics=f"{server.url}/metrics",
-                health=f"{server.url}/healthz",
-                polling=f"every {options.feeder.poll_interval_s:g} s"
-                if options.feeder.poll_interval_s is not None
-                else "off",
-                jobs=sorted(options.feeder.job_ids)
-                if options.feeder.job_ids is not None
-                else "of deployment environments",
+            feeders.append(WatchFeeder(engine, ledger, options.watch, log, events))
+            said["watching"] = [str(target.target_dir) for target in options.watch.targets]
+        if options.dbt_cloud is not None:
+            feeder, cloud_routes = _dbt_cloud_feeder(
+                engine, ledger, client, options.dbt_cloud, log, metrics, held
             )
-            run_service(engine, [feeder], log, metrics=metrics, events=feeder.events)
-    finally:
-        if endpoint is not None:
-            endpoint.close()
-        cloud.close()
+            feeders.append(feeder)
+            routes = [*cloud_routes, *routes]
+            said.update(_dbt_cloud_said(options.dbt_cloud))
+        server = held.enter_context(
+            HttpServer(build_app(metrics, routes=routes), options.host, options.port, what="HTTP")
+        )
+        webhook = "off"
+        if options.dbt_cloud is not None and options.dbt_cloud.settings.webhook_secret:
+            webhook = f"{server.url}{WEBHOOK_PATH}"
+        log.emit(
+            "serving",
+            url=server.url,
+            webhook=webhook,
+            metrics=f"{server.url}/metrics",
+            health=f"{server.url}/healthz",
+            **said,
+        )
+        run_service(engine, feeders, log, metrics=metrics, events=events)
+
+
+def _dbt_cloud_feeder(
+    engine: Engine,
+    ledger: Ledger,
+    client: HexClient,
+    feeding: DbtCloudFeeding,
+    log: EventLog,
+    metrics: DaemonMetrics,
+    held: ExitStack,
+) -> tuple[Feeder, list[BaseRoute]]:
+    """The dbt Cloud feeder, and its webhook route when a secret is set; closed by ``held``."""
+    from hexdbt.dbt.cloud import DbtCloudClient
+    from hexdbt.feeders.dbt_cloud import DbtCloudFeeder
+
+    cloud = DbtCloudClient(feeding.settings, clock=client.clock)
+    held.callback(cloud.close)
+    feeder = DbtCloudFeeder(
+        engine, ledger, cloud, feeding.options, log, clock=client.clock, metrics=metrics
+    )
+    secret = feeding.settings.webhook_secret
+    if not secret:
+        return feeder, []
+    from hexdbt.feeders.dbt_cloud_webhook import WebhookEndpoint
+
+    endpoint = WebhookEndpoint(feeder, secret, log, metrics)
+    held.callback(endpoint.close)
+    return feeder, list(endpoint.routes)
+
+
+def _dbt_cloud_said(feeding: DbtCloudFeeding) -> dict[str, Any]:
+    options = feeding.options
+    return {
+        "polling": "off"
+        if options.poll_interval_s is None
+        else f"every {options.poll_interval_s:g} s",
+        "jobs": "of deployment environments"
+        if options.job_ids is None
+        else sorted(options.job_ids),
+    }
