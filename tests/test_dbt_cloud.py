@@ -23,11 +23,18 @@ from hexdbt.clock import ManualClock
 from hexdbt.dbt.cloud import DbtCloudClient
 from hexdbt.emulator.dbt_cloud import DBT_CLOUD_TOKEN, EmulatedRun
 from hexdbt.emulator.pytest_plugin import EmulatorFactory
+from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID
 from hexdbt.emulator.server import HexEmulator
 from hexdbt.engine import EngineSettings
 from hexdbt.errors import ConfigError, DbtCloudError
 from hexdbt.feeders.daemon import daemon_engine
-from hexdbt.feeders.dbt_cloud import DbtCloudFeeder, DbtCloudOptions
+from hexdbt.feeders.dbt_cloud import (
+    CloudPlan,
+    DbtCloudFeeder,
+    DbtCloudOptions,
+    load_job_mappings,
+    plan_cloud_run,
+)
 from hexdbt.feeders.dbt_cloud_webhook import MAX_BODY_BYTES, PATH, WebhookEndpoint
 from hexdbt.hex.client import HexClient
 from hexdbt.ledger import DbtCloudEvent, DbtCloudRunRecord, Ledger
@@ -526,3 +533,55 @@ def test_polling_starts_once_per_account(state_location: StateLocation) -> None:
         assert ledger.dbt_cloud_polling_since("1") == (since, False)
         assert first
         assert ledger.dbt_cloud_polling_since("2") == (since + 60, True)
+
+
+# -- --dbt-cloud-config: mapping files by job or project --------------------------------------
+
+
+def test_a_run_is_planned_with_its_job_s_mapping_file_else_its_project_s_else_the_default(
+    cloud: tuple[HexEmulator, EmulatedRun], tmp_path: Path
+) -> None:
+    emulator, run = cloud
+    for name in ("job", "project", "default"):
+        (tmp_path / f"{name}.yml").write_text(
+            f"version: 1\nprojects:\n  - {{name: {name}, project_id: {CUSTOMER_HEALTH_ID},"
+            " models: [customers]}\n"
+        )
+    config = tmp_path / "dbt_cloud.yml"
+    client = _client(emulator)
+    default = tmp_path / "default.yml"
+    for text, expected in (
+        ("jobs: {12: job.yml}\nprojects: {70: project.yml}\n", "job"),
+        ("jobs: {13: job.yml}\nprojects: {70: project.yml}\n", "project"),
+        ("projects: {71: project.yml}\n", "default"),
+    ):
+        config.write_text(text)
+        planned = plan_cloud_run(client, str(run.run_id), load_job_mappings(config, default))
+        assert isinstance(planned, CloudPlan)
+        assert [trigger.name for trigger in planned.plan.triggers] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("jobs: [1, 2]\n", "jobs: expected ids mapped to mapping files"),
+        ("jobs: {abc: a.yml}\n", "jobs: 'abc': expected a dbt Cloud id and a mapping file"),
+        ("workers: {}\n", "expected a mapping with jobs: and/or projects:"),
+        ("jobs: {1: [\n", "not YAML"),
+        ("jobs: {1: missing.yml}\n", "missing.yml"),
+    ],
+)
+def test_a_broken_dbt_cloud_config_exits_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, message: str
+) -> None:
+    monkeypatch.setenv("DBT_CLOUD_ACCOUNT_ID", "1")
+    monkeypatch.setenv("DBT_CLOUD_API_TOKEN", "dbtc_x")
+    config = tmp_path / "dbt_cloud.yml"
+    config.write_text(text)
+    result = CliRunner().invoke(
+        main, ["serve", "--dbt-cloud-poll", "--dbt-cloud-config", str(config)]
+    )
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.output
+    assert message in errors[0]

@@ -32,7 +32,7 @@ from hexdbt.emulator.scenario import (
     MARKETING_ATTRIBUTION_ID,
 )
 from hexdbt.emulator.server import HexEmulator
-from hexdbt.feeders.dbt_cloud import CloudPlan, NothingToPlan, plan_cloud_run
+from hexdbt.feeders.dbt_cloud import CloudPlan, MappingsByRun, NothingToPlan, plan_cloud_run
 from hexdbt.ledger import Ledger
 from hexdbt.settings import DbtCloudSettings, resolve_state_location
 
@@ -171,7 +171,7 @@ def test_a_run_of_run_then_test_is_planned_as_one_unit_with_require_tests_across
     dbt_cloud = cloud.emulator.dbt_cloud
     client = _client(cloud.emulator)
     with_tests = dbt_cloud.add_run(JOB, steps.job(), notify=False)
-    planned = plan_cloud_run(client, str(with_tests.run_id), MAPPINGS)
+    planned = plan_cloud_run(client, str(with_tests.run_id), MappingsByRun(MAPPINGS))
     assert isinstance(planned, CloudPlan)
     plan = planned.plan
     assert plan.invocation_id == f"dbt-cloud:{with_tests.run_id}"
@@ -184,7 +184,7 @@ def test_a_run_of_run_then_test_is_planned_as_one_unit_with_require_tests_across
     assert kpis.input_params["dbt_invocation_id"] == test_invocation
 
     without_tests = dbt_cloud.add_run(JOB, steps.job(with_tests=False), notify=False)
-    planned = plan_cloud_run(client, str(without_tests.run_id), MAPPINGS)
+    planned = plan_cloud_run(client, str(without_tests.run_id), MappingsByRun(MAPPINGS))
     assert isinstance(planned, CloudPlan)
     skipped = {item.project_id: item.reason for item in planned.plan.skipped}
     assert FINANCE_OVERVIEW_ID in skipped
@@ -210,7 +210,7 @@ def test_a_real_job_s_shape_cancelled_and_failed_before_dbt_plan_nothing_and_say
         "no step wrote run_results.json": dbt_cloud.add_run(JOB, setup_only, notify=False),
     }
     for reason, run in cases.items():
-        planned = plan_cloud_run(client, str(run.run_id), MAPPINGS)
+        planned = plan_cloud_run(client, str(run.run_id), MappingsByRun(MAPPINGS))
         assert isinstance(planned, NothingToPlan)
         assert planned.reason.startswith(reason), planned.reason
 

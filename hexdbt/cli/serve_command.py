@@ -65,6 +65,13 @@ def _job_ids(text: str | None) -> frozenset[str] | None:
     help="The dbt Cloud account id (default: DBT_CLOUD_ACCOUNT_ID).",
 )
 @click.option(
+    "--dbt-cloud-config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A YAML file mapping dbt Cloud job ids (jobs:) or project ids (projects:) to mapping"
+    " files; other runs use --mappings.",
+)
+@click.option(
     "--dbt-cloud-jobs",
     "jobs_text",
     metavar="J1,J2",
@@ -109,6 +116,7 @@ def serve(
     target_paths: tuple[Path, ...],
     dbt_cloud_host: str | None,
     dbt_cloud_account: str | None,
+    config_file: Path | None,
     jobs_text: str | None,
     poll_interval_s: float | None,
     look_back_hours: float,
@@ -138,7 +146,7 @@ def serve(
     from hexdbt.engine import EngineSettings
     from hexdbt.factory import open_ledger
     from hexdbt.feeders.artifact_watch import WatchOptions, resolve_targets
-    from hexdbt.feeders.dbt_cloud import DbtCloudOptions
+    from hexdbt.feeders.dbt_cloud import DbtCloudOptions, MappingsByRun, load_job_mappings
     from hexdbt.feeders.serve import DbtCloudFeeding, ServeOptions, check_dbt_cloud
     from hexdbt.feeders.serve import serve as run_serve
     from hexdbt.logs import LogFormat, StreamEventLog
@@ -156,6 +164,11 @@ def serve(
         required=not watching,
     )
     resolved_mappings = checked_mappings_file(mappings_file)
+    by_run = MappingsByRun(resolved_mappings)
+    if config_file is not None:
+        by_run = load_job_mappings(config_file, resolved_mappings)
+        for file in by_run.files():  # each read once now: a broken one is a usage error
+            checked_mappings_file(file)
     options = ServeOptions(
         host=host,
         port=port,
@@ -165,7 +178,7 @@ def serve(
             dbt_cloud,
             DbtCloudOptions(
                 account_id=dbt_cloud.account_id,
-                mappings_file=resolved_mappings,
+                mappings=by_run,
                 job_ids=job_ids,
                 poll_interval_s=poll_interval_s,
                 look_back_s=look_back_hours * 3600,

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from hexdbt.dbt.artifacts import (
     load_run_results,
 )
 from hexdbt.dbt.cloud import CANCELLED, ERROR, CloudRun, DbtCloudClient
-from hexdbt.errors import DbtCloudError, HexdbtError, StateError
+from hexdbt.errors import ConfigError, DbtCloudError, HexdbtError, StateError
 from hexdbt.feeders.daemon import InvocationEvents
 from hexdbt.ledger import DbtCloudRunRecord
 from hexdbt.logs import EventLog, error_fields
@@ -79,9 +79,61 @@ def trigger_invocation_id(run_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class MappingsByRun:
+    """Which mapping file plans a run: its job's (``jobs``), else its dbt Cloud project's
+    (``projects``), else ``default`` (``--dbt-cloud-config``, ``load_job_mappings``)."""
+
+    default: Path | None = None
+    jobs: Mapping[str, Path] = field(default_factory=dict)
+    projects: Mapping[str, Path] = field(default_factory=dict)
+
+    def for_run(self, run: CloudRun) -> Path | None:
+        return self.jobs.get(run.job_id) or self.projects.get(run.project_id) or self.default
+
+    def files(self) -> list[Path]:
+        return [*self.jobs.values(), *self.projects.values()]
+
+
+def load_job_mappings(path: Path, default: Path | None) -> MappingsByRun:
+    """``--dbt-cloud-config``: a YAML file mapping dbt Cloud job ids (``jobs:``) and project ids
+    (``projects:``) to mapping files, relative to it::
+
+        jobs: {1234: finance/hex_mappings.yml}
+        projects: {55: marketing/hex_mappings.yml}
+    """
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(document, Mapping) or set(document) - {"jobs", "projects"}:
+        raise ConfigError(
+            f"{path}: expected a mapping with jobs: and/or projects:",
+            hint="e.g. jobs: {1234: finance/hex_mappings.yml}",
+        )
+    parsed: dict[str, dict[str, Path]] = {}
+    for key in ("jobs", "projects"):
+        entries = document.get(key) or {}
+        if not isinstance(entries, Mapping):
+            raise ConfigError(f"{path}: {key}: expected ids mapped to mapping files")
+        for item_id, file in entries.items():
+            if not str(item_id).isdigit() or not isinstance(file, str) or not file:
+                raise ConfigError(
+                    f"{path}: {key}: {item_id!r}: expected a dbt Cloud id and a mapping file"
+                )
+        parsed[key] = {
+            str(item_id): (path.parent / file).absolute() for item_id, file in entries.items()
+        }
+    return MappingsByRun(default, parsed["jobs"], parsed["projects"])
+
+
+@dataclass(frozen=True, slots=True)
 class DbtCloudOptions:
     account_id: str
-    mappings_file: Path | None = None
+    mappings: MappingsByRun = field(default_factory=MappingsByRun)
     job_ids: frozenset[str] | None = None  # None: jobs of deployment environments
     poll_interval_s: float | None = None  # None: no polling
     look_back_s: float = DEFAULT_LOOK_BACK_S
@@ -116,7 +168,7 @@ def _step_command(name: str) -> str | None:
 def plan_cloud_run(
     client: DbtCloudClient,
     run_id: str,
-    mappings_file: Path | None,
+    mappings: MappingsByRun,
     *,
     environ: Mapping[str, str] | None = None,
 ) -> CloudPlan | NothingToPlan:
@@ -130,7 +182,7 @@ def plan_cloud_run(
         raise NotYet(f"run {run_id} has not ended yet ({run.status_name})")
     folder = Path(tempfile.mkdtemp(prefix=f"hexdbt-dbt-cloud-{run_id}-"))
     try:
-        return _plan_from_steps(client, run, folder, mappings_file, environ)
+        return _plan_from_steps(client, run, folder, mappings.for_run(run), environ)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -346,7 +398,7 @@ class DbtCloudFeeder:
                 return
             assert self.client is not None  # _not_allowed refuses every job without one
             started = self.clock.now()
-            planned = plan_cloud_run(self.client, run_id, self.options.mappings_file)
+            planned = plan_cloud_run(self.client, run_id, self.options.mappings)
         except StateError as exc:
             self._state_failed(exc)
             self._retry_later(record, fields, exc)
