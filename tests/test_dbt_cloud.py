@@ -585,3 +585,13 @@ def test_a_broken_dbt_cloud_config_exits_2_naming_it(
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1, result.output
     assert message in errors[0]
+
+
+def test_relay_options_of_serve_without_its_project_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBT_CLOUD_ACCOUNT_ID", "1")
+    monkeypatch.setenv("DBT_CLOUD_API_TOKEN", "dbtc_x")
+    result = CliRunner().invoke(main, ["serve", "--dbt-cloud-poll", "--relay-target", "prod"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        "Error: --relay-profiles-dir and --relay-target go with --relay-project-dir"
+    )

@@ -23,9 +23,10 @@ import duckdb
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from daemon_helpers import Daemon
 from dbt_runs import dbt_in_process
 from postgres_server import PostgresServer
-from test_metrics import Daemon, get, samples, scrape_until, until_healthy, value
+from test_metrics import get, samples, scrape_until, until_healthy, value
 
 from hexdbt._version import __version__
 from hexdbt.cli import main

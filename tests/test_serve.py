@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import secrets
 import shutil
 import time
 import urllib.request
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 from daemon_helpers import Daemon
 from dbt_runs import dbt_in_process
+from postgres_server import PostgresServer
+from test_hook_relay import _copy_with_hook
 
 from hexdbt.clock import ScaledClock
 from hexdbt.crashpoints import CRASH_EXIT_CODE
@@ -414,3 +417,31 @@ def test_one_serve_watches_a_target_folder_beside_dbt_cloud_and_starts_nothing_t
         assert cloud.posts() == without_tests
     finally:
         assert daemon.stop() == 0
+
+
+def test_one_serve_relays_the_on_run_end_hook_s_outbox_beside_dbt_cloud(
+    cloud: Cloud, tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """`serve --relay-project-dir` reads the hook's outbox, as `hexdbt relay` does, on the same
+    engine as dbt Cloud's feeder (a PostgreSQL warehouse: DuckDB's file would stay locked by
+    this process's dbt)."""
+    profile = {
+        "type": "postgres", "host": "127.0.0.1", "port": postgres_server.port, "user": "hexdbt",
+        "password": postgres_server.password, "dbname": "hexdbt",
+        "schema": f"serve_{secrets.token_hex(4)}", "threads": 4,
+    }  # fmt: skip
+    project = _copy_with_hook(tmp_path, profile)
+    dbt_in_process(
+        project, ["build", "--vars", "{slow_model_seconds: 0}"], project / "target",
+        must_succeed=False,
+    )  # fmt: skip
+    daemon = cloud.serve("--relay-project-dir", str(project), "--relay-profiles-dir", str(project))
+    try:
+        assert daemon.events("serving")[0]["outbox"].endswith('."hexdbt_outbox"')
+        # dbt-postgres runs no Python model: the marketing app does not start.
+        started = (CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID, EXECUTIVE_KPIS_ID)
+        cloud.wait_for_posts(Counter(dict.fromkeys(started, 1)), timeout_s=60)
+        assert [event["command"] for event in daemon.events("invocation_submitted")] == ["build"]
+    finally:
+        assert daemon.stop() == 0
+    _no_secret_anywhere(daemon)

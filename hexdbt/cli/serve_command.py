@@ -55,6 +55,20 @@ def _job_ids(text: str | None) -> frozenset[str] | None:
 @mappings_option
 @watched_folders_options("none: dbt Cloud only")
 @click.option(
+    "--relay-project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also read this dbt project's outbox (the on-run-end hook's), as `hexdbt relay` does,"
+    " through its profile.",
+)
+@click.option(
+    "--relay-profiles-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --relay-project-dir: where profiles.yml is (dbt's default otherwise).",
+)
+@click.option(
+    "--relay-target", help="With --relay-project-dir: the profile's target (dbt's default)."
+)
+@click.option(
     "--dbt-cloud-host",
     metavar="HOST",
     help="dbt Cloud's host name or base URL (default: DBT_CLOUD_HOST, else cloud.getdbt.com).",
@@ -114,6 +128,9 @@ def serve(
     mappings_file: Path | None,
     project_dirs: tuple[Path, ...],
     target_paths: tuple[Path, ...],
+    relay_project_dir: Path | None,
+    relay_profiles_dir: Path | None,
+    relay_target: str | None,
     dbt_cloud_host: str | None,
     dbt_cloud_account: str | None,
     config_file: Path | None,
@@ -126,8 +143,8 @@ def serve(
     state_url: str | None,
     allow_insecure_http: bool,
 ) -> None:
-    """Trigger Hex from dbt Cloud's job runs (signed webhooks, polling, or both) and from watched
-    target folders, on one engine and one HTTP server, until stopped.
+    """Trigger Hex from dbt Cloud's job runs (signed webhooks, polling, or both), watched target
+    folders and the on-run-end hook's outbox, on one engine and one HTTP server, until stopped.
 
     A completed run's steps' artifacts are read through dbt Cloud's Admin API and planned as one
     invocation, as `hexdbt plan` would, and each Hex project starts at most once per run, however
@@ -143,10 +160,12 @@ def serve(
       hexdbt serve --project-dir ~/analytics      # as hexdbt watch, with /metrics
     """
     from hexdbt._version import __version__
+    from hexdbt.dbt.locate import find_project_dir
     from hexdbt.engine import EngineSettings
     from hexdbt.factory import open_ledger
     from hexdbt.feeders.artifact_watch import WatchOptions, resolve_targets
     from hexdbt.feeders.dbt_cloud import DbtCloudOptions, MappingsByRun, load_job_mappings
+    from hexdbt.feeders.relay import DbtTarget, RelayOptions
     from hexdbt.feeders.serve import DbtCloudFeeding, ServeOptions, check_dbt_cloud
     from hexdbt.feeders.serve import serve as run_serve
     from hexdbt.logs import LogFormat, StreamEventLog
@@ -154,6 +173,11 @@ def serve(
 
     job_ids = _job_ids(jobs_text)
     watching = bool(project_dirs or target_paths)
+    if (relay_profiles_dir or relay_target) and relay_project_dir is None:
+        raise ConfigError(
+            "--relay-profiles-dir and --relay-target go with --relay-project-dir",
+            hint="hexdbt serve --relay-project-dir analytics --relay-target prod",
+        )
     dbt_cloud = check_dbt_cloud(
         resolve_dbt_cloud(
             host=dbt_cloud_host,
@@ -161,7 +185,7 @@ def serve(
             allow_insecure_http=allow_insecure_http,
         ),
         polling=poll_interval_s is not None,
-        required=not watching,
+        required=not watching and relay_project_dir is None,
     )
     resolved_mappings = checked_mappings_file(mappings_file)
     by_run = MappingsByRun(resolved_mappings)
@@ -191,6 +215,12 @@ def serve(
         )
         if watching
         else None,
+        relay=None
+        if relay_project_dir is None
+        else (
+            DbtTarget(find_project_dir(relay_project_dir), relay_profiles_dir, relay_target),
+            RelayOptions(resolved_mappings),
+        ),
     )
     log = StreamEventLog(log_format=LogFormat(log_format))
     signals = Signals()

@@ -303,6 +303,7 @@ class RelayDaemon:
         metrics: DaemonMetrics | None = None,
         once: bool = False,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> None:
         from hexdbt.engine import EngineSettings
 
@@ -317,7 +318,8 @@ class RelayDaemon:
         settings = settings or EngineSettings(cancel_on_interrupt=False)
         # Once without waiting: send what fits and leave; the next relay (or `hexdbt status`)
         # follows the runs.
-        self.engine: Engine = daemon_engine(
+        # ``engine``: another daemon's (``hexdbt serve``), which this relay feeds (``feeder``).
+        self.engine: Engine = engine or daemon_engine(
             client,
             ledger,
             log,
@@ -342,10 +344,15 @@ class RelayDaemon:
             self.engine.close()
             self.engine.run()
             return
+        run_service(
+            self.engine, [self.feeder()], self.log, metrics=self.metrics, events=self.events
+        )
+
+    def feeder(self) -> FeederCalls:
+        """The outbox, read on a thread of its own that ends once the engine is stopping: a
+        feeder of ``run_service`` (this relay's own engine, or ``hexdbt serve``'s)."""
         thread = threading.Thread(target=self._poll_loop, name="hexdbt-relay", daemon=True)
-        # The outbox is read on a thread of its own, which ends once the engine is stopping.
-        feeder = FeederCalls(thread.start, lambda: thread.join(timeout=10))
-        run_service(self.engine, [feeder], self.log, metrics=self.metrics, events=self.events)
+        return FeederCalls(thread.start, lambda: thread.join(timeout=10))
 
     def _poll_loop(self) -> None:
         stopping = self.engine.stopping

@@ -1,14 +1,14 @@
 """``hexdbt serve``: one long-running process, one engine, one HTTP server, and the feeders that
 are configured: dbt Cloud's webhooks and polling, target folders watched as ``hexdbt watch``
-does.
+does, the on-run-end hook's outbox read as ``hexdbt relay`` does.
 
     serve(client, ledger, options, log)    # until the engine stops (a signal)
 
 The HTTP server (``hexdbt.web``) hosts ``/metrics``, ``/healthz`` and, with a webhook secret,
 ``POST /webhooks/dbt-cloud``; ``ServeOptions.routes`` mounts more (a status page). It binds
 127.0.0.1 unless told otherwise. ``hexdbt watch`` and ``hexdbt relay`` run on the same machinery
-(``run_service``, the same HTTP stack for their ``--metrics-port``); ``serve --project-dir``
-hosts the watch's feeder beside dbt Cloud's, on its one engine.
+(``run_service``, the same HTTP stack for their ``--metrics-port``); ``serve --project-dir`` and
+``--relay-project-dir`` host their feeders beside dbt Cloud's, on its one engine.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from hexdbt.engine import Engine, EngineSettings
     from hexdbt.feeders.artifact_watch import WatchOptions
     from hexdbt.feeders.dbt_cloud import DbtCloudOptions
+    from hexdbt.feeders.relay import DbtTarget, RelayOptions
     from hexdbt.hex.client import HexClient
     from hexdbt.ledger import Ledger
     from hexdbt.logs import EventLog
@@ -49,6 +50,7 @@ class ServeOptions:
     port: int  # 0: any free one
     dbt_cloud: DbtCloudFeeding | None = None
     watch: WatchOptions | None = None  # target folders to watch, as `hexdbt watch`
+    relay: tuple[DbtTarget, RelayOptions] | None = None  # an outbox to read, as `hexdbt relay`
     routes: Sequence[BaseRoute] = field(default_factory=tuple)
 
 
@@ -62,7 +64,8 @@ def check_dbt_cloud(
             return None
         raise ConfigError(
             "hexdbt serve has nothing to serve: set DBT_CLOUD_ACCOUNT_ID for dbt Cloud, or"
-            " pass --project-dir to watch a dbt project's target folder",
+            " pass --project-dir to watch a dbt project's target folder, or"
+            " --relay-project-dir to read a dbt project's outbox",
             hint="for dbt Cloud, also DBT_CLOUD_API_TOKEN, then HEXDBT_DBT_CLOUD_WEBHOOK_SECRET"
             " and/or --dbt-cloud-poll (docs/dbt-cloud.md)",
         )
@@ -104,6 +107,16 @@ def serve(
 
             feeders.append(WatchFeeder(engine, ledger, options.watch, log, events))
             said["watching"] = [str(target.target_dir) for target in options.watch.targets]
+        if options.relay is not None:
+            from hexdbt.feeders.relay import RelayDaemon, WarehouseOutbox
+
+            where, relay_options = options.relay
+            outbox = WarehouseOutbox(where)
+            relay = RelayDaemon(
+                client, ledger, outbox, relay_options, log, metrics=metrics, engine=engine
+            )
+            feeders.append(relay.feeder())
+            said["outbox"] = outbox.relation
         if options.dbt_cloud is not None:
             feeder, cloud_routes = _dbt_cloud_feeder(
                 engine, ledger, client, options.dbt_cloud, log, metrics, held
