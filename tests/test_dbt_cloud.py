@@ -254,10 +254,11 @@ class Endpoint:
         self.log = MemoryEventLog()
         self.metrics = DaemonMetrics("serve")
         engine = daemon_engine(self.client, self.ledger, self.log, EngineSettings(daemon=True))
+        self.cloud = _client(emulator)
         self.feeder = DbtCloudFeeder(
             engine,
             self.ledger,
-            None,
+            self.cloud,
             DbtCloudOptions(account_id="1", job_ids=frozenset({"12"})),
             self.log,
             clock=self.clock,
@@ -298,6 +299,7 @@ class Endpoint:
     def close(self) -> None:
         self.server.close()
         self.endpoint.close()
+        self.cloud.close()
         self.ledger.close()
         self.client.close()
 

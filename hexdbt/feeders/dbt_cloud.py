@@ -296,7 +296,7 @@ class DbtCloudFeeder:
         self,
         engine: Engine,
         ledger: Ledger,
-        client: DbtCloudClient | None,
+        client: DbtCloudClient,
         options: DbtCloudOptions,
         log: EventLog,
         *,
@@ -396,7 +396,6 @@ class DbtCloudFeeder:
             if why_not is not None:
                 self._settle(record, why_not, fields)
                 return
-            assert self.client is not None  # _not_allowed refuses every job without one
             started = self.clock.now()
             planned = plan_cloud_run(self.client, run_id, self.options.mappings)
         except StateError as exc:
@@ -436,7 +435,7 @@ class DbtCloudFeeder:
         details = {
             "steps": [index for _, _, index in planned.steps],
             "artifact_bytes": planned.downloaded_bytes,
-            "artifact_fetch_s": round(fetch_s, 3),
+            "fetch_and_plan_s": round(fetch_s, 3),
         }
         submitted.add_done_callback(
             lambda future: self._submitted(record, plan, future, fields, details)
@@ -513,8 +512,6 @@ class DbtCloudFeeder:
             return f"job {job_id} is not in --dbt-cloud-jobs"
         if job_id in self._allowed:
             return self._allowed[job_id]
-        if self.client is None:
-            return "no dbt Cloud token to look the job up: list the jobs with --dbt-cloud-jobs"
         job = self.client.job(job_id)
         why_not: str | None = None
         if job.job_type in ("ci", "merge"):
@@ -566,7 +563,6 @@ class DbtCloudFeeder:
     def poll(self, floor: float) -> int:
         """List the allowed jobs' newest runs and note each ended one the ledger does not know
         (within the look-back window, and not before ``floor``). Returns how many were new."""
-        assert self.client is not None
         cutoff = max(floor, self.clock.now() - self.options.look_back_s)
         jobs: list[str | None] = [None]  # the account's runs, when no job is listed
         if self.options.job_ids is not None:
