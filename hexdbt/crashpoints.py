@@ -13,6 +13,11 @@ function that does nothing (the setting is read at the first point met). The poi
                       about to be sent
     post-answered     Hex answered RunProject; the run id is not recorded yet
     run-id-recorded   the run id is committed in the ledger
+
+and, for ``hexdbt serve``'s dbt Cloud feeder:
+
+    dbt-cloud-before-plan   a dbt Cloud run is in the ledger (its webhook answered 200), about to
+                            be planned
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from hexdbt.errors import ConfigError
 from hexdbt.settings import CRASH_AT_ENV, STOP_AT_ENV, resolve_crash_point, resolve_stop_point
 
 CRASH_EXIT_CODE = 86
-POINTS = ("planned", "armed", "post-answered", "run-id-recorded")
+# The engine's points, met by every way in, in the order a trigger meets them.
+ENGINE_POINTS = ("planned", "armed", "post-answered", "run-id-recorded")
+POINTS = (*ENGINE_POINTS, "dbt-cloud-before-plan")
 
 
 def _nothing(name: str) -> None:

@@ -3,6 +3,7 @@
     HexdbtError                      1  base; never raised itself
     ├── ConfigError                  2  bad flag, setting, environment or mapping file
     ├── ArtifactError                3  run_results.json / manifest.json missing or unreadable
+    │   └── DbtCloudError            3    dbt Cloud's Admin API refused or failed (status, cool-down)
     ├── HexApiError                  4  Hex answered with an error (status, message, trace id)
     │   ├── HexAuthError             4    401: token missing, invalid or expired
     │   ├── HexPermissionError       4    403: the token lacks a scope
@@ -71,6 +72,24 @@ class ArtifactError(HexdbtError):
     """A dbt artifact is missing, empty, truncated, not JSON, or of an unknown schema."""
 
     exit_code = 3
+
+
+class DbtCloudError(ArtifactError):
+    """dbt Cloud's Admin API answered with an error, or not at all: a run's artifacts cannot be
+    had now. ``status``: the HTTP status (None: no answer); ``retry_after_s``: the cool-down a
+    429 asked for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class HexApiError(HexdbtError):

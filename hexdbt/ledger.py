@@ -233,7 +233,11 @@ _MIGRATIONS: tuple[str, ...] = (
     # invocations). A new trigger of a coalescing entry looks for the entry's triggers that wait
     # unsent: by entry alone it read every trigger the entry ever had (0.14 ms at 400 of them,
     # growing for as long as the ledger keeps them), by entry and state only the waiting ones;
-    # the index by entry alone is a prefix of it.
+    # the index by entry alone is a prefix of it. dbt Cloud as a way in (``hexdbt serve``): each
+    # webhook event received, by its eventId, so that a redelivery does nothing; each ended dbt
+    # Cloud run to plan (from a webhook or from polling), settled once with what became of it;
+    # when polling first started per account (runs from before it are not taken); and an
+    # invocation names the dbt Cloud run and step it came from.
     """
     ALTER TABLE triggers ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE stray_runs (
@@ -261,7 +265,31 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX invocations_by_project_dir ON invocations(project_dir, first_seen_at);
     CREATE INDEX invocations_by_first_seen ON invocations(first_seen_at);
     CREATE INDEX triggers_by_entry_and_state ON triggers(entry_key, state);
-    DROP INDEX triggers_by_entry
+    DROP INDEX triggers_by_entry;
+    CREATE TABLE dbt_cloud_events (
+        event_id    TEXT PRIMARY KEY,
+        event_type  TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        job_id      TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE dbt_cloud_runs (
+        run_id         TEXT PRIMARY KEY,
+        job_id         TEXT NOT NULL,
+        environment_id TEXT NOT NULL,
+        status_code    INTEGER NOT NULL,
+        seen_via       TEXT NOT NULL,
+        seen_at        DOUBLE PRECISION NOT NULL,
+        settled_at     DOUBLE PRECISION,
+        outcome        TEXT
+    );
+    CREATE INDEX dbt_cloud_runs_by_settled ON dbt_cloud_runs(settled_at);
+    CREATE TABLE dbt_cloud_polling (
+        account_id TEXT PRIMARY KEY,
+        started_at DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE invocations ADD COLUMN dbt_cloud_run_id TEXT;
+    ALTER TABLE invocations ADD COLUMN dbt_cloud_step INTEGER
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -387,6 +415,31 @@ class InvocationRecord:
     source: str
     first_seen_at: float
     project_dir: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DbtCloudRunRecord:
+    """A dbt Cloud run the ledger was told of (by a webhook or by polling)."""
+
+    run_id: str
+    job_id: str
+    environment_id: str
+    status_code: int
+    seen_via: str  # webhook, poll
+    seen_at: float
+    settled_at: float | None
+    outcome: str | None  # what became of it, once settled
+
+
+@dataclass(frozen=True, slots=True)
+class DbtCloudEvent:
+    """A dbt Cloud webhook event; ``run``: the run to plan, for a completed one."""
+
+    event_id: str
+    event_type: str
+    run_id: str
+    job_id: str
+    run: DbtCloudRunRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -692,6 +745,143 @@ class Ledger:
         """The inputs of ``source`` set aside: item id -> why."""
         rows = self._read("SELECT item_id, reason FROM rejected_inputs WHERE source = ?", (source,))
         return {row["item_id"]: row["reason"] for row in rows}
+
+    # -- dbt Cloud ------------------------------------------------------------------------
+
+    def record_dbt_cloud_events(self, events: Sequence[DbtCloudEvent]) -> list[bool]:
+        """Record webhook events, and with each completed one its run to plan, in one synced
+        transaction (deliveries that arrive together share its commit): once this returns, a
+        crash loses none. Each answer: False when that event was recorded before (a
+        redelivery: nothing more to do)."""
+        now = self._clock.now()
+
+        def record(session: Session) -> list[bool]:
+            answers = []
+            seen: set[str] = set()  # an event delivered twice in one batch is new once
+            for event in events:
+                if event.event_id in seen:
+                    answers.append(False)
+                    continue
+                seen.add(event.event_id)
+                added = session.execute(
+                    "INSERT INTO dbt_cloud_events (event_id, event_type, run_id, job_id,"
+                    " received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+                    (event.event_id, event.event_type, event.run_id, event.job_id, now),
+                )
+                new = added.rowcount == 1 or self._event_recorded_by_me(
+                    session, event.event_id, now
+                )
+                if new and event.run is not None:
+                    self._note_run(session, event.run, now)
+                answers.append(new)
+            return answers
+
+        return self.store.write(record, durable=True)
+
+    def note_dbt_cloud_run(self, run: DbtCloudRunRecord) -> bool:
+        """Record an ended run found by polling; False when the ledger knew it already."""
+        now = self._clock.now()
+        return self.store.write(lambda session: self._note_run(session, run, now), durable=True)
+
+    @staticmethod
+    def _note_run(session: Session, run: DbtCloudRunRecord, now: float) -> bool:
+        added = session.execute(
+            "INSERT INTO dbt_cloud_runs (run_id, job_id, environment_id, status_code, seen_via,"
+            " seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+            (run.run_id, run.job_id, run.environment_id, run.status_code, run.seen_via, now),
+        )
+        return added.rowcount == 1
+
+    def _event_recorded_by_me(self, session: Session, event_id: str, now: float) -> bool:
+        """After a lost connection: whether the event's row is this transaction's own earlier
+        attempt, whose commit stood (as ``_recorded_by_me`` for invocations)."""
+        if not session.retried:
+            return False
+        row = session.execute(
+            "SELECT received_at FROM dbt_cloud_events WHERE event_id = ?", (event_id,)
+        ).first()
+        return row is not None and row["received_at"] == now
+
+    def dbt_cloud_runs(self, *, unsettled_only: bool = False) -> list[DbtCloudRunRecord]:
+        """The dbt Cloud runs the ledger knows, oldest first; with ``unsettled_only``, those
+        still to plan."""
+        where = "WHERE settled_at IS NULL" if unsettled_only else ""
+        rows = self._read(
+            "SELECT run_id, job_id, environment_id, status_code, seen_via, seen_at, settled_at,"
+            f" outcome FROM dbt_cloud_runs {where} ORDER BY seen_at, run_id"
+        )
+        return [DbtCloudRunRecord(**row) for row in rows]
+
+    def known_dbt_cloud_runs(self, run_ids: Collection[str]) -> set[str]:
+        """Which of ``run_ids`` the ledger was told of already."""
+        if not run_ids:
+            return set()
+        ids = list(run_ids)
+        rows = self._read(
+            f"SELECT run_id FROM dbt_cloud_runs WHERE run_id IN ({', '.join('?' * len(ids))})",
+            ids,
+        )
+        return {row["run_id"] for row in rows}
+
+    def settle_dbt_cloud_run(self, run_id: str, outcome: str) -> bool:
+        """Say what became of a run (planned, or why not), once: False when another process
+        settled it first."""
+        now = self._clock.now()
+        settled = self.store.write(
+            lambda session: session.execute(
+                "UPDATE dbt_cloud_runs SET settled_at = ?, outcome = ?"
+                " WHERE run_id = ? AND settled_at IS NULL",
+                (now, outcome, run_id),
+            ),
+            durable=False,
+        )
+        return settled.rowcount == 1
+
+    def handle_dbt_cloud_steps(
+        self, run_id: str, source: str, steps: Sequence[tuple[str, str, int]]
+    ) -> list[str]:
+        """Record each step's dbt invocation (id, command, step index) as handled by the dbt Cloud
+        run, so that the on-run-end hook's relay, seeing the same invocations, starts nothing.
+        Returns the ids another way in had recorded first (then that way in has the run)."""
+        now = self._clock.now()
+
+        def handle(session: Session) -> list[str]:
+            taken = []
+            for invocation_id, command, step in steps:
+                session.execute(
+                    "INSERT INTO invocations (invocation_id, command, source, first_seen_at,"
+                    " dbt_cloud_run_id, dbt_cloud_step) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (invocation_id) DO NOTHING",
+                    (invocation_id, command, source, now, run_id, step),
+                )
+                row = session.execute(
+                    "SELECT dbt_cloud_run_id FROM invocations WHERE invocation_id = ?",
+                    (invocation_id,),
+                ).first()
+                if row is None or row["dbt_cloud_run_id"] != run_id:
+                    taken.append(invocation_id)
+            return taken
+
+        return self.store.write(handle, durable=False)
+
+    def dbt_cloud_polling_since(self, account_id: str) -> tuple[float, bool]:
+        """When polling of ``account_id`` first started (by any process), and whether that is
+        now (this call started it): runs that ended before it are not taken by polling."""
+        now = self._clock.now()
+
+        def since(session: Session) -> tuple[float, bool]:
+            added = session.execute(
+                "INSERT INTO dbt_cloud_polling (account_id, started_at) VALUES (?, ?)"
+                " ON CONFLICT (account_id) DO NOTHING",
+                (account_id, now),
+            )
+            row = session.execute(
+                "SELECT started_at FROM dbt_cloud_polling WHERE account_id = ?", (account_id,)
+            ).first()
+            assert row is not None  # inserted just now, or before
+            return float(row["started_at"]), added.rowcount == 1
+
+        return self.store.write(since, durable=False)
 
     # -- triggers -------------------------------------------------------------------------
 

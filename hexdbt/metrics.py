@@ -6,9 +6,9 @@ process never share a counter), and wires it in four places::
     metrics = DaemonMetrics("watch")
     progress = metrics.observe(progress)   # the engine's progress: counted, then passed on
     metrics.invocation_seen("submitted")   # each dbt invocation handed to the engine
-    with metrics.serve("127.0.0.1", 9464) as server:   # a thread; server.url; ConfigError if taken
-        metrics.set_healthy(True)          # while its engine runs; False once it stops
-        ...
+    metrics.set_healthy(True)              # while its engine runs; False once it stops
+
+``hexdbt.web`` serves them over HTTP, with the daemon's other routes:
 
 ``GET /metrics`` (Prometheus' text format):
 
@@ -22,6 +22,10 @@ process never share a counter), and wires it in four places::
 - ``hexdbt_live_runs``: Hex runs followed now.
 - ``hexdbt_budget_waits_total``: triggers that had to wait for Hex's RunProject budget (once per
   trigger and wait).
+- ``hexdbt_webhooks_total{result}``: dbt Cloud webhook deliveries answered (``hexdbt serve``):
+  ``accepted`` (recorded), ``duplicate`` (an eventId seen before), ``ignored`` (a job or event
+  not acted on), ``refused`` (unsigned, badly signed, malformed, too large, another account),
+  ``unavailable`` (the state could not be reached: 503).
 - ``hexdbt_last_dispatch_timestamp_seconds``: when the newest trigger this daemon saw sent was
   sent (its intent, committed just before the RunProject), in seconds since the epoch; 0 until one.
 
@@ -34,9 +38,10 @@ process never share a counter), and wires it in four places::
 - ``hexdbt_superseded_triggers_total``: triggers a later build's trigger superseded, in the
   whole state.
 
-``GET /healthz``: 200 ``ok`` while the daemon's engine runs, else 503 ``not running``.
+``GET /healthz`` (``healthy``): 200 ``ok`` while the daemon's engine runs, else 503
+``not running``.
 
-Only ``--metrics-port`` imports this module (and prometheus-client with it).
+Only a daemon that serves HTTP imports this module (and prometheus-client with it).
 """
 
 from __future__ import annotations
@@ -44,20 +49,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hexdbt._version import __version__
-from hexdbt.errors import ConfigError
 from hexdbt.hex.polls import Progress, RunView, WaitCause
 from hexdbt.outcomes import Outcome, OutcomeKind
 
 InvocationResult = Literal["submitted", "skipped", "failed", "rejected"]
+WEBHOOK_RESULTS = ("accepted", "duplicate", "ignored", "refused", "unavailable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,12 @@ class DaemonMetrics:
             "Triggers that had to wait for Hex's RunProject budget.",
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "hexdbt_webhooks",
+            "dbt Cloud webhook deliveries answered, by result.",
+            ["result"],
+            registry=self.registry,
+        )
         self.last_dispatch = Gauge(
             "hexdbt_last_dispatch_timestamp_seconds",
             "When the newest trigger seen sent was sent (seconds since the epoch; 0: none yet).",
@@ -155,6 +163,8 @@ class DaemonMetrics:
             self.invocations.labels(result)
         for kind in OutcomeKind:
             self.triggers.labels(kind.value)
+        for result in WEBHOOK_RESULTS:
+            self.webhooks.labels(result)
         self._healthy = threading.Event()
 
     def track_state(self, read: Callable[[], StateFigures | None]) -> None:
@@ -169,6 +179,9 @@ class DaemonMetrics:
     def invocation_seen(self, result: InvocationResult) -> None:
         self.invocations.labels(result).inc()
 
+    def webhook_answered(self, result: str) -> None:
+        self.webhooks.labels(result).inc()
+
     def set_healthy(self, healthy: bool) -> None:
         if healthy:
             self._healthy.set()
@@ -182,11 +195,6 @@ class DaemonMetrics:
     def exposition(self) -> bytes:
         """``/metrics``' body: every metric in Prometheus' text format."""
         return generate_latest(self.registry)
-
-    def serve(self, host: str, port: int) -> MetricsServer:
-        """Serve ``/metrics`` and ``/healthz`` on ``host:port`` (0: any free port) from a thread
-        of their own, until the server is closed; a port that cannot be had is a ConfigError."""
-        return MetricsServer(self, host, port)
 
 
 class _CountedProgress:
@@ -232,62 +240,3 @@ class _CountedProgress:
         if sent_at > self._newest_dispatch:
             self._newest_dispatch = sent_at
             self._metrics.last_dispatch.set(sent_at)
-
-
-class MetricsServer:
-    """``/metrics`` and ``/healthz`` over HTTP on a thread; ``url``: where, with the real port."""
-
-    def __init__(self, metrics: DaemonMetrics, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"metrics": metrics})
-        try:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
-                hint="choose another --metrics-port (0: any free one) or --metrics-host",
-            ) from exc
-        self._server.daemon_threads = True
-        bound_host, bound_port = self._server.socket.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
-        self.url = f"http://{shown}:{bound_port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="hexdbt-metrics", daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    metrics: DaemonMetrics
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            self._answer(200, CONTENT_TYPE_LATEST, self.metrics.exposition())
-        elif path == "/healthz":
-            healthy = self.metrics.healthy
-            self._answer(
-                200 if healthy else 503, "text/plain", b"ok\n" if healthy else b"not running\n"
-            )
-        else:
-            self._answer(404, "text/plain", b"not found: try /metrics or /healthz\n")
-
-    def _answer(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """A scrape every few seconds is no news: nothing on stderr (where the live view is)."""

@@ -36,12 +36,21 @@ Only the environment variables below are read, and only here:
     HEXDBT_PAGE_TOKEN, HEXDBT_PAGE_PASSWORD
                         what opens the status page and /metrics when set: a bearer token, or
                         a basic-auth password (``hexdbt.page.access``); never printed
+    DBT_CLOUD_HOST      dbt Cloud's address for ``hexdbt serve``: a host name (cloud.getdbt.com,
+                        emea.dbt.com, an account's own cell host) or a base URL, with or without
+                        ``/api``; ``http://`` only to this machine
+    DBT_CLOUD_ACCOUNT_ID, DBT_CLOUD_API_TOKEN
+                        the dbt Cloud account and its service token (never printed or logged)
+    HEXDBT_DBT_CLOUD_WEBHOOK_SECRET
+                        the webhook subscription's secret: with it, ``serve`` takes dbt Cloud's
+                        webhooks (never printed or logged)
 
 A template's ``env_var`` reads the environment too (the user's own variables, as dbt's does).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -69,6 +78,11 @@ STOP_AT_ENV = "HEXDBT_STOP_AT"
 UNFENCED_ENV = "HEXDBT_UNFENCED"
 LEASE_TTL_ENV = "HEXDBT_LEASE_TTL_S"
 HOST_NAME_ENV = "HEXDBT_HOST_NAME"
+DBT_CLOUD_HOST_ENV = "DBT_CLOUD_HOST"
+DBT_CLOUD_ACCOUNT_ENV = "DBT_CLOUD_ACCOUNT_ID"
+DBT_CLOUD_TOKEN_ENV = "DBT_CLOUD_API_TOKEN"
+DBT_CLOUD_SECRET_ENV = "HEXDBT_DBT_CLOUD_WEBHOOK_SECRET"
+DEFAULT_DBT_CLOUD_HOST = "cloud.getdbt.com"
 DBT_PROJECT_DIR_ENV = "DBT_PROJECT_DIR"
 DBT_TARGET_PATH_ENV = "DBT_TARGET_PATH"
 PAGE_TOKEN_ENV = "HEXDBT_PAGE_TOKEN"
@@ -388,3 +402,103 @@ def _named_point(env: str) -> tuple[str, int] | None:
 def mappings_file_from_env() -> str | None:
     """``HEXDBT_MAPPINGS``, when set and not empty."""
     return os.environ.get(MAPPINGS_ENV, "").strip() or None
+
+
+@dataclass(frozen=True, slots=True)
+class DbtCloudSettings:
+    """Where dbt Cloud is and how to prove who we are; ``repr`` shows neither secret."""
+
+    api_url: str  # https://cloud.getdbt.com/api: the v2 and v3 paths go below it
+    account_id: str
+    token: str | None  # None: no Admin API (webhooks only, with --dbt-cloud-jobs)
+    webhook_secret: str | None  # None: the webhook endpoint is off
+
+    def __repr__(self) -> str:
+        return (
+            f"DbtCloudSettings(api_url={self.api_url!r}, account_id={self.account_id!r},"
+            f" token={'***' if self.token else None}, webhook_secret="
+            f"{'***' if self.webhook_secret else None})"
+        )
+
+
+def resolve_dbt_cloud(
+    *,
+    host: str | None = None,
+    account_id: str | None = None,
+    allow_insecure_http: bool = False,
+) -> DbtCloudSettings | None:
+    """dbt Cloud's settings from the flags, else the environment; None when neither names an
+    account (``serve`` then takes nothing from dbt Cloud)."""
+    account = (account_id or os.environ.get(DBT_CLOUD_ACCOUNT_ENV, "")).strip()
+    token = os.environ.get(DBT_CLOUD_TOKEN_ENV, "").strip() or None
+    secret = os.environ.get(DBT_CLOUD_SECRET_ENV, "") or None
+    if not account:
+        if token or secret:
+            raise ConfigError(
+                f"{DBT_CLOUD_TOKEN_ENV if token else DBT_CLOUD_SECRET_ENV} is set but no dbt"
+                f" Cloud account: set {DBT_CLOUD_ACCOUNT_ENV} too",
+                hint="the account id is the number after /accounts/ in dbt Cloud's URLs",
+            )
+        return None
+    if not account.isdigit():
+        raise ConfigError(
+            f"{DBT_CLOUD_ACCOUNT_ENV} must be a number, got {account!r}",
+            hint="the account id is the number after /accounts/ in dbt Cloud's URLs",
+        )
+    text = (host or os.environ.get(DBT_CLOUD_HOST_ENV, "") or DEFAULT_DBT_CLOUD_HOST).strip()
+    return DbtCloudSettings(
+        normalize_dbt_cloud_url(text, allow_insecure_http=allow_insecure_http),
+        account,
+        token,
+        secret,
+    )
+
+
+def normalize_dbt_cloud_url(text: str, *, allow_insecure_http: bool = False) -> str:
+    """``emea.dbt.com``, ``https://emea.dbt.com`` and ``https://emea.dbt.com/api`` (and ``/api/v2``)
+    all become ``https://emea.dbt.com/api``; plain http only to this machine, as for Hex."""
+    shown = text
+    if "://" not in text:
+        text = "https://" + text
+    text = text.rstrip("/")
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or any(char.isspace() for char in text)
+    ):
+        raise ConfigError(
+            f"{DBT_CLOUD_HOST_ENV} {shown!r} is not a host name or an http(s) URL",
+            hint="use e.g. cloud.getdbt.com, emea.dbt.com or https://ab123.us1.dbt.com",
+        )
+    refuse_plain_http(parts.scheme, parts.hostname, "the dbt Cloud token", allow_insecure_http)
+    path = parts.path
+    for suffix in ("/api/v2", "/api/v3", "/api"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    return f"{parts.scheme}://{parts.netloc}{path}/api"
+
+
+def refuse_plain_http(scheme: str, host: str, secret: str, allow_insecure_http: bool) -> None:
+    """A secret goes over plain http only to this machine, unless the user said otherwise."""
+    if scheme == "http" and not allow_insecure_http and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to send {secret} over plain http to {host}",
+            hint="use https, or pass --allow-insecure-http if this is really what you want",
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (plain http is allowed there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

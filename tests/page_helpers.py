@@ -1,57 +1,32 @@
-"""For the status page's tests: a real uvicorn server on 127.0.0.1 serving the page's routes, and
-a ledger filled through the ledger's own moves.
-
-(When ``hexdbt serve`` lands, the page is served by its app; ``serving`` stands in for it.)
-"""
+"""For the status page's tests: the daemons' own HTTP server on 127.0.0.1 serving the page's
+routes, and a ledger filled through the ledger's own moves."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from hexdbt.clock import ManualClock
 from hexdbt.ledger import Ledger, NewTrigger, PlanSkip, TriggerOptions
 from hexdbt.page.access import AccessGuard
+from hexdbt.web import HttpServer, build_app
 
 BASE_URL = "http://127.0.0.1:1"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serving(routes: Sequence[BaseRoute], *, secrets: Sequence[str] = ()) -> Iterator[str]:
-    """A uvicorn server on a free port of 127.0.0.1 with ``routes`` (guarded by ``secrets``);
-    yields its URL (ending in /) and stops it afterwards."""
+    """The daemons' own HTTP server (``hexdbt.web``) on a free port of 127.0.0.1 with ``routes``
+    (guarded by ``secrets``, as ``daemon_page`` guards them); yields its URL (ending in /) and
+    stops it afterwards."""
     middleware = [Middleware(AccessGuard, secrets=secrets)] if secrets else []
-    app = Starlette(routes=list(routes), middleware=middleware)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="page-server", daemon=True)
-    thread.start()
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            threading.Event().wait(0.01)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    app = build_app(None, routes=routes, middleware=middleware)
+    with HttpServer(app, "127.0.0.1", 0, what="the status page") as server:
+        yield f"{server.url}/"
 
 
 def new_trigger(

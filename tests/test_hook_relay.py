@@ -23,9 +23,10 @@ import duckdb
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from daemon_helpers import Daemon
 from dbt_runs import dbt_in_process
 from postgres_server import PostgresServer
-from test_metrics import Daemon, get, samples, scrape_until, until_healthy, value
+from test_metrics import get, samples, scrape_until, until_healthy, value
 
 from hexdbt._version import __version__
 from hexdbt.cli import main
@@ -359,7 +360,7 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
         restarted = _relay(project, environment, tmp_path, "--metrics-port", "0")
         try:
             serving = restarted.wait_for("metrics_serving")
-            assert until_healthy(serving["health"]) == (200, "text/plain", "ok\n")
+            assert until_healthy(serving["health"]) == (200, "text/plain; charset=utf-8", "ok\n")
             before = samples(get(serving["url"])[2])
             assert value(before, "hexdbt_daemon_info", daemon="relay", version=__version__) == 1
             assert value(before, "hexdbt_invocations_total", result="submitted") == 0

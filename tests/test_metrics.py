@@ -3,13 +3,8 @@ and a running `hexdbt watch` whose counters move after a build."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from daemon_helpers import Daemon
 from dbt_shapes import manifest_document, model, run_results_document, write_json
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +25,7 @@ from hexdbt.errors import ConfigError
 from hexdbt.hex.polls import NoProgress, RunView, WaitCause, WatchedRun
 from hexdbt.metrics import DaemonMetrics
 from hexdbt.outcomes import Outcome, OutcomeKind
+from hexdbt.web import HttpServer, build_app
 
 TOKEN = "hxtp_metrics_secret"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -111,11 +108,11 @@ def test_two_daemons_in_one_process_keep_their_own_counters() -> None:
 
 def test_it_serves_metrics_and_health_over_http() -> None:
     metrics = DaemonMetrics("watch")
-    with metrics.serve("127.0.0.1", 0) as server:
+    with HttpServer(build_app(metrics), "127.0.0.1", 0) as server:
         assert server.url.startswith("http://127.0.0.1:")
         assert get(f"{server.url}/healthz")[::2] == (503, "not running\n")
         metrics.set_healthy(True)
-        assert get(f"{server.url}/healthz") == (200, "text/plain", "ok\n")
+        assert get(f"{server.url}/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
         status, content_type, body = get(f"{server.url}/metrics")
         assert status == 200
         assert content_type.startswith("text/plain; version=")
@@ -131,7 +128,7 @@ def test_a_port_in_use_is_a_config_error_naming_it() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=rf"cannot serve metrics on 127.0.0.1:{port}: "):
-            DaemonMetrics("watch").serve("127.0.0.1", port)
+            HttpServer(build_app(DaemonMetrics("watch")), "127.0.0.1", port)
 
 
 def test_watch_with_a_port_in_use_exits_2_with_one_line(
@@ -154,58 +151,6 @@ def test_watch_with_a_port_in_use_exits_2_with_one_line(
 
 
 # -- a running hexdbt watch -----------------------------------------------------------------------
-
-
-class Daemon:
-    """`hexdbt watch` (or `relay`) `--log-format json` in a process of its own, its events read
-    as they come."""
-
-    def __init__(
-        self, args: list[str], env: dict[str, str], cwd: Path, *, command: str = "watch"
-    ) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hexdbt", command, "--log-format", "json", *args],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        # Every line is an event: a scrape writes no access log line.
-        return [event for event in map(json.loads, list(self.lines)) if event["event"] == name]
-
-    def wait_for(self, name: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 30
-        while not self.events(name):
-            assert self.process.poll() is None, "\n".join(self.lines)
-            assert time.monotonic() < deadline, f"no {name} event:\n" + "\n".join(self.lines)
-            time.sleep(0.02)
-        return self.events(name)[0]
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self._ended()
-
-    def kill(self) -> int:
-        self.process.kill()
-        return self._ended()
-
-    def _ended(self) -> int:
-        code = self.process.wait(timeout=10)
-        self._reader.join(timeout=5)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-        return code
 
 
 @pytest.fixture
@@ -243,7 +188,7 @@ def test_a_running_watch_serves_metrics_that_move_after_a_build(
         serving = daemon.wait_for("metrics_serving")
         assert serving["url"].startswith("http://127.0.0.1:")
         daemon.wait_for("watching")
-        assert until_healthy(serving["health"]) == (200, "text/plain", "ok\n")
+        assert until_healthy(serving["health"]) == (200, "text/plain; charset=utf-8", "ok\n")
         before = samples(get(serving["url"])[2])
         assert value(before, "hexdbt_invocations_total", result="submitted") == 0
         assert value(before, "hexdbt_last_dispatch_timestamp_seconds") == 0

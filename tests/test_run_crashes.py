@@ -19,7 +19,7 @@ import pytest
 from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.clock import ManualClock, ScaledClock
-from hexdbt.crashpoints import CRASH_EXIT_CODE, POINTS
+from hexdbt.crashpoints import CRASH_EXIT_CODE, ENGINE_POINTS
 from hexdbt.emulator import HexEmulator
 from hexdbt.engine import Engine
 from hexdbt.factory import open_client
@@ -64,7 +64,7 @@ def _hexdbt_run(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", ENGINE_POINTS)
 def test_a_crash_at_each_point_then_a_rerun_starts_every_project_exactly_once(
     point: str, hex_emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:

@@ -54,7 +54,7 @@ from engine_helpers import project_id, scenario, started_runs, write_project
 
 from hexdbt.cli import main
 from hexdbt.clock import ManualClock, ScaledClock
-from hexdbt.crashpoints import CRASH_EXIT_CODE, POINTS
+from hexdbt.crashpoints import CRASH_EXIT_CODE, ENGINE_POINTS
 from hexdbt.emulator import HexEmulator
 from hexdbt.engine import Engine
 from hexdbt.factory import open_client
@@ -140,7 +140,7 @@ def _crash_points(rng: random.Random) -> list[str | None]:
     trigger the life sends, so their hit count is drawn."""
     points: list[str | None] = []
     for _ in range(rng.randint(*CRASHED_LIVES)):
-        point = rng.choice(POINTS)
+        point = rng.choice(ENGINE_POINTS)
         points.append(point if point == "planned" else f"{point}:{rng.randint(1, 4)}")
     return [*points, None]
 

@@ -27,6 +27,8 @@ FORBIDDEN = (
     "duckdb",
     "rich",
     "prometheus_client",
+    "starlette",
+    "uvicorn",
     "ruamel",
     "starlette",
     "uvicorn",

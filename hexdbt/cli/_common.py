@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.polls import Progress
+    from hexdbt.ledger import Ledger
     from hexdbt.logs import EventLog
     from hexdbt.metrics import DaemonMetrics
     from hexdbt.outcomes import Outcome
@@ -278,6 +279,27 @@ metrics_host_option = click.option(
 )
 
 
+def watched_folders_options(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--project-dir`` and ``--target-path``, repeatable: the target folders a daemon watches
+    (``project_dirs``, ``target_paths``); ``default``: what it watches without them."""
+    project_dirs = click.option(
+        "--project-dir",
+        "project_dirs",
+        multiple=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"A dbt project whose target folder to watch (repeatable; without it: {default}).",
+    )
+    target_paths = click.option(
+        "--target-path",
+        "target_paths",
+        multiple=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="A target folder to watch (repeatable; relative to the project; paired in order"
+        " with --project-dir when as many are given).",
+    )
+    return lambda command: project_dirs(target_paths(command))
+
+
 def checked_mappings_file(mappings_file: Path | None) -> Path | None:
     """The mapping file a command will read (absolute), read once now: a broken one is a usage
     error at start, not a log line per invocation or an error after a 40-minute build. None when
@@ -292,16 +314,34 @@ def checked_mappings_file(mappings_file: Path | None) -> Path | None:
 
 
 def serve_daemon_metrics(
-    served: ExitStack, daemon: str, host: str, port: int | None, log: EventLog
+    served: ExitStack,
+    daemon: str,
+    host: str,
+    port: int | None,
+    log: EventLog,
+    *,
+    ledger: Ledger,
+    client: HexClient,
+    mappings_file: Path | None,
 ) -> DaemonMetrics | None:
-    """A daemon's metrics, served on ``host:port`` until ``served`` closes (None: no port)."""
+    """A daemon's metrics and status page, served on ``host:port`` until ``served`` closes
+    (None: no port)."""
     if port is None:
         return None
     from hexdbt.metrics import DaemonMetrics
+    from hexdbt.page.routes import daemon_page
+    from hexdbt.web import HttpServer, build_app
 
     metrics = DaemonMetrics(daemon)
-    server = served.enter_context(metrics.serve(host, port))
-    log.emit("metrics_serving", url=f"{server.url}/metrics", health=f"{server.url}/healthz")
+    routes, guard = daemon_page(ledger, client.budget, client.clock, mappings_file)
+    app = build_app(metrics, routes=routes, middleware=guard)
+    server = served.enter_context(HttpServer(app, host, port))
+    log.emit(
+        "metrics_serving",
+        url=f"{server.url}/metrics",
+        health=f"{server.url}/healthz",
+        page=f"{server.url}/",
+    )
     return metrics
 
 

@@ -202,7 +202,6 @@ def relay(
     with (
         signals.installed(),
         hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
-        ExitStack() as served,
     ):
         log.emit(
             "started",
@@ -213,8 +212,17 @@ def relay(
             target=outbox.target_name,
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
-        metrics = serve_daemon_metrics(served, "relay", metrics_host, metrics_port, log)
-        with open_ledger(client, state) as ledger:
+        with open_ledger(client, state) as ledger, ExitStack() as served:
+            metrics = serve_daemon_metrics(
+                served,
+                "relay",
+                metrics_host,
+                metrics_port,
+                log,
+                ledger=ledger,
+                client=client,
+                mappings_file=resolved_mappings,
+            )
             # The daemon follows every run; --once only with --wait. Either leaves live runs
             # to the next relay when stopped.
             settings = EngineSettings(

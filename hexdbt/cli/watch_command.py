@@ -19,6 +19,7 @@ from hexdbt.cli._common import (
     metrics_port_option,
     serve_daemon_metrics,
     state_url_option,
+    watched_folders_options,
 )
 from hexdbt.signals import Signals
 
@@ -34,22 +35,7 @@ COMMANDS: list[click.Command] = []
 
 
 @click.command()
-@click.option(
-    "--project-dir",
-    "project_dirs",
-    multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A dbt project whose target folder to watch (repeatable; default: DBT_PROJECT_DIR, else"
-    " the nearest parent holding dbt_project.yml).",
-)
-@click.option(
-    "--target-path",
-    "target_paths",
-    multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A target folder to watch (repeatable; relative to the project; paired in order with"
-    " --project-dir when as many are given).",
-)
+@watched_folders_options("DBT_PROJECT_DIR, else the nearest parent holding dbt_project.yml")
 @click.option(
     "--mappings",
     "mappings_file",
@@ -144,7 +130,6 @@ def watch(
     with (
         signals.installed(),
         hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
-        ExitStack() as served,
     ):
         log.emit(
             "started",
@@ -153,8 +138,17 @@ def watch(
             state=state.describe(),
             mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
         )
-        metrics = serve_daemon_metrics(served, "watch", metrics_host, metrics_port, log)
-        with open_ledger(client, state) as ledger:
+        with open_ledger(client, state) as ledger, ExitStack() as served:
+            metrics = serve_daemon_metrics(
+                served,
+                "watch",
+                metrics_host,
+                metrics_port,
+                log,
+                ledger=ledger,
+                client=client,
+                mappings_file=resolved_mappings,
+            )
             settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
             WatchDaemon(
                 client,

@@ -137,6 +137,11 @@ def json_bytes(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
+def admin_error(status: int, message: str) -> Response:
+    """An error of the emulator's own admin API (not in any Hex shape)."""
+    return Response(status, json_bytes({"error": message}))
+
+
 # No request of Hex's API nests deeper than a few levels. A deeper body is refused as not JSON:
 # the journal copies each body, and a copy of one nested a thousand deep overflows the stack.
 MAX_JSON_DEPTH = 64

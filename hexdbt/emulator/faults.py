@@ -24,6 +24,12 @@ OPERATIONS = (
     "ListProjects",
     "GetProject",
     "GetQueriedTables",
+    # The local dbt Cloud's Admin API (hexdbt.emulator.dbt_cloud).
+    "DbtCloudListRuns",
+    "DbtCloudGetRun",
+    "DbtCloudGetArtifact",
+    "DbtCloudGetJob",
+    "DbtCloudGetEnvironment",
 )
 FAULT_KINDS = ("error", "drop", "slow", "lost_reset", "lost_timeout")
 # A delay is real time a connection is held: a day is past any client's timeout, and bounded
@@ -41,6 +47,7 @@ class Fault:
     """One thing that goes wrong with one request.
 
     - ``error``: answer ``status`` (500/502/503...) with a JSON, HTML or empty body; nothing runs.
+      A 429 with ``delay_s`` sends it as its Retry-After (whole seconds).
     - ``drop``: close the connection before answering; nothing runs.
     - ``slow``: wait ``delay_s`` real seconds, then handle the request normally.
     - ``lost_reset``: handle the request (a run IS created), then reset the connection unanswered.
@@ -74,6 +81,8 @@ class Fault:
         described: dict[str, Any] = {"kind": self.kind}
         if self.kind == "error":
             described.update(status=self.status, body=self.body)
+            if self.status == 429 and self.delay_s:
+                described["delay_s"] = self.delay_s
         if self.kind in ("slow", "lost_timeout"):
             described["delay_s"] = self.delay_s
         return described

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from hexdbt.clock import Clock, ManualClock, ScaledClock, SystemClock
+from hexdbt.emulator.dbt_cloud import DbtCloudEmulation
 from hexdbt.emulator.exchange import Exchange, JsonObject, Request, Response, reason_phrase
 from hexdbt.emulator.faults import Fault, FaultRule
 from hexdbt.emulator.runs import RunRecord
@@ -183,6 +184,7 @@ class HexEmulator:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.service.dbt_cloud.stop()
         if self._server is not None:
             server = self._server
             # serve_forever only notices a shutdown when its select() wakes: a connection
@@ -228,6 +230,11 @@ class HexEmulator:
             self._log(line)
 
     # ------------------------------------------------------------ control
+    @property
+    def dbt_cloud(self) -> DbtCloudEmulation:
+        """The local dbt Cloud served beside Hex (``hexdbt.emulator.dbt_cloud``)."""
+        return self.service.dbt_cloud
+
     @property
     def scenario(self) -> Scenario:
         return self.service.scenario

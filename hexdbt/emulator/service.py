@@ -17,12 +17,15 @@ import uuid
 from typing import Any
 
 from hexdbt.clock import Clock, ManualClock, SystemClock, to_iso
+from hexdbt.emulator.dbt_cloud import OPERATIONS as DBT_CLOUD_OPERATIONS
+from hexdbt.emulator.dbt_cloud import DbtCloudEmulation, dbt_cloud_operation_for
 from hexdbt.emulator.exchange import (
     ApiError,
     Exchange,
     JsonObject,
     Request,
     Response,
+    admin_error,
     bearer_fingerprint,
     error_code,
     json_bytes,
@@ -61,6 +64,7 @@ class HexService:
         self._journal: list[JsonObject] = []
         self._windows = RateWindows()
         self._runs = RunStore()
+        self.dbt_cloud = DbtCloudEmulation(clock, self._journal_clock)
         self.scenario = scenario
         self._load(scenario)
 
@@ -107,7 +111,7 @@ class HexService:
         """Route a request, journal its arrival and draw its fault (if any)."""
         # To the microsecond, before any work on the request: benchmarks time watchers by it.
         received = to_iso(self._journal_clock.now(), digits=6)
-        operation = operation_for(request)
+        operation = operation_for(request) or dbt_cloud_operation_for(request)
         trace_id = uuid.uuid4().hex
         entry: JsonObject = {
             "method": request.method,
@@ -138,6 +142,12 @@ class HexService:
 
     def fault_response(self, exchange: Exchange, fault: Fault) -> Response:
         """The answer of an ``error`` fault, as a failing proxy or backend would give it."""
+        if fault.status == 429 and fault.delay_s:
+            return Response(
+                429,
+                json_bytes({"code": error_code(429), "message": "Too Many Requests"}),
+                headers=(("Retry-After", str(round(fault.delay_s))),),
+            )
         if fault.body == "empty":
             return Response(fault.status, b"", content_type="text/plain")
         if fault.body == "html":
@@ -159,6 +169,8 @@ class HexService:
         path = request.path
         if path.startswith("/_emulator"):
             return self._admin(request)
+        if exchange.operation in DBT_CLOUD_OPERATIONS:
+            return self.dbt_cloud.answer(request, exchange.operation)
         page = _APP_PAGE.match(path)
         if page:
             return self._app_page(page.group(1), page.group(2))
@@ -194,13 +206,13 @@ class HexService:
                     or not isinstance(seconds, int | float)
                     or not 0 <= seconds <= _MAX_ADVANCE_S  # NaN too
                 ):
-                    return _admin_error(
+                    return admin_error(
                         400,
                         'expected a JSON body {"seconds": N} with N from 0 to'
                         f" {_MAX_ADVANCE_S:.0f} (ten years)",
                     )
                 if not isinstance(self.clock, ManualClock):
-                    return _admin_error(
+                    return admin_error(
                         409, "the clock is not manual: start the emulator with --manual-clock"
                     )
                 self.advance(float(seconds))
@@ -220,6 +232,9 @@ class HexService:
             if route == ("GET", "/_emulator/runs"):
                 project_id = query_value(request.query, "projectId")
                 return Response(200, json_bytes([r.to_json() for r in self.runs(project_id)]))
+            if request.path.startswith("/_emulator/dbt-cloud/"):
+                return self.dbt_cloud.admin(request.method, request.path.rstrip("/"),
+                                            _admin_document(request.body))  # fmt: skip
             if route == ("GET", "/_emulator/status"):
                 return Response(
                     200,
@@ -234,10 +249,10 @@ class HexService:
                     ),
                 )
         except (ScenarioError, FaultError) as exc:
-            return _admin_error(400, str(exc))
+            return admin_error(400, str(exc))
         except ApiError as exc:
-            return _admin_error(exc.status, exc.message)
-        return _admin_error(404, f"no admin endpoint {request.method} {request.path}")
+            return admin_error(exc.status, exc.message)
+        return admin_error(404, f"no admin endpoint {request.method} {request.path}")
 
     def _app_page(self, project_id: str, run_id: str) -> Response:
         with self._lock:
@@ -266,7 +281,3 @@ def _admin_document(body: bytes) -> Any:
     if document is None and body.strip() not in (b"", b"null"):
         raise ApiError(400, "the request body is not valid JSON (or is nested too deeply)")
     return document
-
-
-def _admin_error(status: int, message: str) -> Response:
-    return Response(status, json_bytes({"error": message}))

@@ -1,13 +1,15 @@
-"""What the daemons (``hexdbt watch``, ``hexdbt relay``) share: their engine, and what they say
-and count of each invocation they hand to it (one event per outcome on the log, one count in the
-metrics when served)."""
+"""What the daemons (``hexdbt serve``, and its presets ``watch`` and ``relay``) share: their engine,
+the one way they run (``run_service``: feeders on threads of their own, the engine's loop on the
+caller's), and what they say and count of each invocation they hand to it (one event per outcome
+on the log, one count in the metrics when served)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hexdbt.errors import HexdbtError
 from hexdbt.logs import EventLog, error_fields
@@ -19,6 +21,55 @@ if TYPE_CHECKING:
     from hexdbt.ledger import Ledger, TriggerRecord
     from hexdbt.metrics import DaemonMetrics, InvocationResult, StateFigures
     from hexdbt.planner.rules import Plan
+
+
+class Feeder(Protocol):
+    """A way in of a daemon: it hands plans to the engine from threads of its own."""
+
+    def start(self) -> None:
+        """Begin, on threads of its own."""
+
+    def stop(self) -> None:
+        """End, and let go of what it holds (its threads joined)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeederCalls:
+    """A feeder made of two calls (a daemon whose feeding is part of a larger object)."""
+
+    start: Callable[[], None]
+    stop: Callable[[], None]
+
+
+def run_service(
+    engine: Engine,
+    feeders: Sequence[Feeder],
+    log: EventLog,
+    *,
+    metrics: DaemonMetrics | None = None,
+    events: InvocationEvents | None = None,
+) -> None:
+    """Run a daemon until its engine stops (a signal, ``request_stop``): the feeders start, the
+    engine takes up what earlier processes left and runs its loop on this thread (which must be
+    the one that sends and polls Hex); then the feeders stop. Healthy (``/healthz``) while the
+    engine runs."""
+    for feeder in feeders:
+        feeder.start()
+    try:
+        resumed = engine.resume()
+        if events is not None:
+            resumed.add_done_callback(events.resumed)
+        if metrics is not None:
+            metrics.set_healthy(True)
+        engine.run()
+    finally:
+        if metrics is not None:
+            metrics.set_healthy(False)
+        log.emit("stopping")
+        engine.stopping.set()
+        for feeder in feeders:
+            feeder.stop()
+        log.emit("stopped")
 
 
 def daemon_engine(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hexdbt.clock import to_iso
 from hexdbt.dbt.outbox import EntrySummary, OutboxChunk, OutboxEntry, RejectedEntry, assemble
 from hexdbt.errors import ArtifactError, ConfigError, HexdbtError, StateUnavailable
-from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
+from hexdbt.feeders.daemon import FeederCalls, InvocationEvents, daemon_engine, run_service
 from hexdbt.logs import EventLog, error_fields
 from hexdbt.outcomes import Outcome
 from hexdbt.planner.files import load_mapping_set
@@ -303,6 +303,7 @@ class RelayDaemon:
         metrics: DaemonMetrics | None = None,
         once: bool = False,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> None:
         from hexdbt.engine import EngineSettings
 
@@ -317,7 +318,8 @@ class RelayDaemon:
         settings = settings or EngineSettings(cancel_on_interrupt=False)
         # Once without waiting: send what fits and leave; the next relay (or `hexdbt status`)
         # follows the runs.
-        self.engine: Engine = daemon_engine(
+        # ``engine``: another daemon's (``hexdbt serve``), which this relay feeds (``feeder``).
+        self.engine: Engine = engine or daemon_engine(
             client,
             ledger,
             log,
@@ -342,20 +344,15 @@ class RelayDaemon:
             self.engine.close()
             self.engine.run()
             return
+        run_service(
+            self.engine, [self.feeder()], self.log, metrics=self.metrics, events=self.events
+        )
+
+    def feeder(self) -> FeederCalls:
+        """The outbox, read on a thread of its own that ends once the engine is stopping: a
+        feeder of ``run_service`` (this relay's own engine, or ``hexdbt serve``'s)."""
         thread = threading.Thread(target=self._poll_loop, name="hexdbt-relay", daemon=True)
-        thread.start()
-        try:
-            self.engine.resume().add_done_callback(self.events.resumed)
-            if self.metrics is not None:
-                self.metrics.set_healthy(True)
-            self.engine.run()
-        finally:
-            if self.metrics is not None:
-                self.metrics.set_healthy(False)
-            self.log.emit("stopping")
-            self.engine.stopping.set()
-            thread.join(timeout=10)
-            self.log.emit("stopped")
+        return FeederCalls(thread.start, lambda: thread.join(timeout=10))
 
     def _poll_loop(self) -> None:
         stopping = self.engine.stopping

@@ -14,20 +14,77 @@ from typing import TYPE_CHECKING
 
 from hexdbt.clock import Clock
 from hexdbt.feeders.artifact_watch import ArtifactWatcher, ReadyInvocation, WatchOptions
-from hexdbt.feeders.daemon import InvocationEvents, daemon_engine
+from hexdbt.feeders.daemon import InvocationEvents, daemon_engine, run_service
 from hexdbt.logs import EventLog
 
 if TYPE_CHECKING:
-    from hexdbt.engine import EngineSettings
+    from hexdbt.engine import Engine, EngineSettings
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.polls import Progress
     from hexdbt.ledger import Ledger
     from hexdbt.metrics import DaemonMetrics
 
 
+class WatchFeeder:
+    """The watch loop as a feeder of an engine (``run_service``): each new invocation found in
+    the target folders goes to the engine's inbox. ``hexdbt watch`` runs one on an engine of its
+    own (``WatchDaemon``); ``hexdbt serve --project-dir`` beside its other feeders."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        ledger: Ledger,
+        options: WatchOptions,
+        log: EventLog,
+        events: InvocationEvents,
+        *,
+        watch_clock: Clock | None = None,
+        start_observer: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.events = events
+        self.watcher = ArtifactWatcher(
+            options, self._deliver, log, clock=watch_clock, ledger=ledger
+        )
+        self._start_observer = start_observer
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """The watch loop, on a thread of its own."""
+        self.watcher.start(start_observer=self._start_observer)
+        self._thread = threading.Thread(target=self.watcher.run, name="hexdbt-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The watch loop ends and lets go of the folders."""
+        self.watcher.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.watcher.close()
+
+    def _deliver(self, ready: ReadyInvocation) -> None:
+        """On the watch loop's thread: hand the invocation to the engine's inbox."""
+        plan = ready.plan
+        project_dir = ready.target.project_dir
+        submitted = self.engine.submit(
+            plan,
+            source=ready.target.ledger_source,
+            only_new=True,
+            project_dir=str(project_dir.resolve()) if project_dir else None,
+        )
+        fields = {
+            "target": str(ready.target.target_dir),
+            "invocation_id": plan.invocation_id,
+            "command": plan.command,
+        }
+        submitted.add_done_callback(
+            lambda future: self.events.submitted(plan, future, fields, results=ready.results)
+        )
+
+
 class WatchDaemon:
-    """``hexdbt watch``: the watcher feeding the engine, until ``stop`` is called (or the
-    client's stop event is set, as a signal handler does).
+    """``hexdbt watch``: the watcher feeding the engine, until ``stop`` is called (or the client's
+    stop event is set, as a signal handler does): ``run_service`` with one ``WatchFeeder``.
 
     ``run`` must be called on the thread that should send and poll (the CLI's main thread); the
     watch loop gets a thread of its own and hands each new invocation to the engine's inbox. Live
@@ -68,48 +125,19 @@ class WatchDaemon:
             progress=progress,
             metrics=metrics,
         )
-        self.watcher = ArtifactWatcher(
-            options, self._deliver, log, clock=watch_clock, ledger=ledger
+        self.feeder = WatchFeeder(
+            self.engine,
+            ledger,
+            options,
+            log,
+            self.events,
+            watch_clock=watch_clock,
+            start_observer=start_observer,
         )
-        self._start_observer = start_observer
+        self.watcher = self.feeder.watcher
 
     def stop(self) -> None:
         self.engine.request_stop()
 
     def run(self) -> None:
-        self.watcher.start(start_observer=self._start_observer)
-        thread = threading.Thread(target=self.watcher.run, name="hexdbt-watch", daemon=True)
-        thread.start()
-        try:
-            resumed = self.engine.resume()
-            resumed.add_done_callback(self.events.resumed)
-            if self.metrics is not None:
-                self.metrics.set_healthy(True)
-            self.engine.run()
-        finally:
-            if self.metrics is not None:
-                self.metrics.set_healthy(False)
-            self.log.emit("stopping")
-            self.watcher.stop()
-            thread.join(timeout=5)
-            self.watcher.close()
-            self.log.emit("stopped")
-
-    def _deliver(self, ready: ReadyInvocation) -> None:
-        """On the watch loop's thread: hand the invocation to the engine's inbox."""
-        plan = ready.plan
-        project_dir = ready.target.project_dir
-        submitted = self.engine.submit(
-            plan,
-            source=ready.target.ledger_source,
-            only_new=True,
-            project_dir=str(project_dir.resolve()) if project_dir else None,
-        )
-        fields = {
-            "target": str(ready.target.target_dir),
-            "invocation_id": plan.invocation_id,
-            "command": plan.command,
-        }
-        submitted.add_done_callback(
-            lambda future: self.events.submitted(plan, future, fields, results=ready.results)
-        )
+        run_service(self.engine, [self.feeder], self.log, metrics=self.metrics, events=self.events)

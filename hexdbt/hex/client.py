@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import email.utils
 import html
-import ipaddress
 import json
 import os
 import random
@@ -60,6 +59,7 @@ from hexdbt.hex.models import (
     RunStatus,
     RunTrigger,
 )
+from hexdbt.settings import refuse_plain_http
 from hexdbt.signals import interruptible
 
 USER_AGENT = f"hexdbt/{__version__}"
@@ -158,25 +158,12 @@ def normalize_base_url(base_url: str, *, allow_insecure_http: bool = False) -> s
             f"HEX_BASE_URL {base_url!r} has a space in its address",
             hint="use e.g. https://app.hex.tech or https://eu.hex.tech",
         )
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise ConfigError(
-            f"refusing to send the Hex token over plain http to {parts.hostname}",
-            hint="use https, or pass --allow-insecure-http if this is really what you want",
-        )
+    refuse_plain_http(parts.scheme, parts.hostname, "the Hex token", allow_insecure_http)
     for suffix in ("/api/v1", "/api"):
         if text.endswith(suffix):
             text = text[: -len(suffix)]
             break
     return text + "/api/v1"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _never_sent(exc: requests.RequestException) -> bool:

@@ -30,7 +30,14 @@ from functools import lru_cache
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from hexdbt.settings import PAGE_PASSWORD_ENV, PAGE_TOKEN_ENV, STATE_URL_ENV, TOKEN_ENV
+from hexdbt.settings import (
+    DBT_CLOUD_SECRET_ENV,
+    DBT_CLOUD_TOKEN_ENV,
+    PAGE_PASSWORD_ENV,
+    PAGE_TOKEN_ENV,
+    STATE_URL_ENV,
+    TOKEN_ENV,
+)
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -49,9 +56,18 @@ _MISSING = object()
 
 # What a template renders is sent to Hex, printed by `hexdbt plan --json` and kept in the ledger,
 # so env_var() refuses the variables that hold secrets: the Hex token, the state database's URL
-# (it carries a password), the status page's token and password, and, as dbt does, every
-# DBT_ENV_SECRET_* variable.
-SECRET_VARIABLES = frozenset({TOKEN_ENV, STATE_URL_ENV, PAGE_TOKEN_ENV, PAGE_PASSWORD_ENV})
+# (it carries a password), the status page's token and password, dbt Cloud's token and webhook
+# secret and, as dbt does, every DBT_ENV_SECRET_* variable.
+SECRET_VARIABLES = frozenset(
+    {
+        TOKEN_ENV,
+        STATE_URL_ENV,
+        PAGE_TOKEN_ENV,
+        PAGE_PASSWORD_ENV,
+        DBT_CLOUD_TOKEN_ENV,
+        DBT_CLOUD_SECRET_ENV,
+    }
+)
 SECRET_VARIABLE_PREFIX = "DBT_ENV_SECRET_"
 
 

@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 
 from hexdbt.clock import Clock, SystemClock
 from hexdbt.errors import HexdbtError
+from hexdbt.hex.budget import SharedBudget
 from hexdbt.page.read_model import (
     DEFAULT_WINDOW_H,
     MAX_WINDOW_H,
@@ -40,7 +41,11 @@ from hexdbt.page.read_model import (
 from hexdbt.page.render import asset, render_fragment, render_invocation, render_page
 
 if TYPE_CHECKING:
-    from hexdbt.hex.budget import SharedBudget
+    from pathlib import Path
+
+    from starlette.middleware import Middleware
+
+    from hexdbt.hex.budget import Budget
     from hexdbt.ledger import Ledger
     from hexdbt.mapping.model import ProjectMapping
 
@@ -192,3 +197,22 @@ def page_routes(
         static("page.js", "text/javascript"),
         static("page.css", "text/css"),
     ]
+
+
+def daemon_page(
+    ledger: Ledger, budget: Budget | None, clock: Clock, mappings_file: Path | None
+) -> tuple[list[BaseRoute], list[Middleware]]:
+    """What a daemon's HTTP server adds for the page: its routes over ``ledger``, with the apps of
+    ``mappings_file``, and, when ``HEXDBT_PAGE_TOKEN`` or ``HEXDBT_PAGE_PASSWORD`` is set, the
+    guard over everything but ``/healthz`` and the webhooks (``/metrics`` included)."""
+    from starlette.middleware import Middleware
+
+    from hexdbt.mapping import load_mappings
+    from hexdbt.page.access import AccessGuard, page_secrets
+    from hexdbt.settings import resolve_page_access
+
+    secrets = page_secrets(*resolve_page_access())
+    mappings = load_mappings(mappings_file, None).projects if mappings_file else ()
+    shared = budget if isinstance(budget, SharedBudget) else None
+    routes = page_routes(ledger, mappings=mappings, budget=shared, clock=clock)
+    return routes, [Middleware(AccessGuard, secrets=secrets)] if secrets else []

@@ -326,12 +326,15 @@ def make_plan(
     *,
     environ: Mapping[str, str] | None = None,
     selectors: SelectorIndex | None = None,
+    template_invocation: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Decide, for every mapped Hex project, whether this invocation makes it stale.
 
     ``environ`` feeds templates' env_var (default: the process environment). ``selectors``: an
     index over ``manifest`` kept from earlier plans (the watcher keeps one per manifest version,
-    so each selector is resolved once); made here when not given.
+    so each selector is resolved once); made here when not given. ``template_invocation``: what
+    templates see as ``invocation`` when it is not the invocation planned (a dbt Cloud run is
+    planned as one unit of its steps; its templates see its last dbt step, plus ``dbt_cloud``).
     """
     results = invocation.results_by_id
     finished = FinishedNodes.of_invocation(invocation)
@@ -343,7 +346,9 @@ def make_plan(
     if index is not None and index.manifest is not manifest:
         raise ValueError("the selector index was made over another manifest")
     tests_of = manifest.tests_of if manifest is not None else None
-    invocation_ctx = invocation_context(invocation)
+    invocation_ctx = (
+        invocation_context(invocation) if template_invocation is None else template_invocation
+    )
     triggers: list[Trigger] = []
     skipped: list[Skipped] = []
     first_with_key: dict[str, str] = {}
