@@ -14,7 +14,7 @@ With ``HEXDBT_UNFENCED=1`` (A sends on its claim alone, as hexdbt did before the
 round starts second runs: the test shows that it can fail.
 
 The lives are forked from one warm process (``warm_lives``), with short leases and timeouts,
-and five rounds are played at once, each with hosts of its own: their leases lapse together.
+and the rounds are played at once, each with hosts of its own: their leases lapse together.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow  # real processes and signals
 
 PROJECTS = 3
 ROUNDS = 10  # of each way to stall, on each backend: 20 rounds per backend
-BATCH = 5  # rounds played at once
+BATCH = 10  # rounds played at once
 EmulatorFactory = Callable[..., HexEmulator]
 
 # A lease of 1 s, renewed every third of it; a POST takes at most 0.2 + 0.6 s, so an armed
@@ -190,6 +190,7 @@ def test_a_host_stalled_past_its_lease_starts_no_second_run(hosts: Hosts, stall_
     assert _runs_nobody_follows(hosts) == set()
 
 
+@pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)  # the fence is one code
 @pytest.mark.parametrize("stall_at", ["planned", "post-answered"])
 def test_without_the_fence_the_stalled_host_starts_second_runs(hosts: Hosts, stall_at: str) -> None:
     (played,) = _stall_rounds(hosts, 0, 1, stall_at, HEXDBT_UNFENCED="1")
