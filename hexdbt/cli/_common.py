@@ -267,8 +267,8 @@ metrics_port_option = click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     metavar="PORT",
-    help="Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz"
-    " (0: any free port, logged in the metrics_serving event).",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics, a health check at /healthz and"
+    " the status page at / (0: any free port, logged in the metrics_serving event).",
 )
 metrics_host_option = click.option(
     "--metrics-host",

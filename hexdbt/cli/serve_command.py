@@ -150,7 +150,8 @@ def serve(
     A completed run's steps' artifacts are read through dbt Cloud's Admin API and planned as one
     invocation, as `hexdbt plan` would, and each Hex project starts at most once per run, however
     many deliveries, polls, restarts or serve processes on one state. One HTTP server (127.0.0.1
-    by default) serves POST /webhooks/dbt-cloud, /metrics and /healthz. SIGTERM or Ctrl-C stops it
+    by default) serves the status page at /, POST /webhooks/dbt-cloud, /metrics and /healthz
+    (HEXDBT_PAGE_TOKEN or HEXDBT_PAGE_PASSWORD guard the page and /metrics). SIGTERM or Ctrl-C stops it
     (exit 0), leaving live Hex runs for the next start. Setup: docs/dbt-cloud.md.
 
     \b
