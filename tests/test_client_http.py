@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hexdbt.clock import ManualClock
+from hexdbt.clock import ManualClock, ScaledClock
 from hexdbt.emulator import HexEmulator
 from hexdbt.emulator.scenario import (
     CUSTOMER_HEALTH_ID,
@@ -32,7 +33,12 @@ from hexdbt.errors import (
 from hexdbt.factory import open_engine
 from hexdbt.feeders.direct import direct_plan, run_direct
 from hexdbt.hex.budget import SharedBudget
-from hexdbt.hex.client import HexClient, HexRunOutcomeUnknownError, run_may_have_started
+from hexdbt.hex.client import (
+    OFFSET_MAX_ERROR_S,
+    HexClient,
+    HexRunOutcomeUnknownError,
+    run_may_have_started,
+)
 from hexdbt.hex.models import RunRequest
 from hexdbt.outcomes import Outcome, OutcomeKind
 from hexdbt.settings import SqliteState
@@ -432,3 +438,26 @@ def test_a_run_project_is_never_sent_once_stop_is_set(
     assert hex_emulator.journal() == []
     # Other calls still go: winding down cancels the runs this process started.
     assert client.get_project(CUSTOMER_HEALTH_ID).id == CUSTOMER_HEALTH_ID
+
+
+def test_a_slow_answer_does_not_move_what_the_client_knows_of_hex_s_clock(
+    hex_emulator_factory: Factory,
+) -> None:
+    """A reading of Hex's clock is off by up to half the exchange: an answer held 0.4 s (8 s of a
+    clock 20 times faster) would put Hex's clock about 4 s ahead of where it is, and a run Hex
+    created just after a lost POST's intent would then seem to have started before it. The
+    closest reading stands; without a close one, none is used."""
+    origin = time.time()
+    emulator = hex_emulator_factory(clock=ScaledClock.since(origin, 20.0))
+    clock = ScaledClock.since(origin, 20.0)
+    with HexClient(emulator.url, TOKEN, clock=clock) as client:
+        emulator.inject_faults("ListProjects", sequence=[{"kind": "slow", "delay_s": 0.4}])
+        client.list_projects(limit=1)
+        assert client.hex_clock_offset_s is None, "a reading off by 4 s is not used"
+        client.list_projects(limit=1)
+        close = client.hex_clock_offset_s
+        assert close is not None
+        assert abs(close) <= OFFSET_MAX_ERROR_S
+        emulator.inject_faults("ListProjects", sequence=[{"kind": "slow", "delay_s": 0.4}])
+        client.list_projects(limit=1)
+        assert client.hex_clock_offset_s == close

@@ -52,6 +52,9 @@ class LostPosts:
             self._line_up.line_up(record)  # moved, or taken over, meanwhile
             return
         window_closes = window_closes_at(record, work.window_s)
+        # "Nothing started" may be concluded only from a run list asked for once the window had
+        # closed: one asked just before it may miss a run Hex creates in its last moments.
+        asked_at = work.clock.now()
         try:
             run = find_run_of_lost_post(
                 work.client,
@@ -103,7 +106,7 @@ class LostPosts:
                 trace_id=run.trace_id,
             )
             self._line_up.line_up(started)
-        elif now < window_closes:
+        elif asked_at < window_closes:
             # The POST may still be in flight: "nothing started" cannot be concluded yet. Look
             # again now and then, so that a run Hex creates late is adopted as soon as it is there.
             again = min(window_closes, now + LOOKUP_AGAIN_S)

@@ -32,7 +32,8 @@ CLOCK_SKEW_S = 60.0
 # handling after our read timeout gave up on it): the in-flight window's margin, by default
 # (HEXDBT_WINDOW_MARGIN_S; docs/exactly-once.md argues the default).
 WINDOW_MARGIN_S = 60.0
-# Once Hex's clock is read from a Date header (whole seconds, at the middle of an exchange).
+# Once Hex's clock is read from a Date header (the client keeps only a reading off by at most
+# OFFSET_MAX_ERROR_S: whole seconds, at the middle of an exchange of up to 2 s).
 MEASURED_SKEW_S = 2.0
 
 

@@ -276,6 +276,12 @@ def session_for(api_url: str) -> requests.Session:
     return session
 
 
+# How far off a reading of Hex's clock may be for the engine to compare run start times with it
+# (``MEASURED_SKEW_S`` of ``hexdbt.engine.reconcile`` covers it): the Date header's half second
+# and half an exchange of up to 2 s. A slower exchange tells Hex's clock too loosely to be used.
+OFFSET_MAX_ERROR_S = 1.5
+
+
 class HexClient:
     """Typed access to Hex's API. Raises ``hexdbt.errors`` classes; the Python API wraps it."""
 
@@ -305,8 +311,10 @@ class HexClient:
         self.get_attempts = max(1, get_attempts)
         # Set on SIGINT/SIGTERM (or by the engine's stop): every wait in here ends at once.
         self.stop = stop or threading.Event()
-        # Hex's clock minus ours, from the Date header of Hex's latest answer (None: none yet).
+        # Hex's clock minus ours, from the Date header of the answer that told it most closely
+        # (None: none yet, or none within OFFSET_MAX_ERROR_S), and how closely it did.
         self.hex_clock_offset_s: float | None = None
+        self._offset_error_s = OFFSET_MAX_ERROR_S
         self._rng = rng or random.Random()
 
     @property
@@ -600,14 +608,21 @@ class HexClient:
 
     def _note_hex_time(self, date_header: str | None, sent_at: float) -> None:
         """Hex's clock minus ours, from an answer's Date header (whole seconds, so its middle)
-        against the middle of the exchange: what tells Hex's run start times from our own."""
+        against the middle of the exchange: what tells Hex's run start times from our own. The
+        reading is off by at most half a second plus half the exchange, so a slow answer tells
+        little: the closest reading stands, and none off by more than ``OFFSET_MAX_ERROR_S``."""
         if not date_header:
             return
         try:
             hex_now = email.utils.parsedate_to_datetime(date_header).timestamp() + 0.5
         except (TypeError, ValueError):
             return
-        self.hex_clock_offset_s = hex_now - (sent_at + self.clock.now()) / 2
+        received_at = self.clock.now()
+        error_s = 0.5 + (received_at - sent_at) / 2
+        if error_s > self._offset_error_s:
+            return
+        self._offset_error_s = error_s
+        self.hex_clock_offset_s = hex_now - (sent_at + received_at) / 2
 
     def _pause(self, seconds: float) -> None:
         """Wait between attempts; ``stop`` ends the wait, and the call, at once."""
