@@ -71,6 +71,8 @@ LEDGER_FILENAME = "ledger.sqlite3"
 # A lease lasts this long (real seconds) unless renewed; its owner renews it well before.
 LEASE_TTL_S = 60.0
 LEASE_RENEW_EVERY_S = 20.0
+# An arm renews its lease unless the lease outlasts the POST by this much (real seconds).
+SELF_FENCE_MARGIN_S = 5.0
 # A lease expired this long ago is deleted when a new one is taken.
 LEASE_FORGOTTEN_AFTER_S = 86_400.0
 
@@ -230,7 +232,8 @@ _MIGRATIONS: tuple[str, ...] = (
     # that were not triggered are kept with the planner's reason, as is each trigger's, so an
     # invocation's page shows its whole plan; indexes for the page's reads (each app's newest
     # trigger and run, the timeline's window, what superseded what, one dbt project's
-    # invocations). A new trigger of a coalescing entry looks for the entry's triggers that wait
+    # invocations; partial, so that a trigger being planned or armed writes none it need not).
+    # A new trigger of a coalescing entry looks for the entry's triggers that wait
     # unsent: by entry alone it read every trigger the entry ever had (0.14 ms at 400 of them,
     # growing for as long as the ledger keeps them), by entry and state only the waiting ones;
     # the index by entry alone is a prefix of it. dbt Cloud as a way in (``hexdbt serve``): each
@@ -259,9 +262,11 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE triggers ADD COLUMN plan_reason TEXT;
     CREATE INDEX triggers_by_entry_and_creation ON triggers(entry_key, created_at);
-    CREATE INDEX triggers_by_entry_and_intent ON triggers(entry_key, intent_at);
-    CREATE INDEX triggers_by_end ON triggers(ended_at);
-    CREATE INDEX triggers_by_superseding ON triggers(superseded_by);
+    CREATE INDEX triggers_by_entry_and_intent ON triggers(entry_key, intent_at)
+        WHERE intent_at IS NOT NULL;
+    CREATE INDEX triggers_by_end ON triggers(ended_at) WHERE ended_at IS NOT NULL;
+    CREATE INDEX triggers_by_superseding ON triggers(superseded_by)
+        WHERE superseded_by IS NOT NULL;
     CREATE INDEX invocations_by_project_dir ON invocations(project_dir, first_seen_at);
     CREATE INDEX invocations_by_first_seen ON invocations(first_seen_at);
     CREATE INDEX triggers_by_entry_and_state ON triggers(entry_key, state);
@@ -367,6 +372,15 @@ class TriggerRecord:
     plan_reason: str | None  # why the planner triggered it (None: recorded before 4)
     # Raised by each arm: a move out of ``sending`` must name the fence of the arm it follows.
     fence: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Arming:
+    """What an arm records beside its fence (see ``Ledger.arm``)."""
+
+    hex_clock_offset_s: float | None
+    window_s: float | None
+    post_takes_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,8 +659,7 @@ class Ledger:
     @property
     def lease_ttl_s(self) -> float:
         """How long a lease lasts unless renewed, in seconds of the leases' clock."""
-        ttl_s = resolve_lease_ttl_s() or LEASE_TTL_S
-        return ttl_s if self._server_leases else self._lease_clock.from_real_s(ttl_s)
+        return self._lease_s(resolve_lease_ttl_s() or LEASE_TTL_S)
 
     @property
     def lease_renew_every_s(self) -> float:
@@ -657,6 +670,10 @@ class Ledger:
     @property
     def holds_lease(self) -> bool:
         return self._lease_id is not None
+
+    def _lease_s(self, real_s: float) -> float:
+        """``real_s`` real seconds in the leases' clock's seconds."""
+        return real_s if self._server_leases else self._lease_clock.from_real_s(real_s)
 
     def _lease_now(self, session: Session) -> float:
         """Now on the leases' clock, in a transaction."""
@@ -1047,17 +1064,19 @@ class Ledger:
         *,
         hex_clock_offset_s: float | None = None,
         window_s: float | None = None,
+        post_takes_s: float | None = None,
     ) -> TriggerRecord | None:
         """Claim a sendable row and arm it, in one synced transaction: what a trigger sent now
         that was not claimed with its plan needs before its POST. None when the row is not
         sendable (someone else has it)."""
         now = self._clock.now()
+        arming = _Arming(hex_clock_offset_s, window_s, post_takes_s)
 
         def claim_and_arm(session: Session) -> TriggerRecord | None:
             if not self._claim(session, trigger_key, now):
                 return None
             fence = self._row(session, trigger_key)["fence"]
-            return self._arm(session, trigger_key, fence, now, hex_clock_offset_s, window_s)
+            return self._arm(session, trigger_key, fence, now, arming)
 
         return self.store.write(claim_and_arm)
 
@@ -1068,35 +1087,30 @@ class Ledger:
         fence: int,
         hex_clock_offset_s: float | None = None,
         window_s: float | None = None,
+        post_takes_s: float | None = None,
     ) -> TriggerRecord | None:
         """Arm a row this process claimed, right before its POST, in one synced transaction:
         the intent's time, a raised fence, and when the POST can no longer be in flight
         (``window_s`` after the intent, by the sender's timeouts; ``hex_clock_offset_s``: Hex's
         clock minus ours, when an answer has told it). Only while the row is still ``sending``,
-        this process's, at ``fence``, and its lease has not lapsed on the leases' clock; the
-        lease is renewed with it, so it outlasts the POST. None when any of that fails: then
-        nothing may be sent."""
+        this process's, at ``fence``, and its lease has not lapsed on the leases' clock. The
+        lease must outlast the POST (``post_takes_s`` real seconds at most) with a margin: it
+        is renewed with the arm when it would not (always, without ``post_takes_s``). None when
+        any of that fails: then nothing may be sent."""
         now = self._clock.now()
-        return self.store.write(
-            lambda session: self._arm(
-                session, trigger_key, fence, now, hex_clock_offset_s, window_s
-            )
-        )
+        arming = _Arming(hex_clock_offset_s, window_s, post_takes_s)
+        return self.store.write(lambda session: self._arm(session, trigger_key, fence, now, arming))
 
     def _arm(
-        self,
-        session: Session,
-        trigger_key: str,
-        fence: int,
-        now: float,
-        hex_clock_offset_s: float | None,
-        window_s: float | None,
+        self, session: Session, trigger_key: str, fence: int, now: float, arming: _Arming
     ) -> TriggerRecord | None:
         lease = session.execute(
             "SELECT expires_at FROM leases WHERE lease_id = ?", (self._lease_id,)
         ).first()
-        if lease is None or lease["expires_at"] <= self._lease_now(session):
+        lease_now = self._lease_now(session)
+        if lease is None or lease["expires_at"] <= lease_now:
             return None  # lapsed: another process may be taking its rows over right now
+        window_s = arming.window_s
         armed = session.execute(
             "UPDATE triggers SET fence = fence + 1, intent_at = ?, window_closes_at = ?,"
             " hex_clock_offset_s = ?, updated_at = ?"
@@ -1104,7 +1118,7 @@ class Ledger:
             (
                 now,
                 None if window_s is None else now + window_s,
-                hex_clock_offset_s,
+                arming.hex_clock_offset_s,
                 now,
                 trigger_key,
                 TriggerState.SENDING.value,
@@ -1118,7 +1132,10 @@ class Ledger:
             mine = row["owner_lease"] == self._lease_id and row["fence"] == fence + 1
             if not (session.retried and mine and row["intent_at"] == now):
                 return None
-        self._lease(session)
+        # The self-fence: the POST ends inside the lease that allowed it.
+        needed = None if arming.post_takes_s is None else arming.post_takes_s + SELF_FENCE_MARGIN_S
+        if needed is None or lease["expires_at"] - lease_now <= self._lease_s(needed):
+            self._lease(session)
         return _trigger_from_row(self._row(session, trigger_key), self.where)
 
     def take_over_orphan(self, trigger_key: str) -> TriggerRecord | None:

@@ -230,6 +230,7 @@ class Sender:
                 record.trigger_key,
                 hex_clock_offset_s=work.client.hex_clock_offset_s,
                 window_s=work.window_s,
+                post_takes_s=sum(work.client.timeout),
             )
         if self._unfenced:  # stall tests only: POST on the claim alone, as before the fence
             return record
@@ -238,6 +239,7 @@ class Sender:
             fence=record.fence,
             hex_clock_offset_s=work.client.hex_clock_offset_s,
             window_s=work.window_s,
+            post_takes_s=sum(work.client.timeout),
         )
 
     def record_start(self, armed: TriggerRecord, run: Run) -> TriggerRecord:
