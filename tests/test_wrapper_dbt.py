@@ -233,7 +233,10 @@ def test_ctrl_c_mid_build_goes_to_dbt_cancels_started_runs_and_leaves_a_consiste
     assert wrapper.returncode == 130, stderr
     report = json.loads(stdout)
     assert report["interrupted"] is True
-    assert "Exited because of keyboard interrupt" in stderr, stderr  # dbt got the Ctrl-C
+    # dbt got the Ctrl-C: it says so, or, when dbt-duckdb's cancel meets a connection that has
+    # just closed (a race of its own: "Connection already closed!"), shows the interrupt's
+    # traceback instead of its line.
+    assert "Exited because of keyboard interrupt" in stderr or "KeyboardInterrupt" in stderr, stderr
     started = {name for name, _ in run_projects(emulator)}
     assert "marketing_attribution" not in started  # its slow model was still running
     with Ledger.open(SqliteState(state_dir)) as ledger:
