@@ -657,15 +657,14 @@ class Ledger:
     # -- the lease ------------------------------------------------------------------------
 
     @property
-    def lease_ttl_s(self) -> float:
-        """How long a lease lasts unless renewed, in seconds of the leases' clock."""
-        return self._lease_s(resolve_lease_ttl_s() or LEASE_TTL_S)
+    def lease_real_s(self) -> float:
+        """How long a lease lasts unless renewed, in real seconds (``HEXDBT_LEASE_TTL_S``)."""
+        return resolve_lease_ttl_s() or LEASE_TTL_S
 
     @property
-    def lease_renew_every_s(self) -> float:
-        """How often a live process renews its lease: a third of its length, in real seconds
-        (two renewals may fail before it lapses)."""
-        return (resolve_lease_ttl_s() or LEASE_TTL_S) / 3
+    def lease_ttl_s(self) -> float:
+        """How long a lease lasts unless renewed, in seconds of the leases' clock."""
+        return self._lease_s(self.lease_real_s)
 
     @property
     def holds_lease(self) -> bool:

@@ -27,9 +27,10 @@ class LeaseKeeper:
     def __init__(self, ledger: Ledger, *, log: Log) -> None:
         self._ledger = ledger
         self._log = log
-        self._every_s = ledger.lease_renew_every_s
-        # Three renewals make a lease: an engine silent this long is hung.
-        self._hung_after_s = 3 * self._every_s
+        # A third of the lease's length, so that two renewals may fail before it lapses; an
+        # engine silent for a whole lease is hung.
+        self._hung_after_s = ledger.lease_real_s
+        self._every_s = self._hung_after_s / 3
         self._alive_at = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -69,7 +69,7 @@ class Engine:
         self.stopping = client.stop
         margin_s = self.settings.window_margin_s or resolve_window_margin_s() or WINDOW_MARGIN_S
         # The arm renews the lease; it must outlast the POST that follows (the self-fence).
-        lease_ttl_s = 3 * ledger.lease_renew_every_s
+        lease_ttl_s = ledger.lease_real_s
         if lease_ttl_s <= sum(client.timeout):
             raise ConfigError(
                 f"{LEASE_TTL_ENV} ({lease_ttl_s:g} s) must be longer than the longest RunProject"
