@@ -134,6 +134,29 @@ class _SqliteSession:
         self.db.executemany(sql, rows)
 
 
+# Each retry first waits for the lock; more than a handful of processes opening one new folder
+# together is not a case to wait on without end.
+_WAL_SWITCH_ATTEMPTS = 20
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Puts the file in WAL mode, where readers do not wait for a writer.
+
+    Switching a new file takes its exclusive lock, and SQLite does not wait for a lock when
+    waiting could deadlock: of processes opening a new state folder together, some are told
+    "database is locked" at once. Such a one waits for the lock (BEGIN EXCLUSIVE waits out the
+    busy timeout) and tries again, by when the file is usually in WAL mode already."""
+    for attempt in range(1, _WAL_SWITCH_ATTEMPTS + 1):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or attempt == _WAL_SWITCH_ATTEMPTS:
+                raise
+        db.execute("BEGIN EXCLUSIVE")
+        db.execute("COMMIT")
+
+
 class SqliteStore:
     """One SQLite file; one connection per instance, shared by the threads of a process."""
 
@@ -152,7 +175,7 @@ class SqliteStore:
                 path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
             self._db.row_factory = _dict_row
-            self._db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer
+            _use_wal(self._db)
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:

@@ -32,14 +32,24 @@ class Daemon:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """A test that failed half-way leaves no process behind."""
+        if self.process.poll() is None:
+            self.kill()
+
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.lines.append(line.rstrip("\n"))
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        # Every line is an event: a scrape writes no access log line.
-        return [event for event in map(json.loads, list(self.lines)) if event["event"] == name]
+        # Every line is an event (a scrape writes no access log line), but for the one error
+        # line of a daemon that could not start, which wait_for shows when the process is gone.
+        events = (json.loads(line) for line in list(self.lines) if line.startswith("{"))
+        return [event for event in events if event["event"] == name]
 
     def wait_for(self, name: str, count: int = 1, timeout_s: float = 30) -> dict[str, Any]:
         """The first ``name`` event, once ``count`` of them have come."""

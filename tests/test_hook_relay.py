@@ -347,18 +347,19 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
     project = _copy_with_hook(tmp_path, profile)
     try:
         # Two relays, polling before the outbox exists.
-        first = _relay(project, environment, tmp_path)
-        second = _relay(project, environment, tmp_path)
-        first.wait_for("outbox_missing")
-        second.wait_for("outbox_missing")
-        _dbt(project, "full")
-        # dbt-postgres runs no Python model: the marketing app does not start.
-        _wait_for(lambda: len(_started(emulator)) == 3)
-        # The first relay is killed outright, the second stopped; a new one takes over.
-        first.kill()
-        assert second.stop() == 0, "\n".join(second.lines)
-        restarted = _relay(project, environment, tmp_path, "--metrics-port", "0")
-        try:
+        with (
+            _relay(project, environment, tmp_path) as first,
+            _relay(project, environment, tmp_path) as second,
+        ):
+            first.wait_for("outbox_missing")
+            second.wait_for("outbox_missing")
+            _dbt(project, "full")
+            # dbt-postgres runs no Python model: the marketing app does not start.
+            _wait_for(lambda: len(_started(emulator)) == 3)
+            # The first relay is killed outright, the second stopped; a new one takes over.
+            first.kill()
+            assert second.stop() == 0, "\n".join(second.lines)
+        with _relay(project, environment, tmp_path, "--metrics-port", "0") as restarted:
             serving = restarted.wait_for("metrics_serving")
             assert until_healthy(serving["health"]) == (200, "text/plain; charset=utf-8", "ok\n")
             before = samples(get(serving["url"])[2])
@@ -376,7 +377,6 @@ def test_relays_before_the_first_entry_at_once_and_after_a_sigkill_start_each_pr
             )
             assert value(after, "hexdbt_triggers_total", outcome="completed") >= 1
             assert value(after, "hexdbt_last_dispatch_timestamp_seconds") > 0
-        finally:
             assert restarted.stop() == 0
         assert _started(emulator) == sorted(
             ["customer_health", "finance_overview", "executive_kpis", "customer_health"]
