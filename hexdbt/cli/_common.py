@@ -6,9 +6,10 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TextIO
 
 import click
 
@@ -16,15 +17,15 @@ from hexdbt.errors import HexApiError, HexdbtError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from contextlib import ExitStack
 
     from hexdbt.hex.client import HexClient
     from hexdbt.hex.polls import Progress
     from hexdbt.ledger import Ledger
-    from hexdbt.logs import EventLog
+    from hexdbt.logs import EventLog, StreamEventLog
     from hexdbt.metrics import DaemonMetrics
     from hexdbt.outcomes import Outcome
     from hexdbt.settings import StateLocation
+    from hexdbt.signals import Signals
 
 
 def error_payload(exc: HexdbtError) -> dict[str, Any]:
@@ -313,13 +314,64 @@ def checked_mappings_file(mappings_file: Path | None) -> Path | None:
     return path.absolute()
 
 
-def serve_daemon_metrics(
+class StartedDaemon(NamedTuple):
+    log: StreamEventLog
+    client: HexClient
+    ledger: Ledger
+    signals: Signals
+    metrics: DaemonMetrics | None
+
+
+@contextmanager
+def daemon_started(
+    daemon: str,
+    *,
+    log_format: str,
+    state_url: str | None,
+    allow_insecure_http: bool,
+    mappings_file: Path | None,
+    metrics_at: tuple[str, int | None] = ("", None),
+    **started: Any,
+) -> Iterator[StartedDaemon]:
+    """How every daemon (``watch``, ``relay``, ``serve``) starts: the signals that stop it
+    installed, its client, the ``started`` event (version, Hex, state, then ``started``'s fields
+    and the mapping), its ledger, and its metrics and page served on ``metrics_at`` (host, port;
+    no port: none); all let go of when it ends."""
+    from hexdbt._version import __version__
+    from hexdbt.factory import open_ledger
+    from hexdbt.logs import LogFormat, StreamEventLog
+    from hexdbt.settings import resolve_state_location
+    from hexdbt.signals import Signals
+
+    log = StreamEventLog(log_format=LogFormat(log_format))
+    signals = Signals()
+    state = resolve_state_location(state_url)
+    with (
+        signals.installed(),
+        hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
+    ):
+        log.emit(
+            "started",
+            version=__version__,
+            hex=client.base_url,
+            state=state.describe(),
+            **started,
+            mappings=str(mappings_file) if mappings_file else "dbt exposures only",
+        )
+        with open_ledger(client, state) as ledger, ExitStack() as served:
+            host, port = metrics_at
+            metrics = _serve_daemon_metrics(
+                served, daemon, host, port, log, ledger, client, mappings_file
+            )
+            yield StartedDaemon(log, client, ledger, signals, metrics)
+
+
+def _serve_daemon_metrics(
     served: ExitStack,
     daemon: str,
     host: str,
     port: int | None,
     log: EventLog,
-    *,
     ledger: Ledger,
     client: HexClient,
     mappings_file: Path | None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,18 +11,16 @@ import yaml
 from hexdbt.cli._common import (
     allow_insecure_http_option,
     checked_mappings_file,
+    daemon_started,
     echo_outcomes,
-    hex_client,
     make_progress,
     mappings_option,
     max_live_runs_option,
     metrics_host_option,
     metrics_port_option,
-    serve_daemon_metrics,
     state_url_option,
 )
 from hexdbt.errors import ConfigError
-from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
     from hexdbt.feeders.relay import Relayed
@@ -179,13 +176,9 @@ def relay(
       hexdbt relay --once --wait --target prod
       hexdbt relay --target prod --metrics-port 9465
     """
-    from hexdbt._version import __version__
     from hexdbt.dbt.locate import find_project_dir
     from hexdbt.engine import EngineSettings
-    from hexdbt.factory import open_ledger
     from hexdbt.feeders.relay import DbtTarget, RelayDaemon, RelayOptions, WarehouseOutbox
-    from hexdbt.logs import LogFormat, StreamEventLog
-    from hexdbt.settings import resolve_state_location
 
     if wait and not once:
         raise ConfigError(
@@ -194,55 +187,38 @@ def relay(
         )
     where = DbtTarget(find_project_dir(project_dir), profiles_dir, target, _parse_vars(vars_text))
     resolved_mappings = checked_mappings_file(mappings_file)
-    log = StreamEventLog(log_format=LogFormat(log_format))
-    signals = Signals()
-    state = resolve_state_location(state_url)
     outbox = WarehouseOutbox(where)
     options = RelayOptions(resolved_mappings, poll_interval, retain_days)
-    with (
-        signals.installed(),
-        hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
-    ):
-        log.emit(
-            "started",
-            version=__version__,
-            hex=client.base_url,
-            state=state.describe(),
-            outbox=outbox.relation,
-            target=outbox.target_name,
-            mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
+    with daemon_started(
+        "relay",
+        log_format=log_format,
+        state_url=state_url,
+        allow_insecure_http=allow_insecure_http,
+        mappings_file=resolved_mappings,
+        metrics_at=(metrics_host, metrics_port),
+        outbox=outbox.relation,
+        target=outbox.target_name,
+    ) as (log, client, ledger, signals, metrics):
+        # The daemon follows every run; --once only with --wait. Either leaves live runs to the
+        # next relay when stopped.
+        settings = EngineSettings(
+            wait=wait or not once, max_live_runs=max_live_runs, cancel_on_interrupt=False
         )
-        with open_ledger(client, state) as ledger, ExitStack() as served:
-            metrics = serve_daemon_metrics(
-                served,
-                "relay",
-                metrics_host,
-                metrics_port,
-                log,
-                ledger=ledger,
-                client=client,
-                mappings_file=resolved_mappings,
-            )
-            # The daemon follows every run; --once only with --wait. Either leaves live runs
-            # to the next relay when stopped.
-            settings = EngineSettings(
-                wait=wait or not once, max_live_runs=max_live_runs, cancel_on_interrupt=False
-            )
-            daemon = RelayDaemon(
-                client,
-                ledger,
-                outbox,
-                options,
-                log,
-                settings=settings,
-                metrics=metrics,
-                once=once,
-                progress=make_progress(log_format, client=client) if wait else None,
-            )
-            daemon.run()
-            if once:
-                exit_code = _report_once(daemon.relayed(), daemon.earlier(), outbox.relation)
-                raise SystemExit(signals.exit_code if signals.stop.is_set() else exit_code)
+        daemon = RelayDaemon(
+            client,
+            ledger,
+            outbox,
+            options,
+            log,
+            settings=settings,
+            metrics=metrics,
+            once=once,
+            progress=make_progress(log_format, client=client) if wait else None,
+        )
+        daemon.run()
+        if once:
+            exit_code = _report_once(daemon.relayed(), daemon.earlier(), outbox.relation)
+            raise SystemExit(signals.exit_code if signals.stop.is_set() else exit_code)
     raise SystemExit(0)
 
 

@@ -11,7 +11,7 @@ import click
 from hexdbt.cli._common import (
     allow_insecure_http_option,
     checked_mappings_file,
-    hex_client,
+    daemon_started,
     log_format_option,
     mappings_option,
     max_live_runs_option,
@@ -19,7 +19,6 @@ from hexdbt.cli._common import (
     watched_folders_options,
 )
 from hexdbt.errors import ConfigError
-from hexdbt.signals import Signals
 
 COMMANDS: list[click.Command] = []
 
@@ -161,19 +160,16 @@ def serve(
       hexdbt serve --dbt-cloud-jobs 1234 --port 9000 --dbt-cloud-poll 300
       hexdbt serve --project-dir ~/analytics      # as hexdbt watch, with /metrics
     """
-    from hexdbt._version import __version__
     from hexdbt.dbt.locate import find_project_dir
     from hexdbt.engine import EngineSettings
-    from hexdbt.factory import open_ledger
     from hexdbt.feeders.artifact_watch import WatchOptions
     from hexdbt.feeders.dbt_cloud import DbtCloudOptions, MappingsByRun, load_job_mappings
     from hexdbt.feeders.relay import DbtTarget, RelayOptions
     from hexdbt.feeders.serve import DbtCloudFeeding, ServeOptions, check_dbt_cloud
     from hexdbt.feeders.serve import serve as run_serve
     from hexdbt.feeders.watch_targets import resolve_targets
-    from hexdbt.logs import LogFormat, StreamEventLog
     from hexdbt.page.routes import daemon_page
-    from hexdbt.settings import resolve_dbt_cloud, resolve_state_location
+    from hexdbt.settings import resolve_dbt_cloud
 
     job_ids = _job_ids(jobs_text)
     watching = bool(project_dirs or target_paths)
@@ -226,27 +222,19 @@ def serve(
             RelayOptions(resolved_mappings),
         ),
     )
-    log = StreamEventLog(log_format=LogFormat(log_format))
-    signals = Signals()
-    state = resolve_state_location(state_url)
-    with (
-        signals.installed(),
-        hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
-    ):
-        log.emit(
-            "started",
-            version=__version__,
-            hex=client.base_url,
-            state=state.describe(),
-            dbt_cloud=dbt_cloud.api_url if dbt_cloud else "off",
-            account=dbt_cloud.account_id if dbt_cloud else None,
-            mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
-        )
-        with open_ledger(client, state) as ledger:
-            settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
-            routes, guard = daemon_page(ledger, client.budget, client.clock, resolved_mappings)
-            page = replace(options, routes=routes, middleware=guard)
-            run_serve(client, ledger, page, log, settings=settings)
+    with daemon_started(
+        "serve",
+        log_format=log_format,
+        state_url=state_url,
+        allow_insecure_http=allow_insecure_http,
+        mappings_file=resolved_mappings,
+        dbt_cloud=dbt_cloud.api_url if dbt_cloud else "off",
+        account=dbt_cloud.account_id if dbt_cloud else None,
+    ) as (log, client, ledger, _signals, _metrics):
+        settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
+        routes, guard = daemon_page(ledger, client.budget, client.clock, resolved_mappings)
+        page = replace(options, routes=routes, middleware=guard)
+        run_serve(client, ledger, page, log, settings=settings)
     # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.
     raise SystemExit(0)
 

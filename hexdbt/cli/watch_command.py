@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,16 +11,14 @@ import click
 from hexdbt.cli._common import (
     allow_insecure_http_option,
     checked_mappings_file,
+    daemon_started,
     draws_in_place,
-    hex_client,
     make_progress,
     metrics_host_option,
     metrics_port_option,
-    serve_daemon_metrics,
     state_url_option,
     watched_folders_options,
 )
-from hexdbt.signals import Signals
 
 if TYPE_CHECKING:
     from hexdbt.hex.client import HexClient
@@ -106,14 +103,10 @@ def watch(
       hexdbt watch --project-dir a --project-dir b --log-format json
       hexdbt watch --project-dir ~/analytics --metrics-port 9464
     """
-    from hexdbt._version import __version__
     from hexdbt.engine import EngineSettings
-    from hexdbt.factory import open_ledger
     from hexdbt.feeders.artifact_watch import WatchOptions
     from hexdbt.feeders.watch import WatchDaemon
     from hexdbt.feeders.watch_targets import resolve_targets
-    from hexdbt.logs import LogFormat, StreamEventLog
-    from hexdbt.settings import resolve_state_location
 
     targets = resolve_targets(list(project_dirs), list(target_paths))
     resolved_mappings = checked_mappings_file(mappings_file)
@@ -124,41 +117,24 @@ def watch(
         replay_latest=replay_latest,
         debounce_s=debounce_ms / 1000,
     )
-    log = StreamEventLog(log_format=LogFormat(log_format))
-    signals = Signals()
-    state = resolve_state_location(state_url)
-    with (
-        signals.installed(),
-        hex_client(allow_insecure_http, stop=signals.stop, state=state) as client,
-    ):
-        log.emit(
-            "started",
-            version=__version__,
-            hex=client.base_url,
-            state=state.describe(),
-            mappings=str(resolved_mappings) if resolved_mappings else "dbt exposures only",
-        )
-        with open_ledger(client, state) as ledger, ExitStack() as served:
-            metrics = serve_daemon_metrics(
-                served,
-                "watch",
-                metrics_host,
-                metrics_port,
-                log,
-                ledger=ledger,
-                client=client,
-                mappings_file=resolved_mappings,
-            )
-            settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
-            WatchDaemon(
-                client,
-                ledger,
-                options,
-                log,
-                settings=settings,
-                progress=_progress(log_format, log, client),
-                metrics=metrics,
-            ).run()
+    with daemon_started(
+        "watch",
+        log_format=log_format,
+        state_url=state_url,
+        allow_insecure_http=allow_insecure_http,
+        mappings_file=resolved_mappings,
+        metrics_at=(metrics_host, metrics_port),
+    ) as (log, client, ledger, _signals, metrics):
+        settings = EngineSettings(max_live_runs=max_live_runs, cancel_on_interrupt=False)
+        WatchDaemon(
+            client,
+            ledger,
+            options,
+            log,
+            settings=settings,
+            progress=_progress(log_format, log, client),
+            metrics=metrics,
+        ).run()
     # Being stopped is how a daemon ends: a clean stop is a success for systemd and friends.
     raise SystemExit(0)
 
