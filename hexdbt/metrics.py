@@ -60,6 +60,8 @@ from hexdbt.outcomes import Outcome, OutcomeKind
 
 InvocationResult = Literal["submitted", "skipped", "failed", "rejected"]
 WEBHOOK_RESULTS = ("accepted", "duplicate", "ignored", "refused", "unavailable")
+DBT_CLOUD_POLL_RESULTS = ("listed", "cool_down", "failed")
+DBT_CLOUD_RUN_OUTCOMES = ("planned", "not_planned", "given_up")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,19 @@ class DaemonMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.dbt_cloud_polls = Counter(
+            "hexdbt_dbt_cloud_polls",
+            "Polls of dbt Cloud's runs, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.dbt_cloud_runs = Counter(
+            "hexdbt_dbt_cloud_runs",
+            "dbt Cloud runs this process settled, by outcome (given_up: its artifacts could not"
+            " be had in time).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.last_dispatch = Gauge(
             "hexdbt_last_dispatch_timestamp_seconds",
             "When the newest trigger seen sent was sent (seconds since the epoch; 0: none yet).",
@@ -165,6 +180,10 @@ class DaemonMetrics:
             self.triggers.labels(kind.value)
         for result in WEBHOOK_RESULTS:
             self.webhooks.labels(result)
+        for result in DBT_CLOUD_POLL_RESULTS:
+            self.dbt_cloud_polls.labels(result)
+        for outcome in DBT_CLOUD_RUN_OUTCOMES:
+            self.dbt_cloud_runs.labels(outcome)
         self._healthy = threading.Event()
 
     def track_state(self, read: Callable[[], StateFigures | None]) -> None:
@@ -181,6 +200,12 @@ class DaemonMetrics:
 
     def webhook_answered(self, result: str) -> None:
         self.webhooks.labels(result).inc()
+
+    def dbt_cloud_polled(self, result: str) -> None:
+        self.dbt_cloud_polls.labels(result).inc()
+
+    def dbt_cloud_run_settled(self, outcome: str) -> None:
+        self.dbt_cloud_runs.labels(outcome).inc()
 
     def set_healthy(self, healthy: bool) -> None:
         if healthy:

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from dbt_shapes import manifest_document, model, run_results_document, write_json
+from test_metrics import samples, value
 
 from hexdbt.cli import main
 from hexdbt.clock import ManualClock
 from hexdbt.dbt.cloud import DbtCloudClient
-from hexdbt.emulator.dbt_cloud import DBT_CLOUD_TOKEN, EmulatedRun
+from hexdbt.emulator.dbt_cloud import DBT_CLOUD_TOKEN, RUNNING, EmulatedRun
 from hexdbt.emulator.pytest_plugin import EmulatorFactory
 from hexdbt.emulator.scenario import CUSTOMER_HEALTH_ID
 from hexdbt.emulator.server import HexEmulator
@@ -29,6 +30,9 @@ from hexdbt.engine import EngineSettings
 from hexdbt.errors import ConfigError, DbtCloudError
 from hexdbt.feeders.daemon import daemon_engine
 from hexdbt.feeders.dbt_cloud import (
+    DEFAULT_GIVE_UP_S,
+    RETRY_CAP_S,
+    RETRY_FIRST_S,
     CloudPlan,
     DbtCloudFeeder,
     DbtCloudOptions,
@@ -129,6 +133,11 @@ def test_templates_may_not_read_the_dbt_cloud_token_or_the_webhook_secret() -> N
         ),
         (
             {"DBT_CLOUD_ACCOUNT_ID": "1", "DBT_CLOUD_API_TOKEN": "dbtc_x"},
+            ["--dbt-cloud-poll", "--dbt-cloud-give-up-hours", "0"],
+            "Error: Invalid value for '--dbt-cloud-give-up-hours'",
+        ),
+        (
+            {"DBT_CLOUD_ACCOUNT_ID": "1", "DBT_CLOUD_API_TOKEN": "dbtc_x"},
             ["--dbt-cloud-poll", "--dbt-cloud-host", "http://example.com"],
             "Error: refusing to send the dbt Cloud token over plain http to example.com",
         ),
@@ -137,8 +146,8 @@ def test_templates_may_not_read_the_dbt_cloud_token_or_the_webhook_secret() -> N
 def test_serve_without_what_it_needs_exits_2_with_one_line(
     monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], args: list[str], message: str
 ) -> None:
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
+    for name, setting in environment.items():
+        monkeypatch.setenv(name, setting)
     result = CliRunner().invoke(main, ["serve", *args])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
@@ -247,8 +256,15 @@ def test_a_5xx_and_a_404_artifact_are_told_apart(cloud: tuple[HexEmulator, Emula
 class Endpoint:
     """The webhook route of a feeder (its worker not started) on a real server and ledger."""
 
-    def __init__(self, emulator: HexEmulator, state: Path) -> None:
-        self.clock = ManualClock()
+    def __init__(
+        self,
+        emulator: HexEmulator,
+        state: Path,
+        *,
+        clock: ManualClock | None = None,
+        give_up_after_s: float = DEFAULT_GIVE_UP_S,
+    ) -> None:
+        self.clock = clock or ManualClock()
         self.client = HexClient(emulator.url, HEX_TOKEN, clock=self.clock)
         self.ledger = Ledger.open(parse_state_url(f"sqlite:///{state}"), clock=self.clock)
         self.log = MemoryEventLog()
@@ -259,7 +275,9 @@ class Endpoint:
             engine,
             self.ledger,
             self.cloud,
-            DbtCloudOptions(account_id="1", job_ids=frozenset({"12"})),
+            DbtCloudOptions(
+                account_id="1", job_ids=frozenset({"12"}), give_up_after_s=give_up_after_s
+            ),
             self.log,
             clock=self.clock,
             metrics=self.metrics,
@@ -597,3 +615,168 @@ def test_relay_options_of_serve_without_its_project_exit_2(monkeypatch: pytest.M
     assert result.output.startswith(
         "Error: --relay-profiles-dir and --relay-target go with --relay-project-dir"
     )
+
+
+# -- the worker and polling, in this process on a manual clock --------------------------------
+
+
+def _noted(made: Endpoint, run: EmulatedRun) -> DbtCloudRunRecord:
+    record = DbtCloudRunRecord(str(run.run_id), "12", "7", run.status, "poll", 0.0, None, None)
+    assert made.ledger.note_dbt_cloud_run(record)
+    return record
+
+
+def _work_until_settled(made: Endpoint) -> list[float]:
+    """The worker's rounds, on the manual clock, until no run waits for a retry: the waits."""
+    waits: list[float] = []
+    for _ in range(100):
+        due = made.feeder.take_due()
+        if due is None:
+            return waits
+        waits.append(due - made.clock.now())
+        made.clock.advance(waits[-1])
+    raise AssertionError(f"still retrying after 100 rounds: {waits}")
+
+
+def test_a_run_whose_artifacts_never_come_is_given_up_once_naming_its_step(
+    hex_emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """A dbt step's run_results.json 404 for ever: tried again with a growing interval until
+    an hour after the first try, then settled as given up, said once, and counted."""
+    emulator = hex_emulator_factory()
+    emulator.dbt_cloud.add_job(12, environment_id=7)
+    made = Endpoint(emulator, tmp_path / "state")
+    try:
+        run = emulator.dbt_cloud.add_run(
+            12, [("Clone git repository", None), ("Invoke dbt with `dbt run`", None)], notify=False
+        )
+        _noted(made, run)
+        started = made.clock.now()
+        waits = _work_until_settled(made)
+        doubling = [RETRY_FIRST_S * 2**n for n in range(6)]  # 5 ... 160, then the cap
+        assert waits == [*doubling, *[RETRY_CAP_S] * 11]
+        assert made.clock.now() - started == 3615 >= DEFAULT_GIVE_UP_S
+        step_2 = [
+            entry
+            for entry in emulator.journal()
+            if entry["operation"] == "DbtCloudGetArtifact" and "step=2" in entry["path"]
+        ]
+        assert [entry["status"] for entry in step_2] == [404] * 18  # one try per wait, and one
+        [settled] = made.ledger.dbt_cloud_runs()
+        assert settled.outcome == (
+            "given up after 18 tries in 3615 s: step 2 (Invoke dbt with `dbt run`):"
+            " run_results.json not there yet"
+        )
+        [given_up] = made.log.of("dbt_cloud_run_given_up")
+        assert (given_up["level"], given_up["run_id"], given_up["step"]) == (
+            "error",
+            str(run.run_id),
+            2,
+        )
+        assert given_up["step_name"] == "Invoke dbt with `dbt run`"
+        assert "where" not in given_up  # an expected failure: no traceback
+        assert [event["event"] for event in made.log.events].count("dbt_cloud_run_waiting") == 1
+        found = samples(made.metrics.exposition().decode())
+        assert value(found, "hexdbt_dbt_cloud_runs_total", outcome="given_up") == 1
+        assert made.feeder.take_due() is None  # settled: never asked for again
+        assert len(emulator.journal()) == 3 * 18  # the run, and its two steps, per try
+    finally:
+        made.close()
+
+
+def test_the_give_up_time_is_the_option_s_and_a_run_that_comes_in_time_is_planned(
+    hex_emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = hex_emulator_factory()
+    emulator.dbt_cloud.add_job(12, environment_id=7)
+    made = Endpoint(emulator, tmp_path / "state", give_up_after_s=12)
+    try:
+        emulator.inject_faults("DbtCloudGetRun", sequence=[{"kind": "error", "status": 503}] * 3)
+        run = emulator.dbt_cloud.add_run(12, [("Clone git repository", None)], notify=False)
+        _noted(made, run)
+        _work_until_settled(made)
+        [settled] = made.ledger.dbt_cloud_runs()
+        # Tries at 0, 5 and 15 s: the third is past 12 s.
+        assert settled.outcome is not None
+        assert settled.outcome.startswith("given up after 3 tries in 15 s: dbt Cloud answered")
+        [given_up] = made.log.of("dbt_cloud_run_given_up")
+        assert given_up["step"] is None
+        assert given_up["error_type"] == "DbtCloudError"
+
+        in_time = emulator.dbt_cloud.add_run(12, [("Clone git repository", None)], notify=False)
+        emulator.inject_faults("DbtCloudGetRun", sequence=[{"kind": "error", "status": 503}])
+        _noted(made, in_time)
+        _work_until_settled(made)
+        outcomes = {record.run_id: record.outcome for record in made.ledger.dbt_cloud_runs()}
+        assert outcomes[str(in_time.run_id)] == (
+            "no step wrote run_results.json: no dbt command ran"
+        )
+        assert len(made.log.of("dbt_cloud_run_given_up")) == 1
+    finally:
+        made.close()
+
+
+def _list_requests(emulator: HexEmulator) -> int:
+    return sum(1 for entry in emulator.journal() if entry["operation"] == "DbtCloudListRuns")
+
+
+@pytest.fixture
+def on_one_clock(
+    hex_emulator_factory: EmulatorFactory, tmp_path: Path
+) -> Iterator[tuple[Endpoint, HexEmulator]]:
+    """A feeder (not started) and the emulator's dbt Cloud, with job 12, on one manual clock."""
+    clock = ManualClock()
+    emulator = hex_emulator_factory(clock=clock)
+    emulator.dbt_cloud.add_job(12, environment_id=7)
+    made = Endpoint(emulator, tmp_path / "state", clock=clock)
+    yield made, emulator
+    made.close()
+
+
+def test_polling_pages_back_to_the_last_poll_when_more_than_a_page_of_runs_ended_since(
+    on_one_clock: tuple[Endpoint, HexEmulator],
+) -> None:
+    """dbt Cloud lists 100 runs a request: 250 runs ended between two polls are all taken, in
+    three requests, and a poll with nothing new asks once."""
+    made, emulator = on_one_clock
+    clock, dbt_cloud = made.clock, emulator.dbt_cloud
+    old = dbt_cloud.add_run(12, [], notify=False)  # ended before polling started
+    clock.advance(1)
+    floor, _ = made.ledger.dbt_cloud_polling_since("1")
+    clock.advance(1)
+    first = [dbt_cloud.add_run(12, [], notify=False) for _ in range(150)]
+    assert made.feeder.poll(floor) == 150
+    assert _list_requests(emulator) == 2  # a full page, then the rest: the end of the list
+    clock.advance(60)
+    busy = [dbt_cloud.add_run(12, [], notify=False) for _ in range(250)]
+    assert made.feeder.poll(floor) == 250
+    assert _list_requests(emulator) == 2 + 3  # the third page reaches the last poll's runs
+    clock.advance(60)
+    assert made.feeder.poll(floor) == 0
+    assert _list_requests(emulator) == 2 + 3 + 1
+    noted = {record.run_id for record in made.ledger.dbt_cloud_runs()}
+    assert noted == {str(run.run_id) for run in [*first, *busy]}
+    assert str(old.run_id) not in noted
+
+
+def test_a_run_still_running_at_a_poll_is_taken_when_it_ends_however_many_runs_came_after(
+    on_one_clock: tuple[Endpoint, HexEmulator],
+) -> None:
+    """The next poll pages back to the oldest run the last one saw running, not only to the
+    newest run it saw."""
+    made, emulator = on_one_clock
+    clock, dbt_cloud = made.clock, emulator.dbt_cloud
+    floor, _ = made.ledger.dbt_cloud_polling_since("1")
+    clock.advance(1)
+    long_run = dbt_cloud.add_run(12, [], status=RUNNING, notify=False)
+    for _ in range(120):
+        dbt_cloud.add_run(12, [], notify=False)
+    assert made.feeder.poll(floor) == 120  # not the one running
+    clock.advance(60)
+    after = [dbt_cloud.add_run(12, [], notify=False) for _ in range(230)]
+    dbt_cloud.end_run(long_run, notify=False)
+    # The newest run the last poll saw is on the third page; the long run on the fourth.
+    assert made.feeder.poll(floor) == 231
+    noted = {record.run_id for record in made.ledger.dbt_cloud_runs()}
+    assert {str(long_run.run_id), *(str(run.run_id) for run in after)} <= noted
+    assert _list_requests(emulator) == 2 + 4

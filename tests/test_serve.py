@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from daemon_helpers import Daemon
 from dbt_runs import dbt_in_process
 from postgres_server import PostgresServer
 from test_hook_relay import _copy_with_hook
+from test_metrics import samples
 
-from hexdbt.clock import ScaledClock
+from hexdbt.clock import ScaledClock, from_iso
 from hexdbt.crashpoints import CRASH_EXIT_CODE
 from hexdbt.dbt.artifacts import load_run_results
 from hexdbt.dbt.cloud import DbtCloudClient
@@ -114,12 +116,69 @@ class Cloud:
             if entry["operation"] == "RunProject"
         )
 
-    def wait_for_posts(self, expected: Counter[str], timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.posts() != expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # and nothing more comes
+    def wait_for_posts(
+        self,
+        expected: Counter[str],
+        *daemons: Daemon,
+        polls: int = 0,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 30,
+    ) -> None:
+        """Until Hex has had ``expected`` RunProject requests, and then until the point after
+        which no more could come: each request answered and its run followed by a daemon,
+        every dbt Cloud run settled in the ledger (none left to plan), and ``polls`` more polls
+        of each daemon (each found nothing new). Then nothing more has come."""
+        _wait_until(lambda: self.posts() == expected, f"RunProject {expected}", daemons, timeout_s)
+        total = sum(expected.values())
+        _wait_until(
+            lambda: sum(len(daemon.events("run_followed")) for daemon in daemons) >= total,
+            f"{total} runs followed",
+            daemons,
+        )
+        state = resolve_state_location((env or self.env).get("HEXDBT_STATE_URL"))
+        with Ledger.open(state) as ledger:
+            _wait_until(
+                lambda: not ledger.dbt_cloud_runs(unsettled_only=True),
+                "every dbt Cloud run settled",
+                daemons,
+            )
+        more_polls(daemons, polls)
         assert self.posts() == expected
+
+
+def _wait_until(
+    condition: Callable[[], bool], what: str, daemons: tuple[Daemon, ...], timeout_s: float = 30
+) -> None:
+    """Until ``condition`` (a read of the journal, the ledger, the logs or the metrics) holds;
+    a daemon that ends first fails the test with its output."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for daemon in daemons:
+            assert daemon.process.poll() is None, "\n".join(daemon.lines)
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+def polls_made(daemon: Daemon) -> float:
+    """How many polls of dbt Cloud's runs ``daemon`` has finished, by its metrics."""
+    with urllib.request.urlopen(daemon.events("serving")[0]["metrics"], timeout=5) as answer:
+        found = samples(answer.read().decode())
+    return sum(
+        count for (name, _), count in found.items() if name == "hexdbt_dbt_cloud_polls_total"
+    )
+
+
+def more_polls(daemons: tuple[Daemon, ...], count: int) -> None:
+    """Until each daemon has finished ``count`` more polls: at least ``count - 1`` of them
+    started after this call, and listed what was there by then."""
+    if not count:
+        return
+    before = [polls_made(daemon) for daemon in daemons]
+    _wait_until(
+        lambda: all(polls_made(d) >= n + count for d, n in zip(daemons, before, strict=True)),
+        f"{count} more polls",
+        daemons,
+    )
 
 
 @pytest.fixture
@@ -229,7 +288,7 @@ def test_a_signed_webhook_starts_each_app_once_and_five_retries_beside_polling_a
     try:
         _subscribe(cloud, daemon)
         run = cloud.emulator.dbt_cloud.add_run(JOB, steps.job())
-        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)))
+        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), daemon)
         # dbt Cloud delivers the same event again (an answer it took for lost), five times.
         cloud.emulator.dbt_cloud.wait_for_deliveries()
         delivered = [
@@ -239,8 +298,8 @@ def test_a_signed_webhook_starts_each_app_once_and_five_retries_beside_polling_a
         ]
         body = cloud.emulator.dbt_cloud.event_body(run, "job.run.completed", delivered[0])
         for _ in range(5):
-            assert _deliver(daemon, body, SECRET) == 200
-        time.sleep(2.5)  # two polls
+            assert _deliver(daemon, body, SECRET) == 200  # answered once recorded: a duplicate
+        more_polls((daemon,), 2)
         assert cloud.posts() == Counter(dict.fromkeys(EVERY_APP, 1))
         submitted = daemon.events("invocation_submitted")
         assert [event["run_id"] for event in submitted] == [str(run.run_id)]
@@ -289,7 +348,7 @@ def test_a_serve_killed_after_its_200_and_before_planning_plans_the_run_once_whe
     cloud.emulator.dbt_cloud.unsubscribe_all()
     restarted = cloud.serve()
     try:
-        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)))
+        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), restarted)
     finally:
         assert restarted.stop() == 0
     _no_secret_anywhere(crashing, restarted)
@@ -320,7 +379,8 @@ def test_polling_takes_no_old_run_at_first_start_and_a_run_whose_deliveries_all_
     daemon = cloud.serve("--dbt-cloud-poll", "1")
     try:
         daemon.wait_for("dbt_cloud_polling_started")
-        time.sleep(2.5)
+        more_polls((daemon,), 2)  # each listed the old run
+        assert daemon.events("dbt_cloud_run_found") == []
         assert cloud.posts() == Counter()
         # Every delivery of this run fails (nothing listens there), five times.
         dbt_cloud.subscribe(
@@ -332,7 +392,7 @@ def test_polling_takes_no_old_run_at_first_start_and_a_run_whose_deliveries_all_
         assert [item.status for item in failed if item.event_type == "job.run.completed"] == [
             None
         ] * 5
-        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), timeout_s=15)
+        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), daemon, timeout_s=15)
         found = daemon.events("dbt_cloud_run_found")
         assert [event["run_id"] for event in found] == [str(run.run_id)]
     finally:
@@ -346,17 +406,16 @@ def test_a_429_while_polling_is_a_cool_down_honoured(cloud: Cloud, steps: Steps)
     daemon = cloud.serve("--dbt-cloud-poll", "1")
     try:
         daemon.wait_for("dbt_cloud_cool_down")
-        cooled = time.monotonic()
         cloud.emulator.dbt_cloud.add_run(JOB, steps.job(), notify=False)
-        # The next poll comes after the cool-down (3 s of the scaled clock), not after 1 s.
-        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), timeout_s=20)
+        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), daemon, timeout_s=20)
         lists = [
-            entry["time"]
+            from_iso(entry["time"])
             for entry in cloud.emulator.journal()
             if entry["operation"] == "DbtCloudListRuns"
         ]
-        assert len(lists) >= 2
-        assert time.monotonic() - cooled >= 3 / SCALE
+        # The next poll came after the cool-down (3 s of the scaled clock), not after 1 s: the
+        # journal's times are real ones.
+        assert lists[1] - lists[0] >= 3 / SCALE
     finally:
         assert daemon.stop() == 0
     assert daemon.events("dbt_cloud_cool_down")[0]["seconds"] >= 3
@@ -378,9 +437,10 @@ def test_two_serve_processes_on_one_postgresql_state_start_each_app_once_per_run
         for daemon in daemons:
             _subscribe(cloud, daemon)
         run = cloud.emulator.dbt_cloud.add_run(JOB, steps.job())
-        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), timeout_s=40)
-        time.sleep(2.5)  # two polls of each
-        assert cloud.posts() == Counter(dict.fromkeys(EVERY_APP, 1))
+        cloud.wait_for_posts(
+            Counter(dict.fromkeys(EVERY_APP, 1)), *daemons, polls=2, env=shared_postgres,
+            timeout_s=40,
+        )  # fmt: skip
         submitted = [event["run_id"] for d in daemons for event in d.events("invocation_submitted")]
         assert submitted == [str(run.run_id)]
     finally:
@@ -408,7 +468,7 @@ def test_one_serve_watches_a_target_folder_beside_dbt_cloud_and_starts_nothing_t
         without_tests = Counter(
             dict.fromkeys((CUSTOMER_HEALTH_ID, MARKETING_ATTRIBUTION_ID, EXECUTIVE_KPIS_ID), 1)
         )
-        cloud.wait_for_posts(without_tests)
+        cloud.wait_for_posts(without_tests, daemon)
         cloud.emulator.dbt_cloud.add_run(JOB, steps.job(with_tests=False))
         daemon.wait_for("dbt_cloud_run_not_planned")
         reason = daemon.events("dbt_cloud_run_not_planned")[0]["reason"]
@@ -441,7 +501,7 @@ def test_one_serve_relays_the_on_run_end_hook_s_outbox_beside_dbt_cloud(
         assert daemon.events("serving")[0]["outbox"].endswith('."hexdbt_outbox"')
         # dbt-postgres runs no Python model: the marketing app does not start.
         started = (CUSTOMER_HEALTH_ID, FINANCE_OVERVIEW_ID, EXECUTIVE_KPIS_ID)
-        cloud.wait_for_posts(Counter(dict.fromkeys(started, 1)), timeout_s=60)
+        cloud.wait_for_posts(Counter(dict.fromkeys(started, 1)), daemon, timeout_s=60)
         assert [event["command"] for event in daemon.events("invocation_submitted")] == ["build"]
     finally:
         assert daemon.stop() == 0
@@ -475,7 +535,7 @@ def test_serve_shows_the_status_page_behind_its_token_and_leaves_health_and_webh
         assert _get(f"{url}/healthz") == (200, "ok\n")
         _subscribe(cloud, daemon)
         cloud.emulator.dbt_cloud.add_run(JOB, steps.job())
-        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)))
+        cloud.wait_for_posts(Counter(dict.fromkeys(EVERY_APP, 1)), daemon)
         status, page = _get(f"{url}/", PAGE_TOKEN)
         assert status == 200
         for name in ("customer_health", "finance_overview", "executive_kpis"):

@@ -112,6 +112,16 @@ def _job_ids(text: str | None) -> frozenset[str] | None:
     help="Polling takes runs that ended this long ago at most.",
 )
 @click.option(
+    "--dbt-cloud-give-up-hours",
+    "give_up_hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="A run whose artifacts cannot be had (a dbt step's run_results.json still missing,"
+    " dbt Cloud failing) is tried again, with a growing interval, for this long after its first"
+    " failed try; then it is given up, as an error naming the run and the step.",
+)
+@click.option(
     "--dbt-cloud-take-old-runs",
     "take_old_runs",
     is_flag=True,
@@ -137,6 +147,7 @@ def serve(
     jobs_text: str | None,
     poll_interval_s: float | None,
     look_back_hours: float,
+    give_up_hours: float,
     take_old_runs: bool,
     log_format: str,
     max_live_runs: int,
@@ -207,6 +218,7 @@ def serve(
                 poll_interval_s=poll_interval_s,
                 look_back_s=look_back_hours * 3600,
                 take_old_runs=take_old_runs,
+                give_up_after_s=give_up_hours * 3600,
             ),
         ),
         watch=WatchOptions(

@@ -2,7 +2,7 @@
 with its steps, a step's artifacts, and whether a job runs in a deployment environment.
 
     client = DbtCloudClient(settings, clock=clock)   # settings: hexdbt.settings.resolve_dbt_cloud
-    client.runs(job_id="12", limit=20)               # newest first
+    client.runs(job_id="12", limit=20)               # newest first; offset= pages back
     client.run("4242")                               # with its steps
     client.artifact("4242", "run_results.json", step=4)   # bytes, or None: that step has none
 
@@ -44,6 +44,8 @@ STATUS_NAMES = {
 # waits between polls by default.
 DEFAULT_COOL_DOWN_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
+# dbt Cloud lists at most 100 runs a request (``limit``); older ones are read with ``offset``.
+RUNS_PAGE = 100
 READ_TIMEOUT_S = 30.0
 
 
@@ -153,9 +155,14 @@ class DbtCloudClient:
         """When the cool-down of the last 429 ends (on the client's clock; past: none)."""
         return self._cool_down_until
 
-    def runs(self, job_id: str | None = None, *, limit: int = 100) -> list[CloudRun]:
-        """The newest runs (of ``job_id``, else of the account), newest first."""
+    def runs(
+        self, job_id: str | None = None, *, limit: int = RUNS_PAGE, offset: int = 0
+    ) -> list[CloudRun]:
+        """The newest runs (of ``job_id``, else of the account), newest first, skipping the
+        ``offset`` newest: one page of at most ``RUNS_PAGE``, the most dbt Cloud serves."""
         params: dict[str, str] = {"order_by": "-id", "limit": str(limit)}
+        if offset:
+            params["offset"] = str(offset)
         if job_id is not None:
             params["job_definition_id"] = job_id
         data = self._json("runs/", params)

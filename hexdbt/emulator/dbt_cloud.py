@@ -30,7 +30,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from hexdbt.emulator.exchange import Request, Response, admin_error, json_bytes,
 
 ACCOUNT_ID = 1
 DBT_CLOUD_TOKEN = "dbtc_emulator_service_token"
-SUCCESS, ERROR, CANCELLED = 10, 20, 30
+RUNNING, SUCCESS, ERROR, CANCELLED = 3, 10, 20, 30
 _HUMANIZED = {1: "Queued", 2: "Starting", 3: "Running", 10: "Success", 20: "Error", 30: "Cancelled"}
 # dbt Cloud: "retries sending each event five times" and "a timeout of 10 seconds". Read here as
 # five attempts in all; the waits between them are not documented (a guess, kept short).
@@ -91,7 +91,7 @@ class EmulatedRun:
     project_id: int
     status: int
     created_at: float
-    finished_at: float
+    finished_at: float | None  # None: running still (``end_run`` ends it)
     steps: tuple[EmulatedStep, ...]
     pull_request_id: int | None = None
 
@@ -106,12 +106,12 @@ class EmulatedRun:
             "status_humanized": _HUMANIZED[self.status],
             "created_at": _api_time(self.created_at),
             "started_at": _api_time(self.created_at),
-            "finished_at": _api_time(self.finished_at),
-            "is_complete": True,
+            "finished_at": None if self.finished_at is None else _api_time(self.finished_at),
+            "is_complete": self.status != RUNNING,
             "is_success": self.status == SUCCESS,
             "is_error": self.status == ERROR,
             "is_cancelled": self.status == CANCELLED,
-            "in_progress": False,
+            "in_progress": self.status == RUNNING,
             "trigger": {
                 "cause": "Kicked off by the emulator",
                 "github_pull_request_id": self.pull_request_id,
@@ -225,9 +225,10 @@ class DbtCloudEmulation:
         duration_s: float = 60.0,
         notify: bool = True,
     ) -> EmulatedRun:
-        """A run of ``job_id`` that has ended with ``status``, of ``steps``: (name, artifacts
-        folder or None[, status]); a step without a status has the run's. Its webhooks go out
-        unless ``notify`` is False (a run whose deliveries never happened)."""
+        """A run of ``job_id`` that has ended with ``status`` (or runs still: ``RUNNING``, until
+        ``end_run``), of ``steps``: (name, artifacts folder or None[, status]); a step without a
+        status has the run's. Its webhooks go out unless ``notify`` is False (a run whose
+        deliveries never happened)."""
         with self._lock:
             environment_id, _ = self._account.jobs[job_id]
             now = self.clock.now()
@@ -246,19 +247,36 @@ class DbtCloudEmulation:
                 environment_id=environment_id,
                 project_id=environment_id * 10,
                 status=status,
-                created_at=now - duration_s,
-                finished_at=now,
+                created_at=now if status == RUNNING else now - duration_s,
+                finished_at=None if status == RUNNING else now,
                 steps=made,
                 pull_request_id=pull_request_id,
             )
             self._account.runs[run.run_id] = run
             subscriptions = list(self._subscriptions)
         if notify:
-            kinds = ["job.run.started", "job.run.completed"]
-            if status == ERROR:
-                kinds.append("job.run.errored")
-            self._notify(run, kinds, subscriptions)
+            self._notify(run, ["job.run.started", *_ending_events(status)], subscriptions)
         return run
+
+    def end_run(
+        self, run: EmulatedRun, *, status: int = SUCCESS, notify: bool = True
+    ) -> EmulatedRun:
+        """A ``RUNNING`` run ends now with ``status``, its running steps with it."""
+        with self._lock:
+            ended = replace(
+                run,
+                status=status,
+                finished_at=self.clock.now(),
+                steps=tuple(
+                    replace(step, status=status) if step.status == RUNNING else step
+                    for step in run.steps
+                ),
+            )
+            self._account.runs[run.run_id] = ended
+            subscriptions = list(self._subscriptions)
+        if notify:
+            self._notify(ended, _ending_events(status), subscriptions)
+        return ended
 
     def runs(self) -> list[EmulatedRun]:
         with self._lock:
@@ -302,7 +320,7 @@ class DbtCloudEmulation:
                 "runStartedAt": _event_time(run.created_at),
                 **(
                     {"runFinishedAt": _event_time(run.finished_at)}
-                    if event_type != "job.run.started"
+                    if event_type != "job.run.started" and run.finished_at is not None
                     else {}
                 ),
             },
@@ -499,6 +517,10 @@ class DbtCloudEmulation:
             "pagination": {"count": len(page), "total_count": len(runs)},
         }
         return Response(200, json_bytes(document))
+
+
+def _ending_events(status: int) -> list[str]:
+    return ["job.run.completed", *(["job.run.errored"] if status == ERROR else [])]
 
 
 def _post(url: str, body: bytes, signature: str, subscription: Subscription) -> int | None:

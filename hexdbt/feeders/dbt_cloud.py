@@ -11,7 +11,9 @@ there, on this process or on any other ``serve`` sharing the state:
    is planned, and the run is settled with the reason, said once;
 2. every step's ``run_results.json`` is fetched (a step that is not a dbt command that writes
    one, such as the clone, the profile and ``dbt deps``, answers 404: expected), and the last
-   dbt step's ``manifest.json``; a dbt step whose file is not there yet is tried again later;
+   dbt step's ``manifest.json``; a dbt step whose file is not there yet is tried again later,
+   with a growing interval, until ``give_up_after_s`` after the first failed try: then the run
+   is settled as given up, said once as an error naming the run and the step;
 3. the steps' results are merged in order (a later step's result for a node wins), so that a
    job of ``dbt run`` then ``dbt test`` satisfies ``require_tests``, and planned as one
    invocation ``dbt-cloud:<run id>``; templates see the last dbt step as ``invocation``, plus
@@ -24,6 +26,7 @@ there, on this process or on any other ``serve`` sharing the state:
 
 from __future__ import annotations
 
+import queue
 import re
 import shutil
 import tempfile
@@ -42,8 +45,8 @@ from hexdbt.dbt.artifacts import (
     load_manifest,
     load_run_results,
 )
-from hexdbt.dbt.cloud import CANCELLED, ERROR, CloudRun, DbtCloudClient
-from hexdbt.errors import ConfigError, DbtCloudError, HexdbtError, StateError
+from hexdbt.dbt.cloud import CANCELLED, ERROR, RUNS_PAGE, CloudRun, CloudStep, DbtCloudClient
+from hexdbt.errors import ArtifactError, ConfigError, DbtCloudError, HexdbtError, StateError
 from hexdbt.feeders.daemon import InvocationEvents
 from hexdbt.ledger import DbtCloudRunRecord
 from hexdbt.logs import EventLog, error_fields
@@ -67,6 +70,10 @@ DEFAULT_LOOK_BACK_S = 86_400.0
 # again after this, doubling up to the cap.
 RETRY_FIRST_S = 5.0
 RETRY_CAP_S = 300.0
+# ... until this long after its first failed try (in this process): then it is given up. dbt
+# Cloud sends ``job.run.completed`` once the artifacts are there, so an hour of "not there" is
+# a run whose artifacts will not come (or an outage as long: the error event says which).
+DEFAULT_GIVE_UP_S = 3600.0
 # A dbt Cloud step runs dbt when its name says so ("Invoke dbt with `dbt build`"); these commands
 # write no run_results.json, so a 404 for them is no news.
 _DBT_STEP = re.compile(r"dbt with `dbt\s+([a-z-]+)")
@@ -138,6 +145,7 @@ class DbtCloudOptions:
     poll_interval_s: float | None = None  # None: no polling
     look_back_s: float = DEFAULT_LOOK_BACK_S
     take_old_runs: bool = False  # the first poll also takes runs from before it
+    give_up_after_s: float = DEFAULT_GIVE_UP_S  # a run that cannot be planned for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +164,13 @@ class NothingToPlan:
     reason: str
 
 
-class NotYet(Exception):
-    """The run's artifacts cannot all be had now; try again later."""
+class NotYet(ArtifactError):
+    """The run's artifacts cannot all be had now; try again later. ``step``: the step whose
+    file is missing, when one is. (An expected failure, so logged without a traceback.)"""
+
+    def __init__(self, message: str, step: CloudStep | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def _step_command(name: str) -> str | None:
@@ -204,7 +217,9 @@ def _plan_from_steps(
             # (clone, profile, deps), or a step of a failed run that dbt never got into, has none.
             writes_results = command is not None and command not in _NO_RESULTS_COMMANDS
             if writes_results and run.status != ERROR:
-                raise NotYet(f"step {step.index} ({step.name}): run_results.json not there yet")
+                raise NotYet(
+                    f"step {step.index} ({step.name}): run_results.json not there yet", step
+                )
             continue
         downloaded += len(raw)
         path = folder / f"step-{step.index}" / "run_results.json"
@@ -267,20 +282,56 @@ def _merged(run_id: str, invocations: list[Invocation]) -> Invocation:
     )
 
 
-def _finished_at(run: CloudRun) -> float | None:
-    if not run.finished_at:
+def _epoch_s(api_time: str | None) -> float | None:
+    """One of the Admin API's times (``finished_at``, ``created_at``) in epoch seconds."""
+    if not api_time:
         return None
     try:
-        return datetime.fromisoformat(run.finished_at.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(api_time.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
 
 
+def _id_number(run: CloudRun) -> int:
+    return int(run.run_id) if run.run_id.isdigit() else 0
+
+
+def _pages_back_to(run: CloudRun, mark: int | None, cutoff: float) -> bool:
+    """Whether polling pages no further back than ``run``'s page
+    (``DbtCloudFeeder._runs_since_last_poll``)."""
+    if mark is not None and _id_number(run) <= mark:
+        return True
+    finished = _epoch_s(run.finished_at)
+    return run.ended and finished is not None and finished < cutoff
+
+
+def _poll_mark(runs: list[CloudRun]) -> int | None:
+    """The run down to which the next poll pages back: the oldest one listed that has not
+    ended (it may end before the next poll), else the newest listed (None: none listed)."""
+    running = [_id_number(run) for run in runs if not run.ended]
+    if running:
+        return min(running)
+    return max((_id_number(run) for run in runs), default=None)
+
+
 @dataclass
 class _Backoff:
+    """A run that could not be planned yet: when to try again, and since when it fails."""
+
     due_at: float
     delay_s: float
+    first_failed_at: float | None = None  # None: only the state has failed it so far
+    attempts: int = 0
     said: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Submitted:
+    """The engine's answer for a run's plan, handed from the engine's thread to the worker."""
+
+    record: DbtCloudRunRecord
+    fields: dict[str, Any]
+    failure: BaseException | None
 
 
 class DbtCloudFeeder:
@@ -305,18 +356,30 @@ class DbtCloudFeeder:
     ) -> None:
         self.engine = engine
         self.ledger = ledger
+        # Shared by the worker and the polling thread: one cool-down for both (under the
+        # client's lock); requests' session pools its connections in thread-safe urllib3 pools.
         self.client = client
         self.options = options
         self.log = log
         self.clock = clock
         self.events = InvocationEvents(log, metrics)
         self.source = f"{SOURCE_PREFIX}:{options.account_id}"
+        self.metrics = metrics
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # The worker thread's alone: the engine's thread hands its answers over through
+        # ``_submitted_runs`` (a dict changed by another thread while the worker iterates it
+        # would raise), and the webhook's handler only sets ``_wake``.
         self._backoff: dict[str, _Backoff] = {}
         self._allowed: dict[str, str | None] = {}  # job id -> why not (None: allowed)
         self._in_flight: set[str] = set()
+        self._submitted_runs: queue.SimpleQueue[_Submitted] = queue.SimpleQueue()
+        # The polling thread's alone: per job listed (None: the account), the run id down to
+        # which the next poll pages back (the oldest run not ended, else the newest one seen).
+        self._poll_marks: dict[str | None, int] = {}
+        # Said by the worker, the polling thread and the engine's: once until the state is back.
+        self._state_said_lock = threading.Lock()
         self._state_said = False
 
     # -- running ---------------------------------------------------------------------------------
@@ -356,14 +419,16 @@ class DbtCloudFeeder:
             self.clock.wait(self._wake, wait_s)
 
     def take_due(self) -> float | None:
-        """Take every run the ledger holds unsettled whose retry is due; returns when the next
-        retry is due (None: none waits)."""
+        """Take the engine's answers for the plans submitted, then every run the ledger holds
+        unsettled whose retry is due; returns when the next retry is due (None: none waits)."""
+        self._take_submitted()
         try:
             runs = self.ledger.dbt_cloud_runs(unsettled_only=True)
         except StateError as exc:
             self._state_failed(exc)
             return self.clock.now() + RETRY_FIRST_S
-        self._state_said = False
+        with self._state_said_lock:
+            self._state_said = False
         now = self.clock.now()
         for record in runs:
             if self._stopping.is_set():
@@ -378,8 +443,9 @@ class DbtCloudFeeder:
         return min(dues) if dues else None
 
     def _state_failed(self, exc: HexdbtError) -> None:
-        if not self._state_said:
-            self._state_said = True
+        with self._state_said_lock:
+            said, self._state_said = self._state_said, True
+        if not said:
             self.log.emit("dbt_cloud_state_unavailable", "error", **error_fields(exc))
 
     def _take(self, record: DbtCloudRunRecord) -> None:
@@ -449,32 +515,50 @@ class DbtCloudFeeder:
         fields: dict[str, Any],
         details: dict[str, Any],
     ) -> None:
-        """On the engine's thread, once the plan is recorded (or could not be)."""
-        self._in_flight.discard(record.run_id)
+        """On the engine's thread, once the plan is recorded (or could not be): said, then
+        handed to the worker, which alone keeps the runs' retries."""
         invocation_fields = {**fields, "invocation_id": plan.invocation_id}
         self.events.submitted(plan, future, invocation_fields, **details)
-        failure = future.exception()
-        if failure is not None:  # the run stays unsettled: the worker tries again, later
-            self._retry_later(record, fields, failure)
-            return
-        try:
-            self.ledger.settle_dbt_cloud_run(record.run_id, "planned")
-        except StateError as exc:
-            self._state_failed(exc)  # settled by the next look: the invocation is recorded
+        self._submitted_runs.put(_Submitted(record, fields, future.exception()))
         self._wake.set()
+
+    def _take_submitted(self) -> None:
+        while True:
+            try:
+                submitted = self._submitted_runs.get_nowait()
+            except queue.Empty:
+                return
+            record = submitted.record
+            self._in_flight.discard(record.run_id)
+            if submitted.failure is not None:  # the run stays unsettled: tried again, later
+                self._retry_later(record, submitted.fields, submitted.failure)
+                continue
+            try:
+                if self.ledger.settle_dbt_cloud_run(record.run_id, "planned"):
+                    self._count("planned")
+            except StateError as exc:
+                self._state_failed(exc)  # settled by the next look: the invocation is recorded
 
     def _retry_later(
         self, record: DbtCloudRunRecord, fields: dict[str, Any], exc: BaseException
     ) -> None:
         now = self.clock.now()
         backoff = self._backoff.get(record.run_id)
-        delay = RETRY_FIRST_S if backoff is None else min(RETRY_CAP_S, backoff.delay_s * 2)
+        if backoff is None:
+            backoff = self._backoff[record.run_id] = _Backoff(now, 0.0)
+            delay = RETRY_FIRST_S
+        else:
+            delay = min(RETRY_CAP_S, backoff.delay_s * 2)
+        if not isinstance(exc, StateError):  # the state out of reach never gives a run up
+            backoff.attempts += 1
+            if backoff.first_failed_at is None:
+                backoff.first_failed_at = now
+            elif now - backoff.first_failed_at >= self.options.give_up_after_s:
+                self._give_up(record, fields, backoff, exc)
+                return
         if isinstance(exc, DbtCloudError) and exc.retry_after_s is not None:
             delay = max(delay, exc.retry_after_s)
-        if backoff is None:
-            backoff = self._backoff[record.run_id] = _Backoff(now + delay, delay)
-        else:
-            backoff.due_at, backoff.delay_s = now + delay, delay
+        backoff.due_at, backoff.delay_s = now + delay, delay
         if not backoff.said:  # said once per run, not at every try
             backoff.said = True
             self.log.emit(
@@ -483,7 +567,49 @@ class DbtCloudFeeder:
                 **fields,
                 **error_fields(exc),
                 retry="with a growing interval, up to 5 minutes",
+                gives_up_after_s=self.options.give_up_after_s,
             )
+
+    def _give_up(
+        self,
+        record: DbtCloudRunRecord,
+        fields: dict[str, Any],
+        backoff: _Backoff,
+        exc: BaseException,
+    ) -> None:
+        """A run that could not be planned for ``give_up_after_s``: settled, said once."""
+        assert backoff.first_failed_at is not None  # given up only after a failed try
+        waited_s = self.clock.now() - backoff.first_failed_at
+        step = exc.step if isinstance(exc, NotYet) else None
+        outcome = f"given up after {backoff.attempts} tries in {waited_s:.0f} s: {exc}"
+        try:
+            settled = self.ledger.settle_dbt_cloud_run(record.run_id, outcome)
+        except StateError as state_exc:
+            self._state_failed(state_exc)  # tried again once the state is back
+            backoff.due_at = self.clock.now() + RETRY_FIRST_S
+            return
+        self._backoff.pop(record.run_id, None)
+        if not settled:  # another process settled it first, and said so
+            return
+        self._count("given_up")
+        self.log.emit(
+            "dbt_cloud_run_given_up",
+            "error",
+            **fields,
+            step=None if step is None else step.index,
+            step_name=None if step is None else step.name,
+            attempts=backoff.attempts,
+            waited_s=round(waited_s, 1),
+            **{
+                "hint": "check the run in dbt Cloud; --dbt-cloud-give-up-hours sets how long"
+                " hexdbt tries",
+                **error_fields(exc),  # the error's own hint, when it has one, says more
+            },
+        )
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dbt_cloud_run_settled(outcome)
 
     def _settle(
         self,
@@ -500,6 +626,8 @@ class DbtCloudFeeder:
         except StateError as exc:
             self._state_failed(exc)
             return
+        if settled:
+            self._count("planned" if outcome == "planned" else "not_planned")
         if settled and say:  # by whichever process settled it: said once
             self.log.emit("dbt_cloud_run_not_planned", level, **fields, reason=outcome)
 
@@ -533,18 +661,24 @@ class DbtCloudFeeder:
         floor: float | None = None
         while not self._stopping.is_set():
             wait_s = self.options.poll_interval_s
+            result = "listed"
             try:
                 if floor is None:
                     floor = self._poll_floor()
                 self.poll(floor)
             except DbtCloudError as exc:
                 if exc.retry_after_s is not None:
+                    result = "cool_down"
                     wait_s = max(wait_s, exc.retry_after_s)
                     self.log.emit("dbt_cloud_cool_down", "warning", seconds=round(wait_s, 1))
                 else:
+                    result = "failed"
                     self.log.emit("dbt_cloud_poll_failed", "warning", **error_fields(exc))
             except StateError as exc:
+                result = "failed"
                 self._state_failed(exc)
+            if self.metrics is not None:
+                self.metrics.dbt_cloud_polled(result)
             self.clock.wait(self._stopping, wait_s)
 
     def _poll_floor(self) -> float:
@@ -561,19 +695,22 @@ class DbtCloudFeeder:
         return float("-inf") if self.options.take_old_runs else since
 
     def poll(self, floor: float) -> int:
-        """List the allowed jobs' newest runs and note each ended one the ledger does not know
-        (within the look-back window, and not before ``floor``). Returns how many were new."""
+        """List the allowed jobs' runs since the last poll (``_runs_since_last_poll``) and note
+        each ended one the ledger does not know (within the look-back window, and not before
+        ``floor``). Returns how many were new."""
         cutoff = max(floor, self.clock.now() - self.options.look_back_s)
         jobs: list[str | None] = [None]  # the account's runs, when no job is listed
         if self.options.job_ids is not None:
             jobs = list(sorted(self.options.job_ids))
-        found: list[CloudRun] = []
-        for job_id in jobs:
-            found.extend(self.client.runs(job_id))
+        listed = {job_id: self._runs_since_last_poll(job_id, cutoff) for job_id in jobs}
+        # A run created while paging shifts the pages: the runs at their edge come twice.
+        found = {run.run_id: run for runs in listed.values() for run in runs}
         ended = [
             run
-            for run in found
-            if run.ended and (finished := _finished_at(run)) is not None and finished >= cutoff
+            for run in found.values()
+            if run.ended
+            and (finished := _epoch_s(run.finished_at)) is not None
+            and finished >= cutoff
         ]
         known = self.ledger.known_dbt_cloud_runs([run.run_id for run in ended])
         new = 0
@@ -589,6 +726,24 @@ class DbtCloudFeeder:
                     "dbt_cloud_run_found", run_id=run.run_id, job_id=run.job_id,
                     status=run.status_name,
                 )  # fmt: skip
+        for job_id, runs in listed.items():  # once every run found is noted
+            mark = _poll_mark(runs)
+            if mark is not None:
+                self._poll_marks[job_id] = mark
         if new:
             self._wake.set()
         return new
+
+    def _runs_since_last_poll(self, job_id: str | None, cutoff: float) -> list[CloudRun]:
+        """``job_id``'s runs (None: the account's), newest first, page after page: a busy
+        account ends more than a page of runs between two polls. Paging stops at the page that
+        reaches the last poll's mark (``_poll_mark``), or a run that ended before ``cutoff``
+        (older runs ended before it too, but for one that outlasted a newer run: only a first
+        poll, without a mark, can miss that one), or the list's end."""
+        mark = self._poll_marks.get(job_id)
+        runs: list[CloudRun] = []
+        while True:
+            page = self.client.runs(job_id, offset=len(runs))
+            runs.extend(page)
+            if len(page) < RUNS_PAGE or any(_pages_back_to(run, mark, cutoff) for run in page):
+                return runs
