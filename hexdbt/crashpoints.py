@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from hexdbt.errors import ConfigError
 from hexdbt.settings import CRASH_AT_ENV, STOP_AT_ENV, resolve_crash_point, resolve_stop_point
@@ -43,8 +45,23 @@ def _crash() -> None:
     os._exit(CRASH_EXIT_CODE)
 
 
+# Held by a thread of the engine while it writes beside the engine's own thread (the lease
+# keeper's renewal): a stall waits for it. Stopped inside a write, a process would hold SQLite's
+# write lock, and every other process's writes with it, which is not the stall being tested
+# (docs/exactly-once.md says what such a stall does).
+_writing_beside = threading.Lock()
+
+
+@contextmanager
+def no_stall_meanwhile() -> Iterator[None]:
+    """A stall at a crash point waits for the end of this block."""
+    with _writing_beside:
+        yield
+
+
 def _stall() -> None:
-    os.kill(os.getpid(), signal.SIGSTOP)
+    with _writing_beside:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _at(target: str, nth: int, act: Callable[[], None]) -> Callable[[str], None]:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from hexdbt.crashpoints import no_stall_meanwhile
 from hexdbt.errors import HexdbtError
 from hexdbt.ledger import Ledger
 
@@ -55,7 +56,8 @@ class LeaseKeeper:
             if time.monotonic() - self._alive_at >= self._hung_after_s:
                 continue  # the engine is stuck: let the lease lapse
             try:
-                self._ledger.renew_lease()
+                with no_stall_meanwhile():
+                    self._ledger.renew_lease()
             except HexdbtError as exc:  # the state is lost: the lease lapses, the rows stay
                 if not self._failing:
                     self._log(f"cannot renew this process's lease: {exc}")
