@@ -5,8 +5,6 @@ SQLite ledger written by the hexdbt before leases."""
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,11 +20,9 @@ from test_engine import World
 
 from hexdbt.cli import main
 from hexdbt.emulator import HexEmulator
-from hexdbt.errors import StateError
 from hexdbt.ledger import LEDGER_FILENAME, Ledger, TriggerState
 from hexdbt.outcomes import OutcomeKind
 from hexdbt.settings import PostgresState, SqliteState, parse_state_url, resolve_state_dir
-from hexdbt.store import SqliteStore
 
 PROJECT = "5a8591dd-4039-49df-9202-96385ba3eff8"
 
@@ -316,59 +312,28 @@ def test_a_state_url_is_shown_without_its_password(url: str, shown: str) -> None
 
 # Released together, four processes race in about one new file in ten.
 ROUNDS = 60
-OPENERS_PER_ROUND = 4
 
 
-def _raw_open(path: Path) -> None:
-    """What the store did before it waited: the switch to WAL, once."""
-    sqlite3.connect(path, timeout=30, isolation_level=None).execute("PRAGMA journal_mode=WAL")
-
-
-def _store_open(path: Path) -> None:
-    SqliteStore(path, what="budget store").write(
-        lambda session: session.execute("CREATE TABLE IF NOT EXISTS calls (at REAL)")
-    )
-
-
-def _open_at_the_barrier(opener: Callable[[Path], None], path: Path, barrier: Any) -> None:
-    barrier.wait()
-    try:
-        opener(path)
-    except (sqlite3.Error, StateError):
-        os._exit(1)
-
-
-def _opens_of_a_new_file_together(opener: Callable[[Path], None], path: Path) -> int:
-    """How many of ``OPENERS_PER_ROUND`` processes, released together on the new file ``path``,
-    failed to open it."""
-    fork = multiprocessing.get_context("fork")
-    barrier = fork.Barrier(OPENERS_PER_ROUND)
-    openers = [
-        fork.Process(target=_open_at_the_barrier, args=(opener, path, barrier))
-        for _ in range(OPENERS_PER_ROUND)
-    ]
-    for process in openers:
-        process.start()
-    for process in openers:
-        process.join(timeout=60)
-    return sum(process.exitcode != 0 for process in openers)
+def _rounds_of_opens(kind: str, folder: Path, rounds: int, *options: str) -> list[int]:
+    """How many openers failed in each round played by tests/sqlite_open_race.py: ``raw`` (the
+    switch to WAL alone) or ``store`` (SqliteStore's open)."""
+    folder.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("sqlite_open_race.py")), kind,
+         str(folder), str(rounds), *options],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    failed: list[int] = json.loads(done.stdout)
+    return failed
 
 
 def test_processes_opening_a_new_sqlite_state_together_all_open_it(tmp_path: Path) -> None:
     """Switching a new file to WAL can be refused at once ("database is locked"), unwaited, to a
     process racing another: two relays started together on a new state folder had one fail.
     The race is first hit with the switch alone; then the same races on the store all open."""
-    raced = next(
-        (
-            round_
-            for round_ in range(10 * ROUNDS)
-            if _opens_of_a_new_file_together(_raw_open, tmp_path / f"raw_{round_}.sqlite3")
-        ),
-        None,
-    )
-    assert raced is not None, "the race was never hit here"
-    failed = [
-        _opens_of_a_new_file_together(_store_open, tmp_path / f"store_{round_}.sqlite3")
-        for round_ in range(ROUNDS)
-    ]
+    raw = _rounds_of_opens("raw", tmp_path / "raw", 10 * ROUNDS, "--until-one-fails")
+    assert raw[-1] > 0, "the race was never hit here"
+    failed = _rounds_of_opens("store", tmp_path / "store", ROUNDS)
+    assert len(failed) == ROUNDS
     assert sum(failed) == 0
