@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 from postgres_server import PostgresServer, PostgresServerError
+from prebuilt import Prebuilds
 
 from hexdbt.settings import StateLocation, parse_state_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PREBUILDS = pytest.StashKey[Prebuilds]()
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +38,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         on_postgres = callspec is not None and callspec.params.get("state_url") == "postgresql"
         if on_postgres or "postgres_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The builds that the selected tests read start now, beside the tests before them."""
+    modules = {getattr(item, "module", None) for item in session.items}
+    prebuilds = session.config.stash[PREBUILDS] = Prebuilds()
+    prebuilds.start(sorted(m.__name__ for m in modules if m is not None and hasattr(m, "prebuild")))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if PREBUILDS in session.config.stash:
+        session.config.stash[PREBUILDS].close()
+
+
+@pytest.fixture(scope="session")
+def prebuilt(pytestconfig: pytest.Config) -> Prebuilds:
+    """The builds of the modules that define ``prebuild`` (tests/prebuilt.py)."""
+    return pytestconfig.stash[PREBUILDS]
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 from daemon_helpers import Daemon
 from dbt_runs import dbt_in_process
 from postgres_server import PostgresServer
+from prebuilt import Prebuilds
 from test_metrics import get, samples, scrape_until, until_healthy, value
 
 from hexdbt._version import __version__
@@ -131,9 +132,16 @@ def _build_all(project: Path, *, green: bool) -> Built:
     return Built(project, {name: _dbt(project, name, green=green) for name in BUILDS})
 
 
+def prebuild(folder: Path) -> Built:
+    """The DuckDB builds, made beside the tests before this module (tests/prebuilt.py)."""
+    folder.mkdir()
+    return _build_all(_copy_with_hook(folder), green=True)
+
+
 @pytest.fixture(scope="module")
-def duckdb_built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return _build_all(_copy_with_hook(tmp_path_factory.mktemp("duckdb")), green=True)
+def duckdb_built(prebuilt: Prebuilds) -> Built:
+    built: Built = prebuilt.result(__name__)
+    return built
 
 
 @pytest.fixture(scope="module")

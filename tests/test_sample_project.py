@@ -1,8 +1,8 @@
 """Real dbt builds of sample_dbt_project/, planned with the repository's hex_mappings.yml.
 
 dbt is slow, so the project is built twice per session (a clean build and one where `orders`
-fails on purpose), in this process (tests/dbt_runs.py), in a copy under a temporary folder, and
-every test reads those.
+fails on purpose), in a background process (tests/prebuilt.py), in a copy under a temporary
+folder, and every test reads those.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from dbt_runs import dbt_in_process
+from prebuilt import Prebuilds
 
 from hexdbt.cli import main
 from hexdbt.dbt.artifacts import load_manifest, load_run_results
@@ -33,9 +34,9 @@ class Build:
     target_dir: Path
 
 
-@pytest.fixture(scope="session")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
-    root = tmp_path_factory.mktemp("sample")
+def prebuild(root: Path) -> dict[str, Build]:
+    """Both builds, made beside the tests before this module (tests/prebuilt.py)."""
+    root.mkdir()
     project = root / "sample_dbt_project"
     shutil.copytree(
         SAMPLE, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", ".user.yml")
@@ -48,6 +49,12 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
         target = dbt_in_process(project, ["build", "--vars", variables], project / f"target_{name}")
         result[name] = Build(project, target)
     return result
+
+
+@pytest.fixture(scope="session")
+def builds(prebuilt: Prebuilds) -> dict[str, Build]:
+    built: dict[str, Build] = prebuilt.result(__name__)
+    return built
 
 
 def _plan(build: Build) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 Each shape is one real dbt command on one copy of sample_dbt_project/ (which has unit tests, a
 snapshot and an ephemeral model), with a saved query and a microbatch model added here. Each
-runs once a session, in this process, recording dbt's events as hexdbt's dbtRunner callback
+runs once a session, in a background process (tests/prebuilt.py), recording dbt's events as hexdbt's dbtRunner callback
 reads them. Replayed through the StreamPlanner (what `hexdbt dbt` and the callback feed), every
 project it decides while dbt runs must be decided as `hexdbt plan` decides it from that build's
 run_results.json, and what it settles at the end must be plan's whole plan.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from dbt_runs import dbt_in_process
+from prebuilt import Prebuilds
 
 from hexdbt.dbt.artifacts import load_manifest, load_run_results
 from hexdbt.dbt.events import DbtEvent, event_from_message, selected_node_count, started_node
@@ -170,9 +171,9 @@ class Shape:
         return self.target.parent / "shapes_mappings.yml"
 
 
-@pytest.fixture(scope="session")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Shape]:
-    root = tmp_path_factory.mktemp("shapes")
+def prebuild(root: Path) -> dict[str, Shape]:
+    """Every shape, built beside the tests before this module (tests/prebuilt.py)."""
+    root.mkdir()
     project = root / "sample_dbt_project"
     shutil.copytree(
         REPO_ROOT / "sample_dbt_project",
@@ -194,6 +195,12 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Shape]:
 
         target = dbt_in_process(project, arguments, root / f"target_{name}", callbacks=[record])
         built[name] = Shape(arguments[0], target, tuple(events))
+    return built
+
+
+@pytest.fixture(scope="session")
+def shapes(prebuilt: Prebuilds) -> dict[str, Shape]:
+    built: dict[str, Shape] = prebuilt.result(__name__)
     return built
 
 
