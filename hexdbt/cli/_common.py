@@ -315,6 +315,8 @@ def checked_mappings_file(mappings_file: Path | None) -> Path | None:
 
 
 class StartedDaemon(NamedTuple):
+    """What ``daemon_started`` hands a daemon's command."""
+
     log: StreamEventLog
     client: HexClient
     ledger: Ledger
