@@ -44,9 +44,9 @@ STATUS_NAMES = {
 # waits between polls by default.
 DEFAULT_COOL_DOWN_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
 # dbt Cloud lists at most 100 runs a request (``limit``); older ones are read with ``offset``.
 RUNS_PAGE = 100
-READ_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)

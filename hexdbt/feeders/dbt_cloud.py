@@ -33,10 +33,10 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hexdbt.clock import from_iso
 from hexdbt.crashpoints import crash_point
 from hexdbt.dbt.artifacts import (
     REFRESHING_COMMANDS,
@@ -287,7 +287,7 @@ def _epoch_s(api_time: str | None) -> float | None:
     if not api_time:
         return None
     try:
-        return datetime.fromisoformat(api_time.replace("Z", "+00:00")).timestamp()
+        return from_iso(api_time)  # a time without a zone is UTC, not this machine's
     except ValueError:
         return None
 
